@@ -1,0 +1,37 @@
+--[[
+  Cancel a job. Waiting or delayed: cancelled at once. Active: flagged, and a cancel-requested
+  event tells its worker to stop; it ends cancelled when the worker reports or its lease ends.
+  Keys: prefix waiting delayed expiring cancelled events
+  Input:
+    ARGV[1] events maxlen
+    ARGV[2] job id
+    ARGV[3] reason
+  Output: {'', state after} or {error reason, state}: NOT_FOUND, or ALREADY_FINISHED.
+]]
+-- @include lib/base.lua
+-- @include lib/finish.lua
+
+local prefix, events, maxlen, id = KEYS[1], KEYS[6], ARGV[1], ARGV[2]
+local jkey = job_key(prefix, id)
+local f = redis.call('HMGET', jkey, 'st', 'cr', 'fn', 'w')
+local st = f[1]
+if not st then
+  return {'NOT_FOUND', ''}
+end
+local now = now_ms()
+if st == 'waiting' or st == 'delayed' then
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('HSET', jkey, 'crr', ARGV[3])
+  finish_cancelled(prefix, events, maxlen, KEYS[5], id, now)
+  return {'', 'cancelled'}
+end
+if st == 'active' then
+  if f[2] ~= '1' then
+    redis.call('HSET', jkey, 'cr', 1, 'crr', ARGV[3])
+    emit(events, maxlen, 'cancel-requested', id, {'s', 'active', 'f', f[3], 'w', f[4] or ''})
+  end
+  return {'', 'active'}
+end
+return {'ALREADY_FINISHED', st}

@@ -1,0 +1,44 @@
+--[[
+  Fail the current attempt of leased jobs: retried (delayed by backoff, or waiting) while
+  attempts are left, else failed for good; cancelled when a Cancel arrived meanwhile.
+  Keys: prefix active waiting delayed failed cancelled events seq
+  Input:
+    ARGV[1] events maxlen
+    ARGV[2] number of jobs N
+    then per job: id, token, message, error type, stack, no retry ('1'/''), random in [0, 1)
+  Output: a flat list of {reason ('' = applied), state, run at} per job.
+]]
+-- @include lib/base.lua
+-- @include lib/finish.lua
+-- @include lib/attempt.lua
+
+local k = {prefix = KEYS[1], active = KEYS[2], waiting = KEYS[3], delayed = KEYS[4],
+  failed = KEYS[5], events = KEYS[7], seq = KEYS[8]}
+local maxlen, n = ARGV[1], tonumber(ARGV[2])
+local now = now_ms()
+local out = {}
+for i = 0, n - 1 do
+  local b = 3 + i * 7
+  local id, token = ARGV[b], ARGV[b + 1]
+  local jkey = job_key(k.prefix, id)
+  local reason, st = check_lease(jkey, token, now)
+  if reason then
+    out[#out + 1] = reason
+    out[#out + 1] = st
+    out[#out + 1] = 0
+  elseif redis.call('HGET', jkey, 'cr') == '1' then
+    redis.call('ZREM', k.active, id)
+    redis.call('HSET', jkey, 'fm', ARGV[b + 2], 'fty', ARGV[b + 3], 'fsk', ARGV[b + 4])
+    finish_cancelled(k.prefix, k.events, maxlen, KEYS[6], id, now)
+    out[#out + 1] = ''
+    out[#out + 1] = 'cancelled'
+    out[#out + 1] = 0
+  else
+    local state, run_at = fail_attempt(k, maxlen, id, now, 1, ARGV[b + 2], ARGV[b + 3],
+      ARGV[b + 4], ARGV[b + 5] == '1', tonumber(ARGV[b + 6]))
+    out[#out + 1] = ''
+    out[#out + 1] = state
+    out[#out + 1] = run_at
+  end
+end
+return out

@@ -1,0 +1,90 @@
+--[[
+  Lease up to N waiting jobs to a worker: waiting -> active, scored by lease deadline.
+  A job whose lifespan ran out on the way fails with reason EXPIRED instead.
+  Keys: prefix waiting active expiring failed events seq
+  Input:
+    ARGV[1] events maxlen
+    ARGV[2] max jobs
+    ARGV[3] worker id
+    ARGV[4] lease ms
+    ARGV[5] random token suffix
+  Output: a flat list of 13 values per leased job: id, name, data, data content type, attempt,
+    max attempts, token, fence, lease expiry, timeout at (0 = none), progress percent (''),
+    progress value, progress value content type.
+]]
+-- @include lib/base.lua
+-- @include lib/finish.lua
+
+local prefix, waiting, active, expiring, failed, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local maxlen, max_jobs, worker, lease_ms, rand = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local now = now_ms()
+local out = {}
+local leased = 0
+-- Expired jobs are failed on the way; bound how many one call may skip.
+local budget = max_jobs + 100
+
+while leased < max_jobs and budget > 0 do
+  local popped = redis.call('ZPOPMIN', waiting, max_jobs - leased)
+  if #popped == 0 then
+    break
+  end
+  for i = 1, #popped, 2 do
+    budget = budget - 1
+    local id = popped[i]
+    local jkey = job_key(prefix, id)
+    local f = redis.call('HMGET', jkey, 'name', 'data', 'dct', 'am', 'atm', 'tmo', 'lsp', 'ct',
+      'pp', 'pv', 'pvt', 'st')
+    if f[12] then
+      local lifespan = tonumber(f[7]) or 0
+      if lifespan > 0 and tonumber(f[8]) + lifespan <= now then
+        redis.call('ZREM', expiring, id)
+        finish_failed(prefix, events, maxlen, failed, id, now, 3,
+          'job did not start within its lifespan of ' .. lifespan .. ' ms', '', '', tonumber(f[4]) or 0)
+      else
+        local fence = redis.call('HINCRBY', jkey, 'fn', 1)
+        local token = fence .. '-' .. rand
+        local deadline = now + lease_ms
+        local timeout = tonumber(f[6]) or 0
+        local timeout_at = 0
+        local fields = {'st', 'active', 'sa', now, 'w', worker, 'tok', token, 'lms', lease_ms}
+        if timeout > 0 then
+          timeout_at = now + timeout
+          if timeout_at < deadline then
+            deadline = timeout_at
+          end
+          fields[#fields + 1] = 'to'
+          fields[#fields + 1] = timeout_at
+        end
+        fields[#fields + 1] = 'le'
+        fields[#fields + 1] = deadline
+        redis.call('HSET', jkey, unpack(fields))
+        redis.call('ZADD', active, deadline, id)
+        if lifespan > 0 then
+          redis.call('ZREM', expiring, id)
+        end
+        local attempt = (tonumber(f[4]) or 0) + 1
+        emit(events, maxlen, 'active', id, {'s', 'active', 'a', attempt, 'w', worker, 'f', fence})
+        leased = leased + 1
+        local n = #out
+        out[n + 1] = id
+        out[n + 2] = f[1]
+        out[n + 3] = f[2]
+        out[n + 4] = f[3] or ''
+        out[n + 5] = attempt
+        out[n + 6] = tonumber(f[5]) or 1
+        out[n + 7] = token
+        out[n + 8] = fence
+        out[n + 9] = deadline
+        out[n + 10] = timeout_at
+        out[n + 11] = f[9] or ''
+        out[n + 12] = f[10] or ''
+        out[n + 13] = f[11] or ''
+      end
+    end
+  end
+end
+if redis.call('ZCARD', waiting) == 0 then
+  -- An empty waiting set restarts the FIFO sequence, keeping scores far from 2^53.
+  redis.call('DEL', KEYS[7])
+end
+return out

@@ -1,0 +1,131 @@
+-- Shared helpers, inlined into each script by scripts.py at load time.
+--
+-- Job hash fields: name data dct (data content type) st (state) ct (created) sa (started)
+-- fa (finished) ra (run at, delayed) pri lifo atm (max attempts) am (attempts made)
+-- bt bd bj bx (backoff type, delay, jitter, max) tmo (timeout) lsp (lifespan) rc rf (retention
+-- on complete / on fail: "remove,keep_last,keep_age_ms") w (worker) tok (lease token) fn (fence)
+-- le (lease expiry) lms (lease ms) to (attempt timeout at) cr crr (cancel requested, reason)
+-- sc (stalled count) pp pv pvt (progress percent, value, value type) res rct (result, type)
+-- fr fm fty fsk fat (failure reason, message, type, stack, attempt).
+--
+-- Every key is derived from the queue prefix KEYS[1] ("jb:{queue}:"), so all of them carry the
+-- queue's hash tag and live in one cluster slot.
+
+local PRIORITY_BAND = 8589934592 -- 2^33: one band per priority
+local SEQ_BASE = 4294967296      -- 2^32: FIFO jobs sit above LIFO ones within a band
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function job_key(prefix, id)
+  return prefix .. 'job:' .. id
+end
+
+local function logs_key(prefix, id)
+  return prefix .. 'logs:' .. id
+end
+
+-- Append an event to the queue's stream; `fields` is a flat list of name, value pairs.
+local function emit(events, maxlen, etype, id, fields)
+  local args = {'XADD', events, 'MAXLEN', '~', maxlen, '*', 'e', etype, 'j', id}
+  for i = 1, #fields do
+    args[#args + 1] = fields[i]
+  end
+  return redis.call(unpack(args))
+end
+
+local function fence_of(token)
+  return tonumber(string.match(token or '', '^(%d+)%-')) or 0
+end
+
+-- Score of a job entering the waiting set: priority band, then LIFO/FIFO by sequence.
+local function wait_score(seq_key, pri, lifo)
+  local seq = redis.call('INCR', seq_key)
+  local band = (tonumber(pri) or 0) * PRIORITY_BAND
+  if lifo == '1' then
+    return band + SEQ_BASE - seq
+  end
+  return band + SEQ_BASE + seq
+end
+
+-- Front of its priority band: where stalled and released jobs go back to.
+local function front_score(pri)
+  return (tonumber(pri) or 0) * PRIORITY_BAND
+end
+
+local function remove_job_keys(prefix, id)
+  redis.call('DEL', job_key(prefix, id), logs_key(prefix, id))
+end
+
+-- Apply a retention policy ("remove,keep_last,keep_age_ms") to a finished-jobs set just after
+-- `id` joined it. Removes at most 100 other jobs per call so the work stays bounded.
+local function retain(prefix, set_key, id, policy, now)
+  if not policy then
+    return
+  end
+  local remove, keep_last, keep_age = string.match(policy, '^(%d+),(%d+),(%d+)$')
+  if remove == '1' then
+    redis.call('ZREM', set_key, id)
+    remove_job_keys(prefix, id)
+    return
+  end
+  keep_last, keep_age = tonumber(keep_last), tonumber(keep_age)
+  if keep_age > 0 then
+    local old = redis.call('ZRANGE', set_key, '-inf', '(' .. (now - keep_age), 'BYSCORE', 'LIMIT', 0, 100)
+    for _, old_id in ipairs(old) do
+      redis.call('ZREM', set_key, old_id)
+      remove_job_keys(prefix, old_id)
+    end
+  end
+  if keep_last > 0 then
+    local extra = redis.call('ZCARD', set_key) - keep_last
+    if extra > 0 then
+      local old = redis.call('ZRANGE', set_key, 0, math.min(extra, 100) - 1)
+      for _, old_id in ipairs(old) do
+        redis.call('ZREM', set_key, old_id)
+        remove_job_keys(prefix, old_id)
+      end
+    end
+  end
+end
+
+-- Check that `token` holds the live lease on a job. Returns nil when it does, else a reason:
+-- NOT_FOUND, LEASE_EXPIRED or LEASE_SUPERSEDED, and the job's state.
+local function check_lease(jkey, token, now)
+  local f = redis.call('HMGET', jkey, 'st', 'tok', 'le')
+  local st, tok, le = f[1], f[2], f[3]
+  if not st then
+    return 'NOT_FOUND', ''
+  end
+  if tok ~= token then
+    if fence_of(tok) > fence_of(token) then
+      return 'LEASE_SUPERSEDED', st
+    end
+    return 'LEASE_EXPIRED', st
+  end
+  if st ~= 'active' or tonumber(le) <= now then
+    return 'LEASE_EXPIRED', st
+  end
+  return nil, st
+end
+
+-- Make a job waiting at the back of its priority (after a delay, a promote or a retry).
+local function make_waiting(prefix, waiting, seq_key, events, maxlen, id)
+  local jkey = job_key(prefix, id)
+  local f = redis.call('HMGET', jkey, 'pri', 'lifo')
+  redis.call('HSET', jkey, 'st', 'waiting')
+  redis.call('HDEL', jkey, 'ra')
+  redis.call('ZADD', waiting, wait_score(seq_key, f[1], f[2]), id)
+  emit(events, maxlen, 'waiting', id, {'s', 'waiting'})
+end
+
+-- The earliest score of a sorted set, or -1 when it is empty.
+local function next_score(key)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #first == 0 then
+    return -1
+  end
+  return tonumber(first[2])
+end

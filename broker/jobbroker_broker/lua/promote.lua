@@ -1,0 +1,21 @@
+--[[
+  Promote one delayed job to waiting now.
+  Keys: prefix waiting delayed events seq
+  Input:
+    ARGV[1] events maxlen
+    ARGV[2] job id
+  Output: {'', 'waiting'} or {error reason, state}: NOT_FOUND, or NOT_DELAYED.
+]]
+-- @include lib/base.lua
+
+local prefix, id = KEYS[1], ARGV[2]
+local st = redis.call('HGET', job_key(prefix, id), 'st')
+if not st then
+  return {'NOT_FOUND', ''}
+end
+if st ~= 'delayed' then
+  return {'NOT_DELAYED', st}
+end
+redis.call('ZREM', KEYS[3], id)
+make_waiting(prefix, KEYS[2], KEYS[5], KEYS[4], ARGV[1], id)
+return {'', 'waiting'}

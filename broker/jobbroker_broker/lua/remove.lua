@@ -1,0 +1,24 @@
+--[[
+  Remove a job that is not active, with its logs.
+  Keys: prefix waiting delayed completed failed cancelled expiring events
+  Input:
+    ARGV[1] events maxlen
+    ARGV[2] job id
+  Output: {'', state it was in} or {error reason, state}: NOT_FOUND, or ACTIVE.
+]]
+-- @include lib/base.lua
+
+local prefix, id = KEYS[1], ARGV[2]
+local st = redis.call('HGET', job_key(prefix, id), 'st')
+if not st then
+  return {'NOT_FOUND', ''}
+end
+if st == 'active' then
+  return {'ACTIVE', st}
+end
+for i = 2, 7 do
+  redis.call('ZREM', KEYS[i], id)
+end
+remove_job_keys(prefix, id)
+emit(KEYS[8], ARGV[1], 'removed', id, {'s', st})
+return {'', st}

@@ -1,0 +1,71 @@
+--[[
+  Renew leases, record progress and append log lines (the worker stream's updates).
+  Keys: prefix active events
+  Input:
+    ARGV[1] events maxlen
+    ARGV[2] number of updates N
+    ARGV[3] most log lines kept per job
+    then per update: id, token, lease ms ('0' = the lease's last duration), has percent ('1'/''),
+      percent, has value ('1'/''), value, value content type, number of log lines L, L lines.
+  Output: a flat list of {reason ('' = applied), lease expiry or job state} per update.
+]]
+-- @include lib/base.lua
+
+local prefix, active, events = KEYS[1], KEYS[2], KEYS[3]
+local maxlen, n, max_logs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = now_ms()
+local out = {}
+local b = 4
+for _ = 1, n do
+  local id, token, lease_ms = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2])
+  local has_pct, pct, has_val, val, vct = ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
+  local nlogs = tonumber(ARGV[b + 8])
+  local jkey = job_key(prefix, id)
+  local reason, st = check_lease(jkey, token, now)
+  if reason then
+    out[#out + 1] = reason
+    out[#out + 1] = st
+  else
+    local f = redis.call('HMGET', jkey, 'lms', 'to', 'fn', 'am')
+    if lease_ms == 0 then
+      lease_ms = tonumber(f[1])
+    end
+    local deadline = now + lease_ms
+    local timeout_at = tonumber(f[2]) or 0
+    if timeout_at > 0 and timeout_at < deadline then
+      deadline = timeout_at
+    end
+    redis.call('HSET', jkey, 'le', deadline, 'lms', lease_ms)
+    redis.call('ZADD', active, deadline, id)
+    if has_pct == '1' or has_val == '1' then
+      local ev = {'a', (tonumber(f[4]) or 0) + 1, 'f', f[3]}
+      if has_pct == '1' then
+        redis.call('HSET', jkey, 'pp', pct)
+        ev[#ev + 1] = 'pp'
+        ev[#ev + 1] = pct
+      end
+      if has_val == '1' then
+        redis.call('HSET', jkey, 'pv', val, 'pvt', vct)
+        ev[#ev + 1] = 'pv'
+        ev[#ev + 1] = val
+        ev[#ev + 1] = 'pvt'
+        ev[#ev + 1] = vct
+      end
+      emit(events, maxlen, 'progress', id, ev)
+    end
+    if nlogs > 0 then
+      local lkey = logs_key(prefix, id)
+      local args = {'RPUSH', lkey}
+      for j = 1, nlogs do
+        args[#args + 1] = ARGV[b + 8 + j]
+      end
+      if redis.call(unpack(args)) > max_logs then
+        redis.call('LTRIM', lkey, -max_logs, -1)
+      end
+    end
+    out[#out + 1] = ''
+    out[#out + 1] = deadline
+  end
+  b = b + 9 + nlogs
+end
+return out

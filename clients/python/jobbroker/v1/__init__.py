@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of jobbroker.v1 (do not edit; run scripts/gen_protos.py)."""
