@@ -7,6 +7,7 @@ helpers are written once.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,8 +54,6 @@ class Script:
 
 
 def load_script(name: str) -> Script:
-    import hashlib
-
     source = _expand(_read(f"{name}.lua"))
     match = _KEYS_LINE.search(source)
     if match is None:
@@ -87,22 +86,37 @@ class Scripts:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self.by_name = {name: load_script(name) for name in SCRIPT_NAMES}
+        self._keys: dict[tuple[str, str], list[str]] = {}
+        self.loaded = False
+
+    def _keys_of(self, script: Script, queue: QueueKeys) -> list[str]:
+        cache_key = (script.name, queue.queue)
+        keys = self._keys.get(cache_key)
+        if keys is None:
+            if len(self._keys) > 100_000:
+                self._keys.clear()
+            keys = self._keys[cache_key] = script.keys(queue)
+        return keys
 
     async def call(self, name: str, queue: QueueKeys, args: Sequence[Arg]) -> Any:
         script = self.by_name[name]
-        keys = script.keys(queue)
+        keys = self._keys_of(script, queue)
         try:
             return await self._redis.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[misc]
         except NoScriptError:
+            self.loaded = False
             await self._redis.script_load(script.source)  # type: ignore[no-untyped-call]
             return await self._redis.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[misc]
 
     def queue_call(self, pipe: Pipeline, name: str, queue: QueueKeys, args: Sequence[Arg]) -> None:
-        """Add a call to a pipeline; run :meth:`load_all` first (pipelines cannot re-load)."""
+        """Add a call to a pipeline; run :meth:`load_all_once` first (pipelines cannot re-load)."""
         script = self.by_name[name]
-        keys = script.keys(queue)
+        keys = self._keys_of(script, queue)
         pipe.evalsha(script.sha, len(keys), *keys, *args)
 
-    async def load_all(self) -> None:
-        for script in self.by_name.values():
-            await self._redis.script_load(script.source)  # type: ignore[no-untyped-call]
+    async def load_all_once(self) -> None:
+        """Load every script unless done since the last NOSCRIPT; pipelines need it."""
+        if not self.loaded:
+            for script in self.by_name.values():
+                await self._redis.script_load(script.source)  # type: ignore[no-untyped-call]
+            self.loaded = True

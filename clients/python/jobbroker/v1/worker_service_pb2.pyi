@@ -274,6 +274,7 @@ class ReportProgressRequest(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     UPDATES_FIELD_NUMBER: _builtins.int
     OUTCOMES_FIELD_NUMBER: _builtins.int
+    QUEUES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker's id; required on the first message, ignored after."""
     seq: _builtins.int
@@ -286,6 +287,12 @@ class ReportProgressRequest(_message.Message):
     def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Outcome]:
         """Completions, failures and releases."""
 
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The queues the worker leases from; required on the first message, may grow later. Signals
+        (cancel requested, lease lost) reach the worker for leases of these queues.
+        """
+
     def __init__(
         self,
         *,
@@ -293,10 +300,11 @@ class ReportProgressRequest(_message.Message):
         seq: _builtins.int = ...,
         updates: _abc.Iterable[Global___LeaseUpdate] | None = ...,
         outcomes: _abc.Iterable[Global___Outcome] | None = ...,
+        queues: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "seq", b"seq", "updates", b"updates", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "queues", b"queues", "seq", b"seq", "updates", b"updates", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

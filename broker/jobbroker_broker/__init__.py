@@ -1,0 +1,1 @@
+"""The jobbroker broker service (not imported by users: run it with ``jobbroker-broker``)."""

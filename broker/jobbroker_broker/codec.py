@@ -1,0 +1,173 @@
+"""Redis values <-> jobbroker.v1 messages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from jobbroker.v1 import events_pb2, job_pb2
+
+STATES: dict[bytes, int] = {
+    b"waiting": job_pb2.JOB_STATE_WAITING,
+    b"delayed": job_pb2.JOB_STATE_DELAYED,
+    b"active": job_pb2.JOB_STATE_ACTIVE,
+    b"completed": job_pb2.JOB_STATE_COMPLETED,
+    b"failed": job_pb2.JOB_STATE_FAILED,
+    b"cancelled": job_pb2.JOB_STATE_CANCELLED,
+}
+STATE_NAMES: dict[int, str] = {v: k.decode() for k, v in STATES.items()}
+
+EVENT_TYPES: dict[bytes, int] = {
+    b"added": events_pb2.EVENT_TYPE_ADDED,
+    b"waiting": events_pb2.EVENT_TYPE_WAITING,
+    b"delayed": events_pb2.EVENT_TYPE_DELAYED,
+    b"active": events_pb2.EVENT_TYPE_ACTIVE,
+    b"progress": events_pb2.EVENT_TYPE_PROGRESS,
+    b"completed": events_pb2.EVENT_TYPE_COMPLETED,
+    b"failed": events_pb2.EVENT_TYPE_FAILED,
+    b"retries-exhausted": events_pb2.EVENT_TYPE_RETRIES_EXHAUSTED,
+    b"stalled": events_pb2.EVENT_TYPE_STALLED,
+    b"cancelled": events_pb2.EVENT_TYPE_CANCELLED,
+    b"cancel-requested": events_pb2.EVENT_TYPE_CANCEL_REQUESTED,
+    b"removed": events_pb2.EVENT_TYPE_REMOVED,
+    b"duplicated": events_pb2.EVENT_TYPE_DUPLICATED,
+    b"released": events_pb2.EVENT_TYPE_RELEASED,
+}
+EVENT_NAMES: dict[int, bytes] = {v: k for k, v in EVENT_TYPES.items()}
+TERMINAL_STATES = frozenset(
+    {job_pb2.JOB_STATE_COMPLETED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
+)
+
+Fields = Mapping[bytes, bytes]
+
+
+def _int(fields: Fields, name: bytes) -> int:
+    value = fields.get(name)
+    return int(value) if value else 0
+
+
+def _text(fields: Fields, name: bytes) -> str:
+    value = fields.get(name)
+    return value.decode() if value else ""
+
+
+def payload(body: bytes | None, content_type: bytes | None) -> job_pb2.Payload:
+    return job_pb2.Payload(
+        body=body or b"", content_type=content_type.decode() if content_type else ""
+    )
+
+
+def progress(fields: Fields) -> job_pb2.Progress:
+    result = job_pb2.Progress()
+    percent = fields.get(b"pp")
+    if percent:
+        result.percent = float(percent)
+    value = fields.get(b"pv")
+    if value is not None:
+        result.value.CopyFrom(payload(value, fields.get(b"pvt")))
+    return result
+
+
+def failure(fields: Fields) -> job_pb2.Failure | None:
+    reason = _int(fields, b"fr")
+    if not reason:
+        return None
+    return job_pb2.Failure(
+        reason=reason,  # type: ignore[arg-type]
+        message=_text(fields, b"fm"),
+        error_type=_text(fields, b"fty"),
+        stack=_text(fields, b"fsk"),
+        attempt=_int(fields, b"fat") or _int(fields, b"a"),
+    )
+
+
+def _retention(encoded: bytes | None) -> job_pb2.RetentionPolicy | None:
+    if not encoded:
+        return None
+    remove, keep_last, keep_age = encoded.split(b",")
+    return job_pb2.RetentionPolicy(
+        remove=remove == b"1", keep_last=int(keep_last), keep_age_ms=int(keep_age)
+    )
+
+
+def options(job_id: str, fields: Fields) -> job_pb2.JobOptions:
+    opts = job_pb2.JobOptions(
+        priority=_int(fields, b"pri"),
+        lifo=fields.get(b"lifo") == b"1",
+        attempts=_int(fields, b"atm") or 1,
+        timeout_ms=_int(fields, b"tmo"),
+        lifespan_ms=_int(fields, b"lsp"),
+    )
+    if not job_id.isdigit():
+        opts.job_id = job_id
+    if b"bt" in fields:
+        opts.backoff.type = _int(fields, b"bt")  # type: ignore[assignment]
+        opts.backoff.delay_ms = _int(fields, b"bd")
+        opts.backoff.jitter = float(fields.get(b"bj") or 0)
+        opts.backoff.max_delay_ms = _int(fields, b"bx")
+    for name, key in ((b"rc", "remove_on_complete"), (b"rf", "remove_on_fail")):
+        policy = _retention(fields.get(name))
+        if policy is not None:
+            getattr(opts, key).CopyFrom(policy)
+    return opts
+
+
+def job(queue: str, job_id: str, fields: Fields, log_count: int = 0) -> job_pb2.Job:
+    """A job snapshot from its hash."""
+    state = STATES.get(fields.get(b"st", b""), job_pb2.JOB_STATE_UNSPECIFIED)
+    result = job_pb2.Job(
+        id=job_id,
+        queue=queue,
+        name=_text(fields, b"name"),
+        state=state,  # type: ignore[arg-type]
+        data=payload(fields.get(b"data"), fields.get(b"dct")),
+        options=options(job_id, fields),
+        attempts_made=_int(fields, b"am"),
+        progress=progress(fields),
+        created_at_ms=_int(fields, b"ct"),
+        started_at_ms=_int(fields, b"sa"),
+        finished_at_ms=_int(fields, b"fa"),
+        run_at_ms=_int(fields, b"ra"),
+        worker_id=_text(fields, b"w"),
+        lease_expires_at_ms=_int(fields, b"le") if state == job_pb2.JOB_STATE_ACTIVE else 0,
+        cancel_requested=fields.get(b"cr") == b"1",
+        stalled_count=_int(fields, b"sc"),
+        log_count=log_count,
+    )
+    if b"res" in fields:
+        result.result.CopyFrom(payload(fields[b"res"], fields.get(b"rct")))
+    fail = failure(fields)
+    if fail is not None:
+        result.failure.CopyFrom(fail)
+    return result
+
+
+def stream_id_key(event_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id as a comparable (ms, seq) pair."""
+    text = event_id.decode() if isinstance(event_id, bytes) else event_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def event(queue: str, event_id: bytes, fields: Fields) -> events_pb2.JobEvent:
+    """A queue event from its stream entry."""
+    ev = events_pb2.JobEvent(
+        event_id=event_id.decode(),
+        type=EVENT_TYPES.get(fields.get(b"e", b""), events_pb2.EVENT_TYPE_UNSPECIFIED),  # type: ignore[arg-type]
+        queue=queue,
+        job_id=_text(fields, b"j"),
+        timestamp_ms=stream_id_key(event_id)[0],
+        state=STATES.get(fields.get(b"s", b""), job_pb2.JOB_STATE_UNSPECIFIED),  # type: ignore[arg-type]
+        attempt=_int(fields, b"a"),
+        run_at_ms=_int(fields, b"ra"),
+        worker_id=_text(fields, b"w"),
+        fence=_int(fields, b"f"),
+        name=_text(fields, b"n"),
+    )
+    if b"pp" in fields or b"pv" in fields:
+        ev.progress.CopyFrom(progress(fields))
+    if b"r" in fields:
+        ev.result.CopyFrom(payload(fields[b"r"], fields.get(b"rct")))
+    fail = failure(fields)
+    if fail is not None:
+        ev.failure.CopyFrom(fail)
+    return ev

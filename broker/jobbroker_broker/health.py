@@ -1,0 +1,55 @@
+"""grpc.health.v1: SERVING while Redis answers, NOT_SERVING while it does not."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from grpc_health.v1 import health, health_pb2
+
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("", "jobbroker.v1.JobService", "jobbroker.v1.WorkerService")
+
+
+class Health:
+    def __init__(self, store: Store, interval: float) -> None:
+        self.servicer = health.aio.HealthServicer()
+        self.store = store
+        self.interval = interval
+        self.serving: bool | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def set(self, serving: bool) -> None:
+        if serving == self.serving:
+            return
+        self.serving = serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in SERVICES:
+            await self.servicer.set(service, status)
+        log.log(logging.INFO if serving else logging.WARNING, "health: %s", "SERVING" if serving else "NOT_SERVING (redis unreachable)")
+
+    async def check(self) -> None:
+        await self.set(await self.store.ping())
+
+    async def _run(self) -> None:
+        while True:
+            await self.check()
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="health")
+
+    async def shutdown(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.servicer.enter_graceful_shutdown()

@@ -1,0 +1,82 @@
+"""The maintenance loop: promote delayed jobs, end expired leases, expire old jobs.
+
+Every replica runs it over every known queue; the scripts are atomic, so replicas racing on
+the same queue is harmless. A queue is visited when something in it is due (the scripts return
+the next due time) and at least every ``maintenance_interval`` seconds; adds and leases on this
+replica hint earlier due times so delays and timeouts fire on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+QUEUE_REFRESH_S = 5.0
+
+
+class Maintenance:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.interval = store.settings.maintenance_interval
+        self._due: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._redis_offset: float | None = None  # Redis clock minus loop clock, in seconds
+
+    def hint(self, queue: str, in_ms: int) -> None:
+        """Something in `queue` becomes due in `in_ms` milliseconds."""
+        at = self._loop.time() + max(0, in_ms) / 1000
+        if at < self._due.get(queue, float("inf")):
+            self._due[queue] = at
+            self._wake.set()
+
+    def hint_at(self, queue: str, redis_ms: int) -> None:
+        """Something in `queue` becomes due at `redis_ms` on the Redis clock."""
+        if self._redis_offset is None:
+            self.hint(queue, 0)
+        else:
+            self.hint(queue, int(redis_ms - (self._loop.time() + self._redis_offset) * 1000))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="maintenance")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _refresh_queues(self) -> None:
+        now = self._loop.time()
+        for queue in await self.store.known_queues():
+            self._due.setdefault(queue, now)
+
+    async def _run(self) -> None:
+        refreshed = -QUEUE_REFRESH_S
+        while True:
+            try:
+                now = self._loop.time()
+                if now - refreshed >= QUEUE_REFRESH_S:
+                    await self._refresh_queues()
+                    refreshed = now
+                for queue, at in list(self._due.items()):
+                    if at <= now:
+                        wait_ms, redis_now = await self.store.maintain(queue)
+                        self._redis_offset = redis_now / 1000 - self._loop.time()
+                        after = self.interval if wait_ms < 0 else min(wait_ms / 1000, self.interval)
+                        self._due[queue] = self._loop.time() + after
+            except Exception as exc:  # Redis down: keep trying, health reports it
+                log.warning("maintenance pass failed: %s", exc)
+                await asyncio.sleep(self.interval)
+                continue
+            self._wake.clear()
+            next_at = min(self._due.values(), default=self._loop.time() + self.interval)
+            timeout = max(0.0, min(next_at - self._loop.time(), self.interval))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)

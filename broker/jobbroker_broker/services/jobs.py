@@ -1,0 +1,194 @@
+"""JobService: producers add, read, cancel and follow jobs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+
+from .. import codec, validation
+from ..errors import InvalidArgument, LimitExceeded
+from ..store import iterate_events
+from .common import Parts, server_stream, unary
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+# Events after which a job's progress stream ends.
+_FINAL_EVENTS = frozenset({b"completed", b"cancelled", b"removed", b"retries-exhausted"})
+MAX_REASON = 1024
+
+
+def _event_id(value: str) -> str:
+    try:
+        codec.stream_id_key(value)
+    except ValueError:
+        raise InvalidArgument("after_event_id", "is not an event id (like 1700000000000-0)") from None
+    return value
+
+
+class JobService(job_service_pb2_grpc.JobServiceServicer):
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        self.settings = parts.settings
+        self.store = parts.store
+
+    def _hint_delays(self, queue: str, delays: list[int]) -> None:
+        due = [d for d in delays if d > 0]
+        if due:
+            self.parts.maintenance.hint(queue, min(due))
+
+    @unary
+    async def Add(
+        self, request: job_service_pb2.AddRequest, context: Context
+    ) -> job_service_pb2.AddResponse:
+        queue = validation.queue_name(request.queue)
+        job = validation.new_job(request.name, request.data, request.options, "", self.settings)
+        [(job_id, state, duplicate)] = await self.store.add(queue, [job])
+        self._hint_delays(queue, [request.options.delay_ms])
+        return job_service_pb2.AddResponse(job_id=job_id, state=state, duplicate=duplicate)  # type: ignore[arg-type]
+
+    @unary
+    async def AddBulk(
+        self, request: job_service_pb2.AddBulkRequest, context: Context
+    ) -> job_service_pb2.AddBulkResponse:
+        queue = validation.queue_name(request.queue)
+        if len(request.jobs) > self.settings.max_bulk_jobs:
+            raise LimitExceeded(
+                "max_bulk_jobs",
+                f"jobs has {len(request.jobs)} entries, over {self.settings.max_bulk_jobs}",
+            )
+        jobs = [
+            validation.new_job(j.name, j.data, j.options, f"jobs[{i}]", self.settings)
+            for i, j in enumerate(request.jobs)
+        ]
+        if not jobs:
+            return job_service_pb2.AddBulkResponse()
+        added = await self.store.add(queue, jobs)
+        self._hint_delays(queue, [j.options.delay_ms for j in request.jobs])
+        return job_service_pb2.AddBulkResponse(
+            results=[
+                job_service_pb2.AddResponse(job_id=i, state=s, duplicate=d)  # type: ignore[arg-type]
+                for i, s, d in added
+            ]
+        )
+
+    @unary
+    async def GetStatus(
+        self, request: job_service_pb2.GetStatusRequest, context: Context
+    ) -> job_service_pb2.GetStatusResponse:
+        queue = validation.queue_name(request.queue)
+        job, _ = await self.store.snapshot(queue, validation.job_id(request.job_id))
+        return job_service_pb2.GetStatusResponse(job=job)
+
+    @unary
+    async def Cancel(
+        self, request: job_service_pb2.CancelRequest, context: Context
+    ) -> job_service_pb2.CancelResponse:
+        queue = validation.queue_name(request.queue)
+        if len(request.reason) > MAX_REASON:
+            raise InvalidArgument("reason", f"must be at most {MAX_REASON} characters")
+        state = await self.store.cancel(queue, validation.job_id(request.job_id), request.reason)
+        return job_service_pb2.CancelResponse(state=state)  # type: ignore[arg-type]
+
+    @server_stream
+    async def StreamProgress(
+        self, request: job_service_pb2.StreamProgressRequest, context: Context
+    ) -> AsyncIterator[job_service_pb2.StreamProgressResponse]:
+        queue = validation.queue_name(request.queue)
+        job_id = validation.job_id(request.job_id)
+        after = _event_id(request.after_event_id) if request.after_event_id else ""
+        live: asyncio.Queue[tuple[bytes, dict[bytes, bytes]]] = asyncio.Queue()
+        unsubscribe = await self.parts.hub.subscribe(
+            queue, lambda eid, fields: live.put_nowait((eid, fields)), job_id=job_id
+        )
+        try:
+            position = ""
+            trimmed = False
+            if after:
+                first, last = await self.store.first_and_last_event_ids(queue)
+                trimmed = not first or codec.stream_id_key(after) < codec.stream_id_key(first)
+                if not trimmed:
+                    # The job must exist; a NOT_FOUND here is the caller's to see.
+                    job, _ = await self.store.snapshot(queue, job_id)
+                    position = last or after
+                    async for event in iterate_events(self.store, queue, after, position):
+                        if event.job_id == job_id:
+                            yield job_service_pb2.StreamProgressResponse(event=event)
+                            if _is_final(event):
+                                return
+                    if job.state in codec.TERMINAL_STATES:
+                        return  # the final event came before the resume point
+            if not position:
+                job, position = await self.store.snapshot(queue, job_id)
+                yield job_service_pb2.StreamProgressResponse(
+                    snapshot=job, resume_point_trimmed=trimmed, snapshot_event_id=position
+                )
+                if job.state in codec.TERMINAL_STATES:
+                    return
+            seen = codec.stream_id_key(position) if position else (0, 0)
+            while True:
+                event_id, fields = await live.get()
+                if codec.stream_id_key(event_id) <= seen:
+                    continue
+                yield job_service_pb2.StreamProgressResponse(
+                    event=codec.event(queue, event_id, fields)
+                )
+                if fields.get(b"e") in _FINAL_EVENTS:
+                    return
+        finally:
+            unsubscribe()
+
+    @unary
+    async def ListJobs(
+        self, request: job_service_pb2.ListJobsRequest, context: Context
+    ) -> job_service_pb2.ListJobsResponse:
+        queue = validation.queue_name(request.queue)
+        if request.state == job_pb2.JOB_STATE_UNSPECIFIED:
+            raise InvalidArgument("state", "is required")
+        size = validation.bounded(request.page_size, "page_size", 50, 1, 1_000)
+        jobs, token, total = await self.store.list_jobs(
+            queue, request.state, size, request.page_token, request.descending
+        )
+        return job_service_pb2.ListJobsResponse(jobs=jobs, next_page_token=token, total=total)
+
+    @unary
+    async def Retry(
+        self, request: job_service_pb2.RetryRequest, context: Context
+    ) -> job_service_pb2.RetryResponse:
+        queue = validation.queue_name(request.queue)
+        state = await self.store.retry(queue, validation.job_id(request.job_id))
+        return job_service_pb2.RetryResponse(state=state)  # type: ignore[arg-type]
+
+    @unary
+    async def Promote(
+        self, request: job_service_pb2.PromoteRequest, context: Context
+    ) -> job_service_pb2.PromoteResponse:
+        queue = validation.queue_name(request.queue)
+        state = await self.store.promote(queue, validation.job_id(request.job_id))
+        return job_service_pb2.PromoteResponse(state=state)  # type: ignore[arg-type]
+
+    @unary
+    async def Remove(
+        self, request: job_service_pb2.RemoveRequest, context: Context
+    ) -> job_service_pb2.RemoveResponse:
+        queue = validation.queue_name(request.queue)
+        state = await self.store.remove(queue, validation.job_id(request.job_id))
+        return job_service_pb2.RemoveResponse(state=state)  # type: ignore[arg-type]
+
+    @unary
+    async def GetLogs(
+        self, request: job_service_pb2.GetLogsRequest, context: Context
+    ) -> job_service_pb2.GetLogsResponse:
+        queue = validation.queue_name(request.queue)
+        limit = validation.bounded(request.limit, "limit", 100, 1, 1_000)
+        lines, total = await self.store.logs(
+            queue, validation.job_id(request.job_id), request.offset, limit
+        )
+        return job_service_pb2.GetLogsResponse(lines=lines, total=total)
+
+
+def _is_final(event: Any) -> bool:
+    return codec.EVENT_NAMES.get(event.type, b"") in _FINAL_EVENTS

@@ -1,0 +1,82 @@
+"""Worker reports (complete, fail, release, lease updates): checked, then applied in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from jobbroker.v1 import job_pb2, worker_service_pb2
+
+from .. import validation
+from ..errors import BrokerError, InvalidArgument
+from ..maintenance import Maintenance
+from ..settings import Settings
+from ..store import ItemResult, Outcome, Store
+
+MAX_MESSAGE = 65_536
+MAX_ERROR_TYPE = 256
+MAX_STACK = 262_144
+MAX_TOKEN = 64
+
+CompleteRequest = worker_service_pb2.CompleteRequest
+FailRequest = worker_service_pb2.FailRequest
+ReleaseRequest = worker_service_pb2.ReleaseRequest
+Report = CompleteRequest | FailRequest | ReleaseRequest
+
+
+def token(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "is required (the token the job was leased with)")
+    if len(value) > MAX_TOKEN:
+        raise InvalidArgument(field, "is not a lease token")
+    return value
+
+
+def _text(value: str, field: str, limit: int) -> str:
+    if len(value) > limit:
+        raise InvalidArgument(field, f"must be at most {limit} characters")
+    return value
+
+
+def check(report: Report, field: str, settings: Settings) -> tuple[str, Outcome]:
+    """Validate a report; returns its queue and the store's outcome item."""
+    prefix = f"{field}." if field else ""
+    queue = validation.queue_name(report.queue, f"{prefix}queue")
+    job_id = validation.job_id(report.job_id, f"{prefix}job_id")
+    lease = token(report.token, f"{prefix}token")
+    args: list[str | bytes | int | float]
+    if isinstance(report, CompleteRequest):
+        body, content_type = validation.payload(report.result, f"{prefix}result", settings)
+        args = [body, content_type]
+    elif isinstance(report, FailRequest):
+        args = [
+            _text(report.message, f"{prefix}message", MAX_MESSAGE),
+            _text(report.error_type, f"{prefix}error_type", MAX_ERROR_TYPE),
+            _text(report.stack, f"{prefix}stack", MAX_STACK),
+            "1" if report.no_retry else "",
+        ]
+    else:
+        if report.delay_ms > validation.MAX_DURATION_MS:
+            raise InvalidArgument(f"{prefix}delay_ms", "must be at most ten years")
+        args = [report.delay_ms]
+    return queue, Outcome(job_id, lease, args)
+
+
+async def apply(
+    store: Store, maintenance: Maintenance, kind: type[Report], queue: str, items: Sequence[Outcome]
+) -> list[ItemResult]:
+    """Apply reports of one kind to one queue in one script call."""
+    if kind is CompleteRequest:
+        return await store.complete(queue, items)
+    if kind is ReleaseRequest:
+        return await store.release(queue, items)
+    results = await store.fail(queue, items)
+    retry_at = [r.value for r in results if r.state == job_pb2.JOB_STATE_DELAYED]
+    if retry_at:
+        maintenance.hint_at(queue, min(retry_at))
+    return results
+
+
+def item_error(error: BrokerError) -> worker_service_pb2.ItemError:
+    return worker_service_pb2.ItemError(
+        code=error.code.value[0], reason=error.reason, message=error.message
+    )

@@ -1,0 +1,139 @@
+"""WorkerService: workers lease jobs, report progress and finish them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from jobbroker.v1 import worker_service_pb2, worker_service_pb2_grpc
+
+from .. import validation
+from ..store import Outcome
+from . import outcomes
+from .common import Parts, server_stream, unary
+from .worker_stream import WorkerSession
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+# Events after which a job may be waiting, so a long-polling Lease tries again.
+_READY_EVENTS = frozenset({b"added", b"waiting", b"released", b"stalled"})
+# A long poll re-tries at least this often, in case an event was missed (reader reconnecting).
+_POLL_FALLBACK_S = 1.0
+
+
+class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        self.settings = parts.settings
+        self.store = parts.store
+
+    async def _lease_once(
+        self, queue: str, worker_id: str, max_jobs: int, lease_ms: int
+    ) -> list[worker_service_pb2.LeasedJob]:
+        """Lease; if the caller goes away meanwhile, give the jobs straight back."""
+        task = asyncio.ensure_future(self.store.lease(queue, worker_id, max_jobs, lease_ms))
+        try:
+            jobs = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                jobs = await task
+                items = [Outcome(j.job_id, j.token, [0]) for j in jobs]
+                if items:
+                    await self.store.release(queue, items)
+            raise
+        if jobs:
+            # Wake maintenance when the earliest lease or attempt timeout falls due.
+            self.parts.maintenance.hint_at(queue, min(j.lease_expires_at_ms for j in jobs))
+        return jobs
+
+    @unary
+    async def Lease(
+        self, request: worker_service_pb2.LeaseRequest, context: Context
+    ) -> worker_service_pb2.LeaseResponse:
+        queue = validation.queue_name(request.queue)
+        if not request.worker_id:
+            raise validation.InvalidArgument("worker_id", "is required")
+        worker_id = validation.job_id(request.worker_id, "worker_id")
+        max_jobs = validation.bounded(
+            request.max_jobs, "max_jobs", 1, 1, validation.MAX_LEASE_JOBS
+        )
+        lease_ms = validation.bounded(
+            request.lease_ms,
+            "lease_ms",
+            self.settings.default_lease_ms,
+            validation.MIN_LEASE_MS,
+            validation.MAX_LEASE_MS,
+        )
+        wait_ms = validation.bounded(request.wait_ms, "wait_ms", 0, 0, validation.MAX_WAIT_MS)
+        jobs = await self._lease_once(queue, worker_id, max_jobs, lease_ms)
+        if jobs or not wait_ms:
+            return worker_service_pb2.LeaseResponse(jobs=jobs)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_ms / 1000
+        ready = asyncio.Event()
+
+        def on_event(_: bytes, fields: dict[bytes, bytes]) -> None:
+            if fields.get(b"e") in _READY_EVENTS:
+                ready.set()
+
+        unsubscribe = await self.parts.hub.subscribe(queue, on_event)
+        try:
+            while True:
+                ready.clear()
+                jobs = await self._lease_once(queue, worker_id, max_jobs, lease_ms)
+                remaining = deadline - loop.time()
+                if jobs or remaining <= 0:
+                    return worker_service_pb2.LeaseResponse(jobs=jobs)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ready.wait(), min(remaining, _POLL_FALLBACK_S))
+        finally:
+            unsubscribe()
+
+    def ReportProgress(  # type: ignore[override]
+        self,
+        request_iterator: AsyncIterator[worker_service_pb2.ReportProgressRequest],
+        context: Context,
+    ) -> AsyncIterator[worker_service_pb2.ReportProgressResponse]:
+        return self._report_progress(request_iterator, context)
+
+    @server_stream
+    async def _report_progress(
+        self,
+        request_iterator: AsyncIterator[worker_service_pb2.ReportProgressRequest],
+        context: Context,
+    ) -> AsyncIterator[worker_service_pb2.ReportProgressResponse]:
+        async for response in WorkerSession(self.parts).run(request_iterator):
+            yield response
+
+    async def _apply_one(self, report: outcomes.Report) -> Any:
+        queue, item = outcomes.check(report, "", self.settings)
+        [result] = await outcomes.apply(
+            self.store, self.parts.maintenance, type(report), queue, [item]
+        )
+        if result.error is not None:
+            raise result.error
+        return result
+
+    @unary
+    async def Complete(
+        self, request: worker_service_pb2.CompleteRequest, context: Context
+    ) -> worker_service_pb2.CompleteResponse:
+        result = await self._apply_one(request)
+        return worker_service_pb2.CompleteResponse(state=result.state)
+
+    @unary
+    async def Fail(
+        self, request: worker_service_pb2.FailRequest, context: Context
+    ) -> worker_service_pb2.FailResponse:
+        result = await self._apply_one(request)
+        return worker_service_pb2.FailResponse(state=result.state, run_at_ms=result.value)
+
+    @unary
+    async def Release(
+        self, request: worker_service_pb2.ReleaseRequest, context: Context
+    ) -> worker_service_pb2.ReleaseResponse:
+        result = await self._apply_one(request)
+        return worker_service_pb2.ReleaseResponse(state=result.state)

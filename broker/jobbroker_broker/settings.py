@@ -1,0 +1,65 @@
+"""Typed broker settings. Every field documents itself where it is declared."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What one broker process needs to run."""
+
+    host: str = "127.0.0.1"
+    """Address the gRPC server binds. Default loopback only."""
+
+    port: int = 50051
+    """gRPC port; 0 picks a free one."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """The Redis server the broker stores everything in."""
+
+    redis_connect_timeout: float = 1.0
+    """Seconds to wait for a Redis connection before answering UNAVAILABLE."""
+
+    redis_timeout: float = 5.0
+    """Seconds to wait for a Redis reply before answering UNAVAILABLE."""
+
+    allow_evicting_redis: bool = False
+    """Start even when Redis' maxmemory-policy may evict keys (jobs could vanish silently)."""
+
+    events_maxlen: int = 10_000
+    """Approximate number of events kept per queue stream (XADD MAXLEN ~)."""
+
+    max_payload_bytes: int = 1_048_576
+    """Largest job data, result or progress value accepted, in bytes."""
+
+    max_json_depth: int = 32
+    """Deepest nesting of arrays and objects accepted in a JSON payload."""
+
+    max_bulk_jobs: int = 1_000
+    """Most jobs one AddBulk call may carry."""
+
+    max_log_lines: int = 1_000
+    """Log lines kept per job; older lines are dropped first."""
+
+    max_log_line_bytes: int = 16_384
+    """Longest log line accepted, in bytes."""
+
+    max_stalled: int = 1
+    """Times a job's lease may expire before the job fails with reason STALLED."""
+
+    default_lease_ms: int = 30_000
+    """Lease duration when a Lease call gives none."""
+
+    maintenance_interval: float = 0.5
+    """Longest pause, in seconds, between two maintenance passes over a queue (delayed jobs
+    are promoted on time whatever this is: the loop wakes at the next due time)."""
+
+    maintenance_batch: int = 1_000
+    """Jobs one maintenance script call handles at most (bounds its time in Redis)."""
+
+    health_interval: float = 1.0
+    """Seconds between two Redis health checks."""
+
+    shutdown_grace: float = 10.0
+    """Seconds in-flight calls get to finish on shutdown."""

@@ -1,0 +1,194 @@
+"""Request checks: each failure names the offending field (INVALID_ARGUMENT) or limit."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import orjson
+from jobbroker.v1 import job_pb2
+
+from .errors import InvalidArgument, LimitExceeded
+from .settings import Settings
+
+JSON = "application/json"
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ID_FORBIDDEN = re.compile(r"[\x00-\x20\x7f{}]")
+MAX_PRIORITY = 1_000_000
+MAX_ATTEMPTS = 10_000
+MAX_DURATION_MS = 10 * 365 * 24 * 3600 * 1000  # ten years
+MIN_LEASE_MS, MAX_LEASE_MS = 1_000, 3_600_000
+MAX_WAIT_MS = 300_000
+MAX_LEASE_JOBS = 1_000
+
+
+def queue_name(value: str, field: str = "queue") -> str:
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if not QUEUE_NAME.match(value):
+        raise InvalidArgument(field, "must be 1-128 characters from A-Z a-z 0-9 . _ : -")
+    return value
+
+
+def job_name(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > 128 or _CONTROL.search(value):
+        raise InvalidArgument(field, "must be 1-128 characters without control characters")
+    return value
+
+
+def job_id(value: str, field: str = "job_id") -> str:
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > 256 or _ID_FORBIDDEN.search(value):
+        raise InvalidArgument(field, "must be 1-256 characters without spaces, braces or controls")
+    return value
+
+
+def custom_job_id(value: str, field: str) -> str:
+    if not value:
+        return ""
+    job_id(value, field)
+    if value.isdigit():
+        raise InvalidArgument(field, "must not be all digits (generated ids are)")
+    return value
+
+
+def _json_depth_ok(body: bytes, max_depth: int) -> bool:
+    # Cheap bound first: fewer brackets than the limit cannot nest deeper than it.
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return True
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > max_depth:
+                return False
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
+def payload(value: job_pb2.Payload, field: str, settings: Settings) -> tuple[bytes, str]:
+    """Check a payload; returns its body and stored content type ('' for JSON)."""
+    body = value.body
+    if len(body) > settings.max_payload_bytes:
+        raise LimitExceeded(
+            "max_payload_bytes", f"{field} is {len(body)} bytes, over {settings.max_payload_bytes}"
+        )
+    content_type = value.content_type
+    if content_type in ("", JSON):
+        if body:
+            try:
+                orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidArgument(f"{field}.body", f"is not valid JSON: {exc}") from None
+            if not _json_depth_ok(body, settings.max_json_depth):
+                raise InvalidArgument(
+                    f"{field}.body", f"nests deeper than {settings.max_json_depth} levels"
+                )
+        return body, ""
+    if len(content_type) > 128 or _CONTROL.search(content_type):
+        raise InvalidArgument(f"{field}.content_type", "must be a MIME type of at most 128 chars")
+    return body, content_type
+
+
+def _duration(value: int, field: str) -> str:
+    if value > MAX_DURATION_MS:
+        raise InvalidArgument(field, f"must be at most {MAX_DURATION_MS} ms (ten years)")
+    return str(value) if value else ""
+
+
+def _retention(policy: job_pb2.RetentionPolicy, field: str, present: bool) -> str:
+    if not present:
+        return ""
+    if policy.remove:
+        return "1,0,0"
+    if not policy.keep_last and not policy.keep_age_ms:
+        return ""
+    _duration(policy.keep_age_ms, f"{field}.keep_age_ms")
+    return f"0,{policy.keep_last},{policy.keep_age_ms}"
+
+
+def options(opts: job_pb2.JobOptions, field: str) -> list[str]:
+    """The job options as the add script's 12 option values (after id, name, data, type)."""
+    if opts.priority > MAX_PRIORITY:
+        raise InvalidArgument(f"{field}.priority", f"must be 0 (none) or 1-{MAX_PRIORITY}")
+    if opts.attempts > MAX_ATTEMPTS:
+        raise InvalidArgument(f"{field}.attempts", f"must be at most {MAX_ATTEMPTS}")
+    backoff = opts.backoff
+    bt = bd = bj = bx = ""
+    if opts.HasField("backoff"):
+        if backoff.type not in (
+            job_pb2.BACKOFF_TYPE_UNSPECIFIED,
+            job_pb2.BACKOFF_TYPE_FIXED,
+            job_pb2.BACKOFF_TYPE_EXPONENTIAL,
+        ):
+            raise InvalidArgument(f"{field}.backoff.type", f"unknown backoff type {backoff.type}")
+        if backoff.type == job_pb2.BACKOFF_TYPE_UNSPECIFIED and backoff.delay_ms:
+            raise InvalidArgument(f"{field}.backoff.type", "is required when delay_ms is set")
+        if not 0.0 <= backoff.jitter <= 1.0 or math.isnan(backoff.jitter):
+            raise InvalidArgument(f"{field}.backoff.jitter", "must be between 0 and 1")
+        bt = str(backoff.type) if backoff.type else ""
+        bd = _duration(backoff.delay_ms, f"{field}.backoff.delay_ms")
+        bj = repr(backoff.jitter) if backoff.jitter else ""
+        bx = _duration(backoff.max_delay_ms, f"{field}.backoff.max_delay_ms")
+    return [
+        str(opts.priority) if opts.priority else "",
+        "1" if opts.lifo else "",
+        _duration(opts.delay_ms, f"{field}.delay_ms"),
+        str(opts.attempts) if opts.attempts > 1 else "",
+        bt,
+        bd,
+        bj,
+        bx,
+        _duration(opts.timeout_ms, f"{field}.timeout_ms"),
+        _duration(opts.lifespan_ms, f"{field}.lifespan_ms"),
+        _retention(
+            opts.remove_on_complete,
+            f"{field}.remove_on_complete",
+            opts.HasField("remove_on_complete"),
+        ),
+        _retention(opts.remove_on_fail, f"{field}.remove_on_fail", opts.HasField("remove_on_fail")),
+    ]
+
+
+def new_job(
+    name: str,
+    data: job_pb2.Payload,
+    opts: job_pb2.JobOptions,
+    field: str,
+    settings: Settings,
+) -> list[str | bytes]:
+    """One job of an add: the 16 values the add script takes per job."""
+    prefix = f"{field}." if field else ""
+    body, content_type = payload(data, f"{prefix}data", settings)
+    return [
+        custom_job_id(opts.job_id, f"{prefix}options.job_id"),
+        job_name(name, f"{prefix}name"),
+        body,
+        content_type,
+        *options(opts, f"{prefix}options"),
+    ]
+
+
+def bounded(value: int, field: str, default: int, low: int, high: int) -> int:
+    """A count or duration with a default for 0 and an allowed range."""
+    if value == 0:
+        return default
+    if not low <= value <= high:
+        raise InvalidArgument(field, f"must be between {low} and {high}")
+    return value
