@@ -1,7 +1,7 @@
 """Regenerate the committed Python stubs from protos/jobbroker/v1.
 
-    python scripts/gen_protos.py          # rewrite clients/python/jobbroker/v1
-    python scripts/gen_protos.py --check  # exit 1 if the committed stubs are stale
+python scripts/gen_protos.py          # rewrite clients/python/jobbroker/v1
+python scripts/gen_protos.py --check  # exit 1 if the committed stubs are stale
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ def generate(out_root: Path) -> None:
 
 def _differences(fresh: Path, committed: Path) -> list[str]:
     fresh_files = {p.name for p in fresh.iterdir() if p.is_file()}
-    committed_files = {p.name for p in committed.iterdir() if p.is_file()} if committed.exists() else set()
+    committed_files = (
+        {p.name for p in committed.iterdir() if p.is_file()} if committed.exists() else set()
+    )
     diffs = sorted(fresh_files ^ committed_files)
     for name in sorted(fresh_files & committed_files):
         if not filecmp.cmp(fresh / name, committed / name, shallow=False):
@@ -63,7 +65,9 @@ def _differences(fresh: Path, committed: Path) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the committed stubs are stale")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if the committed stubs are stale"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out_root = Path(tmp)

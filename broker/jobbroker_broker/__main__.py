@@ -27,7 +27,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         if isinstance(default, bool):
             parser.add_argument(flag, action="store_true", default=env in ("1", "true", "yes"))
         else:
-            parser.add_argument(flag, type=type(default), default=type(default)(env) if env else default)
+            parser.add_argument(
+                flag, type=type(default), default=type(default)(env) if env else default
+            )
     args = parser.parse_args(argv)
     return Settings(**vars(args))
 
@@ -46,7 +48,9 @@ async def serve(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = parse_settings(argv)
     try:
         import uvloop

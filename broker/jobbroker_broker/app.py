@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import grpc
-from grpc_reflection.v1alpha import reflection
-from jobbroker.v1 import job_service_pb2, job_service_pb2_grpc, worker_service_pb2, worker_service_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from jobbroker.v1 import (
+    job_service_pb2,
+    job_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -50,8 +56,9 @@ async def check_eviction_policy(client: Redis, settings: Settings) -> None:
     except Exception as exc:  # managed Redis may forbid CONFIG: say so, do not refuse
         log.warning("could not read maxmemory-policy (%s); make sure Redis never evicts keys", exc)
         return
-    policy = config.get(b"maxmemory-policy", config.get("maxmemory-policy", b""))
-    policy = policy.decode() if isinstance(policy, bytes) else str(policy)
+    values: dict[Any, Any] = dict(config)
+    raw = values.get(b"maxmemory-policy") or values.get("maxmemory-policy", b"")
+    policy = raw.decode() if isinstance(raw, bytes) else str(raw)
     if policy.startswith(EVICTING_POLICIES):
         message = (
             f"Redis maxmemory-policy is {policy!r}: Redis may evict job keys under memory "
@@ -108,7 +115,9 @@ class Broker:
         self.server = server
         self.health.start()
         self.maintenance.start()
-        log.info("broker listening on %s:%d (redis %s)", settings.host, self.port, settings.redis_url)
+        log.info(
+            "broker listening on %s:%d (redis %s)", settings.host, self.port, settings.redis_url
+        )
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:

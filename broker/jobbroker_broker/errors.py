@@ -29,9 +29,7 @@ class BrokerError(Exception):
         )
         detail = any_pb2.Any()
         detail.Pack(info)
-        status = status_pb2.Status(
-            code=self.code.value[0], message=self.message, details=[detail]
-        )
+        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
         return rpc_status.to_status(status)  # type: ignore[no-any-return]
 
 

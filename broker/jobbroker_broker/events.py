@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
+
 from redis.asyncio import Redis
 
 from .keys import QueueKeys
@@ -64,10 +66,10 @@ class _Reader:
                 if not self.ready.is_set():
                     with redis_errors():
                         last = await self.hub.blocking.xrevrange(self.key, count=1)
-                    self.position = last[0][0] if last else b"0-0"
+                    self.position = last[0][0] if last else b"0-0"  # type: ignore[assignment]
                     self.ready.set()
                 with redis_errors():
-                    rows = await self.hub.blocking.xread(
+                    rows: Any = await self.hub.blocking.xread(
                         {self.key: self.position}, block=BLOCK_MS, count=BATCH
                     )
                 delay = 0.05
@@ -152,4 +154,3 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.readers.clear()
-

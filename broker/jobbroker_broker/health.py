@@ -34,7 +34,11 @@ class Health:
         )
         for service in SERVICES:
             await self.servicer.set(service, status)
-        log.log(logging.INFO if serving else logging.WARNING, "health: %s", "SERVING" if serving else "NOT_SERVING (redis unreachable)")
+        log.log(
+            logging.INFO if serving else logging.WARNING,
+            "health: %s",
+            "SERVING" if serving else "NOT_SERVING (redis unreachable)",
+        )
 
     async def check(self) -> None:
         await self.set(await self.store.ping())

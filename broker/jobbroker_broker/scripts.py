@@ -102,11 +102,11 @@ class Scripts:
         script = self.by_name[name]
         keys = self._keys_of(script, queue)
         try:
-            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[misc]
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
         except NoScriptError:
             self.loaded = False
-            await self._redis.script_load(script.source)  # type: ignore[no-untyped-call]
-            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[misc]
+            await self._redis.script_load(script.source)
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
 
     def queue_call(self, pipe: Pipeline, name: str, queue: QueueKeys, args: Sequence[Arg]) -> None:
         """Add a call to a pipeline; run :meth:`load_all_once` first (pipelines cannot re-load)."""
@@ -118,5 +118,5 @@ class Scripts:
         """Load every script unless done since the last NOSCRIPT; pipelines need it."""
         if not self.loaded:
             for script in self.by_name.values():
-                await self._redis.script_load(script.source)  # type: ignore[no-untyped-call]
+                await self._redis.script_load(script.source)
             self.loaded = True

@@ -102,17 +102,19 @@ class Store:
     async def _remember_queue(self, queue: str) -> None:
         if queue not in self._known_queues:
             with redis_errors():
-                await self.redis.sadd(QUEUES_KEY, queue)  # type: ignore[misc]
+                await self.redis.sadd(QUEUES_KEY, queue)
             self._known_queues.add(queue)
 
     async def known_queues(self) -> set[str]:
         with redis_errors():
-            members = await self.redis.smembers(QUEUES_KEY)  # type: ignore[misc]
+            members = await self.redis.smembers(QUEUES_KEY)
         return {_decode(m) for m in members}
 
     # --- producers -------------------------------------------------------------------------
 
-    async def add(self, queue: str, jobs: Sequence[list[str | bytes]]) -> list[tuple[str, int, bool]]:
+    async def add(
+        self, queue: str, jobs: Sequence[list[str | bytes]]
+    ) -> list[tuple[str, int, bool]]:
         """Add validated jobs (16 values each) atomically; returns (id, state, duplicate)."""
         await self._remember_queue(queue)
         args: list[Arg] = [self._maxlen, len(jobs)]
@@ -160,7 +162,7 @@ class Store:
     async def list_jobs(
         self, queue: str, state: int, page_size: int, page_token: str, descending: bool
     ) -> tuple[list[job_pb2.Job], str, int]:
-        set_name = STATE_SETS.get(state)
+        set_name = STATE_SETS.get(state)  # type: ignore[call-overload]
         if set_name is None:
             raise InvalidArgument("state", "must be a job state (waiting, delayed, ...)")
         offset = _decode_page_token(page_token)
@@ -205,7 +207,7 @@ class Store:
             rows = await self.redis.xrange(
                 self.keys(queue).key("events"), min=f"({after_id}", count=count
             )
-        return [(event_id, fields) for event_id, fields in rows]
+        return list(rows or [])  # type: ignore[arg-type]
 
     async def first_and_last_event_ids(self, queue: str) -> tuple[str, str]:
         key = self.keys(queue).key("events")
@@ -345,7 +347,7 @@ class Store:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.redis.ping())  # type: ignore[misc]
+            return bool(await self.redis.ping())
         except (*_UNAVAILABLE, redis.exceptions.RedisError):
             return False
 

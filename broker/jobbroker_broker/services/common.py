@@ -44,7 +44,9 @@ def unary(
     """Answer a BrokerError with its status; log anything unexpected as INTERNAL."""
 
     @functools.wraps(handler)
-    async def wrapper(self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+    async def wrapper(
+        self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> Resp:
         try:
             return await handler(self, request, context)
         except BrokerError as error:

@@ -25,7 +25,9 @@ def _event_id(value: str) -> str:
     try:
         codec.stream_id_key(value)
     except ValueError:
-        raise InvalidArgument("after_event_id", "is not an event id (like 1700000000000-0)") from None
+        raise InvalidArgument(
+            "after_event_id", "is not an event id (like 1700000000000-0)"
+        ) from None
     return value
 
 

@@ -48,7 +48,9 @@ class WorkerSession:
         # Leases this worker reported an outcome for: their own events are no signal.
         self._finished: OrderedDict[tuple[str, bytes, int], None] = OrderedDict()
 
-    async def run(self, requests: AsyncIterator[pb.ReportProgressRequest]) -> AsyncIterator[pb.ReportProgressResponse]:
+    async def run(
+        self, requests: AsyncIterator[pb.ReportProgressRequest]
+    ) -> AsyncIterator[pb.ReportProgressResponse]:
         reader = asyncio.create_task(self._read(requests))
         reader.add_done_callback(lambda _: self.out.put_nowait(_DONE))
         try:
@@ -164,11 +166,15 @@ class WorkerSession:
 
     async def _outcomes(self, reports: Any) -> list[pb.OutcomeResult]:
         results = [pb.OutcomeResult() for _ in reports]
-        groups: dict[tuple[type[outcomes.Report], str], list[tuple[int, Outcome]]] = defaultdict(list)
+        groups: dict[tuple[type[outcomes.Report], str], list[tuple[int, Outcome]]] = defaultdict(
+            list
+        )
         for i, wrapper in enumerate(reports):
             kind = wrapper.WhichOneof("kind")
             if kind is None:
-                error: BrokerError = InvalidArgument(f"outcomes[{i}]", "has no complete, fail or release")
+                error: BrokerError = InvalidArgument(
+                    f"outcomes[{i}]", "has no complete, fail or release"
+                )
                 results[i].error.CopyFrom(outcomes.item_error(error))
                 continue
             report = getattr(wrapper, kind)

@@ -11,6 +11,7 @@ import grpc
 from jobbroker.v1 import worker_service_pb2, worker_service_pb2_grpc
 
 from .. import validation
+from ..errors import InvalidArgument
 from ..store import Outcome
 from . import outcomes
 from .common import Parts, server_stream, unary
@@ -55,11 +56,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
     ) -> worker_service_pb2.LeaseResponse:
         queue = validation.queue_name(request.queue)
         if not request.worker_id:
-            raise validation.InvalidArgument("worker_id", "is required")
+            raise InvalidArgument("worker_id", "is required")
         worker_id = validation.job_id(request.worker_id, "worker_id")
-        max_jobs = validation.bounded(
-            request.max_jobs, "max_jobs", 1, 1, validation.MAX_LEASE_JOBS
-        )
+        max_jobs = validation.bounded(request.max_jobs, "max_jobs", 1, 1, validation.MAX_LEASE_JOBS)
         lease_ms = validation.bounded(
             request.lease_ms,
             "lease_ms",
@@ -92,15 +91,8 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         finally:
             unsubscribe()
 
-    def ReportProgress(  # type: ignore[override]
-        self,
-        request_iterator: AsyncIterator[worker_service_pb2.ReportProgressRequest],
-        context: Context,
-    ) -> AsyncIterator[worker_service_pb2.ReportProgressResponse]:
-        return self._report_progress(request_iterator, context)
-
     @server_stream
-    async def _report_progress(
+    async def ReportProgress(
         self,
         request_iterator: AsyncIterator[worker_service_pb2.ReportProgressRequest],
         context: Context,

@@ -1,0 +1,147 @@
+"""Quick end-to-end throughput check: no-op jobs through one broker process and one worker
+process, with the worker completing jobs in batches on its ReportProgress stream.
+
+    python bench/quick_throughput.py [--jobs 20000] [--concurrency 100] [--redis-url URL]
+
+Starts the broker as a subprocess, preloads the jobs with AddBulk, then times how long one
+worker takes to lease and complete all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+
+import grpc
+from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+from jobbroker.v1 import worker_service_pb2 as ws
+from jobbroker.v1 import worker_service_pb2_grpc
+
+
+def start_broker(redis_url: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobbroker_broker", "--port", "0", "--redis-url", redis_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        match = re.search(r"listening on (\S+)", line)
+        if match:
+            return proc, match.group(1)
+    raise RuntimeError("broker did not start")
+
+
+async def preload(address: str, queue: str, count: int) -> float:
+    async with grpc.aio.insecure_channel(address) as channel:
+        jobs = job_service_pb2_grpc.JobServiceStub(channel)
+        body = job_pb2.Payload(body=b'{"n":1}')
+        started = time.perf_counter()
+        for start in range(0, count, 1000):
+            batch = [
+                job_service_pb2.BulkJob(name="noop", data=body)
+                for _ in range(min(1000, count - start))
+            ]
+            await jobs.AddBulk(job_service_pb2.AddBulkRequest(queue=queue, jobs=batch))
+        return time.perf_counter() - started
+
+
+async def work(address: str, queue: str, count: int, concurrency: int) -> float:
+    async with grpc.aio.insecure_channel(address) as channel:
+        workers = worker_service_pb2_grpc.WorkerServiceStub(channel)
+        done = 0
+        free = asyncio.Semaphore(concurrency)
+        pending: list[ws.Outcome] = []
+        ready = asyncio.Event()
+        finished = asyncio.Event()
+        seq = 0
+
+        async def requests():  # type: ignore[no-untyped-def]
+            nonlocal seq
+            yield ws.ReportProgressRequest(worker_id="bench", queues=[queue], seq=0)
+            while not finished.is_set():
+                await ready.wait()
+                ready.clear()
+                batch, pending[:] = list(pending), []
+                if batch:
+                    seq += 1
+                    yield ws.ReportProgressRequest(seq=seq, outcomes=batch)
+
+        stream = workers.ReportProgress(requests())
+
+        async def acks() -> None:
+            nonlocal done
+            async for response in stream:
+                for _ in response.outcomes:
+                    free.release()
+                done += len(response.outcomes)
+                if done >= count:
+                    finished.set()
+                    ready.set()
+                    return
+
+        ack_task = asyncio.create_task(acks())
+        started = time.perf_counter()
+        while not finished.is_set():
+            await free.acquire()
+            want = 1
+            while want < concurrency and not free.locked():
+                await free.acquire()
+                want += 1
+            reply = await workers.Lease(
+                ws.LeaseRequest(queue=queue, worker_id="bench", max_jobs=want, wait_ms=200)
+            )
+            for _ in range(want - len(reply.jobs)):
+                free.release()
+            for job in reply.jobs:
+                pending.append(
+                    ws.Outcome(
+                        complete=ws.CompleteRequest(
+                            queue=queue, job_id=job.job_id, token=job.token
+                        )
+                    )
+                )
+            ready.set()
+            if done + len(pending) >= count and not reply.jobs:
+                await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - started
+        await ack_task
+        stream.cancel()
+        return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+    proc, address = start_broker(args.redis_url)
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    try:
+        add_s = asyncio.run(preload(address, queue, args.jobs))
+        print(f"bulk enqueue: {args.jobs / add_s:,.0f} jobs/s")
+        work_s = asyncio.run(work(address, queue, args.jobs, args.concurrency))
+        print(f"processing:   {args.jobs / work_s:,.0f} jobs/s (1 worker, concurrency {args.concurrency})")
+    finally:
+        proc.terminate()
+        proc.wait()
+        import redis
+
+        client = redis.Redis.from_url(args.redis_url)
+        keys = list(client.scan_iter(match=f"jb:{{{queue}}}:*", count=10_000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+        client.srem("jb:queues", queue)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
