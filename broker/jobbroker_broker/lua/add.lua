@@ -17,6 +17,8 @@ local prefix, events = KEYS[1], KEYS[7]
 local maxlen = ARGV[1]
 local n = tonumber(ARGV[2])
 local WIDTH = 16
+-- Job fields of the option values, in ARGV order after id, name, data and content type.
+local OPTIONAL = {'pri', 'lifo', false, 'atm', 'bt', 'bd', 'bj', 'bx', 'tmo', 'lsp', 'rc', 'rf'}
 
 -- Phase 1: resolve custom ids so that nothing is written if any of them conflicts.
 local seen = {}
@@ -29,14 +31,14 @@ for i = 0, n - 1 do
     local prev = seen[id]
     if prev then
       if prev[1] ~= name or prev[2] ~= data or prev[3] ~= dct then
-        return {'DUPLICATE', id}
+        return done({'DUPLICATE', id})
       end
       dup[i] = true
     else
       local f = redis.call('HMGET', job_key(prefix, id), 'name', 'data', 'dct', 'st')
       if f[4] then
         if f[1] ~= name or f[2] ~= data or (f[3] or '') ~= dct then
-          return {'DUPLICATE', id}
+          return done({'DUPLICATE', id})
         end
         dup[i] = f[4]
       end
@@ -65,15 +67,11 @@ for i = 0, n - 1 do
     local pri, lifo, delay = ARGV[b + 4], ARGV[b + 5], tonumber(ARGV[b + 6]) or 0
     local fields = {'name', name, 'data', data, 'ct', now}
     if dct ~= '' then fields[#fields + 1] = 'dct'; fields[#fields + 1] = dct end
-    local optional = {
-      {'pri', pri}, {'lifo', lifo}, {'atm', ARGV[b + 7]}, {'bt', ARGV[b + 8]},
-      {'bd', ARGV[b + 9]}, {'bj', ARGV[b + 10]}, {'bx', ARGV[b + 11]}, {'tmo', ARGV[b + 12]},
-      {'lsp', ARGV[b + 13]}, {'rc', ARGV[b + 14]}, {'rf', ARGV[b + 15]},
-    }
-    for _, kv in ipairs(optional) do
-      if kv[2] ~= '' and kv[2] ~= '0' then
-        fields[#fields + 1] = kv[1]
-        fields[#fields + 1] = kv[2]
+    for j = 1, #OPTIONAL do
+      local value = ARGV[b + 3 + j]
+      if OPTIONAL[j] and value ~= '' and value ~= '0' then
+        fields[#fields + 1] = OPTIONAL[j]
+        fields[#fields + 1] = value
       end
     end
     local lifespan = tonumber(ARGV[b + 13]) or 0
@@ -102,4 +100,4 @@ for i = 0, n - 1 do
     out[#out + 1] = 0
   end
 end
-return out
+return done(out)

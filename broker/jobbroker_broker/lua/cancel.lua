@@ -16,7 +16,7 @@ local jkey = job_key(prefix, id)
 local f = redis.call('HMGET', jkey, 'st', 'cr', 'fn', 'w')
 local st = f[1]
 if not st then
-  return {'NOT_FOUND', ''}
+  return done({'NOT_FOUND', ''})
 end
 local now = now_ms()
 if st == 'waiting' or st == 'delayed' then
@@ -25,13 +25,13 @@ if st == 'waiting' or st == 'delayed' then
   redis.call('ZREM', KEYS[4], id)
   redis.call('HSET', jkey, 'crr', ARGV[3])
   finish_cancelled(prefix, events, maxlen, KEYS[5], id, now)
-  return {'', 'cancelled'}
+  return done({'', 'cancelled'})
 end
 if st == 'active' then
   if f[2] ~= '1' then
     redis.call('HSET', jkey, 'cr', 1, 'crr', ARGV[3])
     emit(events, maxlen, 'cancel-requested', id, {'s', 'active', 'f', f[3], 'w', f[4] or ''})
   end
-  return {'', 'active'}
+  return done({'', 'active'})
 end
-return {'ALREADY_FINISHED', st}
+return done({'ALREADY_FINISHED', st})

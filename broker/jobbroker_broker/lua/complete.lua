@@ -42,4 +42,4 @@ for i = 0, n - 1 do
     end
   end
 end
-return out
+return done(out)

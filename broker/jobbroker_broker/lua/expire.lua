@@ -25,4 +25,4 @@ for _, id in ipairs(due) do
       'job did not start within its lifespan of ' .. f[2] .. ' ms', '', '', tonumber(f[3]) or 0)
   end
 end
-return {#due, next_score(expiring), now}
+return done({#due, next_score(expiring), now})

@@ -41,4 +41,4 @@ for i = 0, n - 1 do
     out[#out + 1] = run_at
   end
 end
-return out
+return done(out)

@@ -33,10 +33,11 @@ while leased < max_jobs and budget > 0 do
     local id = popped[i]
     local jkey = job_key(prefix, id)
     local f = redis.call('HMGET', jkey, 'name', 'data', 'dct', 'am', 'atm', 'tmo', 'lsp', 'ct',
-      'pp', 'pv', 'pvt', 'st')
+      'pp', 'pv', 'pvt', 'st', 'sa')
     if f[12] then
       local lifespan = tonumber(f[7]) or 0
-      if lifespan > 0 and tonumber(f[8]) + lifespan <= now then
+      -- Lifespan bounds the start only: a job that started once is never expired after.
+      if lifespan > 0 and not f[13] and tonumber(f[8]) + lifespan <= now then
         redis.call('ZREM', expiring, id)
         finish_failed(prefix, events, maxlen, failed, id, now, 3,
           'job did not start within its lifespan of ' .. lifespan .. ' ms', '', '', tonumber(f[4]) or 0)
@@ -87,4 +88,4 @@ if redis.call('ZCARD', waiting) == 0 then
   -- An empty waiting set restarts the FIFO sequence, keeping scores far from 2^53.
   redis.call('DEL', KEYS[7])
 end
-return out
+return done(out)

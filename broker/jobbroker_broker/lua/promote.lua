@@ -11,11 +11,11 @@
 local prefix, id = KEYS[1], ARGV[2]
 local st = redis.call('HGET', job_key(prefix, id), 'st')
 if not st then
-  return {'NOT_FOUND', ''}
+  return done({'NOT_FOUND', ''})
 end
 if st ~= 'delayed' then
-  return {'NOT_DELAYED', st}
+  return done({'NOT_DELAYED', st})
 end
 redis.call('ZREM', KEYS[3], id)
 make_waiting(prefix, KEYS[2], KEYS[5], KEYS[4], ARGV[1], id)
-return {'', 'waiting'}
+return done({'', 'waiting'})

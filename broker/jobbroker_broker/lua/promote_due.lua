@@ -15,4 +15,4 @@ for _, id in ipairs(due) do
   redis.call('ZREM', delayed, id)
   make_waiting(prefix, waiting, seq, events, ARGV[1], id)
 end
-return {#due, next_score(delayed), now}
+return done({#due, next_score(delayed), now})

@@ -52,4 +52,4 @@ for _, id in ipairs(expired) do
     end
   end
 end
-return {#expired, next_score(k.active), now}
+return done({#expired, next_score(k.active), now})

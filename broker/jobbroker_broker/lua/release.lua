@@ -51,4 +51,4 @@ for i = 0, n - 1 do
     out[#out + 1] = st
   end
 end
-return out
+return done(out)

@@ -11,14 +11,14 @@
 local prefix, id = KEYS[1], ARGV[2]
 local st = redis.call('HGET', job_key(prefix, id), 'st')
 if not st then
-  return {'NOT_FOUND', ''}
+  return done({'NOT_FOUND', ''})
 end
 if st == 'active' then
-  return {'ACTIVE', st}
+  return done({'ACTIVE', st})
 end
 for i = 2, 7 do
   redis.call('ZREM', KEYS[i], id)
 end
 remove_job_keys(prefix, id)
 emit(KEYS[8], ARGV[1], 'removed', id, {'s', st})
-return {'', st}
+return done({'', st})

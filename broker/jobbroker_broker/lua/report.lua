@@ -68,4 +68,4 @@ for _ = 1, n do
   end
   b = b + 9 + nlogs
 end
-return out
+return done(out)

@@ -12,10 +12,10 @@ local prefix, id = KEYS[1], ARGV[2]
 local jkey = job_key(prefix, id)
 local f = redis.call('HMGET', jkey, 'st', 'lsp')
 if not f[1] then
-  return {'NOT_FOUND', ''}
+  return done({'NOT_FOUND', ''})
 end
 if f[1] ~= 'failed' and f[1] ~= 'cancelled' then
-  return {'NOT_RETRYABLE', f[1]}
+  return done({'NOT_RETRYABLE', f[1]})
 end
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)
@@ -28,4 +28,4 @@ if lifespan > 0 then
   redis.call('HSET', jkey, 'ct', now)
 end
 make_waiting(prefix, KEYS[2], KEYS[7], KEYS[6], ARGV[1], id)
-return {'', 'waiting'}
+return done({'', 'waiting'})

@@ -27,13 +27,20 @@ local function logs_key(prefix, id)
   return prefix .. 'logs:' .. id
 end
 
--- Append an event to the queue's stream; `fields` is a flat list of name, value pairs.
+-- Append an event to the queue's stream; `fields` is a flat list of name, value pairs. The
+-- stream is trimmed once per script call, by done(), rather than on every XADD.
+local emitted_to, emitted_maxlen = nil, nil
 local function emit(events, maxlen, etype, id, fields)
-  local args = {'XADD', events, 'MAXLEN', '~', maxlen, '*', 'e', etype, 'j', id}
-  for i = 1, #fields do
-    args[#args + 1] = fields[i]
+  emitted_to, emitted_maxlen = events, maxlen
+  return redis.call('XADD', events, '*', 'e', etype, 'j', id, unpack(fields))
+end
+
+-- Every script returns through done(): it caps the event stream if the script emitted.
+local function done(result)
+  if emitted_to then
+    redis.call('XTRIM', emitted_to, 'MAXLEN', '~', emitted_maxlen)
   end
-  return redis.call(unpack(args))
+  return result
 end
 
 local function fence_of(token)
@@ -80,12 +87,17 @@ local function retain(prefix, set_key, id, policy, now)
     end
   end
   if keep_last > 0 then
-    local extra = redis.call('ZCARD', set_key) - keep_last
+    local extra = math.min(redis.call('ZCARD', set_key) - keep_last, 100)
     if extra > 0 then
-      local old = redis.call('ZRANGE', set_key, 0, math.min(extra, 100) - 1)
+      -- Jobs finished in the same millisecond tie on score: never pick the one just finished.
+      local old = redis.call('ZRANGE', set_key, 0, extra)
+      local removed = 0
       for _, old_id in ipairs(old) do
-        redis.call('ZREM', set_key, old_id)
-        remove_job_keys(prefix, old_id)
+        if removed < extra and old_id ~= id then
+          redis.call('ZREM', set_key, old_id)
+          remove_job_keys(prefix, old_id)
+          removed = removed + 1
+        end
       end
     end
   end
