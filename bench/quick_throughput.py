@@ -57,7 +57,8 @@ async def work(address: str, queue: str, count: int, concurrency: int) -> float:
     async with grpc.aio.insecure_channel(address) as channel:
         workers = worker_service_pb2_grpc.WorkerServiceStub(channel)
         done = 0
-        free = asyncio.Semaphore(concurrency)
+        free = concurrency
+        freed = asyncio.Event()
         pending: list[ws.Outcome] = []
         ready = asyncio.Event()
         finished = asyncio.Event()
@@ -77,11 +78,11 @@ async def work(address: str, queue: str, count: int, concurrency: int) -> float:
         stream = workers.ReportProgress(requests())
 
         async def acks() -> None:
-            nonlocal done
+            nonlocal done, free
             async for response in stream:
-                for _ in response.outcomes:
-                    free.release()
+                free += len(response.outcomes)
                 done += len(response.outcomes)
+                freed.set()
                 if done >= count:
                     finished.set()
                     ready.set()
@@ -90,16 +91,19 @@ async def work(address: str, queue: str, count: int, concurrency: int) -> float:
         ack_task = asyncio.create_task(acks())
         started = time.perf_counter()
         while not finished.is_set():
-            await free.acquire()
-            want = 1
-            while want < concurrency and not free.locked():
-                await free.acquire()
-                want += 1
+            # Lease in batches: wait until half the slots are free (or briefly, for any).
+            while free < concurrency // 2:
+                freed.clear()
+                try:
+                    await asyncio.wait_for(freed.wait(), 0.002)
+                except TimeoutError:
+                    if free:
+                        break
+            want, free = free, 0
             reply = await workers.Lease(
                 ws.LeaseRequest(queue=queue, worker_id="bench", max_jobs=want, wait_ms=200)
             )
-            for _ in range(want - len(reply.jobs)):
-                free.release()
+            free += want - len(reply.jobs)
             for job in reply.jobs:
                 pending.append(
                     ws.Outcome(
@@ -109,8 +113,6 @@ async def work(address: str, queue: str, count: int, concurrency: int) -> float:
                     )
                 )
             ready.set()
-            if done + len(pending) >= count and not reply.jobs:
-                await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - started
         await ack_task
         stream.cancel()

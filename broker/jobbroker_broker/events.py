@@ -1,5 +1,9 @@
 """Per-replica event fan-out: one reader per queue stream, any number of local subscribers.
 
+Two streams per queue are read this way: ``events`` (everything, for progress and event
+subscribers and idle Lease calls) and ``signals`` (only what a worker must be told: cancel
+requested, lease lost), so worker streams never parse a busy queue's whole event flow.
+
 A reader runs while its queue has subscribers. Subscribers are plain callbacks called with each
 raw stream entry, in stream order; they must not block (they set an event or fill a queue).
 ``subscribe`` returns only once the reader has a position, so a snapshot taken after it can
@@ -29,10 +33,11 @@ BATCH = 1_000
 
 
 class _Reader:
-    def __init__(self, hub: EventHub, queue: str) -> None:
+    def __init__(self, hub: EventHub, queue: str, stream: str) -> None:
         self.hub = hub
         self.queue = queue
-        self.key = QueueKeys(queue).key("events")
+        self.id = (queue, stream)
+        self.key = QueueKeys(queue).key(stream)
         self.by_job: dict[bytes, set[Callback]] = {}
         self.by_worker: dict[bytes, set[Callback]] = {}
         self.everything: set[Callback] = set()
@@ -82,7 +87,7 @@ class _Reader:
                 for event_id, fields in entries:
                     self.position = event_id
                     self.dispatch(event_id, fields)
-        self.hub.readers.pop(self.queue, None)
+        self.hub.readers.pop(self.id, None)
 
 
 class EventHub:
@@ -91,19 +96,19 @@ class EventHub:
     def __init__(self, store: Store, blocking: Redis) -> None:
         self.store = store
         self.blocking = blocking
-        self.readers: dict[str, _Reader] = {}
+        self.readers: dict[tuple[str, str], _Reader] = {}
 
-    def _reader(self, queue: str) -> _Reader:
-        reader = self.readers.get(queue)
+    def _reader(self, queue: str, stream: str) -> _Reader:
+        reader = self.readers.get((queue, stream))
         if reader is None:
-            reader = self.readers[queue] = _Reader(self, queue)
+            reader = self.readers[(queue, stream)] = _Reader(self, queue, stream)
         return reader
 
     async def _start(self, reader: _Reader) -> None:
         if reader.task is None or reader.task.done():
-            if self.readers.get(reader.queue) is not reader:
-                self.readers[reader.queue] = reader
-            reader.task = asyncio.create_task(reader.run(), name=f"events:{reader.queue}")
+            if self.readers.get(reader.id) is not reader:
+                self.readers[reader.id] = reader
+            reader.task = asyncio.create_task(reader.run(), name=f"{reader.key}")
         await reader.ready.wait()
 
     async def subscribe(
@@ -113,10 +118,11 @@ class EventHub:
         *,
         job_id: str | None = None,
         worker_id: str | None = None,
+        stream: str = "events",
     ) -> Callable[[], None]:
-        """Call `callback` for the queue's events (of one job, or one worker, or all) until the
-        returned function is called."""
-        reader = self._reader(queue)
+        """Call `callback` for the entries of one of the queue's streams ("events" or
+        "signals"), of one job, or one worker, or all, until the returned function is called."""
+        reader = self._reader(queue, stream)
         if job_id is not None:
             table: dict[bytes, set[Callback]] | None = reader.by_job
             key = job_id.encode()

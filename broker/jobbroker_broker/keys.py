@@ -55,5 +55,6 @@ QUEUE_KEY_NAMES = frozenset(
         "cancelled",  # zset: finish ms
         "expiring",  # zset: lifespan deadline ms of jobs not yet started
         "events",  # stream of the queue's events
+        "signals",  # stream of lease signals for workers (cancel requested, lease lost)
     }
 )

@@ -1,7 +1,7 @@
 --[[
   Cancel a job. Waiting or delayed: cancelled at once. Active: flagged, and a cancel-requested
   event tells its worker to stop; it ends cancelled when the worker reports or its lease ends.
-  Keys: prefix waiting delayed expiring cancelled events
+  Keys: prefix waiting delayed expiring cancelled events signals
   Input:
     ARGV[1] events maxlen
     ARGV[2] job id
@@ -31,6 +31,7 @@ if st == 'active' then
   if f[2] ~= '1' then
     redis.call('HSET', jkey, 'cr', 1, 'crr', ARGV[3])
     emit(events, maxlen, 'cancel-requested', id, {'s', 'active', 'f', f[3], 'w', f[4] or ''})
+    signal(KEYS[7], 'cancel-requested', id, f[3], f[4])
   end
   return done({'', 'active'})
 end

@@ -5,7 +5,7 @@
     - cancel requested: the job ends cancelled;
     - otherwise the job stalled: back to the front of waiting, or failed with reason STALLED once
       it stalled more than the max-stalled count.
-  Keys: prefix active waiting delayed failed cancelled events seq
+  Keys: prefix active waiting delayed failed cancelled events seq signals
   Input:
     ARGV[1] events maxlen
     ARGV[2] batch size
@@ -29,13 +29,16 @@ for _, id in ipairs(expired) do
   if f[8] ~= 'active' then
     redis.call('ZREM', k.active, id)
   elseif f[2] == '1' then
+    signal(KEYS[9], 'cancelled', id, f[5], f[6])
     redis.call('ZREM', k.active, id)
     finish_cancelled(k.prefix, k.events, maxlen, KEYS[6], id, now)
   elseif timeout_at > 0 and timeout_at <= now then
+    signal(KEYS[9], 'timeout', id, f[5], f[6])
     local tmo = redis.call('HGET', jkey, 'tmo')
     fail_attempt(k, maxlen, id, now, 2, 'attempt timed out after ' .. tmo .. ' ms', '', '', false,
       tonumber(ARGV[4]))
   else
+    signal(KEYS[9], 'stalled', id, f[5], f[6])
     redis.call('ZREM', k.active, id)
     local stalled = redis.call('HINCRBY', jkey, 'sc', 1)
     local attempt = (tonumber(f[7]) or 0) + 1

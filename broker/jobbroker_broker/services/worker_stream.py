@@ -2,15 +2,15 @@
 signals out.
 
 Messages are applied in the order they arrive, updates before outcomes, so a job's last
-progress always lands before its completion. Signals come from the queue event streams: any
-replica's Cancel or the reaper's lease expiry reaches this worker through its queue's reader.
+progress always lands before its completion. Signals come from each queue's signals stream: any
+replica's Cancel or the reaper's lease expiry reaches this worker through one reader per queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -26,16 +26,10 @@ _LOST = pb.SIGNAL_TYPE_LEASE_LOST
 _SIGNALS: dict[bytes, tuple[int, str]] = {
     b"cancel-requested": (pb.SIGNAL_TYPE_CANCEL_REQUESTED, ""),
     b"stalled": (_LOST, "STALLED"),
+    b"timeout": (_LOST, "TIMEOUT"),
     b"cancelled": (_LOST, "CANCELLED"),
 }
-_TIMEOUT = b"2"  # FailureReason TIMEOUT, as the scripts store it
-_REMEMBERED_OUTCOMES = 10_000
 _DONE = object()
-
-
-def _fence(token: str) -> int:
-    head, _, _ = token.partition("-")
-    return int(head) if head.isdigit() else 0
 
 
 class WorkerSession:
@@ -45,8 +39,6 @@ class WorkerSession:
         self.worker_id = ""
         self.out: asyncio.Queue[Any] = asyncio.Queue()
         self._unsubscribe: dict[str, Callable[[], None]] = {}
-        # Leases this worker reported an outcome for: their own events are no signal.
-        self._finished: OrderedDict[tuple[str, bytes, int], None] = OrderedDict()
 
     async def run(
         self, requests: AsyncIterator[pb.ReportProgressRequest]
@@ -83,38 +75,29 @@ class WorkerSession:
     async def _watch(self, queue: str) -> None:
         if queue not in self._unsubscribe:
             self._unsubscribe[queue] = await self.parts.hub.subscribe(
-                queue, lambda eid, fields: self._signal(queue, fields), worker_id=self.worker_id
+                queue,
+                lambda eid, fields: self._signal(queue, fields),
+                worker_id=self.worker_id,
+                stream="signals",
             )
 
     def _signal(self, queue: str, fields: dict[bytes, bytes]) -> None:
-        kind = fields.get(b"e", b"")
-        signal = _SIGNALS.get(kind)
-        if signal is None and kind == b"failed" and fields.get(b"fr") == _TIMEOUT:
-            signal = (_LOST, "TIMEOUT")
+        signal = _SIGNALS.get(fields.get(b"k", b""))
         if signal is None:
-            return
-        job_id = fields.get(b"j", b"")
-        fence = int(fields.get(b"f") or 0)
-        if (queue, job_id, fence) in self._finished:
             return
         self.out.put_nowait(
             pb.ReportProgressResponse(
                 signals=[
                     pb.Signal(
                         queue=queue,
-                        job_id=job_id.decode(),
-                        fence=fence,
+                        job_id=fields.get(b"j", b"").decode(),
+                        fence=int(fields.get(b"f") or 0),
                         type=signal[0],  # type: ignore[arg-type]
                         reason=signal[1],
                     )
                 ]
             )
         )
-
-    def _remember(self, queue: str, job_id: str, token: str) -> None:
-        self._finished[(queue, job_id.encode(), _fence(token))] = None
-        while len(self._finished) > _REMEMBERED_OUTCOMES:
-            self._finished.popitem(last=False)
 
     async def _updates(self, updates: Any) -> list[pb.LeaseStatus]:
         statuses = [pb.LeaseStatus(queue=u.queue, job_id=u.job_id) for u in updates]
@@ -184,7 +167,6 @@ class WorkerSession:
             except BrokerError as error:
                 results[i].error.CopyFrom(outcomes.item_error(error))
                 continue
-            self._remember(queue, item.job_id, item.token)
             groups[(type(report), queue)].append((i, item))
         for (kind_type, queue), entries in groups.items():
             applied = await self._guarded(

@@ -35,6 +35,14 @@ local function emit(events, maxlen, etype, id, fields)
   return redis.call('XADD', events, '*', 'e', etype, 'j', id, unpack(fields))
 end
 
+-- Tell the worker holding a lease that it must stop: a small stream of its own, so that worker
+-- streams never read the queue's whole event stream. `kind`: cancel-requested, stalled,
+-- timeout or cancelled.
+local function signal(signals, kind, id, fence, worker)
+  redis.call('XADD', signals, 'MAXLEN', '~', 1000, '*', 'k', kind, 'j', id, 'f', fence or '0',
+    'w', worker or '')
+end
+
 -- Every script returns through done(): it caps the event stream if the script emitted.
 local function done(result)
   if emitted_to then
