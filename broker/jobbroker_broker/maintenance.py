@@ -26,6 +26,7 @@ class Maintenance:
         self._due: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._loop = asyncio.get_running_loop()
         self._redis_offset: float | None = None  # Redis clock minus loop clock, in seconds
 
@@ -47,10 +48,17 @@ class Maintenance:
         self._task = asyncio.create_task(self._run(), name="maintenance")
 
     async def close(self) -> None:
+        """Stop after the current pass (never cancel a pass mid-way through a Redis call)."""
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            try:
+                async with asyncio.timeout(5):
+                    await asyncio.shield(self._task)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
 
     async def _refresh_queues(self) -> None:
         now = self._loop.time()
@@ -59,24 +67,29 @@ class Maintenance:
 
     async def _run(self) -> None:
         refreshed = -QUEUE_REFRESH_S
-        while True:
+        while not self._stopping:
             try:
                 now = self._loop.time()
                 if now - refreshed >= QUEUE_REFRESH_S:
                     await self._refresh_queues()
                     refreshed = now
                 for queue, at in list(self._due.items()):
-                    if at <= now:
+                    if at <= now and not self._stopping:
                         wait_ms, redis_now = await self.store.maintain(queue)
                         self._redis_offset = redis_now / 1000 - self._loop.time()
                         after = self.interval if wait_ms < 0 else min(wait_ms / 1000, self.interval)
                         self._due[queue] = self._loop.time() + after
             except Exception as exc:  # Redis down: keep trying, health reports it
                 log.warning("maintenance pass failed: %s", exc)
-                await asyncio.sleep(self.interval)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.interval):
+                        await self._wake.wait()
                 continue
             self._wake.clear()
             next_at = min(self._due.values(), default=self._loop.time() + self.interval)
             timeout = max(0.0, min(next_at - self._loop.time(), self.interval))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()

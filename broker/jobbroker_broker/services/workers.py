@@ -87,7 +87,8 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 if jobs or remaining <= 0:
                     return worker_service_pb2.LeaseResponse(jobs=jobs)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ready.wait(), min(remaining, _POLL_FALLBACK_S))
+                    async with asyncio.timeout(min(remaining, _POLL_FALLBACK_S)):
+                        await ready.wait()
         finally:
             unsubscribe()
 
