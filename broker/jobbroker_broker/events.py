@@ -20,6 +20,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from .errors import Unavailable
 from .keys import QueueKeys
 from .store import Store, redis_errors
 
@@ -96,6 +97,8 @@ class EventHub:
     def __init__(self, store: Store, blocking: Redis) -> None:
         self.store = store
         self.blocking = blocking
+        settings = store.settings
+        self.start_timeout = settings.redis_connect_timeout + settings.redis_timeout
         self.readers: dict[tuple[str, str], _Reader] = {}
 
     def _reader(self, queue: str, stream: str) -> _Reader:
@@ -109,7 +112,11 @@ class EventHub:
             if self.readers.get(reader.id) is not reader:
                 self.readers[reader.id] = reader
             reader.task = asyncio.create_task(reader.run(), name=f"{reader.key}")
-        await reader.ready.wait()
+        try:
+            async with asyncio.timeout(self.start_timeout):
+                await reader.ready.wait()
+        except TimeoutError:
+            raise Unavailable(f"redis unavailable: cannot read the {reader.key} stream") from None
 
     async def subscribe(
         self,

@@ -12,9 +12,9 @@ from .errors import InvalidArgument, LimitExceeded
 from .settings import Settings
 
 JSON = "application/json"
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ID_FORBIDDEN = re.compile(r"[\x00-\x20\x7f{}]")
+QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ID_FORBIDDEN = re.compile(r"[\x00-\x20\x7f-\x9f{}]")
 MAX_PRIORITY = 1_000_000
 MAX_ATTEMPTS = 10_000
 MAX_DURATION_MS = 10 * 365 * 24 * 3600 * 1000  # ten years
@@ -26,7 +26,7 @@ MAX_LEASE_JOBS = 1_000
 def queue_name(value: str, field: str = "queue") -> str:
     if not value:
         raise InvalidArgument(field, "is required")
-    if not QUEUE_NAME.match(value):
+    if not QUEUE_NAME.fullmatch(value):
         raise InvalidArgument(field, "must be 1-128 characters from A-Z a-z 0-9 . _ : -")
     return value
 

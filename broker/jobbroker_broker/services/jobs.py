@@ -37,8 +37,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self.settings = parts.settings
         self.store = parts.store
 
-    def _hint_delays(self, queue: str, delays: list[int]) -> None:
-        due = [d for d in delays if d > 0]
+    def _hint(self, queue: str, options: list[job_pb2.JobOptions]) -> None:
+        """Wake maintenance in time for the earliest delay or lifespan of the added jobs."""
+        due = [ms for o in options for ms in (o.delay_ms, o.lifespan_ms) if ms > 0]
         if due:
             self.parts.maintenance.hint(queue, min(due))
 
@@ -49,7 +50,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         queue = validation.queue_name(request.queue)
         job = validation.new_job(request.name, request.data, request.options, "", self.settings)
         [(job_id, state, duplicate)] = await self.store.add(queue, [job])
-        self._hint_delays(queue, [request.options.delay_ms])
+        self._hint(queue, [request.options])
         return job_service_pb2.AddResponse(job_id=job_id, state=state, duplicate=duplicate)  # type: ignore[arg-type]
 
     @unary
@@ -69,7 +70,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         if not jobs:
             return job_service_pb2.AddBulkResponse()
         added = await self.store.add(queue, jobs)
-        self._hint_delays(queue, [j.options.delay_ms for j in request.jobs])
+        self._hint(queue, [j.options for j in request.jobs])
         return job_service_pb2.AddBulkResponse(
             results=[
                 job_service_pb2.AddResponse(job_id=i, state=s, duplicate=d)  # type: ignore[arg-type]

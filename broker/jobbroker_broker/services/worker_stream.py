@@ -64,6 +64,8 @@ class WorkerSession:
             if not self.worker_id:
                 if not request.worker_id:
                     raise InvalidArgument("worker_id", "is required on the first message")
+                if not request.queues:
+                    raise InvalidArgument("queues", "is required on the first message")
                 self.worker_id = validation.job_id(request.worker_id, "worker_id")
             for i, queue in enumerate(request.queues):
                 await self._watch(validation.queue_name(queue, f"queues[{i}]"))
@@ -73,7 +75,11 @@ class WorkerSession:
             self.out.put_nowait(response)
 
     async def _watch(self, queue: str) -> None:
-        if queue not in self._unsubscribe:
+        """Receive the queue's signals; while Redis is down, try again with the next message
+        (the message's items then fail with UNAVAILABLE on their own)."""
+        if queue in self._unsubscribe:
+            return
+        with contextlib.suppress(BrokerError):
             self._unsubscribe[queue] = await self.parts.hub.subscribe(
                 queue,
                 lambda eid, fields: self._signal(queue, fields),
