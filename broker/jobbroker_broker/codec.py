@@ -130,6 +130,7 @@ def job(queue: str, job_id: str, fields: Fields, log_count: int = 0) -> job_pb2.
         worker_id=_text(fields, b"w"),
         lease_expires_at_ms=_int(fields, b"le") if state == job_pb2.JOB_STATE_ACTIVE else 0,
         cancel_requested=fields.get(b"cr") == b"1",
+        cancel_reason=_text(fields, b"crr"),
         stalled_count=_int(fields, b"sc"),
         log_count=log_count,
     )

@@ -60,8 +60,9 @@ class LimitExceeded(BrokerError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "LIMIT_EXCEEDED"
 
-    def __init__(self, limit: str, problem: str) -> None:
-        super().__init__(f"{problem} (limit {limit})", limit=limit)
+    def __init__(self, limit: str, problem: str, field: str = "") -> None:
+        metadata = {"limit": limit, **({"field": field} if field else {})}
+        super().__init__(f"{problem} (limit {limit})", **metadata)
 
 
 class Unavailable(BrokerError):

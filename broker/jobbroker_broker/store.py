@@ -310,35 +310,40 @@ class Store:
 
     # --- maintenance -----------------------------------------------------------------------
 
-    async def maintain(self, queue: str) -> tuple[int, int]:
-        """One bounded maintenance pass over a queue (promote due delayed jobs, end expired
-        leases, expire jobs past their lifespan). Returns the milliseconds until something is
-        next due (0: more work is waiting now; -1: nothing is scheduled) and Redis' time."""
-        keys = self.keys(queue)
+    async def maintain(self, queues: Sequence[str]) -> tuple[list[int], int]:
+        """One bounded maintenance pass over some queues, in one pipeline: promote due delayed
+        jobs, end expired leases, expire jobs past their lifespan. Returns, per queue, the
+        milliseconds until something is next due (0: more work is waiting now; -1: nothing is
+        scheduled), and Redis' time."""
         batch = self.settings.maintenance_batch
         with redis_errors():
             await self.scripts.load_all_once()
             async with self.redis.pipeline(transaction=False) as pipe:
-                self.scripts.queue_call(pipe, "promote_due", keys, [self._maxlen, batch])
-                self.scripts.queue_call(
-                    pipe,
-                    "reap",
-                    keys,
-                    [self._maxlen, batch, self.settings.max_stalled, repr(random.random())],
-                )
-                self.scripts.queue_call(pipe, "expire", keys, [self._maxlen, batch])
+                for queue in queues:
+                    keys = self.keys(queue)
+                    self.scripts.queue_call(pipe, "promote_due", keys, [self._maxlen, batch])
+                    self.scripts.queue_call(
+                        pipe,
+                        "reap",
+                        keys,
+                        [self._maxlen, batch, self.settings.max_stalled, repr(random.random())],
+                    )
+                    self.scripts.queue_call(pipe, "expire", keys, [self._maxlen, batch])
                 try:
                     results = await pipe.execute()
                 except redis.exceptions.NoScriptError:
                     self.scripts.loaded = False  # Redis restarted empty: load again, retry
-                    return 0, await self.redis_time_ms()
-        wait = -1
-        for moved, due, now in results:
-            if moved >= batch:
-                wait = 0
-            elif due >= 0 and (wait < 0 or due - now < wait):
-                wait = max(0, int(due) - int(now))
-        return wait, int(results[0][2])
+                    return [0] * len(queues), await self.redis_time_ms()
+        waits = []
+        for i in range(len(queues)):
+            wait = -1
+            for moved, due, now in results[3 * i : 3 * i + 3]:
+                if moved >= batch:
+                    wait = 0
+                elif due >= 0 and (wait < 0 or due - now < wait):
+                    wait = max(0, int(due) - int(now))
+            waits.append(wait)
+        return waits, int(results[0][2]) if results else await self.redis_time_ms()
 
     async def redis_time_ms(self) -> int:
         with redis_errors():

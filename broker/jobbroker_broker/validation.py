@@ -82,15 +82,22 @@ def _json_depth_ok(body: bytes, max_depth: int) -> bool:
     return True
 
 
+def is_json(content_type: str) -> bool:
+    """Whether a MIME type means JSON ("" does; parameters such as a charset are ignored)."""
+    return not content_type or content_type.split(";", 1)[0].strip().lower() == JSON
+
+
 def payload(value: job_pb2.Payload, field: str, settings: Settings) -> tuple[bytes, str]:
     """Check a payload; returns its body and stored content type ('' for JSON)."""
     body = value.body
     if len(body) > settings.max_payload_bytes:
         raise LimitExceeded(
-            "max_payload_bytes", f"{field} is {len(body)} bytes, over {settings.max_payload_bytes}"
+            "max_payload_bytes",
+            f"{field} is {len(body)} bytes, over {settings.max_payload_bytes}",
+            field=field,
         )
     content_type = value.content_type
-    if content_type in ("", JSON):
+    if is_json(content_type):
         if body:
             try:
                 orjson.loads(body)
@@ -100,7 +107,7 @@ def payload(value: job_pb2.Payload, field: str, settings: Settings) -> tuple[byt
                 raise InvalidArgument(
                     f"{field}.body", f"nests deeper than {settings.max_json_depth} levels"
                 )
-        return body, ""
+        return body, "" if content_type in ("", JSON) else content_type
     if len(content_type) > 128 or _CONTROL.search(content_type):
         raise InvalidArgument(f"{field}.content_type", "must be a MIME type of at most 128 chars")
     return body, content_type

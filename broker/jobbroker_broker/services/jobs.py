@@ -62,6 +62,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             raise LimitExceeded(
                 "max_bulk_jobs",
                 f"jobs has {len(request.jobs)} entries, over {self.settings.max_bulk_jobs}",
+                field="jobs",
             )
         jobs = [
             validation.new_job(j.name, j.data, j.options, f"jobs[{i}]", self.settings)

@@ -43,7 +43,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_JOB_NOT_RETRYABLE: _ErrorReason.ValueType  # 9
     """FAILED_PRECONDITION: Retry of a job that is neither failed nor cancelled."""
     ERROR_REASON_LIMIT_EXCEEDED: _ErrorReason.ValueType  # 10
-    """RESOURCE_EXHAUSTED: a size or count limit was exceeded; ErrorInfo metadata "limit" names it."""
+    """RESOURCE_EXHAUSTED: a size or count limit was exceeded; ErrorInfo metadata "limit" names the
+    setting and "field" the field over it.
+    """
     ERROR_REASON_REDIS_UNAVAILABLE: _ErrorReason.ValueType  # 11
     """UNAVAILABLE: Redis cannot be reached or did not answer in time; retry later."""
     ERROR_REASON_SHUTTING_DOWN: _ErrorReason.ValueType  # 12
@@ -76,7 +78,9 @@ ERROR_REASON_JOB_NOT_DELAYED: ErrorReason.ValueType  # 8
 ERROR_REASON_JOB_NOT_RETRYABLE: ErrorReason.ValueType  # 9
 """FAILED_PRECONDITION: Retry of a job that is neither failed nor cancelled."""
 ERROR_REASON_LIMIT_EXCEEDED: ErrorReason.ValueType  # 10
-"""RESOURCE_EXHAUSTED: a size or count limit was exceeded; ErrorInfo metadata "limit" names it."""
+"""RESOURCE_EXHAUSTED: a size or count limit was exceeded; ErrorInfo metadata "limit" names the
+setting and "field" the field over it.
+"""
 ERROR_REASON_REDIS_UNAVAILABLE: ErrorReason.ValueType  # 11
 """UNAVAILABLE: Redis cannot be reached or did not answer in time; retry later."""
 ERROR_REASON_SHUTTING_DOWN: ErrorReason.ValueType  # 12

@@ -125,8 +125,9 @@ class Payload(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
     content_type: _builtins.str
-    """MIME type of `body`. Empty means "application/json"; JSON bodies are validated by the
-    broker (size and nesting limits), every other type is carried as opaque bytes.
+    """MIME type of `body`. Empty means "application/json"; JSON bodies (also "application/json"
+    with parameters such as a charset) are validated by the broker (size and nesting limits),
+    every other type is carried as opaque bytes.
     """
     body: _builtins.bytes
     """The encoded payload. Empty is allowed and means "no value"."""
@@ -212,7 +213,9 @@ Global___RetentionPolicy: _TypeAlias = RetentionPolicy  # noqa: Y015
 
 @_typing.final
 class JobOptions(_message.Message):
-    """Options of one job. Every field is optional; zero means the default named on the field."""
+    """Options of one job. Every field is optional; zero means the default named on the field.
+    Durations (`*_ms`) are at most ten years.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -238,7 +241,7 @@ class JobOptions(_message.Message):
     delay_ms: _builtins.int
     """Milliseconds to wait before the job becomes waiting. Default 0."""
     attempts: _builtins.int
-    """Total number of attempts, the first included. Default 1 (no retry)."""
+    """Total number of attempts, the first included, at most 10,000. Default 1 (no retry)."""
     timeout_ms: _builtins.int
     """Milliseconds one attempt may run; when exceeded the worker is told to stop and the
     attempt fails with reason TIMEOUT. Default 0: no limit.
@@ -376,6 +379,7 @@ class Job(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     STALLED_COUNT_FIELD_NUMBER: _builtins.int
     LOG_COUNT_FIELD_NUMBER: _builtins.int
+    CANCEL_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id, unique within its queue."""
     queue: _builtins.str
@@ -403,7 +407,9 @@ class Job(_message.Message):
     stalled_count: _builtins.int
     """How many times the job's lease expired without renewal."""
     log_count: _builtins.int
-    """Number of log lines the workers wrote for the job."""
+    """Number of log lines the workers kept for the job."""
+    cancel_reason: _builtins.str
+    """The reason given to Cancel, once a Cancel was requested."""
     @_builtins.property
     def data(self) -> Global___Payload:
         """The job's input."""
@@ -446,10 +452,11 @@ class Job(_message.Message):
         cancel_requested: _builtins.bool = ...,
         stalled_count: _builtins.int = ...,
         log_count: _builtins.int = ...,
+        cancel_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "failure", b"failure", "options", b"options", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts_made", b"attempts_made", "cancel_requested", b"cancel_requested", "created_at_ms", b"created_at_ms", "data", b"data", "failure", b"failure", "finished_at_ms", b"finished_at_ms", "id", b"id", "lease_expires_at_ms", b"lease_expires_at_ms", "log_count", b"log_count", "name", b"name", "options", b"options", "progress", b"progress", "queue", b"queue", "result", b"result", "run_at_ms", b"run_at_ms", "stalled_count", b"stalled_count", "started_at_ms", b"started_at_ms", "state", b"state", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts_made", b"attempts_made", "cancel_reason", b"cancel_reason", "cancel_requested", b"cancel_requested", "created_at_ms", b"created_at_ms", "data", b"data", "failure", b"failure", "finished_at_ms", b"finished_at_ms", "id", b"id", "lease_expires_at_ms", b"lease_expires_at_ms", "log_count", b"log_count", "name", b"name", "options", b"options", "progress", b"progress", "queue", b"queue", "result", b"result", "run_at_ms", b"run_at_ms", "stalled_count", b"stalled_count", "started_at_ms", b"started_at_ms", "state", b"state", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -240,7 +240,7 @@ class CancelRequest(_message.Message):
     job_id: _builtins.str
     """The job's id."""
     reason: _builtins.str
-    """Why it is cancelled; stored as the job's failure message. Optional."""
+    """Why it is cancelled (at most 1,024 characters). Optional."""
     def __init__(
         self,
         *,

@@ -58,7 +58,9 @@ class LeaseRequest(_message.Message):
     queue: _builtins.str
     """The queue to lease from."""
     worker_id: _builtins.str
-    """The worker's id, unique per worker process (for example host:pid:random). Required."""
+    """The worker's id, unique per worker process (for example host:pid:random). Required; at most
+    256 characters, no spaces, braces or control characters.
+    """
     max_jobs: _builtins.int
     """At most this many jobs, 1-1,000. Default 1."""
     wait_ms: _builtins.int
@@ -190,7 +192,7 @@ class LeaseUpdate(_message.Message):
     job_id: _builtins.str
     """The job's id."""
     token: _builtins.str
-    """The lease token."""
+    """The lease token (at most 64 characters)."""
     lease_ms: _builtins.int
     """Renew the lease to now + this many milliseconds (1,000-3,600,000); 0: the lease's last
     duration.
@@ -568,11 +570,11 @@ class FailRequest(_message.Message):
     token: _builtins.str
     """The lease token."""
     message: _builtins.str
-    """What went wrong."""
+    """What went wrong (at most 65,536 characters)."""
     error_type: _builtins.str
-    """The error's type name, for example "ValueError"."""
+    """The error's type name, for example "ValueError" (at most 256 characters)."""
     stack: _builtins.str
-    """The stack trace."""
+    """The stack trace (at most 262,144 characters)."""
     no_retry: _builtins.bool
     """Fail the job for good, whatever attempts are left."""
     def __init__(
