@@ -14,29 +14,31 @@ local prefix, active, completed, cancelled, events = KEYS[1], KEYS[2], KEYS[3], 
 local maxlen, n = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 local out = {}
+local FIELDS = {'cr', 'am', 'rc', 'fn', 'w'}
 for i = 0, n - 1 do
   local b = 3 + i * 4
   local id, token, result, rct = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local jkey = job_key(prefix, id)
-  local reason, st = check_lease(jkey, token, now)
+  local reason, st, f = check_lease(jkey, token, now, FIELDS)
   if reason then
     out[#out + 1] = reason
     out[#out + 1] = st
   else
-    local f = redis.call('HMGET', jkey, 'cr', 'am', 'rc', 'fn', 'w')
-    local attempt = (tonumber(f[2]) or 0) + 1
+    local attempt = (tonumber(f[5]) or 0) + 1
     redis.call('ZREM', active, id)
-    redis.call('HSET', jkey, 'am', attempt, 'res', result)
+    local hset = {'am', attempt, 'res', result}
     if rct ~= '' then
-      redis.call('HSET', jkey, 'rct', rct)
+      hset[5] = 'rct'
+      hset[6] = rct
     end
-    if f[1] == '1' then
+    if f[4] == '1' then
+      redis.call('HSET', jkey, unpack(hset))
       finish_cancelled(prefix, events, maxlen, cancelled, id, now)
       out[#out + 1] = ''
       out[#out + 1] = 'cancelled'
     else
-      finish(prefix, events, maxlen, completed, id, 'completed', f[3], now, 'completed',
-        {'a', attempt, 'r', result, 'rct', rct, 'f', f[4], 'w', f[5]})
+      finish(prefix, events, maxlen, completed, id, 'completed', f[6], now, 'completed',
+        {'a', attempt, 'r', result, 'rct', rct, 'f', f[7], 'w', f[8]}, hset)
       out[#out + 1] = ''
       out[#out + 1] = 'completed'
     end

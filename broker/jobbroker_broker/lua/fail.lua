@@ -21,12 +21,12 @@ for i = 0, n - 1 do
   local b = 3 + i * 7
   local id, token = ARGV[b], ARGV[b + 1]
   local jkey = job_key(k.prefix, id)
-  local reason, st = check_lease(jkey, token, now)
+  local reason, st, f = check_lease(jkey, token, now, {'cr'})
   if reason then
     out[#out + 1] = reason
     out[#out + 1] = st
     out[#out + 1] = 0
-  elseif redis.call('HGET', jkey, 'cr') == '1' then
+  elseif f[4] == '1' then
     redis.call('ZREM', k.active, id)
     redis.call('HSET', jkey, 'fm', ARGV[b + 2], 'fty', ARGV[b + 3], 'fsk', ARGV[b + 4])
     finish_cancelled(k.prefix, k.events, maxlen, KEYS[6], id, now)

@@ -33,7 +33,7 @@ while leased < max_jobs and budget > 0 do
     local id = popped[i]
     local jkey = job_key(prefix, id)
     local f = redis.call('HMGET', jkey, 'name', 'data', 'dct', 'am', 'atm', 'tmo', 'lsp', 'ct',
-      'pp', 'pv', 'pvt', 'st', 'sa')
+      'pp', 'pv', 'pvt', 'st', 'sa', 'fn')
     if f[12] then
       local lifespan = tonumber(f[7]) or 0
       -- Lifespan bounds the start only: a job that started once is never expired after.
@@ -42,12 +42,13 @@ while leased < max_jobs and budget > 0 do
         finish_failed(prefix, events, maxlen, failed, id, now, 3,
           'job did not start within its lifespan of ' .. lifespan .. ' ms', '', '', tonumber(f[4]) or 0)
       else
-        local fence = redis.call('HINCRBY', jkey, 'fn', 1)
+        local fence = (tonumber(f[14]) or 0) + 1
         local token = fence .. '-' .. rand
         local deadline = now + lease_ms
         local timeout = tonumber(f[6]) or 0
         local timeout_at = 0
-        local fields = {'st', 'active', 'sa', now, 'w', worker, 'tok', token, 'lms', lease_ms}
+        local fields = {'st', 'active', 'sa', now, 'w', worker, 'tok', token, 'lms', lease_ms,
+          'fn', fence}
         if timeout > 0 then
           timeout_at = now + timeout
           if timeout_at < deadline then

@@ -19,19 +19,18 @@ for i = 0, n - 1 do
   local b = 3 + i * 3
   local id, token, delay = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]) or 0
   local jkey = job_key(prefix, id)
-  local reason, st = check_lease(jkey, token, now)
+  local reason, st, f = check_lease(jkey, token, now, {'cr', 'pri', 'fn', 'w'})
   if reason then
     out[#out + 1] = reason
     out[#out + 1] = st
   else
     redis.call('ZREM', active, id)
-    local f = redis.call('HMGET', jkey, 'cr', 'pri', 'fn', 'w')
-    if f[1] == '1' then
+    if f[4] == '1' then
       finish_cancelled(prefix, events, maxlen, cancelled, id, now)
       st = 'cancelled'
     else
       redis.call('HDEL', jkey, 'le', 'to')
-      local ev = {'f', f[3], 'w', f[4]}
+      local ev = {'f', f[6], 'w', f[7]}
       if delay > 0 then
         st = 'delayed'
         redis.call('HSET', jkey, 'st', st, 'ra', now + delay)
@@ -41,7 +40,7 @@ for i = 0, n - 1 do
       else
         st = 'waiting'
         redis.call('HSET', jkey, 'st', st)
-        redis.call('ZADD', waiting, front_score(f[2]), id)
+        redis.call('ZADD', waiting, front_score(f[5]), id)
       end
       ev[#ev + 1] = 's'
       ev[#ev + 1] = st

@@ -15,30 +15,30 @@ local prefix, active, events = KEYS[1], KEYS[2], KEYS[3]
 local maxlen, n, max_logs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local out = {}
+local FIELDS = {'lms', 'to', 'fn', 'am'}
 local b = 4
 for _ = 1, n do
   local id, token, lease_ms = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2])
   local has_pct, pct, has_val, val, vct = ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
   local nlogs = tonumber(ARGV[b + 8])
   local jkey = job_key(prefix, id)
-  local reason, st = check_lease(jkey, token, now)
+  local reason, st, f = check_lease(jkey, token, now, FIELDS)
   if reason then
     out[#out + 1] = reason
     out[#out + 1] = st
   else
-    local f = redis.call('HMGET', jkey, 'lms', 'to', 'fn', 'am')
     if lease_ms == 0 then
-      lease_ms = tonumber(f[1])
+      lease_ms = tonumber(f[4])
     end
     local deadline = now + lease_ms
-    local timeout_at = tonumber(f[2]) or 0
+    local timeout_at = tonumber(f[5]) or 0
     if timeout_at > 0 and timeout_at < deadline then
       deadline = timeout_at
     end
     redis.call('HSET', jkey, 'le', deadline, 'lms', lease_ms)
     redis.call('ZADD', active, deadline, id)
     if has_pct == '1' or has_val == '1' then
-      local ev = {'a', (tonumber(f[4]) or 0) + 1, 'f', f[3]}
+      local ev = {'a', (tonumber(f[7]) or 0) + 1, 'f', f[6]}
       if has_pct == '1' then
         redis.call('HSET', jkey, 'pp', pct)
         ev[#ev + 1] = 'pp'

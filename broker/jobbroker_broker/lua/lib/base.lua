@@ -111,10 +111,11 @@ local function retain(prefix, set_key, id, policy, now)
   end
 end
 
--- Check that `token` holds the live lease on a job. Returns nil when it does, else a reason:
--- NOT_FOUND, LEASE_EXPIRED or LEASE_SUPERSEDED, and the job's state.
-local function check_lease(jkey, token, now)
-  local f = redis.call('HMGET', jkey, 'st', 'tok', 'le')
+-- Check that `token` holds the live lease on a job, reading the `extra` fields in the same
+-- HMGET. Returns nil when it does, else a reason (NOT_FOUND, LEASE_EXPIRED or
+-- LEASE_SUPERSEDED); then the job's state, and the fields read (extra ones from index 4).
+local function check_lease(jkey, token, now, extra)
+  local f = redis.call('HMGET', jkey, 'st', 'tok', 'le', unpack(extra))
   local st, tok, le = f[1], f[2], f[3]
   if not st then
     return 'NOT_FOUND', ''
@@ -128,7 +129,7 @@ local function check_lease(jkey, token, now)
   if st ~= 'active' or tonumber(le) <= now then
     return 'LEASE_EXPIRED', st
   end
-  return nil, st
+  return nil, st, f
 end
 
 -- Make a job waiting at the back of its priority (after a delay, a promote or a retry).

@@ -2,9 +2,14 @@
 -- Needs lib/base.lua.
 
 -- Move a job into a terminal state and its finished set, emit `etype`, apply retention.
-local function finish(prefix, events, maxlen, set_key, id, state, policy, now, etype, fields)
+-- `hset`, optional, holds more job fields to set in the same HSET.
+local function finish(prefix, events, maxlen, set_key, id, state, policy, now, etype, fields, hset)
   local jkey = job_key(prefix, id)
-  redis.call('HSET', jkey, 'st', state, 'fa', now)
+  if hset then
+    redis.call('HSET', jkey, 'st', state, 'fa', now, unpack(hset))
+  else
+    redis.call('HSET', jkey, 'st', state, 'fa', now)
+  end
   redis.call('HDEL', jkey, 'ra', 'le', 'to')
   redis.call('ZADD', set_key, now, id)
   local f = {'s', state}
