@@ -67,7 +67,7 @@ class _Reader:
 
     async def run(self) -> None:
         delay = 0.05
-        while not self.empty():
+        while not self.empty() and not self.hub.closing:
             try:
                 if not self.ready.is_set():
                     with redis_errors():
@@ -100,6 +100,7 @@ class EventHub:
         settings = store.settings
         self.start_timeout = settings.redis_connect_timeout + settings.redis_timeout
         self.readers: dict[tuple[str, str], _Reader] = {}
+        self.closing = False
 
     def _reader(self, queue: str, stream: str) -> _Reader:
         reader = self.readers.get((queue, stream))
@@ -160,6 +161,9 @@ class EventHub:
         return unsubscribe
 
     async def close(self) -> None:
+        # The flag, not only the cancel, ends the readers: redis-py may turn a cancellation
+        # during a read into a connection error, which a reader survives by design.
+        self.closing = True
         tasks = [r.task for r in self.readers.values() if r.task is not None]
         for task in tasks:
             task.cancel()

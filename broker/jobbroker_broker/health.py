@@ -22,6 +22,7 @@ class Health:
         self.interval = interval
         self.serving: bool | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def set(self, serving: bool) -> None:
         if serving == self.serving:
@@ -44,7 +45,9 @@ class Health:
         await self.set(await self.store.ping())
 
     async def _run(self) -> None:
-        while True:
+        # A flag ends the loop: redis-py may turn a cancellation during PING into a
+        # connection error, which the check treats as "Redis down" and survives.
+        while not self._stopping:
             await self.check()
             await asyncio.sleep(self.interval)
 
@@ -52,6 +55,7 @@ class Health:
         self._task = asyncio.create_task(self._run(), name="health")
 
     async def shutdown(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
