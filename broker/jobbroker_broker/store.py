@@ -209,17 +209,11 @@ class Store:
             )
         return list(rows or [])  # type: ignore[arg-type]
 
-    async def first_and_last_event_ids(self, queue: str) -> tuple[str, str]:
-        key = self.keys(queue).key("events")
+    async def first_event_id(self, queue: str) -> str:
+        """The id of the oldest event the queue still keeps ('' when it keeps none)."""
         with redis_errors():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xrange(key, count=1)
-                pipe.xrevrange(key, count=1)
-                first, last = await pipe.execute()
-        return (
-            _decode(first[0][0]) if first else "",
-            _decode(last[0][0]) if last else "",
-        )
+            first = await self.redis.xrange(self.keys(queue).key("events"), count=1)
+        return _decode(first[0][0] or b"") if first else ""
 
     # --- workers ---------------------------------------------------------------------------
 

@@ -109,24 +109,23 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             queue, lambda eid, fields: live.put_nowait((eid, fields)), job_id=job_id
         )
         try:
-            position = ""
+            # The snapshot and the id of the newest event it includes are read atomically, so
+            # an event is either in the snapshot (or the replay up to it) or sent live.
+            job, position = await self.store.snapshot(queue, job_id)
             trimmed = False
             if after:
-                first, last = await self.store.first_and_last_event_ids(queue)
+                first = await self.store.first_event_id(queue)
                 trimmed = not first or codec.stream_id_key(after) < codec.stream_id_key(first)
-                if not trimmed:
-                    # The job must exist; a NOT_FOUND here is the caller's to see.
-                    job, _ = await self.store.snapshot(queue, job_id)
-                    position = last or after
-                    async for event in iterate_events(self.store, queue, after, position):
-                        if event.job_id == job_id:
-                            yield job_service_pb2.StreamProgressResponse(event=event)
-                            if _is_final(event):
-                                return
-                    if job.state in codec.TERMINAL_STATES:
-                        return  # the final event came before the resume point
-            if not position:
-                job, position = await self.store.snapshot(queue, job_id)
+            if after and not trimmed:
+                async for event in iterate_events(self.store, queue, after, position or after):
+                    if event.job_id == job_id:
+                        yield job_service_pb2.StreamProgressResponse(event=event)
+                        if _is_final(event):
+                            return
+                if job.state in codec.TERMINAL_STATES:
+                    return  # its final event came before the resume point
+                position = max(position or after, after, key=codec.stream_id_key)
+            else:
                 yield job_service_pb2.StreamProgressResponse(
                     snapshot=job, resume_point_trimmed=trimmed, snapshot_event_id=position
                 )
