@@ -19,9 +19,8 @@ import time
 import uuid
 
 import grpc
-from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc, worker_service_pb2_grpc
 from jobbroker.v1 import worker_service_pb2 as ws
-from jobbroker.v1 import worker_service_pb2_grpc
 
 
 def start_broker(redis_url: str) -> tuple[subprocess.Popen[str], str]:
@@ -107,9 +106,7 @@ async def work(address: str, queue: str, count: int, concurrency: int) -> float:
             for job in reply.jobs:
                 pending.append(
                     ws.Outcome(
-                        complete=ws.CompleteRequest(
-                            queue=queue, job_id=job.job_id, token=job.token
-                        )
+                        complete=ws.CompleteRequest(queue=queue, job_id=job.job_id, token=job.token)
                     )
                 )
             ready.set()
@@ -131,7 +128,9 @@ def main() -> None:
         add_s = asyncio.run(preload(address, queue, args.jobs))
         print(f"bulk enqueue: {args.jobs / add_s:,.0f} jobs/s")
         work_s = asyncio.run(work(address, queue, args.jobs, args.concurrency))
-        print(f"processing:   {args.jobs / work_s:,.0f} jobs/s (1 worker, concurrency {args.concurrency})")
+        print(
+            f"processing:   {args.jobs / work_s:,.0f} jobs/s (1 worker, concurrency {args.concurrency})"
+        )
     finally:
         proc.terminate()
         proc.wait()

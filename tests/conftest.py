@@ -154,10 +154,30 @@ def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
         server.stop()
 
 
+def forget_queues(client: redis.Redis, prefix: str) -> None:
+    """Delete every key of the queues whose names start with `prefix`, and their registry
+    entries, so the shared Redis does not grow with each run."""
+    keys = list(client.scan_iter(match=f"jb:{{{prefix}*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+    names = [m for m in client.smembers("jb:queues") if m.startswith(prefix.encode())]
+    if names:
+        client.srem("jb:queues", *names)
+
+
 @pytest.fixture
-def queue() -> str:
-    """A queue name no other test uses."""
-    return f"test-{uuid4().hex[:12]}"
+def queue(redis_url: str) -> Iterator[str]:
+    """A queue name no other test uses (names starting with it are the test's too); its keys
+    are deleted afterwards."""
+    name = f"test-{uuid4().hex[:12]}"
+    yield name
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=5)
+    try:
+        forget_queues(client, name)
+    except redis.RedisError:
+        pass  # the test stopped its Redis; nothing of it is left to clean
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -93,6 +93,7 @@ def options(job_id: str, fields: Fields) -> job_pb2.JobOptions:
     opts = job_pb2.JobOptions(
         priority=_int(fields, b"pri"),
         lifo=fields.get(b"lifo") == b"1",
+        delay_ms=_int(fields, b"dly"),
         attempts=_int(fields, b"atm") or 1,
         timeout_ms=_int(fields, b"tmo"),
         lifespan_ms=_int(fields, b"lsp"),

@@ -2,8 +2,10 @@
 
 Every replica runs it over every known queue; the scripts are atomic, so replicas racing on
 the same queue is harmless. A queue is visited when something in it is due (the scripts return
-the next due time) and at least every ``maintenance_interval`` seconds; adds and leases on this
-replica hint earlier due times so delays and timeouts fire on time. The queues due in one pass
+the next due time) and at least every ``maintenance_interval`` seconds while anything is
+scheduled in it (delayed jobs, leases, lifespans), else every ``IDLE_FACTOR`` intervals; adds,
+leases and failures on this replica hint earlier due times so delays and timeouts fire on time,
+and a replica that adds a job always schedules its queue itself. The queues due in one pass
 go to Redis in pipelined chunks, so a pass over thousands of idle queues costs a few round
 trips, not one per queue.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 
 from .store import Store
 
@@ -20,12 +23,14 @@ log = logging.getLogger(__name__)
 
 QUEUE_REFRESH_S = 5.0
 CHUNK = 200  # queues per pipeline
+IDLE_FACTOR = 30  # a queue with nothing scheduled is visited this many intervals apart
 
 
 class Maintenance:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.interval = store.settings.maintenance_interval
+        self.idle_interval = self.interval * IDLE_FACTOR
         self._due: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -64,9 +69,12 @@ class Maintenance:
                     await self._task
 
     async def _refresh_queues(self) -> None:
+        # Queues found here were not hinted by this replica: spread their first visits over
+        # the idle interval instead of visiting thousands at once.
         now = self._loop.time()
         for queue in await self.store.known_queues():
-            self._due.setdefault(queue, now)
+            if queue not in self._due:
+                self._due[queue] = now + random.random() * self.idle_interval
 
     async def _run(self) -> None:
         refreshed = -QUEUE_REFRESH_S
@@ -87,7 +95,13 @@ class Maintenance:
                     waits, redis_now = await self.store.maintain(chunk)
                     self._redis_offset = redis_now / 1000 - self._loop.time()
                     for queue, wait_ms in zip(chunk, waits, strict=True):
-                        after = self.interval if wait_ms < 0 else min(wait_ms / 1000, self.interval)
+                        # Nothing scheduled: only adds on other replicas could change that,
+                        # and those replicas schedule the queue themselves.
+                        after = (
+                            self.idle_interval
+                            if wait_ms < 0
+                            else min(wait_ms / 1000, self.interval)
+                        )
                         self._due[queue] = self._loop.time() + after
             except Exception as exc:  # Redis down: keep trying, health reports it
                 log.warning("maintenance pass failed: %s", exc)

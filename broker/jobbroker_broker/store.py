@@ -209,11 +209,15 @@ class Store:
             )
         return list(rows or [])  # type: ignore[arg-type]
 
-    async def first_event_id(self, queue: str) -> str:
-        """The id of the oldest event the queue still keeps ('' when it keeps none)."""
+    async def event_id(self, queue: str, *, newest: bool = False) -> str:
+        """The id of the oldest (or newest) event the queue keeps ('' when it keeps none)."""
+        key = self.keys(queue).key("events")
         with redis_errors():
-            first = await self.redis.xrange(self.keys(queue).key("events"), count=1)
-        return _decode(first[0][0] or b"") if first else ""
+            if newest:
+                row = await self.redis.xrevrange(key, count=1)
+            else:
+                row = await self.redis.xrange(key, count=1)
+        return _decode(row[0][0] or b"") if row else ""
 
     # --- workers ---------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ local maxlen = ARGV[1]
 local n = tonumber(ARGV[2])
 local WIDTH = 16
 -- Job fields of the option values, in ARGV order after id, name, data and content type.
-local OPTIONAL = {'pri', 'lifo', false, 'atm', 'bt', 'bd', 'bj', 'bx', 'tmo', 'lsp', 'rc', 'rf'}
+local OPTIONAL = {'pri', 'lifo', 'dly', 'atm', 'bt', 'bd', 'bj', 'bx', 'tmo', 'lsp', 'rc', 'rf'}
 
 -- Phase 1: resolve custom ids so that nothing is written if any of them conflicts.
 local seen = {}
@@ -69,7 +69,7 @@ for i = 0, n - 1 do
     if dct ~= '' then fields[#fields + 1] = 'dct'; fields[#fields + 1] = dct end
     for j = 1, #OPTIONAL do
       local value = ARGV[b + 3 + j]
-      if OPTIONAL[j] and value ~= '' and value ~= '0' then
+      if value ~= '' and value ~= '0' then
         fields[#fields + 1] = OPTIONAL[j]
         fields[#fields + 1] = value
       end

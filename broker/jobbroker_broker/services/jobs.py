@@ -10,7 +10,7 @@ import grpc
 from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 from .. import codec, validation
-from ..errors import InvalidArgument, LimitExceeded
+from ..errors import InvalidArgument, LimitExceeded, NotFound
 from ..store import iterate_events
 from .common import Parts, server_stream, unary
 
@@ -111,10 +111,17 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         try:
             # The snapshot and the id of the newest event it includes are read atomically, so
             # an event is either in the snapshot (or the replay up to it) or sent live.
-            job, position = await self.store.snapshot(queue, job_id)
+            try:
+                job: job_pb2.Job | None
+                job, position = await self.store.snapshot(queue, job_id)
+            except NotFound:
+                if not after:
+                    raise
+                # Removed while the caller was away: its events may still say so.
+                job, position = None, await self.store.event_id(queue, newest=True)
             trimmed = False
             if after:
-                first = await self.store.first_event_id(queue)
+                first = await self.store.event_id(queue)
                 trimmed = not first or codec.stream_id_key(after) < codec.stream_id_key(first)
             if after and not trimmed:
                 async for event in iterate_events(self.store, queue, after, position or after):
@@ -122,10 +129,14 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                         yield job_service_pb2.StreamProgressResponse(event=event)
                         if _is_final(event):
                             return
+                if job is None:
+                    raise NotFound(f"job {job_id} not found in queue {queue}", queue=queue)
                 if job.state in codec.TERMINAL_STATES:
                     return  # its final event came before the resume point
                 position = max(position or after, after, key=codec.stream_id_key)
             else:
+                if job is None:
+                    raise NotFound(f"job {job_id} not found in queue {queue}", queue=queue)
                 yield job_service_pb2.StreamProgressResponse(
                     snapshot=job, resume_point_trimmed=trimmed, snapshot_event_id=position
                 )

@@ -1,6 +1,7 @@
 -- Shared helpers, inlined into each script by scripts.py at load time.
 --
 -- Job hash fields: name data dct (data content type) st (state) ct (created) sa (started)
+-- dly (delay option)
 -- fa (finished) ra (run at, delayed) pri lifo atm (max attempts) am (attempts made)
 -- bt bd bj bx (backoff type, delay, jitter, max) tmo (timeout) lsp (lifespan) rc rf (retention
 -- on complete / on fail: "remove,keep_last,keep_age_ms") w (worker) tok (lease token) fn (fence)

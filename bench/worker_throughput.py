@@ -1,0 +1,247 @@
+"""Smoke benchmark of the worker SDK: no-op jobs through one broker and one ``Worker``.
+
+    python bench/worker_throughput.py [--jobs 20000] [--concurrency 100] [--sync]
+                                      [--redis-url URL] [--fake-broker]
+
+Starts the broker as a subprocess (``python -m jobbroker_broker --port 0``), preloads the jobs
+with AddBulk through the generated stubs, then runs one ``Worker`` in a second process and
+prints how many jobs per second it leased, ran and completed (from its start until every
+outcome was acknowledged). ``--sync`` registers a plain function (thread pool) instead of an
+``async def`` handler. Compare with ``bench/quick_throughput.py``, the same loop without the
+SDK.
+
+``--fake-broker`` replaces the broker with a stand-in WorkerService that hands out synthetic
+jobs and acknowledges every report without any Redis work: what is left is the SDK's own
+ceiling (plus gRPC), which tells the SDK's cost from the broker's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+
+import grpc
+from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+
+
+def start_broker(redis_url: str, fake: int = 0) -> tuple[subprocess.Popen[str], str]:
+    command = [sys.executable, "-m", "jobbroker_broker", "--port", "0", "--redis-url", redis_url]
+    if fake:
+        command = [sys.executable, __file__, "--serve-fake", str(fake)]
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        match = re.search(r"jobbroker listening on (\S+)", line)
+        if match:
+            return proc, match.group(1)
+    raise RuntimeError("broker did not start")
+
+
+async def preload(address: str, queue: str, count: int) -> float:
+    async with grpc.aio.insecure_channel(address) as channel:
+        jobs = job_service_pb2_grpc.JobServiceStub(channel)
+        body = job_pb2.Payload(body=b'{"n":1}')
+        started = time.perf_counter()
+        for start in range(0, count, 1000):
+            batch = [
+                job_service_pb2.BulkJob(name="noop", data=body)
+                for _ in range(min(1000, count - start))
+            ]
+            await jobs.AddBulk(job_service_pb2.AddBulkRequest(queue=queue, jobs=batch))
+        return time.perf_counter() - started
+
+
+async def completed(address: str, queue: str) -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        jobs = job_service_pb2_grpc.JobServiceStub(channel)
+        reply = await jobs.ListJobs(
+            job_service_pb2.ListJobsRequest(
+                queue=queue, state=job_pb2.JOB_STATE_COMPLETED, page_size=1
+            )
+        )
+        return int(reply.total)
+
+
+def serve_fake(count: int) -> None:
+    """A WorkerService that leases ``count`` synthetic no-op jobs and acknowledges everything."""
+    from jobbroker.v1 import worker_service_pb2 as ws
+    from jobbroker.v1 import worker_service_pb2_grpc
+
+    class Fake(worker_service_pb2_grpc.WorkerServiceServicer):
+        def __init__(self) -> None:
+            self.next = 0
+
+        async def Lease(self, request: ws.LeaseRequest, context: object) -> ws.LeaseResponse:
+            take = min(request.max_jobs, count - self.next)
+            if take <= 0:
+                await asyncio.sleep(request.wait_ms / 1000)
+                return ws.LeaseResponse()
+            first, self.next = self.next, self.next + take
+            expires = int(time.time() * 1000) + request.lease_ms
+            reply = ws.LeaseResponse()
+            for n in range(first, first + take):
+                reply.jobs.add(
+                    queue=request.queue,
+                    job_id=str(n + 1),
+                    name="noop",
+                    data=job_pb2.Payload(body=b'{"n":1}'),
+                    attempt=1,
+                    max_attempts=1,
+                    token=f"1-{n:08x}",
+                    fence=1,
+                    lease_expires_at_ms=expires,
+                )
+            return reply
+
+        async def ReportProgress(self, requests: object, context: object) -> object:
+            async for request in requests:  # type: ignore[attr-defined]
+                reply = ws.ReportProgressResponse(seq=request.seq)
+                for update in request.updates:
+                    reply.leases.add(queue=update.queue, job_id=update.job_id)
+                for outcome in request.outcomes:
+                    kind = getattr(outcome, outcome.WhichOneof("kind"))
+                    reply.outcomes.add(
+                        queue=kind.queue, job_id=kind.job_id, state=job_pb2.JOB_STATE_COMPLETED
+                    )
+                yield reply
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(Fake(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(f"jobbroker listening on 127.0.0.1:{port}", flush=True)
+        await server.wait_for_termination()
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main())
+
+
+def worker_process(address: str, queue: str, count: int, concurrency: int, sync: bool) -> None:
+    """The worker side: run until ``count`` jobs ran, stop (flushes every outcome), report."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    import logging
+
+    from jobbroker import JobContext, Worker
+
+    logging.basicConfig(level=logging.INFO, format="worker: %(message)s")
+
+    async def main() -> None:
+        worker = Worker(queue, address=address, concurrency=concurrency)
+        done = asyncio.Event()
+        ran = 0
+
+        def count_one() -> None:
+            nonlocal ran
+            ran += 1
+            if ran >= count:
+                done.set()
+
+        if sync:
+            loop = asyncio.get_running_loop()
+
+            @worker.handler("noop")
+            def noop_sync(ctx: JobContext) -> None:
+                loop.call_soon_threadsafe(count_one)
+
+        else:
+
+            @worker.handler("noop")
+            async def noop(ctx: JobContext) -> None:
+                count_one()
+
+        started = time.perf_counter()
+        await worker.start()
+        await done.wait()
+        await worker.stop()
+        elapsed = time.perf_counter() - started
+        print(json.dumps({"ran": ran, "seconds": elapsed, "cpu": time.process_time()}), flush=True)
+
+    asyncio.run(main())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--sync", action="store_true", help="a sync handler (thread pool)")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--fake-broker", action="store_true", help="a stand-in broker without Redis work"
+    )
+    parser.add_argument("--worker", nargs=2, metavar=("ADDRESS", "QUEUE"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-fake", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker_process(*args.worker, args.jobs, args.concurrency, args.sync)
+        return
+    if args.serve_fake:
+        serve_fake(args.serve_fake)
+        return
+    proc, address = start_broker(args.redis_url, args.jobs if args.fake_broker else 0)
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    try:
+        if not args.fake_broker:
+            add_s = asyncio.run(preload(address, queue, args.jobs))
+            print(f"bulk enqueue: {args.jobs / add_s:,.0f} jobs/s")
+        command = [sys.executable, __file__, "--worker", address, queue]
+        command += ["--jobs", str(args.jobs), "--concurrency", str(args.concurrency)]
+        if args.sync:
+            command.append("--sync")
+        finished = subprocess.run(command, check=True, capture_output=True, text=True)
+        out = finished.stdout
+        print(*[line for line in finished.stderr.splitlines() if "stopped" in line], sep="\n")
+        report = json.loads(out.strip().splitlines()[-1])
+        done = args.jobs if args.fake_broker else asyncio.run(completed(address, queue))
+        kind = "sync" if args.sync else "async"
+        if args.fake_broker:
+            kind += ", fake broker"
+        print(
+            f"worker SDK:   {args.jobs / report['seconds']:,.0f} jobs/s "
+            f"(1 Worker, concurrency {args.concurrency}, {kind} no-op handler; "
+            f"{done:,} of {args.jobs:,} completed; worker CPU {report['cpu']:.1f} s "
+            f"of {report['seconds']:.1f} s)"
+        )
+    finally:
+        proc.terminate()
+        proc.wait()
+        if not args.fake_broker:
+            remove_queue(args.redis_url, queue)
+
+
+def remove_queue(redis_url: str, queue: str) -> None:
+    """Delete the benchmark queue's keys (the benchmark, not the worker, may touch Redis)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"jb:{{{queue}}}:*", count=10_000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    client.srem("jb:queues", queue)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

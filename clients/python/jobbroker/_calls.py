@@ -1,0 +1,191 @@
+"""What the clients share besides the calls themselves: where to connect, how to build requests
+from Python values, how to read replies, and how long to wait before a retry."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any, TypedDict
+
+from .errors import JobBrokerError, JobCancelled, JobFailed
+from .models import (
+    Backoff,
+    Event,
+    EventType,
+    Job,
+    JobOptions,
+    JobState,
+    Retention,
+    Seconds,
+    encode,
+)
+from .v1 import job_service_pb2
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""The broker's own message size limit; gRPC's default (4 MiB) is too small for bulk adds."""
+
+CHANNEL_OPTIONS: dict[str, Any] = {
+    # Spread calls over every address the target resolves to (or lists).
+    "grpc.lb_policy_name": "round_robin",
+    # gRPC waits 1 s, then up to 120 s, between reconnection attempts; a broker restarting in
+    # a second would keep failing our retries long after it is back.
+    "grpc.initial_reconnect_backoff_ms": 100,
+    "grpc.max_reconnect_backoff_ms": 2_000,
+    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+}
+
+
+def target(address: str | Sequence[str]) -> str:
+    """The gRPC target for one address (``host:port`` or any gRPC target such as
+    ``dns:///brokers:50051``) or several IP ``host:port`` addresses (a list, or one string
+    separated by commas), which become one ``ipv4:``/``ipv6:`` target balanced round robin."""
+    if isinstance(address, str):
+        if "," not in address or ":///" in address or address.startswith(("ipv4:", "ipv6:")):
+            return address
+        address = address.split(",")
+    addresses = [a.strip() for a in address if a.strip()]
+    if not addresses:
+        raise ValueError("address: give at least one broker address")
+    if len(addresses) == 1:
+        return addresses[0]
+    versions = {_ip_version(a) for a in addresses}
+    if len(versions) > 1:
+        raise ValueError("address: do not mix IPv4 and IPv6 addresses in one list")
+    return f"ipv{versions.pop()}:" + ",".join(addresses)
+
+
+def _ip_version(address: str) -> int:
+    host, _, port = address.rpartition(":")
+    version: int
+    try:
+        version = ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).version
+    except ValueError:
+        version = 0
+    if not version or not port.isdigit():
+        raise ValueError(
+            f"address: {address!r} is not an IP:port address; a list of brokers must name IP "
+            "addresses (for host names give one DNS name: calls are spread over its addresses)"
+        )
+    return version
+
+
+def channel_options(extra: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The client's channel options, overridden by the caller's."""
+    options = dict(CHANNEL_OPTIONS)
+    options.update(extra)
+    return list(options.items())
+
+
+def retry_delay(attempt: int, base: float, cap: float) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): exponential, capped, with jitter
+    (drawn from the upper half, so concurrent clients do not retry in step)."""
+    delay = min(cap, base * 2**attempt)
+    return random.uniform(delay / 2, delay)
+
+
+class OptionFields(TypedDict, total=False):
+    """Job options given to ``add()`` as keywords, each the :class:`JobOptions` field of that
+    name, except ``attempt_timeout``: it is ``JobOptions.timeout`` (``timeout=`` is the deadline
+    of the call itself, as on every client method)."""
+
+    job_id: str | None
+    priority: int
+    delay: Seconds | None
+    attempts: int
+    backoff: Backoff | None
+    attempt_timeout: Seconds | None
+    lifespan: Seconds | None
+    remove_on_complete: Retention
+    remove_on_fail: Retention
+    lifo: bool
+
+
+BulkItem = tuple[str, Any] | tuple[str, Any, JobOptions | None]
+"""One job of ``add_bulk()``: ``(name, data)`` or ``(name, data, options)``."""
+
+
+def job_options(options: JobOptions | None, fields: OptionFields) -> JobOptions:
+    """``options`` (or the defaults) with the keyword fields applied over it."""
+    values: dict[str, Any] = dict(fields)
+    if "attempt_timeout" in values:
+        values["timeout"] = values.pop("attempt_timeout")
+    base = options or JobOptions()
+    return replace(base, **values) if values else base
+
+
+def add_request(
+    queue: str, name: str, data: Any, options: JobOptions
+) -> job_service_pb2.AddRequest:
+    return job_service_pb2.AddRequest(
+        queue=queue, name=name, data=encode(data), options=options.to_proto()
+    )
+
+
+def bulk_request(
+    queue: str, jobs: Iterable[BulkItem]
+) -> tuple[job_service_pb2.AddBulkRequest, bool]:
+    """The AddBulk request, and whether it may be retried: every job has a custom id."""
+    request = job_service_pb2.AddBulkRequest(queue=queue)
+    idempotent = True
+    for item in jobs:
+        if not isinstance(item, tuple) or len(item) not in (2, 3):
+            raise TypeError(
+                f"add_bulk: each job is (name, data) or (name, data, options), got {item!r}"
+            )
+        name, data = item[0], item[1]
+        options = (item[2] if len(item) == 3 else None) or JobOptions()
+        idempotent = idempotent and bool(options.job_id)
+        request.jobs.add(name=name, data=encode(data), options=options.to_proto())
+    return request, idempotent and len(request.jobs) > 0
+
+
+def state_of(value: int) -> JobState:
+    """A job state of a reply (the broker always sets one)."""
+    state = JobState.from_proto(value)
+    if state is None:
+        raise JobBrokerError("the broker answered without a job state")
+    return state
+
+
+def state_arg(state: JobState | str) -> JobState:
+    """A state argument: a :class:`JobState` or its name (``"failed"``, ``"FAILED"``)."""
+    if isinstance(state, JobState):
+        return state
+    try:
+        return JobState(state.lower())
+    except ValueError:
+        names = ", ".join(s.value for s in JobState)
+        raise ValueError(f"state: {state!r} is not one of {names}") from None
+
+
+def ends_run(event: Event) -> bool:
+    """Whether ``wait()`` has its answer after this event: the job's run is over."""
+    return event.final or (event.state is not None and event.state.terminal)
+
+
+def finished_job(snapshot: Job | None, event: Event, fresh: Job | None) -> Job:
+    """The finished job to report after ``event`` ended its run: the fresh snapshot when it
+    still shows that end, else (removed at once, or already retried) what the event says."""
+    if fresh is not None and fresh.state.terminal:
+        return fresh
+    base = fresh or snapshot
+    if base is None:
+        raise JobBrokerError(f"job {event.job_id} of queue {event.queue} ended unseen")
+    state = event.state if event.state is not None and event.state.terminal else None
+    if state is None:
+        state = JobState.CANCELLED if event.type is EventType.CANCELLED else JobState.FAILED
+    return replace(base, state=state, failure=event.failure or base.failure)
+
+
+def outcome(job: Job) -> Any:
+    """A finished job's result; its failure or cancellation as an exception."""
+    if job.state is JobState.COMPLETED:
+        return job.result
+    if job.state is JobState.CANCELLED:
+        raise JobCancelled(job)
+    raise JobFailed(job)

@@ -1,0 +1,161 @@
+"""The leasing loop: ask for as many jobs as there are free slots, in batches.
+
+One poller per queue. A poller waits until a good share of the slots is free (or a couple of
+milliseconds passed with some free), then leases that many at once. With one queue it always
+long-polls. With several, a poller first asks without waiting, holding the slots it asked for;
+once its queue ran dry it long-polls without holding any, so an idle queue never keeps slots
+from a busy one, and gives back at once whatever exceeds the slots free when the reply comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import grpc
+
+from ._worker_runner import Backoff, release
+from ._worker_stream import PERMANENT, WorkerStream
+from .errors import from_rpc_error
+from .v1 import worker_service_pb2 as ws
+
+if TYPE_CHECKING:
+    from .v1.worker_service_pb2_grpc import WorkerServiceAsyncStub
+
+log = logging.getLogger("jobbroker.worker")
+
+BATCH_WAIT_S = 0.002
+"""How long a poller waits for more slots to free up before leasing fewer."""
+MAX_LEASE_JOBS = 1_000
+"""The most jobs one Lease call may ask for."""
+LEASE_DEADLINE_MARGIN_S = 10.0
+"""A Lease call's deadline is its long-poll wait plus this, so a hung broker is noticed."""
+
+
+class Leasing:
+    """The pollers of one worker and the count of its free slots."""
+
+    def __init__(
+        self,
+        stub: WorkerServiceAsyncStub,
+        stream: WorkerStream,
+        queues: list[str],
+        worker_id: str,
+        concurrency: int,
+        lease_ms: int,
+        wait_ms: int,
+        accept: Callable[[list[ws.LeasedJob]], None],
+    ) -> None:
+        self._stub = stub
+        self._stream = stream
+        self._queues = queues
+        self._worker_id = worker_id
+        self._lease_ms = lease_ms
+        self._wait_ms = wait_ms
+        self._accept = accept
+        self.free_slots = concurrency
+        self._batch = max(1, concurrency // 2)
+        self._freed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.calls = self.leased = 0
+
+    def start(self) -> list[asyncio.Task[None]]:
+        self._tasks = [
+            asyncio.create_task(self._poll(queue), name=f"jobbroker-lease-{queue}")
+            for queue in self._queues
+        ]
+        return self._tasks
+
+    def free_slot(self) -> None:
+        """A slot came free (a job's outcome was acknowledged or dropped)."""
+        self.free_slots += 1
+        self._freed.set()
+
+    def _unhold(self, count: int) -> None:
+        self.free_slots += count
+        self._freed.set()
+
+    async def close(self) -> None:
+        """Stop leasing (an open long-poll is cancelled: the broker keeps its jobs)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _capacity(self) -> None:
+        ready = self._stream.ready
+        while self.free_slots <= 0 or not ready.is_set():
+            if not ready.is_set():
+                await ready.wait()
+                continue
+            self._freed.clear()
+            await self._freed.wait()
+        if self.free_slots < self._batch:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(BATCH_WAIT_S):
+                    while self.free_slots < self._batch:
+                        self._freed.clear()
+                        await self._freed.wait()
+
+    async def _poll(self, queue: str) -> None:
+        single = len(self._queues) == 1
+        backoff = Backoff()
+        failing = False
+        dry = False
+        while True:
+            await self._capacity()
+            long_poll = single or dry
+            want = min(self.free_slots, MAX_LEASE_JOBS)
+            held = want if single or not dry else 0
+            self.free_slots -= held
+            request = ws.LeaseRequest(
+                queue=queue,
+                worker_id=self._worker_id,
+                max_jobs=want,
+                wait_ms=self._wait_ms if long_poll else 0,
+                lease_ms=self._lease_ms,
+            )
+            try:
+                reply = await self._stub.Lease(
+                    request, timeout=request.wait_ms / 1000 + LEASE_DEADLINE_MARGIN_S
+                )
+            except grpc.aio.AioRpcError as exc:
+                self._unhold(held)
+                if exc.code() in PERMANENT:
+                    raise from_rpc_error(exc) from None
+                level = logging.DEBUG if failing else logging.WARNING
+                log.log(
+                    level,
+                    "worker %s: Lease on %s failed (%s: %s); retrying",
+                    self._worker_id,
+                    queue,
+                    exc.code().name,
+                    exc.details(),
+                )
+                failing = True
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            except BaseException:
+                self._unhold(held)
+                raise
+            if failing:
+                log.info("worker %s: leasing from %s again", self._worker_id, queue)
+            failing = False
+            backoff.reset()
+            self.free_slots += held
+            jobs = list(reply.jobs)
+            self.calls += 1
+            self.leased += len(jobs)
+            taken = min(len(jobs), max(0, self.free_slots))
+            self.free_slots -= taken
+            if taken:
+                self._accept(jobs[:taken])
+            for job in jobs[taken:]:  # several queues answered at once: more jobs than slots
+                self._stream.outcome(None, release(job.queue, job.job_id, job.token))
+            if self.free_slots > 0:
+                self._freed.set()  # slots this poller held and did not fill: other pollers'
+            dry = not jobs

@@ -1,0 +1,423 @@
+"""The worker's one ReportProgress stream: batched reports out, acknowledgements and signals in.
+
+Outcomes, progress, log lines and renewals wait in an outbox and leave in one message whenever
+the stream has room: at most ``WINDOW`` messages are unacknowledged at a time, so an idle worker
+sends at once and a busy one packs everything that piled up meanwhile into the next message.
+Messages whose acknowledgement never came (broker restart, another replica) are sent again on
+the next stream; a LEASE_EXPIRED answer to a repeat is then expected and harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import grpc
+
+from ._worker_context import JobContext
+from ._worker_runner import Backoff, Report
+from .errors import from_rpc_error
+from .v1 import job_pb2
+from .v1 import worker_service_pb2 as ws
+
+if TYPE_CHECKING:
+    from .v1.worker_service_pb2_grpc import WorkerServiceAsyncStub
+
+log = logging.getLogger("jobbroker.worker")
+
+WINDOW = 2
+"""Messages in flight (sent, not yet acknowledged) at most."""
+MAX_ITEMS = 500
+"""Outcomes, and updates, per message at most."""
+HEARTBEAT_S = 10.0
+"""An idle stream sends an empty message this often, to notice a dead connection."""
+ACK_TIMEOUT_S = 20.0
+"""A stream whose oldest message waits longer than this for its acknowledgement is replaced."""
+ITEM_RETRY_S = 0.5
+"""Wait before sending again an item the broker answered UNAVAILABLE (Redis down)."""
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+
+PERMANENT = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+"""Status codes that retrying cannot fix; every other one means reconnect and go on."""
+
+
+class StreamListener(Protocol):
+    """What the worker does with the broker's answers."""
+
+    def stream_update(self, ctx: JobContext, status: ws.LeaseStatus) -> None: ...
+
+    def stream_outcome(
+        self, ctx: JobContext | None, report: Report, result: ws.OutcomeResult
+    ) -> None: ...
+
+    def stream_signal(self, signal: ws.Signal) -> None: ...
+
+
+@dataclass(slots=True)
+class _Update:
+    percent: float | None = None
+    value: job_pb2.Payload | None = None
+    logs: list[str] = field(default_factory=list)
+
+    def merge_older(self, older: _Update) -> None:
+        self.logs[:0] = older.logs
+        if self.percent is None:
+            self.percent = older.percent
+        if self.value is None:
+            self.value = older.value
+
+
+@dataclass(slots=True)
+class _Sent:
+    at: float
+    updates: list[tuple[JobContext, _Update]]
+    outcomes: list[tuple[JobContext | None, Report]]
+
+
+_Call = grpc.aio.StreamStreamCall[ws.ReportProgressRequest, ws.ReportProgressResponse]
+
+
+class _StreamLost(Exception):
+    pass
+
+
+class WorkerStream:
+    """One worker's stream, reconnected until :meth:`close`."""
+
+    def __init__(
+        self,
+        stub: WorkerServiceAsyncStub,
+        worker_id: str,
+        queues: Sequence[str],
+        lease_ms: int,
+        listener: StreamListener,
+    ) -> None:
+        self._stub = stub
+        self.worker_id = worker_id
+        self._queues = list(queues)
+        self._lease_ms = lease_ms
+        self._renew_after = lease_ms / 3000
+        self._listener = listener
+        self._loop = self.loop = asyncio.get_running_loop()
+        self.ready = asyncio.Event()
+        """Set while a stream is open and the broker acknowledged its first message."""
+        self._outcomes: deque[tuple[JobContext | None, Report]] = deque()
+        self._updates: dict[JobContext, _Update] = {}
+        self._inflight: dict[int, _Sent] = {}
+        self._retrying = 0
+        self._seq = 0
+        self._hello_seq = 0
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._flushes: dict[JobContext, list[asyncio.Future[None]]] = {}
+        self._call: _Call | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._failing = False
+        self.sent_messages = self.sent_outcomes = 0
+
+    # --- the outbox (loop thread only) -----------------------------------------------------
+
+    def outcome(self, ctx: JobContext | None, report: Report) -> None:
+        """Queue an outcome (ctx None: a lease the worker never ran, given back)."""
+        self._outcomes.append((ctx, report))
+        self._wake.set()
+
+    def progress(
+        self, ctx: JobContext, percent: float | None, value: job_pb2.Payload | None
+    ) -> None:
+        if ctx._finished:
+            return
+        update = self._updates.get(ctx) or self._updates.setdefault(ctx, _Update())
+        if percent is not None:
+            update.percent = percent
+        if value is not None:
+            update.value = value
+        self._wake.set()
+
+    def log(self, ctx: JobContext, line: str) -> None:
+        if ctx._finished:
+            return
+        (self._updates.get(ctx) or self._updates.setdefault(ctx, _Update())).logs.append(line)
+        self._wake.set()
+
+    def renew(self, ctx: JobContext) -> None:
+        """Renew a lease with the next message (any update of a lease renews it)."""
+        if ctx not in self._updates:
+            self._updates[ctx] = _Update()
+            self._wake.set()
+
+    def forget(self, ctx: JobContext) -> None:
+        """Drop the pending reports of a lease that is gone."""
+        self._updates.pop(ctx, None)
+        self._resolve_flushes(ctx)
+
+    async def flush(self, ctx: JobContext) -> None:
+        """Wait until the reports of ``ctx`` queued so far were acknowledged."""
+        if not self._holds(ctx) or self._closed:
+            return
+        future = self._loop.create_future()
+        self._flushes.setdefault(ctx, []).append(future)
+        self._wake.set()
+        await future
+
+    def _holds(self, ctx: JobContext) -> bool:
+        return ctx in self._updates or any(
+            c is ctx for sent in self._inflight.values() for c, _ in sent.updates
+        )
+
+    def _resolve_flushes(self, ctx: JobContext) -> None:
+        for future in self._flushes.pop(ctx, ()):
+            if not future.done():
+                future.set_result(None)
+
+    @property
+    def idle(self) -> bool:
+        """No report waits to be sent or acknowledged (an empty message may be in flight)."""
+        return not (
+            self._outcomes
+            or self._updates
+            or self._retrying
+            or any(sent.updates or sent.outcomes for sent in self._inflight.values())
+        )
+
+    def _take(self) -> ws.ReportProgressRequest:
+        self._seq += 1
+        request = ws.ReportProgressRequest(seq=self._seq)
+        updates: list[tuple[JobContext, _Update]] = []
+        renew_at = self._loop.time() + self._renew_after
+        while self._updates and len(updates) < MAX_ITEMS:
+            ctx, update = next(iter(self._updates.items()))
+            del self._updates[ctx]
+            if ctx._settled or ctx._stop_reason == "lost":
+                continue
+            message = request.updates.add(
+                queue=ctx.queue,
+                job_id=ctx.id,
+                token=ctx._token,
+                lease_ms=self._lease_ms,
+                log_lines=update.logs,
+            )
+            if update.percent is not None:
+                message.percent = update.percent
+            if update.value is not None:
+                message.value.CopyFrom(update.value)
+            ctx._renew_at = renew_at
+            updates.append((ctx, update))
+        outcomes: list[tuple[JobContext | None, Report]] = []
+        add = request.outcomes.add
+        while self._outcomes and len(outcomes) < MAX_ITEMS:
+            item = self._outcomes.popleft()
+            item[1].write(add())
+            outcomes.append(item)
+        self._inflight[self._seq] = _Sent(self._loop.time(), updates, outcomes)
+        self.sent_messages += 1
+        self.sent_outcomes += len(outcomes)
+        return request
+
+    def _requeue(self, sent: _Sent) -> None:
+        """Put the items of an unacknowledged message back in front of the outbox."""
+        self._outcomes.extendleft(reversed(sent.outcomes))
+        for ctx, update in sent.updates:
+            pending = self._updates.get(ctx)
+            if pending is None:
+                self._updates[ctx] = update
+            else:
+                pending.merge_older(update)
+
+    # --- acknowledgements ----------------------------------------------------------------
+
+    def _on_response(self, response: ws.ReportProgressResponse) -> None:
+        for signal in response.signals:
+            self._listener.stream_signal(signal)
+        sent = self._inflight.pop(response.seq, None) if response.seq else None
+        if sent is None:
+            return
+        if response.seq == self._hello_seq:
+            if self._failing:
+                log.info("worker %s: stream to the broker open again", self.worker_id)
+            self._failing = False
+            self.ready.set()
+        for (ctx, update), status in zip(sent.updates, response.leases, strict=False):
+            if status.HasField("error") and status.error.code == _UNAVAILABLE:
+                self._later(self._retry_update, ctx, update)
+                continue
+            self._listener.stream_update(ctx, status)
+            if ctx in self._flushes and not self._holds(ctx):
+                self._resolve_flushes(ctx)
+        for (maybe_ctx, report), result in zip(sent.outcomes, response.outcomes, strict=False):
+            if result.HasField("error") and result.error.code == _UNAVAILABLE:
+                self._later(self.outcome, maybe_ctx, report)
+                continue
+            self._listener.stream_outcome(maybe_ctx, report, result)
+        if self.idle:
+            self._drained.set()
+        self._wake.set()
+
+    def _retry_update(self, ctx: JobContext, update: _Update) -> None:
+        if ctx._finished or ctx._settled:
+            return
+        pending = self._updates.get(ctx)
+        if pending is None:
+            self._updates[ctx] = update
+        else:
+            pending.merge_older(update)
+        self._wake.set()
+
+    def _later(self, method: object, *args: object) -> None:
+        self._retrying += 1
+
+        def run() -> None:
+            self._retrying -= 1
+            method(*args)  # type: ignore[operator]
+
+        self._loop.call_later(ITEM_RETRY_S, run)
+
+    # --- the connection ------------------------------------------------------------------
+
+    def start(self) -> asyncio.Task[None]:
+        """Open the stream (and reopen it whenever it breaks) until :meth:`close`."""
+        self._task = asyncio.create_task(self._run(), name=f"jobbroker-stream-{self.worker_id}")
+        return self._task
+
+    async def _run(self) -> None:
+        backoff = Backoff()
+        while not self._closed:
+            call = self._call = self._stub.ReportProgress()
+            try:
+                await self._session(call)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                # Both mean the call is over (a write to a finished call is InvalidStateError).
+                if not call.done():
+                    call.cancel()
+                code, details = await call.code(), await call.details()
+                if code in PERMANENT:
+                    error = grpc.aio.AioRpcError(
+                        code, grpc.aio.Metadata(), await call.trailing_metadata(), details
+                    )
+                    raise from_rpc_error(error) from None
+                self._report_failure(f"{code.name}: {details}")
+            except _StreamLost as exc:
+                self._report_failure(str(exc))
+            except Exception as exc:  # a bug of ours must not end the worker: start afresh
+                log.exception("worker %s: stream failed", self.worker_id)
+                self._report_failure(repr(exc))
+            finally:
+                if self.ready.is_set():  # this stream did work: start backing off afresh
+                    backoff.reset()
+                self.ready.clear()
+                call.cancel()
+                for seq in sorted(self._inflight, reverse=True):
+                    self._requeue(self._inflight.pop(seq))
+            await self._pause(backoff.next_delay())
+
+    def _report_failure(self, why: str) -> None:
+        level = logging.DEBUG if self._failing else logging.WARNING
+        log.log(
+            level, "worker %s: stream to the broker lost (%s); reconnecting", self.worker_id, why
+        )
+        self._failing = True
+
+    async def _pause(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while not self._closed:
+                    await self._wake.wait()
+                    self._wake.clear()
+
+    async def _session(self, call: _Call) -> None:
+        self._seq += 1
+        self._hello_seq = self._seq
+        hello = ws.ReportProgressRequest(
+            seq=self._seq, worker_id=self.worker_id, queues=self._queues
+        )
+        self._inflight[self._seq] = _Sent(self._loop.time(), [], [])
+        await call.write(hello)
+        reader = asyncio.create_task(self._read(call))
+        writer = asyncio.create_task(self._write(call))
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    (reader, writer), timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    task.result()
+                if done:
+                    raise _StreamLost("the broker ended the stream")
+                oldest = min((s.at for s in self._inflight.values()), default=None)
+                if oldest is not None and self._loop.time() - oldest > ACK_TIMEOUT_S:
+                    raise _StreamLost(f"no acknowledgement for {ACK_TIMEOUT_S:.0f} s")
+        finally:
+            for task in (reader, writer):
+                task.cancel()
+            for task in (reader, writer):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _read(self, call: _Call) -> None:
+        while True:
+            response = await call.read()
+            if not isinstance(response, ws.ReportProgressResponse):  # grpc.aio.EOF
+                return
+            self._on_response(response)
+
+    async def _write(self, call: _Call) -> None:
+        last_sent = self._loop.time()
+        while True:
+            if len(self._inflight) < WINDOW and (self._outcomes or self._updates):
+                await call.write(self._take())
+                last_sent = self._loop.time()
+                continue
+            self._wake.clear()
+            # Idle (nothing in flight): wake for a heartbeat, an empty message acknowledged
+            # like any other, so a dead connection shows. In flight: the watchdog is on it.
+            beat = None if self._inflight else last_sent + HEARTBEAT_S
+            try:
+                async with asyncio.timeout_at(beat):
+                    await self._wake.wait()
+            except TimeoutError:
+                await call.write(self._take())
+                last_sent = self._loop.time()
+
+    async def close(self, within: float) -> None:
+        """Wait up to ``within`` seconds for everything queued to be acknowledged, then end."""
+        if self._closed:
+            return
+        if not self.idle:
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    while not self.idle:
+                        await self._drained.wait()
+                        self._drained.clear()
+        if not self.idle:
+            log.warning(
+                "worker %s: closing with %d outcome(s) not acknowledged by the broker; "
+                "their leases will expire and the jobs run again",
+                self.worker_id,
+                len(self._outcomes) + sum(len(s.outcomes) for s in self._inflight.values()),
+            )
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for futures in self._flushes.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+        self._flushes.clear()

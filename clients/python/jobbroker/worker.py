@@ -1,0 +1,344 @@
+"""The worker SDK: register handlers by job name, then serve.
+
+    from jobbroker import Worker
+
+    worker = Worker("emails", concurrency=10)
+
+    @worker.handler("send")
+    async def send(ctx):
+        ctx.progress(50)
+        return {"sent": True}
+
+    worker.run()  # until SIGTERM / SIGINT, then a graceful shutdown
+
+The worker is a gRPC client of WorkerService and never talks to Redis. See docs/worker.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from ._worker_context import DoNotRetry, JobContext
+from ._worker_jobs import Jobs
+from ._worker_leasing import Leasing
+from ._worker_runner import Handler, is_async
+from ._worker_stream import WorkerStream
+from .models import Seconds, ms
+from .v1.worker_service_pb2_grpc import WorkerServiceStub
+
+__all__ = ["DoNotRetry", "Handler", "JobContext", "Worker"]
+
+log = logging.getLogger("jobbroker.worker")
+
+H = TypeVar("H", bound=Handler)
+
+QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+FLUSH_TIMEOUT_S = 5.0
+"""At shutdown, how long outcomes may take to be acknowledged before the worker gives up."""
+UNWIND_S = 1.0
+"""At shutdown, how long stopped handlers get to unwind before their jobs are given back."""
+
+
+def default_worker_id() -> str:
+    """``host:pid:random``, unique per worker process."""
+    host = re.sub(r"[^A-Za-z0-9._:-]", "-", socket.gethostname())[:200] or "host"
+    return f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Worker:
+    """Leases jobs from one or more queues and runs the handler registered for each job name.
+
+    Up to ``concurrency`` jobs run at once: ``async def`` handlers on the event loop, plain
+    functions in a pool of ``concurrency`` threads. Leases are renewed for you; progress, logs
+    and outcomes travel batched on one stream. Stop with :meth:`stop` (or SIGTERM/SIGINT under
+    :meth:`run`): leasing stops, running jobs get ``grace`` seconds, the rest go back to waiting
+    without spending an attempt.
+    """
+
+    def __init__(
+        self,
+        queues: str | Sequence[str],
+        *,
+        address: str = "127.0.0.1:50051",
+        concurrency: int = 10,
+        lease: Seconds = 30.0,
+        grace: Seconds = 30.0,
+        worker_id: str | None = None,
+        wait: Seconds = 5.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        """
+        :param queues: the queue (or queues) to lease from.
+        :param address: the broker, ``host:port`` (any gRPC target, e.g. ``dns:///brokers:50051``).
+        :param concurrency: handlers running at once at most (also the thread pool's size).
+        :param lease: how long a lease lasts without renewal, 1 s - 1 h; renewed every third.
+        :param grace: on stop, how long running jobs may take to finish before they are given back.
+        :param worker_id: unique per process; default ``host:pid:random``.
+        :param wait: how long one ``Lease`` long-poll waits for a job, 0-300 s.
+        :param credentials: TLS credentials; default plaintext.
+        :param channel_options: extra gRPC channel options.
+        """
+        names = [queues] if isinstance(queues, str) else list(queues)
+        if not names:
+            raise ValueError("a worker needs at least one queue")
+        for name in names:
+            if not QUEUE_NAME.fullmatch(name):
+                raise ValueError(f"queue {name!r}: use 1-128 characters from A-Z a-z 0-9 . _ : -")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.lease_ms = ms(lease)
+        if not 1_000 <= self.lease_ms <= 3_600_000:
+            raise ValueError("lease must be between 1 s and 1 h")
+        self.wait_ms = ms(wait)
+        if self.wait_ms > 300_000:
+            raise ValueError("wait must be at most 300 s")
+        self.queues: list[str] = list(dict.fromkeys(names))
+        """The queues this worker leases from."""
+        self.address = address
+        """The broker's address."""
+        self.concurrency = concurrency
+        """Handlers running at once at most."""
+        self.grace = ms(grace) / 1000
+        """Seconds running jobs get to finish when the worker stops."""
+        self.worker_id = worker_id or default_worker_id()
+        """This worker's id, as the broker records it on the jobs it runs."""
+        self._credentials = credentials
+        self._channel_options = list(channel_options)
+        self._handlers: dict[str, tuple[Handler, bool]] = {}
+        self._default: tuple[Handler, bool] | None = None
+        self._jobs: Jobs | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._deadline = float("inf")
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.worker_id} queues={self.queues} concurrency={self.concurrency}>"
+
+    # --- handlers ------------------------------------------------------------------------
+
+    def handler(self, name: str | None = None) -> Callable[[H], H]:
+        """Register the decorated function for jobs named ``name``; without a name, for every
+        job no named handler takes. ``def`` handlers run in threads, ``async def`` ones on the
+        loop. The handler gets a :class:`JobContext`; what it returns is the job's result."""
+        if callable(name):
+            raise TypeError("use @worker.handler() (with parentheses) for the default handler")
+
+        def register(function: H) -> H:
+            entry = (function, not is_async(function))
+            if name is None:
+                if self._default is not None:
+                    raise ValueError("a default handler is already registered")
+                self._default = entry
+            else:
+                if name in self._handlers:
+                    raise ValueError(f"a handler for {name!r} is already registered")
+                self._handlers[name] = entry
+            return function
+
+        return register
+
+    # --- running -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop gracefully; a second signal stops at once.
+        Blocks; uses uvloop when it is installed."""
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(self._serve_until_signal())
+
+    async def _serve_until_signal(self) -> None:
+        loop = asyncio.get_running_loop()
+        received = 0
+
+        def on_signal(sig: signal.Signals) -> None:
+            nonlocal received
+            received += 1
+            if received == 1:
+                log.info(
+                    "worker %s: %s received, finishing running jobs (grace %.0f s; send it "
+                    "again to stop at once)",
+                    self.worker_id,
+                    sig.name,
+                    self.grace,
+                )
+                self._request_stop(self.grace)
+            else:
+                self._request_stop(0.0)
+
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, on_signal, sig)
+                installed.append(sig)
+        try:
+            await self.serve()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    async def serve(self) -> None:
+        """Serve until :meth:`stop`; raises a :class:`~jobbroker.JobBrokerError` when the
+        broker refuses the worker for good (for example an invalid worker id)."""
+        await self.start()
+        assert self._main is not None
+        try:
+            await asyncio.shield(self._main)
+        except asyncio.CancelledError:
+            if self._main.done():
+                raise
+            await asyncio.shield(self.stop(0.0))
+            raise
+
+    async def start(self) -> None:
+        """Start serving in the background and return at once; stop with :meth:`stop`."""
+        if self._main is not None:
+            raise RuntimeError("this worker was started already")
+        if not self._handlers and self._default is None:
+            raise RuntimeError("register at least one handler before starting the worker")
+        self._stop_requested = asyncio.Event()
+        self._main = asyncio.create_task(self._serve(), name=f"jobbroker-worker-{self.worker_id}")
+
+    async def stop(self, grace: Seconds | None = None) -> None:
+        """Stop leasing, give running jobs ``grace`` seconds (default: the worker's) to finish,
+        give the others back, flush the stream and close. Returns once all that is done."""
+        if self._main is None:
+            return
+        self._request_stop(self.grace if grace is None else ms(grace) / 1000)
+        await asyncio.shield(self._main)
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def active(self) -> int:
+        """Leases the worker holds now (jobs running or being reported)."""
+        return len(self._jobs.leases) if self._jobs is not None else 0
+
+    def _request_stop(self, grace: float) -> None:
+        if self._stop_requested is None:
+            return
+        self._deadline = min(self._deadline, asyncio.get_running_loop().time() + grace)
+        self._stop_requested.set()
+        if self._jobs is not None:
+            self._jobs.changed.set()  # a shorter deadline: re-check it
+
+    def _lookup(self, name: str) -> tuple[Handler, bool] | None:
+        return self._handlers.get(name) or self._default
+
+    async def _serve(self) -> None:
+        assert self._stop_requested is not None
+        options = [
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2_000),
+            ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            *self._channel_options,
+        ]
+        if self._credentials is None:
+            channel = grpc.aio.insecure_channel(self.address, options=options)
+        else:
+            channel = grpc.aio.secure_channel(self.address, self._credentials, options)
+        stub = WorkerServiceStub(channel)
+        entries = [*self._handlers.values(), *([self._default] if self._default else [])]
+        executor = None
+        if any(threaded for _, threaded in entries):
+            executor = ThreadPoolExecutor(self.concurrency, "jobbroker-worker")
+        jobs = self._jobs = Jobs(
+            self.worker_id,
+            self.concurrency,
+            self.lease_ms,
+            self._lookup,
+            lambda: list(self._handlers),
+            executor,
+        )
+        stream = jobs.stream = WorkerStream(stub, self.worker_id, self.queues, self.lease_ms, jobs)
+        leasing = Leasing(
+            stub,
+            stream,
+            self.queues,
+            self.worker_id,
+            self.concurrency,
+            self.lease_ms,
+            self.wait_ms,
+            jobs.accept,
+        )
+        jobs.free_slot = leasing.free_slot
+        watched = [stream.start(), *leasing.start()]
+        ticker = asyncio.create_task(jobs.tick())
+        stop = asyncio.create_task(self._stop_requested.wait())
+        log.info("worker %s serving %s at %s", self.worker_id, self.queues, self.address)
+        fatal: BaseException | None = None
+        try:
+            done, _ = await asyncio.wait([stop, *watched], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stop and not task.cancelled() and task.exception() is not None:
+                    fatal = task.exception()
+                    log.error("worker %s: %s; stopping", self.worker_id, fatal)
+                    self._request_stop(self.grace)
+            await leasing.close()
+            await self._finish_jobs(jobs)
+            await stream.close(FLUSH_TIMEOUT_S)
+        finally:
+            stop.cancel()
+            ticker.cancel()
+            await leasing.close()
+            await stream.close(0.0)
+            await channel.close()
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+            log.info(
+                "worker %s stopped (%d jobs leased in %d Lease calls, %d outcomes sent in %d "
+                "stream messages)",
+                self.worker_id,
+                leasing.leased,
+                leasing.calls,
+                stream.sent_outcomes,
+                stream.sent_messages,
+            )
+        if fatal is not None:
+            raise fatal
+
+    async def _finish_jobs(self, jobs: Jobs) -> None:
+        """Give running handlers the grace period, then stop them and give their jobs back."""
+        if jobs.running:
+            log.info("worker %s: waiting for %d running job(s)", self.worker_id, jobs.running)
+        await jobs.wait_idle(lambda: self._deadline)
+        running = jobs.stop_all("worker shutting down")
+        if not running:
+            return
+        log.warning(
+            "worker %s: grace period over, stopping %d job(s) and giving them back",
+            self.worker_id,
+            len(running),
+        )
+        unwind_until = asyncio.get_running_loop().time() + UNWIND_S
+        await jobs.wait_idle(lambda: unwind_until)
+        jobs.give_back(running)  # those whose handler (a thread) did not stop

@@ -1,0 +1,1 @@
+"""Tests of the Python Client and AsyncClient against a real broker over real Redis."""

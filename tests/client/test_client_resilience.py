@@ -1,0 +1,179 @@
+"""The broker (or its Redis) goes away and comes back: idempotent calls retry with backoff, a
+non-idempotent add fails fast, and a progress stream resumes where it left off."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from jobbroker import Event, EventType, Job, JobOptions, JobState, errors
+
+from .conftest import BrokerFactory, BrokerHost, ClientFactory, RunningBroker
+from .support import Api, FakeWorker, Timer
+
+PATIENT: dict[str, Any] = {
+    "retries": 40,
+    "retry_backoff": 0.05,
+    "retry_backoff_max": 0.25,
+    # gRPC's own reconnection backoff (up to 2 s by the client's default) would add up to a
+    # second after each restart; the tests do not need to wait for it.
+    "channel_options": [("grpc.max_reconnect_backoff_ms", 250)],
+}
+"""Client settings that ride out a broker restart (several seconds, on a busy machine)."""
+
+DOWN = 1.0
+"""Seconds a broker stays away while a get_status waits for it."""
+
+BRIEFLY = 0.5
+"""Seconds a broker (or Redis) stays away in the other tests."""
+
+
+async def restart_later(
+    start_broker: BrokerFactory, port: int, after: float = BRIEFLY
+) -> RunningBroker:
+    await asyncio.sleep(after)
+    return await start_broker(port=port)
+
+
+async def test_get_status_retries_while_the_broker_is_down(
+    make_client: ClientFactory,
+    broker_host: BrokerHost,
+    start_broker: BrokerFactory,
+    queue: str,
+) -> None:
+    broker = await start_broker()
+    client = make_client(broker.address, **PATIENT)
+    added = await client.add(queue, "job", {"n": 1})
+    await broker_host.stop(broker)
+
+    back = asyncio.ensure_future(restart_later(start_broker, broker.port, DOWN))
+    with Timer() as timer:
+        job = await client.get_status(queue, added.job_id)
+    await back
+
+    assert job.data == {"n": 1}
+    assert timer.elapsed >= DOWN * 0.8
+
+
+async def test_an_add_without_job_id_fails_fast_but_one_with_a_job_id_is_retried(
+    make_client: ClientFactory,
+    broker_host: BrokerHost,
+    start_broker: BrokerFactory,
+    queue: str,
+) -> None:
+    broker = await start_broker()
+    client = make_client(broker.address, **PATIENT)
+    await broker_host.stop(broker)
+
+    # Were these retried, the broker would be back before the retries ran out: they would
+    # succeed instead of failing fast.
+    back = asyncio.ensure_future(restart_later(start_broker, broker.port))
+    with Timer() as fast, pytest.raises(errors.Unavailable):
+        await client.add(queue, "job", {"n": 1})
+    with Timer() as bulk_fast, pytest.raises(errors.Unavailable):
+        await client.add_bulk(queue, [("a", 1, JobOptions(job_id="bulk-a")), ("b", 2)])
+    with Timer() as patient:
+        added = await client.add(queue, "job", {"n": 2}, job_id="order-2")
+    bulk = await client.add_bulk(
+        queue, [("a", 1, JobOptions(job_id="bulk-a")), ("b", 2, JobOptions(job_id="bulk-b"))]
+    )
+    await back
+
+    assert fast.elapsed < 0.5
+    assert bulk_fast.elapsed < 0.5
+    assert patient.elapsed >= BRIEFLY * 0.5
+    assert added.job_id == "order-2"
+    assert [a.job_id for a in bulk] == ["bulk-a", "bulk-b"]
+    page = await client.list(queue, JobState.WAITING)
+    assert [(j.id, j.data) for j in page.jobs] == [
+        ("order-2", {"n": 2}),
+        ("bulk-a", 1),
+        ("bulk-b", 2),
+    ]
+
+
+async def test_redis_down_fails_a_plain_add_fast_and_retries_an_idempotent_one(
+    make_client: ClientFactory, start_broker: BrokerFactory, private_redis: Any, queue: str
+) -> None:
+    broker = await start_broker(url=private_redis.url, redis_timeout=1.0)
+    client = make_client(broker.address, **PATIENT)
+    private_redis.stop()
+
+    async def redis_back() -> None:
+        await asyncio.sleep(BRIEFLY)
+        await asyncio.to_thread(private_redis.start)
+
+    back = asyncio.ensure_future(redis_back())
+    with pytest.raises(errors.RedisUnavailable) as caught:
+        await client.add(queue, "job")
+    assert caught.value.reason == "REDIS_UNAVAILABLE"
+    added = await client.add(queue, "job", job_id="survives")
+    await back
+
+    assert added.job_id == "survives"
+    assert (await client.get_status(queue, "survives")).state is JobState.WAITING
+
+
+async def test_stream_progress_resumes_across_a_broker_restart_without_gap_or_repeat(
+    make_client: ClientFactory,
+    broker_host: BrokerHost,
+    start_broker: BrokerFactory,
+    queue: str,
+) -> None:
+    broker = await start_broker()
+    client: Api = make_client(broker.address, **PATIENT)
+    # The worker goes through a broker of its own, which stays up all along, so events happen
+    # while the client's broker is down.
+    steady = await start_broker()
+    worker = FakeWorker(steady.address, queue)
+    added = await client.add(queue, "job")
+
+    items: list[Job | Event] = []
+    arrived = asyncio.Event()
+
+    async def follow() -> None:
+        async for item in client.stream_progress(queue, added.job_id):
+            items.append(item)
+            arrived.set()
+
+    async def seen(count: int) -> None:
+        while len(items) < count:
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), 5)
+
+    following = asyncio.ensure_future(follow())
+    try:
+        await seen(1)
+        leased = await worker.lease()
+        await worker.report(leased, percent=10)
+        await seen(3)  # snapshot, active, progress 10
+
+        await broker_host.stop(broker)
+        await worker.report(leased, percent=20)
+        await worker.report(leased, percent=30)
+        await asyncio.sleep(BRIEFLY)  # down a while: the client retries meanwhile
+        await start_broker(port=broker.port)
+        await worker.report(leased, percent=40)
+        await worker.complete(leased, "done")
+        await asyncio.wait_for(following, 10)
+    finally:
+        following.cancel()
+        await worker.close()
+
+    assert isinstance(items[0], Job)
+    events = items[1:]
+    assert all(isinstance(e, Event) for e in events)
+    assert [
+        (e.type, e.progress.percent if e.progress else None) for e in events if isinstance(e, Event)
+    ] == [
+        (EventType.ACTIVE, None),
+        (EventType.PROGRESS, 10),
+        (EventType.PROGRESS, 20),
+        (EventType.PROGRESS, 30),
+        (EventType.PROGRESS, 40),
+        (EventType.COMPLETED, None),
+    ]
+    ids = [e.id for e in events]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids, key=lambda i: tuple(int(p) for p in i.split("-")))
