@@ -128,9 +128,8 @@ def main() -> None:
         add_s = asyncio.run(preload(address, queue, args.jobs))
         print(f"bulk enqueue: {args.jobs / add_s:,.0f} jobs/s")
         work_s = asyncio.run(work(address, queue, args.jobs, args.concurrency))
-        print(
-            f"processing:   {args.jobs / work_s:,.0f} jobs/s (1 worker, concurrency {args.concurrency})"
-        )
+        rate = args.jobs / work_s
+        print(f"processing:   {rate:,.0f} jobs/s (1 worker, concurrency {args.concurrency})")
     finally:
         proc.terminate()
         proc.wait()
