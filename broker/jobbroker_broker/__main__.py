@@ -133,6 +133,18 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(settings))
     except (ConfigError, EmbeddedRedisError) as exc:
         sys.exit(f"jobbroker: {exc}")
+    except RuntimeError as exc:
+        sys.exit(f"jobbroker: {bind_error(settings, exc) or exc}")
+
+
+def bind_error(settings: Settings, exc: RuntimeError) -> str:
+    """A plain message when ``exc`` is gRPC failing to bind the port; else empty."""
+    if "Failed to bind" not in str(exc):
+        return ""
+    return (
+        f"cannot listen on {settings.host}:{settings.port}: the address is taken (another "
+        "broker?) or not local; choose another with --port / --host"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,148 @@
+"""``jobbroker serve``: the broker in this process, its embedded Redis, and the demo worker.
+
+The broker package is imported here only, lazily: the client package does not need it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jobbroker_broker.settings import Settings
+
+log = logging.getLogger("jobbroker.serve")
+
+DEMO_TARGET = "jobbroker_worker.demo:worker"
+DEMO_STOP_TIMEOUT = 15.0
+"""Seconds the demo worker gets to finish or hand back its jobs on shutdown."""
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+EXAMPLE = """jobbroker add demo sleep --data '{"seconds": 3}' --watch"""
+
+
+class ServeError(Exception):
+    """The broker cannot start with this configuration; the message says why."""
+
+
+def parse(argv: list[str]) -> Settings:
+    """Settings from broker flags (``jobbroker-broker --help`` lists them all) and
+    ``JOBBROKER_*`` environment variables."""
+    from jobbroker_broker.__main__ import parse_settings
+
+    try:
+        return parse_settings(argv)
+    except SystemExit as exc:  # argparse already printed why
+        raise ServeError("") from exc
+
+
+def client_address(host: str, port: int) -> str:
+    """The address a local client dials for a server bound to ``host``."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+def run(settings: Settings, *, demo: bool) -> None:
+    """Serve until SIGTERM or SIGINT (Ctrl-C); raises :class:`ServeError` on a bad config."""
+    from jobbroker_broker.app import ConfigError
+    from jobbroker_broker.embedded import EmbeddedRedisError
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    from jobbroker_broker.__main__ import bind_error
+
+    try:
+        asyncio.run(_serve(settings, demo=demo))
+    except (ConfigError, EmbeddedRedisError) as exc:
+        raise ServeError(str(exc)) from None
+    except RuntimeError as exc:
+        message = bind_error(settings, exc)
+        if not message:
+            raise
+        raise ServeError(message) from None
+
+
+async def _serve(settings: Settings, *, demo: bool) -> None:
+    from jobbroker_broker.__main__ import describe_redis, running_broker, stop_on_signals
+
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    async with running_broker(settings) as running:
+        address = client_address(settings.host, running.broker.port)
+        print(describe_redis(running), flush=True)
+        print(f"jobbroker listening on {running.address}", flush=True)
+        worker = _start_demo_worker(address) if demo else None
+        try:
+            _print_welcome(address, demo=demo)
+            await _wait(stop, worker)
+        finally:
+            if worker is not None:
+                await _stop_demo_worker(worker)
+
+
+def _print_welcome(address: str, *, demo: bool) -> None:
+    flag = "" if address == DEFAULT_ADDRESS else f" --address {address}"
+    lines = [""]
+    if demo:
+        lines.append(
+            "A demo worker serves the queue 'demo' (jobs: sleep, fail, flaky, echo, tokens)."
+        )
+    lines.append("Try, in another terminal:")
+    lines.append(
+        f"  {EXAMPLE}{flag}" if demo else f"  jobbroker add my-queue my-job --data '{{}}'{flag}"
+    )
+    lines.append("Stop with Ctrl-C.")
+    lines.append("")
+    print("\n".join(lines), flush=True)
+
+
+def _start_demo_worker(address: str) -> subprocess.Popen[bytes]:
+    from jobbroker_broker.embedded import die_with_parent
+
+    # A process of its own: its handlers never compete with the broker's event loop, and
+    # stopping it is one signal. Its own session, so Ctrl-C reaches only us, and we stop it
+    # first, before the broker it reports to.
+    return subprocess.Popen(
+        die_with_parent(
+            [sys.executable, "-m", "jobbroker.cli", "work", DEMO_TARGET, "--address", address]
+        ),
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "JOBBROKER_ADDRESS": address},
+    )
+
+
+async def _wait(stop: asyncio.Event, worker: subprocess.Popen[bytes] | None) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        if worker is not None and worker.poll() is not None:
+            log.error(
+                "the demo worker exited (code %s); the broker keeps serving", worker.returncode
+            )
+            worker = None
+
+
+async def _stop_demo_worker(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.to_thread(worker.wait, DEMO_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        log.warning("the demo worker did not stop in %.0f s; killing it", DEMO_STOP_TIMEOUT)
+        worker.kill()
+        await asyncio.to_thread(worker.wait)

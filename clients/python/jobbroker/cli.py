@@ -1,0 +1,457 @@
+"""``jobbroker``: run a broker, run workers, and add, inspect, follow and cancel jobs.
+
+Exit codes (every command):
+
+- 0: done (``watch`` / ``add --watch``: the job completed)
+- 1: the watched job failed, was cancelled or was removed
+- 2: usage error: a bad option or argument (including one the broker rejects as invalid)
+- 3: not found: no such job
+- 4: the broker (or its Redis) is unreachable
+- 5: the broker refused the call in the job's current state, or a limit or conflict
+- 130: interrupted (Ctrl-C)
+
+Read commands take ``--json``: one JSON document per line on stdout, for scripts.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+from rich.markup import escape
+
+from . import _cli_options as opts
+from . import _cli_output as out
+from .errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    JobBrokerError,
+    JobNotFound,
+    Unavailable,
+)
+from .models import JobOptions, JobState
+
+if TYPE_CHECKING:
+    from .client import Client
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    JOB_FAILED = 1
+    USAGE = 2
+    NOT_FOUND = 3
+    UNREACHABLE = 4
+    REFUSED = 5
+    INTERRUPTED = 130
+
+
+class StateName(enum.StrEnum):
+    waiting = "waiting"
+    delayed = "delayed"
+    active = "active"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+app = typer.Typer(
+    name="jobbroker",
+    help="jobbroker: a gRPC job broker on Redis. Run a broker, run workers, manage jobs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Address = Annotated[
+    str,
+    typer.Option(
+        "--address",
+        "-a",
+        envvar="JOBBROKER_ADDRESS",
+        help="The broker's host:port.",
+        show_default=True,
+    ),
+]
+Json = Annotated[
+    bool, typer.Option("--json", help="Print JSON (one document per line) for scripts.")
+]
+Queue = Annotated[str, typer.Argument(metavar="QUEUE", help="Queue name.", show_default=False)]
+JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="Job id.", show_default=False)]
+
+
+def fail(code: ExitCode, message: str) -> NoReturn:
+    out.stderr().print(f"[red]error:[/] {escape(message)}")
+    raise typer.Exit(int(code))
+
+
+@contextmanager
+def connected(address: str) -> Iterator[Client]:
+    """A client of the broker; broker errors become the documented exit codes."""
+    from .client import Client
+
+    try:
+        client = Client(address)
+    except ValueError as exc:
+        fail(ExitCode.USAGE, f"--address {address!r}: {exc}")
+    try:
+        yield client
+    except JobNotFound as exc:
+        fail(ExitCode.NOT_FOUND, exc.message)
+    except InvalidArgument as exc:
+        field = f" ({exc.field})" if exc.field else ""
+        fail(ExitCode.USAGE, f"{exc.message}{field}")
+    except (Unavailable, DeadlineExceeded) as exc:
+        fail(ExitCode.UNREACHABLE, f"broker at {address} unreachable: {exc.message}")
+    except KeyboardInterrupt:
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except JobBrokerError as exc:
+        reason = f" [{exc.reason}]" if exc.reason else ""
+        fail(ExitCode.REFUSED, f"{exc.message}{reason}")
+    finally:
+        client.close()
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def serve(
+    ctx: typer.Context,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Also run the demo worker (queue 'demo').")
+    ] = False,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis-url",
+            help="External Redis (env JOBBROKER_REDIS_URL). Without one, an embedded "
+            "redis-server with AOF persistence runs in --data-dir.",
+            show_default=False,
+        ),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default 127.0.0.1).", show_default=False)
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="gRPC port (default 50051; 0 = any).", show_default=False)
+    ] = None,
+    data_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Embedded Redis' data directory (default ./.jobbroker/data; "
+            "env JOBBROKER_DATA_DIR).",
+            show_default=False,
+        ),
+    ] = None,
+    allow_evicting_redis: Annotated[
+        bool,
+        typer.Option(
+            "--allow-evicting-redis",
+            help="Start even on a Redis whose maxmemory-policy may evict job keys.",
+        ),
+    ] = False,
+) -> None:
+    """Run a broker here. Every other jobbroker-broker flag works too (jobbroker-broker -h)."""
+    from . import _cli_serve
+
+    argv: list[str] = []
+    for flag, value in (
+        ("--redis-url", redis_url),
+        ("--host", host),
+        ("--port", port),
+        ("--data-dir", data_dir),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    if allow_evicting_redis:
+        argv.append("--allow-evicting-redis")
+    try:
+        settings = _cli_serve.parse(argv + list(ctx.args))
+        _cli_serve.run(settings, demo=demo)
+    except _cli_serve.ServeError as exc:
+        if str(exc):
+            out.stderr().print(f"[red]jobbroker:[/] {escape(str(exc))}")
+        raise typer.Exit(int(ExitCode.USAGE)) from None
+
+
+@app.command()
+def work(
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODULE[:WORKER]",
+            help="The module (imported from the current directory) and its Worker attribute, "
+            "or a function returning a Worker; default attribute 'worker'.",
+            show_default=False,
+        ),
+    ],
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            "-a",
+            envvar="JOBBROKER_ADDRESS",
+            help="The broker's host:port; overrides the Worker's own address.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run a worker process (like celery -A / arq): Ctrl-C or SIGTERM stops it gracefully."""
+    from jobbroker_worker.runner import RunnerError, run_worker
+
+    try:
+        run_worker(target, address=address)
+    except RunnerError as exc:
+        fail(ExitCode.USAGE, str(exc))
+
+
+@app.command()
+def add(
+    queue: Queue,
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Job name (workers pick handlers by it).")
+    ],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Job data: JSON, @file.json, or - for standard input.", show_default=False
+        ),
+    ] = None,
+    job_id: Annotated[
+        str | None,
+        typer.Option(
+            "--job-id", help="Custom job id: adding it again is idempotent.", show_default=False
+        ),
+    ] = None,
+    priority: Annotated[
+        int, typer.Option(help="1 (highest) to 1,000,000; 0 = unprioritized, served first.")
+    ] = 0,
+    delay: Annotated[
+        str | None, typer.Option(help="Run after this long: 30s, 5m, 1h ...", show_default=False)
+    ] = None,
+    attempts: Annotated[int, typer.Option(help="Total attempts, the first included.")] = 1,
+    backoff: Annotated[
+        str | None,
+        typer.Option(
+            help="Wait before each retry: fixed:5s or exponential:5s.", show_default=False
+        ),
+    ] = None,
+    backoff_jitter: Annotated[
+        float, typer.Option(help="0-1: draw each retry delay between d*(1-j) and d.")
+    ] = 0.0,
+    backoff_max: Annotated[
+        str | None, typer.Option(help="Longest retry delay.", show_default=False)
+    ] = None,
+    timeout: Annotated[
+        str | None, typer.Option(help="Longest run of one attempt.", show_default=False)
+    ] = None,
+    lifespan: Annotated[
+        str | None,
+        typer.Option(help="Fail the job if not started within this.", show_default=False),
+    ] = None,
+    remove_on_complete: Annotated[
+        str, typer.Option(help="true, false, N (keep last N), an age (1h), or N,AGE.")
+    ] = "false",
+    remove_on_fail: Annotated[
+        str, typer.Option(help="The same, for failed and cancelled jobs.")
+    ] = "false",
+    lifo: Annotated[bool, typer.Option("--lifo", help="Serve before older jobs.")] = False,
+    watch_: Annotated[
+        bool, typer.Option("--watch", "-w", help="Then follow the job until it ends (like watch).")
+    ] = False,
+    address: Address = DEFAULT_ADDRESS,
+    as_json: Json = False,
+) -> None:
+    """Add a job. Prints its id (with --watch, follows it; exit 1 if it fails)."""
+    try:
+        value = opts.json_data(data)
+        options = JobOptions(
+            job_id=job_id,
+            priority=priority,
+            delay=opts.maybe_duration(delay, "--delay"),
+            attempts=attempts,
+            backoff=opts.backoff(backoff, backoff_jitter, backoff_max) if backoff else None,
+            timeout=opts.maybe_duration(timeout, "--timeout"),
+            lifespan=opts.maybe_duration(lifespan, "--lifespan"),
+            remove_on_complete=opts.retention(remove_on_complete, "--remove-on-complete"),
+            remove_on_fail=opts.retention(remove_on_fail, "--remove-on-fail"),
+            lifo=lifo,
+        )
+    except opts.OptionError as exc:
+        fail(ExitCode.USAGE, str(exc))
+    with connected(address) as client:
+        added = client.add(queue, name, value, options=options)
+        if as_json:
+            out.print_json(added)
+        else:
+            note = " (already there: same id, name and data)" if added.duplicate else ""
+            out.stdout().print(
+                f"added {escape(queue)}/{escape(added.job_id)} {out.state_text(added.state)}{note}"
+            )
+        if watch_:
+            _watch(client, queue, added.job_id, as_json)
+
+
+@app.command()
+def status(
+    queue: Queue, job_id: JobId, address: Address = DEFAULT_ADDRESS, as_json: Json = False
+) -> None:
+    """Show a job: state, attempts, progress, data, result or failure."""
+    with connected(address) as client:
+        job = client.get_status(queue, job_id)
+    if as_json:
+        out.print_json(job)
+    else:
+        out.print_job(job)
+
+
+@app.command()
+def watch(
+    queue: Queue, job_id: JobId, address: Address = DEFAULT_ADDRESS, as_json: Json = False
+) -> None:
+    """Follow a job's progress live until it ends: exit 0 completed, 1 failed or cancelled."""
+    with connected(address) as client:
+        _watch(client, queue, job_id, as_json)
+
+
+def _watch(client: Client, queue: str, job_id: str, as_json: bool) -> None:
+    from ._cli_watch import watch as follow
+
+    outcome = follow(client, queue, job_id, as_json=as_json)
+    if not as_json:
+        console = out.stdout()
+        if outcome.state is JobState.COMPLETED:
+            console.print(
+                f"{out.state_text(outcome.state)} result: {escape(out.short(outcome.result, 500))}"
+            )
+        elif outcome.state is None:
+            console.print("[magenta]removed[/]")
+        else:
+            detail = f": {out.failure_text(outcome.failure)}" if outcome.failure else ""
+            console.print(f"{out.state_text(outcome.state)}{escape(detail)}")
+    if not outcome.ok:
+        raise typer.Exit(int(ExitCode.JOB_FAILED))
+
+
+@app.command()
+def cancel(
+    queue: Queue,
+    job_id: JobId,
+    reason: Annotated[str, typer.Option(help="Why; kept on the job.")] = "",
+    address: Address = DEFAULT_ADDRESS,
+    as_json: Json = False,
+) -> None:
+    """Cancel a job: waiting/delayed at once; active: its worker is told to stop."""
+    with connected(address) as client:
+        state = client.cancel(queue, job_id, reason)
+    _print_state(queue, job_id, state, as_json)
+    if state is JobState.ACTIVE and not as_json:
+        out.stdout().print("cancel requested: its worker is told to stop; it ends cancelled")
+
+
+@app.command()
+def retry(
+    queue: Queue, job_id: JobId, address: Address = DEFAULT_ADDRESS, as_json: Json = False
+) -> None:
+    """Run a failed or cancelled job again, with fresh attempts."""
+    with connected(address) as client:
+        state = client.retry(queue, job_id)
+    _print_state(queue, job_id, state, as_json)
+
+
+@app.command()
+def promote(
+    queue: Queue, job_id: JobId, address: Address = DEFAULT_ADDRESS, as_json: Json = False
+) -> None:
+    """Make a delayed job waiting now."""
+    with connected(address) as client:
+        state = client.promote(queue, job_id)
+    _print_state(queue, job_id, state, as_json)
+
+
+@app.command()
+def remove(
+    queue: Queue, job_id: JobId, address: Address = DEFAULT_ADDRESS, as_json: Json = False
+) -> None:
+    """Delete a job that is not active."""
+    with connected(address) as client:
+        state = client.remove(queue, job_id)
+    _print_state(queue, job_id, state, as_json)
+
+
+def _print_state(queue: str, job_id: str, state: JobState, as_json: bool) -> None:
+    if as_json:
+        out.print_json({"queue": queue, "job_id": job_id, "state": state})
+    else:
+        out.stdout().print(f"{escape(queue)}/{escape(job_id)} {out.state_text(state)}")
+
+
+@app.command()
+def jobs(
+    queue: Queue,
+    state: Annotated[
+        StateName, typer.Option("--state", "-s", help="Which jobs to list.")
+    ] = StateName.waiting,
+    limit: Annotated[int, typer.Option(help="Jobs per page.", min=1, max=1000)] = 50,
+    page_token: Annotated[
+        str, typer.Option(help="Continue from a previous page's next_page_token.")
+    ] = "",
+    descending: Annotated[bool, typer.Option("--desc", help="Newest first.")] = False,
+    address: Address = DEFAULT_ADDRESS,
+    as_json: Json = False,
+) -> None:
+    """List a queue's jobs in one state, a page at a time."""
+    with connected(address) as client:
+        page = client.list(
+            queue,
+            JobState(state.value),
+            page_size=limit,
+            page_token=page_token,
+            descending=descending,
+        )
+    if as_json:
+        out.print_json(
+            {"jobs": page.jobs, "next_page_token": page.next_page_token, "total": page.total}
+        )
+        return
+    console = out.stdout()
+    console.print(out.jobs_table(list(page.jobs), f"{queue}: {page.total} {state.value}"))
+    if page.next_page_token:
+        console.print(f"more: --page-token {escape(page.next_page_token)}")
+
+
+@app.command()
+def logs(
+    queue: Queue,
+    job_id: JobId,
+    offset: Annotated[int, typer.Option(help="First line (0 = oldest kept).", min=0)] = 0,
+    limit: Annotated[int, typer.Option(help="Lines to show.", min=1)] = 100,
+    address: Address = DEFAULT_ADDRESS,
+    as_json: Json = False,
+) -> None:
+    """Print the log lines a job's worker wrote."""
+    with connected(address) as client:
+        result = client.logs(queue, job_id, offset=offset, limit=limit)
+    if as_json:
+        out.print_json({"lines": list(result.lines), "total": result.total})
+        return
+    for line in result.lines:
+        print(line)
+    shown = offset + len(result.lines)
+    if shown < result.total:
+        out.stderr().print(f"[dim]{shown} of {result.total} lines; more with --offset {shown}[/]")
+
+
+def main() -> None:
+    """The console script's entry point."""
+    # typer's exit codes for usage errors are 2 already; the others are ours (see above).
+    app(prog_name="jobbroker")
+
+
+if __name__ == "__main__":
+    main()
