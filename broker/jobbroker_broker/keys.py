@@ -56,5 +56,7 @@ QUEUE_KEY_NAMES = frozenset(
         "expiring",  # zset: lifespan deadline ms of jobs not yet started
         "events",  # stream of the queue's events
         "signals",  # stream of lease signals for workers (cancel requested, lease lost)
+        "meta",  # hash: the queue's settings and pause flag
+        "limiter",  # counter of jobs started in the current rate-limit window
     }
 )

@@ -77,6 +77,12 @@ SCRIPT_NAMES = (
     "retry",
     "remove",
     "get",
+    "pause",
+    "drain",
+    "clean",
+    "obliterate",
+    "retry_failed",
+    "promote_delayed",
 )
 
 

@@ -28,6 +28,11 @@ _UNAVAILABLE = (
     OSError,
 )
 
+PAUSED = -1
+"""lease(): the queue is paused."""
+CONCURRENCY_FULL = -2
+"""lease(): the queue's concurrency limit is reached."""
+
 STATE_SETS = {
     job_pb2.JOB_STATE_WAITING: "waiting",
     job_pb2.JOB_STATE_DELAYED: "delayed",
@@ -223,10 +228,13 @@ class Store:
 
     async def lease(
         self, queue: str, worker_id: str, max_jobs: int, lease_ms: int
-    ) -> list[worker_service_pb2.LeasedJob]:
+    ) -> tuple[list[worker_service_pb2.LeasedJob], int]:
+        """Lease up to `max_jobs`; also returns what held leasing back: 0 nothing, PAUSED,
+        CONCURRENCY_FULL, or the ms until the rate-limit window ends."""
         out = await self._call(
             "lease", queue, [self._maxlen, max_jobs, worker_id, lease_ms, os.urandom(8).hex()]
         )
+        held = int(out.pop())
         leased = []
         for i in range(0, len(out), 13):
             job = worker_service_pb2.LeasedJob(
@@ -245,7 +253,7 @@ class Store:
                 fields = {b"pp": out[i + 10], b"pv": out[i + 11], b"pvt": out[i + 12]}
                 job.progress.CopyFrom(codec.progress({k: v for k, v in fields.items() if v}))
             leased.append(job)
-        return leased
+        return leased, held
 
     async def report(
         self, queue: str, updates: Sequence[worker_service_pb2.LeaseUpdate], lease_ms: Iterable[int]

@@ -134,6 +134,9 @@ def options(opts: job_pb2.JobOptions, field: str) -> list[str]:
     """The job options as the add script's 12 option values (after id, name, data, type)."""
     if opts.priority > MAX_PRIORITY:
         raise InvalidArgument(f"{field}.priority", f"must be 0 (none) or 1-{MAX_PRIORITY}")
+    if opts.group:
+        # Refused rather than ignored until group rate limits are served (QueueService).
+        raise InvalidArgument(f"{field}.group", "group rate limits are not available yet")
     if opts.attempts > MAX_ATTEMPTS:
         raise InvalidArgument(f"{field}.attempts", f"must be at most {MAX_ATTEMPTS}")
     backoff = opts.backoff

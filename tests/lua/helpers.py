@@ -207,9 +207,16 @@ class LuaQueue:
     def lease(
         self, max_jobs: int = 1, worker: str = "w1", lease_ms: int = 30_000, rand: str = "r4nd"
     ) -> list[Leased]:
-        out = self.call("lease", MAXLEN, max_jobs, worker, lease_ms, rand)
+        out = self.lease_raw(max_jobs, worker, lease_ms, rand)
+        self.held = out.pop()
         assert len(out) % 13 == 0, out
         return [Leased(*out[i : i + 13]) for i in range(0, len(out), 13)]
+
+    def lease_raw(
+        self, max_jobs: int = 1, worker: str = "w1", lease_ms: int = 30_000, rand: str = "r4nd"
+    ) -> list[Any]:
+        """lease.lua's output as it is: 13 values per job, then what held leasing back."""
+        return list(self.call("lease", MAXLEN, max_jobs, worker, lease_ms, rand))
 
     def lease_one(self, **kwargs: Any) -> Leased:
         (leased,) = self.lease(**kwargs)

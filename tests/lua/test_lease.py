@@ -23,7 +23,7 @@ def test_lease_hands_out_the_job_with_a_fenced_token(lua: LuaQueue) -> None:
     )
     assert (leased.attempt, leased.max_attempts) == (1, 1)
     assert leased.fence == 1
-    assert leased.token == "1-abc123"
+    assert leased.token == "1-abc1230"  # fence, the call's random part, the job's index
     assert before + 30_000 <= leased.lease_expiry <= after + 30_000
     assert leased.timeout_at == 0
     assert (leased.progress_percent, leased.progress_value, leased.progress_type) == ("", "", "")
@@ -58,7 +58,7 @@ def test_fence_grows_with_every_lease_of_a_job(lua: LuaQueue) -> None:
     assert lua.release("j", first.token) == ("", "waiting")
     second = lua.lease_one(rand="y")
     assert (first.fence, second.fence) == (1, 2)
-    assert (first.token, second.token) == ("1-x", "2-y")
+    assert (first.token, second.token) == ("1-x0", "2-y0")
 
 
 def test_lease_takes_at_most_max_jobs(lua: LuaQueue) -> None:

@@ -1,7 +1,10 @@
 --[[
   Lease up to N waiting jobs to a worker: waiting -> active, scored by lease deadline.
-  A job whose lifespan ran out on the way fails with reason EXPIRED instead.
-  Keys: prefix waiting active expiring failed events seq
+  A job whose lifespan ran out on the way fails with reason EXPIRED instead. The queue's
+  settings (meta) are enforced here, for every worker of every replica: nothing is leased from
+  a paused queue, at most `conc` jobs are active at once, and at most `rlm` jobs start per
+  `rld` ms (a fixed window counted in `limiter`).
+  Keys: prefix waiting active expiring failed events seq meta limiter
   Input:
     ARGV[1] events maxlen
     ARGV[2] max jobs
@@ -10,7 +13,9 @@
     ARGV[5] random token suffix
   Output: a flat list of 13 values per leased job: id, name, data, data content type, attempt,
     max attempts, token, fence, lease expiry, timeout at (0 = none), progress percent (''),
-    progress value, progress value content type.
+    progress value, progress value content type; then one last value saying what held leasing
+    back: 0 nothing, -1 the queue is paused, -2 the concurrency limit, or N > 0: the rate limit,
+    for N more ms.
 ]]
 -- @include lib/base.lua
 -- @include lib/finish.lua
@@ -20,6 +25,41 @@ local maxlen, max_jobs, worker, lease_ms, rand = ARGV[1], tonumber(ARGV[2]), ARG
 local now = now_ms()
 local out = {}
 local leased = 0
+
+local meta = redis.call('HMGET', KEYS[8], 'paused', 'conc', 'rlm', 'rld')
+if meta[1] == '1' then
+  out[1] = -1
+  return done(out)
+end
+local held = 0
+local concurrency = tonumber(meta[2]) or 0
+if concurrency > 0 then
+  local room = concurrency - redis.call('ZCARD', active)
+  if room <= 0 then
+    out[1] = -2
+    return done(out)
+  end
+  if room <= max_jobs then
+    max_jobs, held = room, -2
+  end
+end
+local rate_max = tonumber(meta[3]) or 0
+if rate_max > 0 then
+  local room = rate_max - (tonumber(redis.call('GET', KEYS[9])) or 0)
+  if room <= 0 then
+    local ttl = redis.call('PTTL', KEYS[9])
+    if ttl > 0 then
+      out[1] = ttl
+      return done(out)
+    end
+    -- A counter without expiry cannot be: start a new window.
+    redis.call('DEL', KEYS[9])
+    room = rate_max
+  end
+  if room <= max_jobs then
+    max_jobs, held = room, tonumber(meta[4]) or 1
+  end
+end
 -- Expired jobs are failed on the way; bound how many one call may skip.
 local budget = max_jobs + 100
 
@@ -43,7 +83,7 @@ while leased < max_jobs and budget > 0 do
           'job did not start within its lifespan of ' .. lifespan .. ' ms', '', '', tonumber(f[4]) or 0)
       else
         local fence = (tonumber(f[14]) or 0) + 1
-        local token = fence .. '-' .. rand
+        local token = fence .. '-' .. rand .. leased
         local deadline = now + lease_ms
         local timeout = tonumber(f[6]) or 0
         local timeout_at = 0
@@ -89,4 +129,16 @@ if redis.call('ZCARD', waiting) == 0 then
   -- An empty waiting set restarts the FIFO sequence, keeping scores far from 2^53.
   redis.call('DEL', KEYS[7])
 end
+if rate_max > 0 and leased > 0 then
+  if redis.call('INCRBY', KEYS[9], leased) == leased then
+    redis.call('PEXPIRE', KEYS[9], tonumber(meta[4]))
+  end
+  if held > 0 then
+    held = math.max(redis.call('PTTL', KEYS[9]), 1)
+  end
+end
+if leased < max_jobs then
+  held = 0 -- the queue ran dry before any limit bit
+end
+out[#out + 1] = held
 return done(out)

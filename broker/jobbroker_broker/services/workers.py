@@ -12,7 +12,7 @@ from jobbroker.v1 import worker_service_pb2, worker_service_pb2_grpc
 
 from .. import validation
 from ..errors import InvalidArgument
-from ..store import Outcome
+from ..store import CONCURRENCY_FULL, PAUSED, Outcome
 from . import outcomes
 from .common import Parts, server_stream, unary
 from .worker_stream import WorkerSession
@@ -21,6 +21,13 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 # Events after which a job may be waiting, so a long-polling Lease tries again.
 _READY_EVENTS = frozenset({b"added", b"waiting", b"released", b"stalled"})
+# While the queue is paused only a resume helps; while it is full only a finished job.
+_WAKERS = {
+    PAUSED: frozenset({b"resumed"}),
+    CONCURRENCY_FULL: frozenset(
+        {b"completed", b"failed", b"cancelled", b"released", b"stalled", b"resumed"}
+    ),
+}
 # A long poll re-tries at least this often, in case an event was missed (reader reconnecting).
 _POLL_FALLBACK_S = 1.0
 
@@ -33,14 +40,14 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
 
     async def _lease_once(
         self, queue: str, worker_id: str, max_jobs: int, lease_ms: int
-    ) -> list[worker_service_pb2.LeasedJob]:
+    ) -> tuple[list[worker_service_pb2.LeasedJob], int]:
         """Lease; if the caller goes away meanwhile, give the jobs straight back."""
         task = asyncio.ensure_future(self.store.lease(queue, worker_id, max_jobs, lease_ms))
         try:
-            jobs = await asyncio.shield(task)
+            jobs, held = await asyncio.shield(task)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                jobs = await task
+                jobs, _ = await task
                 items = [Outcome(j.job_id, j.token, [0]) for j in jobs]
                 if items:
                     await self.store.release(queue, items)
@@ -48,7 +55,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         if jobs:
             # Wake maintenance when the earliest lease or attempt timeout falls due.
             self.parts.maintenance.hint_at(queue, min(j.lease_expires_at_ms for j in jobs))
-        return jobs
+        return jobs, held
 
     @unary
     async def Lease(
@@ -67,7 +74,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             validation.MAX_LEASE_MS,
         )
         wait_ms = validation.bounded(request.wait_ms, "wait_ms", 0, 0, validation.MAX_WAIT_MS)
-        jobs = await self._lease_once(queue, worker_id, max_jobs, lease_ms)
+        jobs, held = await self._lease_once(queue, worker_id, max_jobs, lease_ms)
         if jobs or not wait_ms:
             return worker_service_pb2.LeaseResponse(jobs=jobs)
         loop = asyncio.get_running_loop()
@@ -75,19 +82,23 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         ready = asyncio.Event()
 
         def on_event(_: bytes, fields: dict[bytes, bytes]) -> None:
-            if fields.get(b"e") in _READY_EVENTS:
+            # What can end the wait depends on what held leasing back.
+            wakers = _WAKERS.get(held, _READY_EVENTS) if held <= 0 else ()
+            if fields.get(b"e") in wakers:
                 ready.set()
 
         unsubscribe = await self.parts.hub.subscribe(queue, on_event)
         try:
             while True:
                 ready.clear()
-                jobs = await self._lease_once(queue, worker_id, max_jobs, lease_ms)
+                jobs, held = await self._lease_once(queue, worker_id, max_jobs, lease_ms)
                 remaining = deadline - loop.time()
                 if jobs or remaining <= 0:
                     return worker_service_pb2.LeaseResponse(jobs=jobs)
+                # Rate-limited: sleep until the window ends (the fallback bounds it).
+                pause = min(remaining, _POLL_FALLBACK_S, held / 1000 if held > 0 else 1e9)
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(remaining, _POLL_FALLBACK_S)):
+                    async with asyncio.timeout(pause):
                         await ready.wait()
         finally:
             unsubscribe()

@@ -54,6 +54,14 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """An add named an existing job id with the same name and data; nothing was added."""
     EVENT_TYPE_RELEASED: _EventType.ValueType  # 14
     """The worker holding the job gave it back without spending an attempt."""
+    EVENT_TYPE_PAUSED: _EventType.ValueType  # 15
+    """The queue was paused (no job id)."""
+    EVENT_TYPE_RESUMED: _EventType.ValueType  # 16
+    """The queue was resumed (no job id)."""
+    EVENT_TYPE_CLEANED: _EventType.ValueType  # 17
+    """Jobs were cleaned from the queue; `count` says how many (no job id)."""
+    EVENT_TYPE_DRAINED: _EventType.ValueType  # 18
+    """The queue was drained; `count` says how many jobs were removed (no job id)."""
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """Events: what happened to a job or a queue, as recorded in the queue's event stream.
@@ -91,6 +99,14 @@ EVENT_TYPE_DUPLICATED: EventType.ValueType  # 13
 """An add named an existing job id with the same name and data; nothing was added."""
 EVENT_TYPE_RELEASED: EventType.ValueType  # 14
 """The worker holding the job gave it back without spending an attempt."""
+EVENT_TYPE_PAUSED: EventType.ValueType  # 15
+"""The queue was paused (no job id)."""
+EVENT_TYPE_RESUMED: EventType.ValueType  # 16
+"""The queue was resumed (no job id)."""
+EVENT_TYPE_CLEANED: EventType.ValueType  # 17
+"""Jobs were cleaned from the queue; `count` says how many (no job id)."""
+EVENT_TYPE_DRAINED: EventType.ValueType  # 18
+"""The queue was drained; `count` says how many jobs were removed (no job id)."""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 @_typing.final
@@ -113,6 +129,7 @@ class JobEvent(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     FENCE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The event's id in the queue's stream; pass it back to resume after this event."""
     type: Global___EventType.ValueType
@@ -135,6 +152,8 @@ class JobEvent(_message.Message):
     """For events that concern one lease: the lease's fencing number."""
     name: _builtins.str
     """For ADDED: the job's name."""
+    count: _builtins.int
+    """For CLEANED and DRAINED: how many jobs were removed."""
     @_builtins.property
     def progress(self) -> _job_pb2.Progress:
         """For PROGRESS: the progress reported."""
@@ -164,10 +183,11 @@ class JobEvent(_message.Message):
         worker_id: _builtins.str = ...,
         fence: _builtins.int = ...,
         name: _builtins.str = ...,
+        count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "event_id", b"event_id", "failure", b"failure", "fence", b"fence", "job_id", b"job_id", "name", b"name", "progress", b"progress", "queue", b"queue", "result", b"result", "run_at_ms", b"run_at_ms", "state", b"state", "timestamp_ms", b"timestamp_ms", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "count", b"count", "event_id", b"event_id", "failure", b"failure", "fence", b"fence", "job_id", b"job_id", "name", b"name", "progress", b"progress", "queue", b"queue", "result", b"result", "run_at_ms", b"run_at_ms", "state", b"state", "timestamp_ms", b"timestamp_ms", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

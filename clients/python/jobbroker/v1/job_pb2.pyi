@@ -229,6 +229,7 @@ class JobOptions(_message.Message):
     REMOVE_ON_COMPLETE_FIELD_NUMBER: _builtins.int
     REMOVE_ON_FAIL_FIELD_NUMBER: _builtins.int
     LIFO_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """A caller-chosen id (idempotent add): adding the same id with the same name and data returns
     the existing job; with different name or data the add fails with ALREADY_EXISTS. Must not
@@ -252,6 +253,11 @@ class JobOptions(_message.Message):
     """
     lifo: _builtins.bool
     """Serve this job before the jobs of the same priority that are already waiting. Default false."""
+    group: _builtins.str
+    """A group key (for example a tenant or user id): a queue's group rate limit applies per
+    group, so one busy group cannot starve the others. 1-128 characters, no spaces, braces or
+    control characters. Default: no group.
+    """
     @_builtins.property
     def backoff(self) -> Global___Backoff:
         """The wait before each retry. Default: retry at once."""
@@ -277,10 +283,11 @@ class JobOptions(_message.Message):
         remove_on_complete: Global___RetentionPolicy | None = ...,
         remove_on_fail: Global___RetentionPolicy | None = ...,
         lifo: _builtins.bool = ...,
+        group: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backoff", b"backoff", "delay_ms", b"delay_ms", "job_id", b"job_id", "lifespan_ms", b"lifespan_ms", "lifo", b"lifo", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backoff", b"backoff", "delay_ms", b"delay_ms", "group", b"group", "job_id", b"job_id", "lifespan_ms", b"lifespan_ms", "lifo", b"lifo", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
