@@ -11,6 +11,8 @@ from grpc_reflection.v1alpha import reflection
 from jobbroker.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
@@ -23,6 +25,7 @@ from .health import Health
 from .maintenance import Maintenance
 from .services.common import Parts
 from .services.jobs import JobService
+from .services.queues import QueueService
 from .services.workers import WorkerService
 from .settings import Settings
 from .store import Store, redis_errors
@@ -99,11 +102,13 @@ class Broker:
         )
         job_service_pb2_grpc.add_JobServiceServicer_to_server(JobService(parts), server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(parts), server)
+        queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueService(parts), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         reflection.enable_server_reflection(
             (
                 job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
                 worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+                queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),

@@ -12,7 +12,12 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("", "jobbroker.v1.JobService", "jobbroker.v1.WorkerService")
+SERVICES = (
+    "",
+    "jobbroker.v1.JobService",
+    "jobbroker.v1.WorkerService",
+    "jobbroker.v1.QueueService",
+)
 
 
 class Health:

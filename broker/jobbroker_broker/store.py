@@ -100,15 +100,22 @@ class Store:
             keys = self._keys[queue] = QueueKeys(queue)
         return keys
 
-    async def _call(self, name: str, queue: str, args: Sequence[Arg]) -> Any:
+    async def call(self, name: str, queue: str, args: Sequence[Arg]) -> Any:
+        """Run one script on one queue; Redis trouble becomes UNAVAILABLE."""
         with redis_errors():
             return await self.scripts.call(name, self.keys(queue), args)
 
-    async def _remember_queue(self, queue: str) -> None:
+    async def remember_queue(self, queue: str) -> None:
         if queue not in self._known_queues:
             with redis_errors():
                 await self.redis.sadd(QUEUES_KEY, queue)
             self._known_queues.add(queue)
+
+    async def forget_queue(self, queue: str) -> None:
+        """Drop an obliterated queue from the registry."""
+        with redis_errors():
+            await self.redis.srem(QUEUES_KEY, queue)
+        self._known_queues.discard(queue)
 
     async def known_queues(self) -> set[str]:
         with redis_errors():
@@ -121,11 +128,11 @@ class Store:
         self, queue: str, jobs: Sequence[list[str | bytes]]
     ) -> list[tuple[str, int, bool]]:
         """Add validated jobs (16 values each) atomically; returns (id, state, duplicate)."""
-        await self._remember_queue(queue)
+        await self.remember_queue(queue)
         args: list[Arg] = [self._maxlen, len(jobs)]
         for job in jobs:
             args.extend(job)
-        out = await self._call("add", queue, args)
+        out = await self.call("add", queue, args)
         if out and out[0] == b"DUPLICATE":
             job_id = _decode(out[1])
             raise AlreadyExists(
@@ -140,14 +147,14 @@ class Store:
 
     async def snapshot(self, queue: str, job_id: str) -> tuple[job_pb2.Job, str]:
         """The job and the id of the newest event its snapshot includes."""
-        fields, log_count, last_id = await self._call("get", queue, [job_id])
+        fields, log_count, last_id = await self.call("get", queue, [job_id])
         if not fields:
             raise NotFound(f"job {job_id} not found in queue {queue}", queue=queue, job_id=job_id)
         mapping = dict(zip(fields[::2], fields[1::2], strict=True))
         return codec.job(queue, job_id, mapping, log_count), _decode(last_id)
 
     async def _single(self, script: str, queue: str, job_id: str, *extra: Arg) -> int:
-        reason, state = await self._call(script, queue, [self._maxlen, job_id, *extra])
+        reason, state = await self.call(script, queue, [self._maxlen, job_id, *extra])
         if reason:
             raise item_error(_decode(reason), queue, job_id, _decode(state))
         return _state(state)
@@ -231,7 +238,7 @@ class Store:
     ) -> tuple[list[worker_service_pb2.LeasedJob], int]:
         """Lease up to `max_jobs`; also returns what held leasing back: 0 nothing, PAUSED,
         CONCURRENCY_FULL, or the ms until the rate-limit window ends."""
-        out = await self._call(
+        out = await self.call(
             "lease", queue, [self._maxlen, max_jobs, worker_id, lease_ms, os.urandom(8).hex()]
         )
         held = int(out.pop())
@@ -272,7 +279,7 @@ class Store:
                 args += ["", "", ""]
             args.append(len(update.log_lines))
             args.extend(update.log_lines)
-        out = await self._call("report", queue, args)
+        out = await self.call("report", queue, args)
         results = []
         for i, update in enumerate(updates):
             reason, value = out[2 * i], out[2 * i + 1]
@@ -289,7 +296,7 @@ class Store:
         args: list[Arg] = [self._maxlen, len(items)]
         for item in items:
             args += [item.job_id, item.token, *item.args]
-        out = await self._call(script, queue, args)
+        out = await self.call(script, queue, args)
         results = []
         for i, item in enumerate(items):
             row = out[i * width : (i + 1) * width]

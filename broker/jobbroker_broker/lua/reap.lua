@@ -5,11 +5,11 @@
     - cancel requested: the job ends cancelled;
     - otherwise the job stalled: back to the front of waiting, or failed with reason STALLED once
       it stalled more than the max-stalled count.
-  Keys: prefix active waiting delayed failed cancelled events seq signals
+  Keys: prefix active waiting delayed failed cancelled events seq signals meta
   Input:
     ARGV[1] events maxlen
     ARGV[2] batch size
-    ARGV[3] max stalled count
+    ARGV[3] max stalled count (the queue's own setting, `mst` in meta, wins)
     ARGV[4] random in [0, 1) for backoff jitter
   Output: {reaped, next lease deadline in ms (-1 = none), now}
 ]]
@@ -19,7 +19,8 @@
 
 local k = {prefix = KEYS[1], active = KEYS[2], waiting = KEYS[3], delayed = KEYS[4],
   failed = KEYS[5], events = KEYS[7], seq = KEYS[8]}
-local maxlen, max_stalled = ARGV[1], tonumber(ARGV[3])
+local maxlen = ARGV[1]
+local max_stalled = tonumber(redis.call('HGET', KEYS[10], 'mst')) or tonumber(ARGV[3])
 local now = now_ms()
 local expired = redis.call('ZRANGE', k.active, '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(expired) do

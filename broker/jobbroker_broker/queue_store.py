@@ -1,0 +1,155 @@
+"""Queue-wide operations on the Redis store: counts, pause, settings and bulk clean-ups.
+
+Every bulk operation is a loop of bounded script calls (``bulk_batch`` jobs each), so a queue
+of millions never blocks Redis for more than milliseconds at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobbroker.v1 import job_pb2, queue_service_pb2
+
+from .errors import FailedPrecondition
+from .store import Store, redis_errors
+
+BULK_BATCH = 1_000
+
+# Queue settings as stored in the queue's meta hash.
+_SETTINGS_FIELDS = ("rlm", "rld", "conc", "glm", "gld", "mst")
+_CLEANABLE: dict[int, str] = {
+    job_pb2.JOB_STATE_WAITING: "waiting",
+    job_pb2.JOB_STATE_DELAYED: "delayed",
+    job_pb2.JOB_STATE_COMPLETED: "completed",
+    job_pb2.JOB_STATE_FAILED: "failed",
+    job_pb2.JOB_STATE_CANCELLED: "cancelled",
+}
+
+
+@dataclass(slots=True)
+class QueueStore:
+    store: Store
+    batch: int = BULK_BATCH
+
+    @property
+    def _maxlen(self) -> str:
+        return str(self.store.settings.events_maxlen)
+
+    async def info(self, queue: str) -> queue_service_pb2.QueueInfo:
+        keys = self.store.keys(queue)
+        with redis_errors():
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                for state in ("waiting", "delayed", "active", "completed", "failed", "cancelled"):
+                    pipe.zcard(keys.key(state))
+                pipe.hmget(keys.key("meta"), "paused", *_SETTINGS_FIELDS)
+                *counts, meta = await pipe.execute()
+        return queue_service_pb2.QueueInfo(
+            name=queue,
+            counts=queue_service_pb2.JobCounts(
+                waiting=counts[0],
+                delayed=counts[1],
+                active=counts[2],
+                completed=counts[3],
+                failed=counts[4],
+                cancelled=counts[5],
+            ),
+            paused=meta[0] == b"1",
+            settings=_settings(meta[1:]),
+        )
+
+    async def all(self) -> list[queue_service_pb2.QueueInfo]:
+        return [await self.info(queue) for queue in sorted(await self.store.known_queues())]
+
+    async def pause(self, queue: str, paused: bool) -> bool:
+        await self.store.remember_queue(queue)
+        changed = await self.store.call("pause", queue, [self._maxlen, "1" if paused else ""])
+        return bool(changed)
+
+    async def update_settings(
+        self, queue: str, settings: queue_service_pb2.QueueSettings
+    ) -> queue_service_pb2.QueueSettings:
+        await self.store.remember_queue(queue)
+        values = {
+            "rlm": settings.rate_limit.max,
+            "rld": settings.rate_limit.duration_ms,
+            "conc": settings.concurrency,
+            "glm": settings.group_rate_limit.max,
+            "gld": settings.group_rate_limit.duration_ms,
+            "mst": settings.max_stalled,
+        }
+        meta = self.store.keys(queue).key("meta")
+        with redis_errors():
+            async with self.store.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(meta, *[k for k, v in values.items() if not v])
+                pairs = [item for k, v in values.items() if v for item in (k, v)]
+                if pairs:
+                    pipe.hset(meta, items=pairs)
+                await pipe.execute()
+        return (await self.info(queue)).settings
+
+    async def drain(self, queue: str, include_delayed: bool) -> int:
+        total = 0
+        while True:
+            removed = int(
+                await self.store.call(
+                    "drain",
+                    queue,
+                    [self._maxlen, self.batch, "1" if include_delayed else "", total],
+                )
+            )
+            total += removed
+            if removed < self.batch:
+                return total
+
+    async def clean(self, queue: str, state: int, grace_ms: int, limit: int) -> list[str]:
+        name = _CLEANABLE[state]
+        removed: list[str] = []
+        while True:
+            ask = min(self.batch, limit - len(removed))
+            ids = await self.store.call(
+                "clean", queue, [self._maxlen, name, grace_ms, ask, len(removed)]
+            )
+            removed.extend(i.decode() for i in ids)
+            if len(ids) < ask or len(removed) >= limit:
+                return removed
+
+    async def obliterate(self, queue: str, force: bool) -> int:
+        total = 0
+        while True:
+            removed = int(
+                await self.store.call("obliterate", queue, [self.batch, "1" if force else ""])
+            )
+            if removed < 0:
+                raise FailedPrecondition(
+                    f"queue {queue} has active jobs; cancel them first or pass force",
+                    "JOB_ACTIVE",
+                    queue=queue,
+                )
+            if removed == 0:
+                await self.store.forget_queue(queue)
+                return total
+            total += removed
+
+    async def _repeat(self, script: str, queue: str) -> int:
+        total = 0
+        while True:
+            moved = int(await self.store.call(script, queue, [self._maxlen, self.batch]))
+            total += moved
+            if moved < self.batch:
+                return total
+
+    async def retry_failed(self, queue: str) -> int:
+        return await self._repeat("retry_failed", queue)
+
+    async def promote_delayed(self, queue: str) -> int:
+        return await self._repeat("promote_delayed", queue)
+
+
+def _settings(values: list[bytes | None]) -> queue_service_pb2.QueueSettings:
+    rlm, rld, conc, glm, gld, mst = (int(v) if v else 0 for v in values)
+    return queue_service_pb2.QueueSettings(
+        rate_limit=queue_service_pb2.RateLimit(max=rlm, duration_ms=rld),
+        concurrency=conc,
+        group_rate_limit=queue_service_pb2.RateLimit(max=glm, duration_ms=gld),
+        max_stalled=mst,
+    )
