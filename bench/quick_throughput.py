@@ -12,44 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import subprocess
-import sys
 import time
 import uuid
 
 import grpc
-from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc, worker_service_pb2_grpc
 from jobbroker.v1 import worker_service_pb2 as ws
-
-
-def start_broker(redis_url: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobbroker_broker", "--port", "0", "--redis-url", redis_url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        match = re.search(r"listening on (\S+)", line)
-        if match:
-            return proc, match.group(1)
-    raise RuntimeError("broker did not start")
-
-
-async def preload(address: str, queue: str, count: int) -> float:
-    async with grpc.aio.insecure_channel(address) as channel:
-        jobs = job_service_pb2_grpc.JobServiceStub(channel)
-        body = job_pb2.Payload(body=b'{"n":1}')
-        started = time.perf_counter()
-        for start in range(0, count, 1000):
-            batch = [
-                job_service_pb2.BulkJob(name="noop", data=body)
-                for _ in range(min(1000, count - start))
-            ]
-            await jobs.AddBulk(job_service_pb2.AddBulkRequest(queue=queue, jobs=batch))
-        return time.perf_counter() - started
+from jobbroker.v1 import worker_service_pb2_grpc
+from support import preload, remove_queue, start_broker
 
 
 async def work(address: str, queue: str, count: int, concurrency: int) -> float:
@@ -122,7 +91,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
-    proc, address = start_broker(args.redis_url)
+    proc, address = start_broker(redis_url=args.redis_url)
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     try:
         add_s = asyncio.run(preload(address, queue, args.jobs))
@@ -133,13 +102,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
-        import redis
-
-        client = redis.Redis.from_url(args.redis_url)
-        keys = list(client.scan_iter(match=f"jb:{{{queue}}}:*", count=10_000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
-        client.srem("jb:queues", queue)
+        remove_queue(args.redis_url, queue)
 
 
 if __name__ == "__main__":

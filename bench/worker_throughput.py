@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -29,38 +28,13 @@ import uuid
 
 import grpc
 from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+from support import preload, remove_queue, start_broker
 
 
-def start_broker(redis_url: str, fake: int = 0) -> tuple[subprocess.Popen[str], str]:
-    command = [sys.executable, "-m", "jobbroker_broker", "--port", "0", "--redis-url", redis_url]
+def start_fake_or_real(redis_url: str, fake: int = 0) -> tuple[subprocess.Popen[str], str]:
     if fake:
-        command = [sys.executable, __file__, "--serve-fake", str(fake)]
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        match = re.search(r"jobbroker listening on (\S+)", line)
-        if match:
-            return proc, match.group(1)
-    raise RuntimeError("broker did not start")
-
-
-async def preload(address: str, queue: str, count: int) -> float:
-    async with grpc.aio.insecure_channel(address) as channel:
-        jobs = job_service_pb2_grpc.JobServiceStub(channel)
-        body = job_pb2.Payload(body=b'{"n":1}')
-        started = time.perf_counter()
-        for start in range(0, count, 1000):
-            batch = [
-                job_service_pb2.BulkJob(name="noop", data=body)
-                for _ in range(min(1000, count - start))
-            ]
-            await jobs.AddBulk(job_service_pb2.AddBulkRequest(queue=queue, jobs=batch))
-        return time.perf_counter() - started
+        return start_broker([sys.executable, __file__, "--serve-fake", str(fake)])
+    return start_broker(redis_url=redis_url)
 
 
 async def completed(address: str, queue: str) -> int:
@@ -200,7 +174,7 @@ def main() -> None:
     if args.serve_fake:
         serve_fake(args.serve_fake)
         return
-    proc, address = start_broker(args.redis_url, args.jobs if args.fake_broker else 0)
+    proc, address = start_fake_or_real(args.redis_url, args.jobs if args.fake_broker else 0)
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     try:
         if not args.fake_broker:
@@ -229,17 +203,6 @@ def main() -> None:
         proc.wait()
         if not args.fake_broker:
             remove_queue(args.redis_url, queue)
-
-
-def remove_queue(redis_url: str, queue: str) -> None:
-    """Delete the benchmark queue's keys (the benchmark, not the worker, may touch Redis)."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"jb:{{{queue}}}:*", count=10_000))
-    for start in range(0, len(keys), 1000):
-        client.delete(*keys[start : start + 1000])
-    client.srem("jb:queues", queue)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,60 @@
+"""What the benchmarks share: a broker subprocess, preloading jobs, cleaning up a queue."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import grpc
+import redis
+from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+
+
+def start_broker(
+    command: list[str] | None = None, redis_url: str = ""
+) -> tuple[subprocess.Popen[str], str]:
+    """Start a broker process (by default `python -m jobbroker_broker --port 0`); returns it and
+    the address it printed."""
+    if command is None:
+        command = [
+            sys.executable,
+            "-m",
+            "jobbroker_broker",
+            "--port",
+            "0",
+            "--redis-url",
+            redis_url,
+        ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        match = re.search(r"listening on (\S+)", line)
+        if match:
+            return proc, match.group(1)
+    raise RuntimeError("broker did not start")
+
+
+async def preload(address: str, queue: str, count: int) -> float:
+    """Add `count` no-op jobs with AddBulk (1,000 per call); returns the seconds it took."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        jobs = job_service_pb2_grpc.JobServiceStub(channel)
+        body = job_pb2.Payload(body=b'{"n":1}')
+        started = time.perf_counter()
+        for start in range(0, count, 1000):
+            batch = [
+                job_service_pb2.BulkJob(name="noop", data=body)
+                for _ in range(min(1000, count - start))
+            ]
+            await jobs.AddBulk(job_service_pb2.AddBulkRequest(queue=queue, jobs=batch))
+        return time.perf_counter() - started
+
+
+def remove_queue(redis_url: str, queue: str) -> None:
+    """Delete the benchmark queue's keys and registry entry."""
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"jb:{{{queue}}}:*", count=10_000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    client.srem("jb:queues", queue)
