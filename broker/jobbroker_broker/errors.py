@@ -47,6 +47,10 @@ class NotFound(BrokerError):
     reason = "JOB_NOT_FOUND"
 
 
+def job_not_found(queue: str, job_id: str) -> NotFound:
+    return NotFound(f"job {job_id} not found in queue {queue}", queue=queue, job_id=job_id)
+
+
 class AlreadyExists(BrokerError):
     code = grpc.StatusCode.ALREADY_EXISTS
     reason = "JOB_ID_CONFLICT"

@@ -15,7 +15,14 @@ from jobbroker.v1 import events_pb2, job_pb2, worker_service_pb2
 from redis.asyncio import Redis
 
 from . import codec
-from .errors import AlreadyExists, BrokerError, InvalidArgument, NotFound, Unavailable, item_error
+from .errors import (
+    AlreadyExists,
+    BrokerError,
+    InvalidArgument,
+    Unavailable,
+    item_error,
+    job_not_found,
+)
 from .keys import QUEUES_KEY, QueueKeys
 from .scripts import Arg, Scripts
 from .settings import Settings
@@ -149,7 +156,7 @@ class Store:
         """The job and the id of the newest event its snapshot includes."""
         fields, log_count, last_id = await self.call("get", queue, [job_id])
         if not fields:
-            raise NotFound(f"job {job_id} not found in queue {queue}", queue=queue, job_id=job_id)
+            raise job_not_found(queue, job_id)
         mapping = dict(zip(fields[::2], fields[1::2], strict=True))
         return codec.job(queue, job_id, mapping, log_count), _decode(last_id)
 
@@ -208,7 +215,7 @@ class Store:
                 pipe.lrange(keys.logs(job_id), offset, offset + limit - 1)
                 exists, total, lines = await pipe.execute()
         if not exists:
-            raise NotFound(f"job {job_id} not found in queue {queue}", queue=queue, job_id=job_id)
+            raise job_not_found(queue, job_id)
         return [_decode(line) for line in lines], total
 
     async def read_events(

@@ -10,7 +10,7 @@ import grpc
 from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 from .. import codec, validation
-from ..errors import InvalidArgument, LimitExceeded, NotFound
+from ..errors import InvalidArgument, LimitExceeded, NotFound, job_not_found
 from ..store import iterate_events
 from .common import Parts, server_stream, unary
 
@@ -130,13 +130,13 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                         if _is_final(event):
                             return
                 if job is None:
-                    raise NotFound(f"job {job_id} not found in queue {queue}", queue=queue)
+                    raise job_not_found(queue, job_id)
                 if job.state in codec.TERMINAL_STATES:
                     return  # its final event came before the resume point
                 position = max(position or after, after, key=codec.stream_id_key)
             else:
                 if job is None:
-                    raise NotFound(f"job {job_id} not found in queue {queue}", queue=queue)
+                    raise job_not_found(queue, job_id)
                 yield job_service_pb2.StreamProgressResponse(
                     snapshot=job, resume_point_trimmed=trimmed, snapshot_event_id=position
                 )
