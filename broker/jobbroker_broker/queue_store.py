@@ -80,7 +80,9 @@ class QueueStore:
         meta = self.store.keys(queue).key("meta")
         with redis_errors():
             async with self.store.redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(meta, *[k for k, v in values.items() if not v])
+                unset = [k for k, v in values.items() if not v]
+                if unset:
+                    pipe.hdel(meta, *unset)
                 pairs = [item for k, v in values.items() if v for item in (k, v)]
                 if pairs:
                     pipe.hset(meta, items=pairs)
@@ -104,13 +106,15 @@ class QueueStore:
     async def clean(self, queue: str, state: int, grace_ms: int, limit: int) -> list[str]:
         name = _CLEANABLE[state]
         removed: list[str] = []
+        cursor = 0
         while True:
             ask = min(self.batch, limit - len(removed))
-            ids = await self.store.call(
-                "clean", queue, [self._maxlen, name, grace_ms, ask, len(removed)]
+            last = "1" if len(removed) + ask >= limit else ""
+            cursor, *ids = await self.store.call(
+                "clean", queue, [self._maxlen, name, grace_ms, ask, len(removed), cursor, last]
             )
             removed.extend(i.decode() for i in ids)
-            if len(ids) < ask or len(removed) >= limit:
+            if cursor == -1 or len(removed) >= limit:
                 return removed
 
     async def obliterate(self, queue: str, force: bool) -> int:
