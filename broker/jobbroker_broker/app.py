@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 from .events import EventHub
 from .health import Health
 from .maintenance import Maintenance
+from .scheduler import ScheduleLoop
 from .services.common import Parts
 from .services.jobs import JobService
 from .services.queues import QueueService
@@ -120,6 +121,8 @@ class Broker:
         self.server = server
         self.health.start()
         self.maintenance.start()
+        self.schedule_loop = ScheduleLoop(self.store)
+        self.schedule_loop.start()
         log.info(
             "broker listening on %s:%d (redis %s)", settings.host, self.port, settings.redis_url
         )
@@ -131,6 +134,7 @@ class Broker:
         await self.health.shutdown()
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         await self.maintenance.close()
+        await self.schedule_loop.close()
         await self.hub.close()
         await self.redis.aclose()
         await self.blocking_redis.aclose()

@@ -31,6 +31,10 @@ EVENT_TYPES: dict[bytes, int] = {
     b"removed": events_pb2.EVENT_TYPE_REMOVED,
     b"duplicated": events_pb2.EVENT_TYPE_DUPLICATED,
     b"released": events_pb2.EVENT_TYPE_RELEASED,
+    b"paused": events_pb2.EVENT_TYPE_PAUSED,
+    b"resumed": events_pb2.EVENT_TYPE_RESUMED,
+    b"cleaned": events_pb2.EVENT_TYPE_CLEANED,
+    b"drained": events_pb2.EVENT_TYPE_DRAINED,
 }
 EVENT_NAMES: dict[int, bytes] = {v: k for k, v in EVENT_TYPES.items()}
 TERMINAL_STATES = frozenset(
@@ -164,6 +168,7 @@ def event(queue: str, event_id: bytes, fields: Fields) -> events_pb2.JobEvent:
         worker_id=_text(fields, b"w"),
         fence=_int(fields, b"f"),
         name=_text(fields, b"n"),
+        count=_int(fields, b"c"),
     )
     if b"pp" in fields or b"pv" in fields:
         ev.progress.CopyFrom(progress(fields))

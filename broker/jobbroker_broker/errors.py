@@ -51,6 +51,15 @@ def job_not_found(queue: str, job_id: str) -> NotFound:
     return NotFound(f"job {job_id} not found in queue {queue}", queue=queue, job_id=job_id)
 
 
+def schedule_not_found(queue: str, key: str) -> NotFound:
+    return NotFound(
+        f"schedule {key!r} not found in queue {queue!r}",
+        "SCHEDULE_NOT_FOUND",
+        queue=queue,
+        schedule_key=key,
+    )
+
+
 class AlreadyExists(BrokerError):
     code = grpc.StatusCode.ALREADY_EXISTS
     reason = "JOB_ID_CONFLICT"

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 ROOT = "jb"
 QUEUES_KEY = f"{ROOT}:queues"
 """A set of every queue name the broker has seen (not hash-tagged: a single-key command)."""
+SCHEDULED_QUEUES_KEY = f"{ROOT}:scheduled-queues"
+"""A set of every queue that has had a schedule, so schedule loops need not visit the others."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,10 @@ class QueueKeys:
         """The list of one job's log lines."""
         return f"{self.prefix}logs:{job_id}"
 
+    def schedule(self, key: str) -> str:
+        """The hash of one schedule (repeatable job): its definition, template and next run."""
+        return f"{self.prefix}schedule:{key}"
+
 
 QUEUE_KEY_NAMES = frozenset(
     {
@@ -58,5 +64,7 @@ QUEUE_KEY_NAMES = frozenset(
         "signals",  # stream of lease signals for workers (cancel requested, lease lost)
         "meta",  # hash: the queue's settings and pause flag
         "limiter",  # counter of jobs started in the current rate-limit window
+        "schedules",  # zset: schedule keys by next run ms (+inf once ended)
+        "workers",  # hash: worker id -> "<last seen ms>|<queues>" (registry.py)
     }
 )

@@ -13,7 +13,7 @@ from jobbroker.v1 import job_pb2, queue_service_pb2
 from .errors import FailedPrecondition
 from .store import Store, redis_errors
 
-BULK_BATCH = 1_000
+BULK_BATCH = 200
 
 # Queue settings as stored in the queue's meta hash.
 _SETTINGS_FIELDS = ("rlm", "rld", "conc", "glm", "gld", "mst")

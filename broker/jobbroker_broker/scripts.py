@@ -83,6 +83,7 @@ SCRIPT_NAMES = (
     "obliterate",
     "retry_failed",
     "promote_delayed",
+    "fire_schedule",
 )
 
 

@@ -68,7 +68,7 @@ class Settings:
     """Longest pause, in seconds, between two maintenance passes over a queue (delayed jobs
     are promoted on time whatever this is: the loop wakes at the next due time)."""
 
-    maintenance_batch: int = 1_000
+    maintenance_batch: int = 200
     """Jobs one maintenance script call handles at most (bounds its time in Redis)."""
 
     health_interval: float = 1.0

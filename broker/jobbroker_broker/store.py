@@ -23,7 +23,7 @@ from .errors import (
     item_error,
     job_not_found,
 )
-from .keys import QUEUES_KEY, QueueKeys
+from .keys import QUEUES_KEY, SCHEDULED_QUEUES_KEY, QueueKeys
 from .scripts import Arg, Scripts
 from .settings import Settings
 
@@ -96,7 +96,6 @@ class Store:
         self.settings = settings
         self.scripts = Scripts(client)
         self._keys: dict[str, QueueKeys] = {}
-        self._known_queues: set[str] = set()
         self._maxlen = str(settings.events_maxlen)
 
     def keys(self, queue: str) -> QueueKeys:
@@ -113,16 +112,15 @@ class Store:
             return await self.scripts.call(name, self.keys(queue), args)
 
     async def remember_queue(self, queue: str) -> None:
-        if queue not in self._known_queues:
-            with redis_errors():
-                await self.redis.sadd(QUEUES_KEY, queue)
-            self._known_queues.add(queue)
+        """Put a queue in the registry (ListQueues, maintenance of every replica)."""
+        with redis_errors():
+            await self.redis.sadd(QUEUES_KEY, queue)
 
     async def forget_queue(self, queue: str) -> None:
-        """Drop an obliterated queue from the registry."""
+        """Drop an obliterated queue from the registries."""
         with redis_errors():
             await self.redis.srem(QUEUES_KEY, queue)
-        self._known_queues.discard(queue)
+            await self.redis.srem(SCHEDULED_QUEUES_KEY, queue)
 
     async def known_queues(self) -> set[str]:
         with redis_errors():
@@ -135,7 +133,6 @@ class Store:
         self, queue: str, jobs: Sequence[list[str | bytes]]
     ) -> list[tuple[str, int, bool]]:
         """Add validated jobs (16 values each) atomically; returns (id, state, duplicate)."""
-        await self.remember_queue(queue)
         args: list[Arg] = [self._maxlen, len(jobs)]
         for job in jobs:
             args.extend(job)
@@ -148,6 +145,9 @@ class Store:
                 queue=queue,
                 job_id=job_id,
             )
+        if out.pop() == 1:
+            # The script saw the queue unregistered (new, or obliterated by any replica).
+            await self.remember_queue(queue)
         return [
             (_decode(out[i]), _state(out[i + 1]), out[i + 2] == 1) for i in range(0, len(out), 3)
         ]

@@ -167,11 +167,6 @@ async def test_list_queues_lists_the_queue_with_counts(broker: Running, queue: s
     assert names == sorted(names)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a replica that cached the queue name before another replica obliterated it never "
-    "registers the queue again, so ListQueues misses it",
-)
 async def test_queue_added_again_after_obliterate_on_another_broker_is_listed(
     broker: Running, queue: str, redis_url: str
 ) -> None:

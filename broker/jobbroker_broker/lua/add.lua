@@ -1,6 +1,6 @@
 --[[
   Add jobs to a queue, all or none (Add is a batch of one).
-  Keys: prefix ids seq waiting delayed expiring events
+  Keys: prefix ids seq waiting delayed expiring events meta
   Input:
     ARGV[1] events maxlen
     ARGV[2] number of jobs N
@@ -8,23 +8,26 @@
       priority, lifo ('1'/''), delay ms, max attempts, backoff type, backoff delay,
       backoff jitter, backoff max, timeout ms, lifespan ms, retain-on-complete, retain-on-fail
       (numbers '' or '0' when unset; retention '' when unset).
-  Output: on success a flat list of {id, state, duplicate (0/1)} per job; when a custom id names
-    an existing job with another name or data, {'DUPLICATE', id} and nothing is written.
+  Output: on success a flat list of {id, state, duplicate (0/1)} per job, then 1 when the queue
+    was not registered yet (its meta hash has no `reg` field: new, or obliterated since) else 0;
+    when a custom id names an existing job with another name or data, {'DUPLICATE', id} and
+    nothing is written.
 ]]
 -- @include lib/base.lua
+-- @include lib/add_job.lua
 
-local prefix, events = KEYS[1], KEYS[7]
+local prefix, ids, seq, waiting = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local delayed, expiring, events, meta = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local k = {prefix = prefix, seq = seq, waiting = waiting, delayed = delayed, expiring = expiring,
+  events = events}
 local maxlen = ARGV[1]
 local n = tonumber(ARGV[2])
-local WIDTH = 16
--- Job fields of the option values, in ARGV order after id, name, data and content type.
-local OPTIONAL = {'pri', 'lifo', 'dly', 'atm', 'bt', 'bd', 'bj', 'bx', 'tmo', 'lsp', 'rc', 'rf'}
 
 -- Phase 1: resolve custom ids so that nothing is written if any of them conflicts.
 local seen = {}
 local dup = {}
 for i = 0, n - 1 do
-  local b = 3 + i * WIDTH
+  local b = 3 + i * ADD_WIDTH
   local id = ARGV[b]
   if id ~= '' then
     local name, data, dct = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
@@ -35,12 +38,12 @@ for i = 0, n - 1 do
       end
       dup[i] = true
     else
-      local f = redis.call('HMGET', job_key(prefix, id), 'name', 'data', 'dct', 'st')
-      if f[4] then
-        if f[1] ~= name or f[2] ~= data or (f[3] or '') ~= dct then
+      local sname, sdata, sdct, st = existing_job(prefix, id)
+      if st then
+        if sname ~= name or sdata ~= data or sdct ~= dct then
           return done({'DUPLICATE', id})
         end
-        dup[i] = f[4]
+        dup[i] = st
       end
       seen[id] = {name, data, dct}
     end
@@ -51,7 +54,7 @@ end
 local now = now_ms()
 local out = {}
 for i = 0, n - 1 do
-  local b = 3 + i * WIDTH
+  local b = 3 + i * ADD_WIDTH
   local id = ARGV[b]
   if dup[i] then
     local st = dup[i] == true and redis.call('HGET', job_key(prefix, id), 'st') or dup[i]
@@ -61,43 +64,17 @@ for i = 0, n - 1 do
     out[#out + 1] = 1
   else
     if id == '' then
-      id = tostring(redis.call('INCR', KEYS[2]))
+      -- write_job reads the id from its values: give it a copy holding the generated one.
+      id = tostring(redis.call('INCR', ids))
     end
-    local name, data, dct = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-    local pri, lifo, delay = ARGV[b + 4], ARGV[b + 5], tonumber(ARGV[b + 6]) or 0
-    local fields = {'name', name, 'data', data, 'ct', now}
-    if dct ~= '' then fields[#fields + 1] = 'dct'; fields[#fields + 1] = dct end
-    for j = 1, #OPTIONAL do
-      local value = ARGV[b + 3 + j]
-      if value ~= '' and value ~= '0' then
-        fields[#fields + 1] = OPTIONAL[j]
-        fields[#fields + 1] = value
-      end
+    local v = {id}
+    for j = 1, ADD_WIDTH - 1 do
+      v[j + 1] = ARGV[b + j]
     end
-    local lifespan = tonumber(ARGV[b + 13]) or 0
-    if lifespan > 0 then
-      redis.call('ZADD', KEYS[6], now + lifespan, id)
-    end
-    local state, ev
-    if delay > 0 then
-      local run_at = now + delay
-      state = 'delayed'
-      fields[#fields + 1] = 'ra'
-      fields[#fields + 1] = run_at
-      redis.call('ZADD', KEYS[5], run_at, id)
-      ev = {'s', state, 'n', name, 'ra', run_at}
-    else
-      state = 'waiting'
-      redis.call('ZADD', KEYS[4], wait_score(KEYS[3], pri, lifo), id)
-      ev = {'s', state, 'n', name}
-    end
-    fields[#fields + 1] = 'st'
-    fields[#fields + 1] = state
-    redis.call('HSET', job_key(prefix, id), unpack(fields))
-    emit(events, maxlen, 'added', id, ev)
     out[#out + 1] = id
-    out[#out + 1] = state
+    out[#out + 1] = write_job(k, maxlen, v, 1, now)
     out[#out + 1] = 0
   end
 end
+out[#out + 1] = redis.call('HSETNX', meta, 'reg', 1)
 return done(out)

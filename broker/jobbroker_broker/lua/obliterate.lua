@@ -1,11 +1,13 @@
 --[[
-  Obliterate a queue: remove every job, then every key of the queue, a bounded batch per call.
+  Obliterate a queue: remove every job and every schedule, then every key of the queue, a
+  bounded batch per call.
   Refused while jobs are active unless forced. The caller repeats until the output is 0.
-  Keys: prefix waiting delayed active completed failed cancelled expiring ids seq events signals meta limiter
+  Keys: prefix waiting delayed active completed failed cancelled expiring ids seq events signals meta limiter schedules workers
   Input:
     ARGV[1] batch size
     ARGV[2] '1' to obliterate even with active jobs
-  Output: jobs removed by this call; 0 once the queue is gone; -1 when refused (active jobs).
+  Output: jobs and schedules removed by this call; 0 once the queue is gone; -1 when refused
+    (active jobs).
 ]]
 -- @include lib/base.lua
 
@@ -24,7 +26,15 @@ for i = 2, 7 do
     removed = removed + #ids
   end
 end
+if removed < batch then
+  local keys = redis.call('ZRANGE', KEYS[15], 0, batch - removed - 1)
+  for _, key in ipairs(keys) do
+    redis.call('ZREM', KEYS[15], key)
+    redis.call('DEL', prefix .. 'schedule:' .. key)
+  end
+  removed = removed + #keys
+end
 if removed == 0 then
-  redis.call('DEL', KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14])
+  redis.call('DEL', KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[16])
 end
 return removed

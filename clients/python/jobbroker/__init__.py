@@ -21,9 +21,11 @@ from .errors import (
     LeaseExpired,
     LeaseSuperseded,
     LimitExceeded,
+    ScheduleNotFound,
     Unavailable,
 )
 from .models import Added, Backoff, Event, EventType, Job, JobOptions, JobState, Keep, Raw
+from .queue_models import JobCounts, QueueInfo, QueueSettings, RateLimit, Schedule, WorkerInfo
 
 if TYPE_CHECKING:
     from .client import AsyncClient, Client
@@ -61,6 +63,7 @@ __all__ = [
     "JobBrokerError",
     "JobCancelled",
     "JobContext",
+    "JobCounts",
     "JobFailed",
     "JobIdConflict",
     "JobNotFound",
@@ -71,8 +74,14 @@ __all__ = [
     "LeaseExpired",
     "LeaseSuperseded",
     "LimitExceeded",
+    "QueueInfo",
+    "QueueSettings",
+    "RateLimit",
     "Raw",
+    "Schedule",
+    "ScheduleNotFound",
     "Unavailable",
     "Worker",
+    "WorkerInfo",
     "__version__",
 ]

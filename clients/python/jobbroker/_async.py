@@ -18,6 +18,7 @@ import grpc
 
 from . import _calls
 from ._calls import DEFAULT_ADDRESS, BulkItem, OptionFields
+from ._queues import QueueCalls
 from .errors import JobBrokerError, JobNotFound, Unavailable, from_rpc_error
 from .models import Added, Event, EventType, Job, JobOptions, JobState
 from .v1 import job_service_pb2 as pb
@@ -52,8 +53,9 @@ class Logs:
     """Lines the job has in all."""
 
 
-class AsyncClient:
-    """A producer's and operator's client of the broker's JobService, on asyncio.
+class AsyncClient(QueueCalls):
+    """A producer's and operator's client of the broker's JobService and QueueService, on
+    asyncio (the queue calls come from :class:`~jobbroker._queues.QueueCalls`).
 
     ``address`` is ``host:port``, any gRPC target (``dns:///brokers:50051``), or several IP
     ``host:port`` addresses (a list, or a comma-separated string): calls are spread round robin
@@ -63,9 +65,10 @@ class AsyncClient:
     otherwise. Retries spend that same budget. A call that fails with UNAVAILABLE (broker or
     Redis unreachable, broker shutting down) is retried up to ``retries`` times with exponential
     backoff and jitter (``retry_backoff`` doubling up to ``retry_backoff_max`` seconds), but only
-    when repeating it is harmless: every call except ``add``/``add_bulk``, and those too when
-    every job carries a custom ``job_id`` (an idempotent add). Errors are raised as
-    :mod:`jobbroker.errors` exceptions, one per error reason.
+    when repeating it is harmless: every call except ``add``/``add_bulk`` (and those too when
+    every job carries a custom ``job_id``: an idempotent add) and the bulk queue operations
+    (``drain``, ``clean``, ``obliterate``, ``retry_failed``, ``promote_delayed``). Errors are
+    raised as :mod:`jobbroker.errors` exceptions, one per error reason.
     """
 
     def __init__(

@@ -7,6 +7,7 @@ import ipaddress
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, TypedDict
 
 from .errors import JobBrokerError, JobCancelled, JobFailed
@@ -20,8 +21,10 @@ from .models import (
     Retention,
     Seconds,
     encode,
+    ms,
 )
-from .v1 import job_service_pb2
+from .queue_models import QueueSettings, RateLimit, Schedule
+from .v1 import job_service_pb2, queue_service_pb2
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -189,3 +192,55 @@ def outcome(job: Job) -> Any:
     if job.state is JobState.CANCELLED:
         raise JobCancelled(job)
     raise JobFailed(job)
+
+
+def clean_request(
+    queue: str, state: JobState | str, grace: Seconds, limit: int
+) -> queue_service_pb2.CleanQueueRequest:
+    return queue_service_pb2.CleanQueueRequest(
+        queue=queue, state=state_arg(state).to_proto(), grace_ms=ms(grace), limit=limit
+    )
+
+
+def queue_settings(
+    rate_limit: RateLimit | None,
+    concurrency: int,
+    group_rate_limit: RateLimit | None,
+    max_stalled: int,
+) -> QueueSettings:
+    """The settings of ``update_settings()``; they replace the queue's current ones whole."""
+    if concurrency < 0 or max_stalled < 0:
+        raise ValueError("concurrency and max_stalled must not be negative")
+    return QueueSettings(rate_limit, concurrency, group_rate_limit, max_stalled)
+
+
+def schedule(
+    queue: str,
+    key: str,
+    name: str,
+    data: Any,
+    *,
+    cron: str | None,
+    every: Seconds | None,
+    timezone: str,
+    limit: int,
+    start_at: datetime | None,
+    end_at: datetime | None,
+    options: JobOptions | None,
+) -> Schedule:
+    """The schedule of ``upsert_schedule()``: exactly one of ``cron`` and ``every``."""
+    if bool(cron) == (every is not None):
+        raise ValueError("upsert_schedule: give exactly one of cron= and every=")
+    return Schedule(
+        key=key,
+        queue=queue,
+        name=name,
+        data=data,
+        options=options or JobOptions(),
+        cron=cron or "",
+        timezone=timezone,
+        every=every,
+        limit=limit,
+        start_at=start_at,
+        end_at=end_at,
+    )

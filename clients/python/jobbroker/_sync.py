@@ -9,13 +9,15 @@ import contextlib
 import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, Self, TypeVar, Unpack
 
 import grpc
 
 from ._async import AsyncClient, Logs, Page
 from ._calls import DEFAULT_ADDRESS, BulkItem, OptionFields
-from .models import Added, Event, Job, JobOptions, JobState
+from .models import Added, Event, Job, JobOptions, JobState, Seconds
+from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule, WorkerInfo
 
 T = TypeVar("T")
 
@@ -211,6 +213,135 @@ class Client:
     ) -> Logs:
         """A range of the job's log lines (see :meth:`AsyncClient.logs`)."""
         return self._run(self._async.logs(queue, job_id, offset, limit, timeout=timeout))
+
+    # The operators' calls (QueueService): see AsyncClient's QueueCalls.
+
+    def queues(self, *, timeout: float | None = None) -> builtins.list[QueueInfo]:
+        """Every queue with its counts (see :meth:`AsyncClient.queues`)."""
+        return self._run(self._async.queues(timeout=timeout))
+
+    def queue(self, queue: str, *, timeout: float | None = None) -> QueueInfo:
+        """One queue's counts, pause flag and settings (see :meth:`AsyncClient.queue`)."""
+        return self._run(self._async.queue(queue, timeout=timeout))
+
+    def pause(self, queue: str, *, timeout: float | None = None) -> None:
+        """Pause a queue (see :meth:`AsyncClient.pause`)."""
+        self._run(self._async.pause(queue, timeout=timeout))
+
+    def resume(self, queue: str, *, timeout: float | None = None) -> None:
+        """Resume a paused queue (see :meth:`AsyncClient.resume`)."""
+        self._run(self._async.resume(queue, timeout=timeout))
+
+    def drain(
+        self, queue: str, include_delayed: bool = False, *, timeout: float | None = None
+    ) -> int:
+        """Remove the waiting (and delayed) jobs; how many (see :meth:`AsyncClient.drain`)."""
+        return self._run(self._async.drain(queue, include_delayed, timeout=timeout))
+
+    def clean(
+        self,
+        queue: str,
+        state: JobState | str,
+        grace: Seconds = 0,
+        limit: int = 1000,
+        *,
+        timeout: float | None = None,
+    ) -> builtins.list[str]:
+        """Remove old jobs in one state; their ids (see :meth:`AsyncClient.clean`)."""
+        return self._run(self._async.clean(queue, state, grace, limit, timeout=timeout))
+
+    def obliterate(self, queue: str, force: bool = False, *, timeout: float | None = None) -> int:
+        """Remove everything of a queue (see :meth:`AsyncClient.obliterate`)."""
+        return self._run(self._async.obliterate(queue, force, timeout=timeout))
+
+    def retry_failed(self, queue: str, *, timeout: float | None = None) -> int:
+        """Retry every failed job (see :meth:`AsyncClient.retry_failed`)."""
+        return self._run(self._async.retry_failed(queue, timeout=timeout))
+
+    def promote_delayed(self, queue: str, *, timeout: float | None = None) -> int:
+        """Make every delayed job waiting (see :meth:`AsyncClient.promote_delayed`)."""
+        return self._run(self._async.promote_delayed(queue, timeout=timeout))
+
+    def update_settings(
+        self,
+        queue: str,
+        *,
+        rate_limit: RateLimit | None = None,
+        concurrency: int = 0,
+        group_rate_limit: RateLimit | None = None,
+        max_stalled: int = 0,
+        timeout: float | None = None,
+    ) -> QueueSettings:
+        """Replace a queue's settings (see :meth:`AsyncClient.update_settings`)."""
+        return self._run(
+            self._async.update_settings(
+                queue,
+                rate_limit=rate_limit,
+                concurrency=concurrency,
+                group_rate_limit=group_rate_limit,
+                max_stalled=max_stalled,
+                timeout=timeout,
+            )
+        )
+
+    def workers(self, queue: str, *, timeout: float | None = None) -> builtins.list[WorkerInfo]:
+        """The workers seen on a queue lately (see :meth:`AsyncClient.workers`)."""
+        return self._run(self._async.workers(queue, timeout=timeout))
+
+    def watch_events(
+        self, queue: str, *, after_event_id: str = "", timeout: float | None = None
+    ) -> Iterator[Event]:
+        """A queue's events as they happen, resuming across reconnections (see
+        :meth:`AsyncClient.watch_events`)."""
+        return self._iterate(
+            self._async.watch_events(queue, after_event_id=after_event_id, timeout=timeout)
+        )
+
+    def upsert_schedule(
+        self,
+        queue: str,
+        key: str,
+        name: str,
+        data: Any = None,
+        *,
+        cron: str | None = None,
+        every: Seconds | None = None,
+        timezone: str = "",
+        limit: int = 0,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+        options: JobOptions | None = None,
+        timeout: float | None = None,
+    ) -> Schedule:
+        """Create or replace a repeatable job (see :meth:`AsyncClient.upsert_schedule`)."""
+        return self._run(
+            self._async.upsert_schedule(
+                queue,
+                key,
+                name,
+                data,
+                cron=cron,
+                every=every,
+                timezone=timezone,
+                limit=limit,
+                start_at=start_at,
+                end_at=end_at,
+                options=options,
+                timeout=timeout,
+            )
+        )
+
+    def schedules(self, queue: str, *, timeout: float | None = None) -> builtins.list[Schedule]:
+        """A queue's repeatable jobs (see :meth:`AsyncClient.schedules`)."""
+        return self._run(self._async.schedules(queue, timeout=timeout))
+
+    def schedule(self, queue: str, key: str, *, timeout: float | None = None) -> Schedule:
+        """One repeatable job (see :meth:`AsyncClient.schedule`)."""
+        return self._run(self._async.schedule(queue, key, timeout=timeout))
+
+    def remove_schedule(self, queue: str, key: str, *, timeout: float | None = None) -> None:
+        """Remove a repeatable job (see :meth:`AsyncClient.remove_schedule`)."""
+        self._run(self._async.remove_schedule(queue, key, timeout=timeout))
 
 
 async def _next(iterator: AsyncIterator[T]) -> tuple[T] | None:

@@ -1,11 +1,12 @@
-"""``jobbroker``: run a broker, run workers, and add, inspect, follow and cancel jobs.
+"""``jobbroker``: run a broker, run workers, add, inspect, follow and cancel jobs, and operate
+queues (``queues``, ``queue ...``, ``events``, ``workers``, ``schedules ...``: _cli_queues.py).
 
 Exit codes (every command):
 
 - 0: done (``watch`` / ``add --watch``: the job completed)
 - 1: the watched job failed, was cancelled or was removed
 - 2: usage error: a bad option or argument (including one the broker rejects as invalid)
-- 3: not found: no such job
+- 3: not found: no such job (or schedule)
 - 4: the broker (or its Redis) is unreachable
 - 5: the broker refused the call in the job's current state, or a limit or conflict
 - 130: interrupted (Ctrl-C)
@@ -25,11 +26,13 @@ from rich.markup import escape
 
 from . import _cli_options as opts
 from . import _cli_output as out
+from . import _cli_queues
 from .errors import (
     DeadlineExceeded,
     InvalidArgument,
     JobBrokerError,
     JobNotFound,
+    ScheduleNotFound,
     Unavailable,
 )
 from .models import JobOptions, JobState
@@ -101,7 +104,7 @@ def connected(address: str) -> Iterator[Client]:
         fail(ExitCode.USAGE, f"--address {address!r}: {exc}")
     try:
         yield client
-    except JobNotFound as exc:
+    except (JobNotFound, ScheduleNotFound) as exc:
         fail(ExitCode.NOT_FOUND, exc.message)
     except InvalidArgument as exc:
         field = f" ({exc.field})" if exc.field else ""
@@ -445,6 +448,9 @@ def logs(
     shown = offset + len(result.lines)
     if shown < result.total:
         out.stderr().print(f"[dim]{shown} of {result.total} lines; more with --offset {shown}[/]")
+
+
+_cli_queues.register(app)
 
 
 def main() -> None:

@@ -12,5 +12,19 @@ from __future__ import annotations
 from ._async import AsyncClient, Logs, Page
 from ._calls import BulkItem, OptionFields
 from ._sync import Client
+from .queue_models import JobCounts, QueueInfo, QueueSettings, RateLimit, Schedule, WorkerInfo
 
-__all__ = ["AsyncClient", "BulkItem", "Client", "Logs", "OptionFields", "Page"]
+__all__ = [
+    "AsyncClient",
+    "BulkItem",
+    "Client",
+    "JobCounts",
+    "Logs",
+    "OptionFields",
+    "Page",
+    "QueueInfo",
+    "QueueSettings",
+    "RateLimit",
+    "Schedule",
+    "WorkerInfo",
+]

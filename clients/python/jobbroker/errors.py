@@ -51,6 +51,11 @@ class JobNotFound(JobBrokerError):
     reason = "JOB_NOT_FOUND"
 
 
+class ScheduleNotFound(JobBrokerError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "SCHEDULE_NOT_FOUND"
+
+
 class JobIdConflict(JobBrokerError):
     """A custom job id names an existing job with another name or data."""
 
@@ -148,6 +153,7 @@ _BY_REASON: dict[str, type[JobBrokerError]] = {
     for cls in (
         InvalidArgument,
         JobNotFound,
+        ScheduleNotFound,
         JobIdConflict,
         LeaseExpired,
         LeaseSuperseded,

@@ -58,6 +58,10 @@ class EventType(enum.StrEnum):
     REMOVED = "removed"
     DUPLICATED = "duplicated"
     RELEASED = "released"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    CLEANED = "cleaned"
+    DRAINED = "drained"
     UNKNOWN = "unknown"
 
 
@@ -300,6 +304,8 @@ class Event:
     failure: Failure | None = None
     run_at: datetime | None = None
     worker_id: str = ""
+    count: int = 0
+    """For queue events CLEANED and DRAINED: how many jobs were removed."""
 
     @property
     def final(self) -> bool:
@@ -328,6 +334,7 @@ class Event:
             failure=Failure.from_proto(event.failure) if event.HasField("failure") else None,
             run_at=_time(event.run_at_ms),
             worker_id=event.worker_id,
+            count=event.count,
         )
 
 

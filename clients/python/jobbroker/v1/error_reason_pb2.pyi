@@ -50,6 +50,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAVAILABLE: Redis cannot be reached or did not answer in time; retry later."""
     ERROR_REASON_SHUTTING_DOWN: _ErrorReason.ValueType  # 12
     """UNAVAILABLE: the broker is shutting down; retry on another replica."""
+    ERROR_REASON_SCHEDULE_NOT_FOUND: _ErrorReason.ValueType  # 13
+    """NOT_FOUND: no schedule with that key in that queue."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed. Errors carry a `google.rpc.ErrorInfo` whose `reason` is one of these names
@@ -85,4 +87,6 @@ ERROR_REASON_REDIS_UNAVAILABLE: ErrorReason.ValueType  # 11
 """UNAVAILABLE: Redis cannot be reached or did not answer in time; retry later."""
 ERROR_REASON_SHUTTING_DOWN: ErrorReason.ValueType  # 12
 """UNAVAILABLE: the broker is shutting down; retry on another replica."""
+ERROR_REASON_SCHEDULE_NOT_FOUND: ErrorReason.ValueType  # 13
+"""NOT_FOUND: no schedule with that key in that queue."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -473,7 +473,7 @@ class ObliterateQueueResponse(_message.Message):
 
     REMOVED_FIELD_NUMBER: _builtins.int
     removed: _builtins.int
-    """Number of jobs removed."""
+    """Number of jobs and schedules removed."""
     def __init__(
         self,
         *,

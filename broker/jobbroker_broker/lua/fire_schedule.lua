@@ -1,0 +1,55 @@
+--[[
+  Add the job of one occurrence of a repeatable job (schedule) and move the schedule on, exactly
+  once however many broker replicas race on it: compare-and-set on the schedule's version and
+  next run time.
+  Keys: prefix seq waiting delayed expiring events schedules
+  Input:
+    ARGV[1] events maxlen
+    ARGV[2] schedule key
+    ARGV[3] the schedule's version (field v) the caller read
+    ARGV[4] the occurrence: the next run time (ms, field nr) the caller read
+    ARGV[5] the next run time after this one, which the caller computed ('' ends the schedule)
+  Output: {0} when the schedule is gone or has moved on (another replica fired it, or an upsert
+    changed it); else {1, job id, job state, duplicate (0/1)}. The job id is
+    'sched:<key>:<occurrence>', so the job of an occurrence is added at most once even across a
+    remove and re-upsert; a job already there under that id is left as it is.
+  The schedule hash (prefix .. 'schedule:' .. key) holds v, nr, runs and the job template: name,
+  data, dct and o1..o12 (the add script's 12 option values).
+]]
+-- @include lib/base.lua
+-- @include lib/add_job.lua
+
+local prefix, schedules = KEYS[1], KEYS[7]
+local k = {prefix = KEYS[1], seq = KEYS[2], waiting = KEYS[3], delayed = KEYS[4],
+  expiring = KEYS[5], events = KEYS[6]}
+local maxlen, key, version, occurrence, next_run = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local skey = prefix .. 'schedule:' .. key
+
+local f = redis.call('HMGET', skey, 'v', 'nr', 'name', 'data', 'dct',
+  'o1', 'o2', 'o3', 'o4', 'o5', 'o6', 'o7', 'o8', 'o9', 'o10', 'o11', 'o12')
+if f[1] ~= version or f[2] ~= occurrence then
+  return {0}
+end
+
+local id = 'sched:' .. key .. ':' .. occurrence
+local state, duplicate = nil, 0
+local _, _, _, st = existing_job(prefix, id)
+if st then
+  state, duplicate = st, 1
+else
+  local v = {id}
+  for j = 3, 17 do
+    v[#v + 1] = f[j] or ''
+  end
+  state = write_job(k, maxlen, v, 1, now_ms())
+end
+
+redis.call('HINCRBY', skey, 'runs', 1)
+if next_run == '' then
+  redis.call('HSET', skey, 'nr', '0')
+  redis.call('ZADD', schedules, '+inf', key)
+else
+  redis.call('HSET', skey, 'nr', next_run)
+  redis.call('ZADD', schedules, next_run, key)
+end
+return done({1, id, state, duplicate})

@@ -1,0 +1,55 @@
+-- Writing one new job: shared by add.lua and fire_schedule.lua. Include after lib/base.lua.
+--
+-- A job is given as the add script's 16 values in a list `v` starting at index `b`: id, name,
+-- data, data content type, then the 12 option values (priority, lifo, delay ms, max attempts,
+-- backoff type, delay, jitter, max, timeout ms, lifespan ms, retain-on-complete,
+-- retain-on-fail; '' or '0' when unset).
+
+-- Job fields of the option values, in order after id, name, data and content type.
+local ADD_OPTIONAL = {'pri', 'lifo', 'dly', 'atm', 'bt', 'bd', 'bj', 'bx', 'tmo', 'lsp', 'rc', 'rf'}
+local ADD_WIDTH = 16
+
+-- The stored name, data, content type and state of job `id` (state nil when there is none).
+local function existing_job(prefix, id)
+  local f = redis.call('HMGET', job_key(prefix, id), 'name', 'data', 'dct', 'st')
+  return f[1], f[2], f[3] or '', f[4]
+end
+
+-- Write the job whose (resolved, non-empty) id is v[b] and emit its 'added' event. `k` holds
+-- the queue keys: prefix, seq, waiting, delayed, expiring, events. Returns the job's state.
+local function write_job(k, maxlen, v, b, now)
+  local id = v[b]
+  local name, data, dct = v[b + 1], v[b + 2], v[b + 3]
+  local pri, lifo, delay = v[b + 4], v[b + 5], tonumber(v[b + 6]) or 0
+  local fields = {'name', name, 'data', data, 'ct', now}
+  if dct ~= '' then fields[#fields + 1] = 'dct'; fields[#fields + 1] = dct end
+  for j = 1, #ADD_OPTIONAL do
+    local value = v[b + 3 + j]
+    if value ~= '' and value ~= '0' then
+      fields[#fields + 1] = ADD_OPTIONAL[j]
+      fields[#fields + 1] = value
+    end
+  end
+  local lifespan = tonumber(v[b + 13]) or 0
+  if lifespan > 0 then
+    redis.call('ZADD', k.expiring, now + lifespan, id)
+  end
+  local state, ev
+  if delay > 0 then
+    local run_at = now + delay
+    state = 'delayed'
+    fields[#fields + 1] = 'ra'
+    fields[#fields + 1] = run_at
+    redis.call('ZADD', k.delayed, run_at, id)
+    ev = {'s', state, 'n', name, 'ra', run_at}
+  else
+    state = 'waiting'
+    redis.call('ZADD', k.waiting, wait_score(k.seq, pri, lifo), id)
+    ev = {'s', state, 'n', name}
+  end
+  fields[#fields + 1] = 'st'
+  fields[#fields + 1] = state
+  redis.call('HSET', job_key(k.prefix, id), unpack(fields))
+  emit(k.events, maxlen, 'added', id, ev)
+  return state
+end

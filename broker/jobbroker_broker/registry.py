@@ -1,0 +1,211 @@
+"""Live workers per queue, kept in Redis from the calls workers make.
+
+Each queue has a hash ``jb:{q}:workers``: field = worker id, value = ``"<last seen ms>|<queues>"``
+(queue names never hold ``|`` or ``,``). A Lease call or a ReportProgress message is a sighting.
+A replica writes a sighting at most once per :data:`THROTTLE_S` per worker and queue, so busy
+workers cost nothing; every key is in the queue's slot, so this works on Redis Cluster (no
+CLIENT LIST). "Now" is Redis' clock, read inside the scripts.
+
+The hash stays small without anyone listing it: each write expires the whole hash one window
+later (if nobody wrote for a window, every entry in it is stale) and drops stale entries from a
+random sample of three, the way Redis expires keys.
+
+``active_jobs`` is counted when listing, from the ``w`` field of the jobs in the queue's active
+set: exact across replicas and free for the workers, at a listing cost bounded by
+:data:`MAX_ACTIVE_SCAN` jobs (on a queue with more active jobs, counts cover the leases that
+expire first, and are a lower bound).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from redis.commands.core import AsyncScript
+
+from .errors import BrokerError
+from .store import Store, redis_errors
+
+log = logging.getLogger(__name__)
+
+WINDOW_MS = 60_000
+"""Workers not seen for this long are not listed, and their entries are pruned."""
+
+THROTTLE_S = 1.0
+"""A replica records a worker's sighting in a queue at most this often."""
+
+MAX_ACTIVE_SCAN = 10_000
+"""Active jobs ListWorkers reads at most to count each worker's leases."""
+
+MAX_PRUNE = 1_000
+"""Stale entries one listing deletes at most."""
+
+_SEEN = """
+-- KEYS[1] workers hash. ARGV[1] worker id, ARGV[2] queues (comma-separated),
+-- ARGV[3] '1': add ARGV[2] to the stored queues instead of replacing them, ARGV[4] window ms.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[4])
+local queues = ARGV[2]
+if ARGV[3] == '1' then
+  local old = redis.call('HGET', KEYS[1], ARGV[1])
+  local stored = old and string.match(old, '^%d+|(.*)$') or ''
+  if stored ~= '' and string.find(',' .. stored .. ',', ',' .. queues .. ',', 1, true) then
+    queues = stored
+  elseif stored ~= '' then
+    queues = stored .. ',' .. queues
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], now .. '|' .. queues)
+redis.call('PEXPIRE', KEYS[1], window)
+local sample = redis.call('HRANDFIELD', KEYS[1], 3, 'WITHVALUES')
+for i = 1, #sample, 2 do
+  local seen = tonumber(string.match(sample[i + 1], '^(%d+)|'))
+  if not seen or now - seen > window then
+    redis.call('HDEL', KEYS[1], sample[i])
+  end
+end
+return now
+"""
+
+_LIST = """
+-- KEYS[1] queue prefix (job keys hang off it), KEYS[2] workers hash, KEYS[3] active set.
+-- ARGV[1] window ms, ARGV[2] active jobs to read at most, ARGV[3] stale entries to delete at most.
+-- Output: flat list of worker id, last seen ms, queues, active jobs (live workers only).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window, prune = tonumber(ARGV[1]), tonumber(ARGV[3])
+local entries = redis.call('HGETALL', KEYS[2])
+local live, order = {}, {}
+for i = 1, #entries, 2 do
+  local seen, queues = string.match(entries[i + 1], '^(%d+)|(.*)$')
+  seen = tonumber(seen)
+  if seen and now - seen <= window then
+    live[entries[i]] = {seen, queues, 0}
+    order[#order + 1] = entries[i]
+  elseif prune > 0 then
+    redis.call('HDEL', KEYS[2], entries[i])
+    prune = prune - 1
+  end
+end
+if #order > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, tonumber(ARGV[2]) - 1)) do
+    local worker = redis.call('HGET', KEYS[1] .. 'job:' .. id, 'w')
+    local entry = worker and live[worker]
+    if entry then
+      entry[3] = entry[3] + 1
+    end
+  end
+end
+local out = {}
+for _, id in ipairs(order) do
+  local entry = live[id]
+  out[#out + 1] = id
+  out[#out + 1] = entry[1]
+  out[#out + 1] = entry[2]
+  out[#out + 1] = entry[3]
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """One live worker of a queue."""
+
+    worker_id: str
+    last_seen_ms: int
+    queues: list[str]
+    active_jobs: int
+
+    @property
+    def host(self) -> str:
+        """The host part of an SDK-style id ("host:pid:random"), else ''."""
+        parts = self.worker_id.split(":")
+        return parts[0] if len(parts) >= 3 else ""
+
+
+class WorkerRegistry:
+    """Records sightings (throttled per replica) and lists a queue's live workers."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._seen_script: AsyncScript = store.redis.register_script(_SEEN)
+        self._list_script: AsyncScript = store.redis.register_script(_LIST)
+        self._written: dict[tuple[str, str], float] = {}
+
+    def _due(self, queue: str, worker_id: str) -> bool:
+        now = time.monotonic()
+        key = (queue, worker_id)
+        last = self._written.get(key)
+        if last is not None and now - last < THROTTLE_S:
+            return False
+        if len(self._written) > 100_000:
+            self._written.clear()
+        self._written[key] = now
+        return True
+
+    async def _write(self, queue: str, worker_id: str, queues: str, merge: bool) -> None:
+        key = self.store.keys(queue).key("workers")
+        try:
+            with redis_errors():
+                await self._seen_script(
+                    keys=[key], args=[worker_id, queues, "1" if merge else "0", WINDOW_MS]
+                )
+        except BrokerError as error:
+            # A lost sighting only delays the worker's listing; never fail the worker's call.
+            self._written.pop((queue, worker_id), None)
+            log.debug("worker sighting of %s in %s not recorded: %s", worker_id, queue, error)
+
+    async def leased(self, queue: str, worker_id: str) -> None:
+        """A Lease call: the worker takes jobs from `queue` (added to the queues known)."""
+        if self._due(queue, worker_id):
+            await self._write(queue, worker_id, queue, merge=True)
+
+    async def streaming(self, worker_id: str, queues: list[str]) -> None:
+        """A ReportProgress message of a worker whose stream serves `queues`."""
+        if not worker_id:
+            return
+        names = ",".join(sorted(queues))
+        for queue in queues:
+            if self._due(queue, worker_id):
+                await self._write(queue, worker_id, names, merge=False)
+
+    async def list(self, queue: str) -> list[Worker]:
+        """Workers seen in `queue` within :data:`WINDOW_MS`, most recent first; prunes the
+        stale entries (at most :data:`MAX_PRUNE` per call)."""
+        keys = self.store.keys(queue)
+        with redis_errors():
+            rows: Any = await self._list_script(
+                keys=[keys.prefix, keys.key("workers"), keys.key("active")],
+                args=[WINDOW_MS, MAX_ACTIVE_SCAN, MAX_PRUNE],
+            )
+        workers = [
+            Worker(
+                worker_id=_text(rows[i]),
+                last_seen_ms=int(rows[i + 1]),
+                queues=[q for q in _text(rows[i + 2]).split(",") if q],
+                active_jobs=int(rows[i + 3]),
+            )
+            for i in range(0, len(rows), 4)
+        ]
+        workers.sort(key=lambda w: (-w.last_seen_ms, w.worker_id))
+        return workers
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+_REGISTRIES: weakref.WeakKeyDictionary[Store, WorkerRegistry] = weakref.WeakKeyDictionary()
+
+
+def of(store: Store) -> WorkerRegistry:
+    """The registry of a replica (one per store, so throttling is per replica)."""
+    registry = _REGISTRIES.get(store)
+    if registry is None:
+        registry = _REGISTRIES[store] = WorkerRegistry(store)
+    return registry

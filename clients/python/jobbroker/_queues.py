@@ -1,0 +1,290 @@
+"""QueueCalls: AsyncClient's operator calls on the broker's QueueService (queue counts, pause and
+resume, bulk clean-ups, settings, workers, the queue-wide event feed and schedules).
+
+A mixin of :class:`~jobbroker.AsyncClient`, kept apart so each module holds one concept; it
+uses the client's channel, deadlines and retry policy.
+"""
+
+# `timeout=` is a call's gRPC deadline (see _async.py).
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+
+from . import _calls
+from .errors import JobBrokerError, from_rpc_error
+from .models import Event, JobOptions, JobState, Seconds
+from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule, WorkerInfo
+from .v1 import queue_service_pb2 as pb
+from .v1 import queue_service_pb2_grpc
+
+if TYPE_CHECKING:
+    from .v1.job_service_pb2_grpc import JobServiceAsyncStub
+    from .v1.queue_service_pb2_grpc import QueueServiceAsyncStub
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+log = logging.getLogger("jobbroker.client")
+
+
+class QueueCalls:
+    """The operators' calls of :class:`~jobbroker.AsyncClient` (see docs/client.md, "Queues").
+
+    Reads, pause/resume, settings and schedule calls are retried on UNAVAILABLE; the bulk
+    operations (drain, clean, obliterate, retry_failed, promote_delayed) are not: one whose
+    answer was lost may have done its work, and a repeat would act on jobs added since.
+    """
+
+    _queue_stubs: tuple[grpc.aio.Channel, QueueServiceAsyncStub] | None = None
+
+    if TYPE_CHECKING:
+        _channel: grpc.aio.Channel | None
+        _metadata: tuple[tuple[str, str], ...] | None
+
+        def _stub(self) -> JobServiceAsyncStub: ...
+
+        def _raise_if_closed(self) -> None: ...
+
+        def _retry_delay(
+            self, error: JobBrokerError, attempt: int, deadline: float | None
+        ) -> float: ...
+
+        async def _unary(
+            self,
+            method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp],
+            request: Req,
+            *,
+            timeout: float | None,
+            idempotent: bool = True,
+        ) -> Resp: ...
+
+    def _queue_stub(self) -> QueueServiceAsyncStub:
+        self._stub()  # makes the channel (or raises once the client is closed)
+        channel = self._channel
+        assert channel is not None
+        if self._queue_stubs is None or self._queue_stubs[0] is not channel:
+            self._queue_stubs = (channel, queue_service_pb2_grpc.QueueServiceStub(channel))
+        return self._queue_stubs[1]
+
+    async def queues(self, *, timeout: float | None = None) -> builtins.list[QueueInfo]:
+        """Every queue the broker knows, by name, with its counts, pause flag and settings."""
+        reply = await self._unary(
+            self._queue_stub().ListQueues, pb.ListQueuesRequest(), timeout=timeout
+        )
+        return [QueueInfo.from_proto(info) for info in reply.queues]
+
+    async def queue(self, queue: str, *, timeout: float | None = None) -> QueueInfo:
+        """One queue's counts, pause flag and settings (a queue never used has zero counts)."""
+        request = pb.GetQueueRequest(queue=queue)
+        reply = await self._unary(self._queue_stub().GetQueue, request, timeout=timeout)
+        return QueueInfo.from_proto(reply.queue)
+
+    async def pause(self, queue: str, *, timeout: float | None = None) -> None:
+        """Pause a queue: no worker of any broker replica gets a job from it until resumed.
+        Jobs can still be added; active jobs run on. Pausing a paused queue is harmless."""
+        request = pb.PauseQueueRequest(queue=queue)
+        await self._unary(self._queue_stub().PauseQueue, request, timeout=timeout)
+
+    async def resume(self, queue: str, *, timeout: float | None = None) -> None:
+        """Resume a paused queue (resuming one that is not paused is harmless)."""
+        request = pb.ResumeQueueRequest(queue=queue)
+        await self._unary(self._queue_stub().ResumeQueue, request, timeout=timeout)
+
+    async def drain(
+        self, queue: str, include_delayed: bool = False, *, timeout: float | None = None
+    ) -> int:
+        """Remove the waiting jobs (and the delayed ones with ``include_delayed``); how many.
+        Active and finished jobs stay. Not retried."""
+        request = pb.DrainQueueRequest(queue=queue, include_delayed=include_delayed)
+        reply = await self._unary(
+            self._queue_stub().DrainQueue, request, timeout=timeout, idempotent=False
+        )
+        return reply.removed
+
+    async def clean(
+        self,
+        queue: str,
+        state: JobState | str,
+        grace: Seconds = 0,
+        limit: int = 1000,
+        *,
+        timeout: float | None = None,
+    ) -> builtins.list[str]:
+        """Remove up to ``limit`` (1-100,000) jobs in ``state`` (completed, failed, cancelled,
+        waiting or delayed; not active) that entered it at least ``grace`` seconds ago; the ids
+        removed. Not retried."""
+        request = _calls.clean_request(queue, state, grace, limit)
+        reply = await self._unary(
+            self._queue_stub().CleanQueue, request, timeout=timeout, idempotent=False
+        )
+        return builtins.list(reply.job_ids)
+
+    async def obliterate(
+        self, queue: str, force: bool = False, *, timeout: float | None = None
+    ) -> int:
+        """Remove everything of a queue (jobs, logs, events, settings, schedules); the number
+        of jobs removed. With active jobs it raises :class:`~jobbroker.errors.JobActive`
+        unless ``force`` (their workers' calls then fail with NOT_FOUND). Not retried."""
+        request = pb.ObliterateQueueRequest(queue=queue, force=force)
+        reply = await self._unary(
+            self._queue_stub().ObliterateQueue, request, timeout=timeout, idempotent=False
+        )
+        return reply.removed
+
+    async def retry_failed(self, queue: str, *, timeout: float | None = None) -> int:
+        """Move every failed job back to waiting with fresh attempts; how many. Not retried."""
+        request = pb.RetryFailedJobsRequest(queue=queue)
+        reply = await self._unary(
+            self._queue_stub().RetryFailedJobs, request, timeout=timeout, idempotent=False
+        )
+        return reply.retried
+
+    async def promote_delayed(self, queue: str, *, timeout: float | None = None) -> int:
+        """Make every delayed job waiting now; how many. Not retried."""
+        request = pb.PromoteDelayedJobsRequest(queue=queue)
+        reply = await self._unary(
+            self._queue_stub().PromoteDelayedJobs, request, timeout=timeout, idempotent=False
+        )
+        return reply.promoted
+
+    async def update_settings(
+        self,
+        queue: str,
+        *,
+        rate_limit: RateLimit | None = None,
+        concurrency: int = 0,
+        group_rate_limit: RateLimit | None = None,
+        max_stalled: int = 0,
+        timeout: float | None = None,
+    ) -> QueueSettings:
+        """Replace a queue's settings as a whole (an argument left out is reset to "no limit"
+        / the broker's default); the settings now in force. Enforced at lease time across all
+        workers and broker replicas: ``rate_limit=RateLimit(10, 1)`` starts at most 10 jobs a
+        second, ``concurrency`` caps the queue's active jobs, ``group_rate_limit`` applies per
+        ``JobOptions.group``, ``max_stalled`` is the stalls a job survives."""
+        settings = _calls.queue_settings(rate_limit, concurrency, group_rate_limit, max_stalled)
+        request = pb.UpdateQueueSettingsRequest(queue=queue, settings=settings.to_proto())
+        reply = await self._unary(self._queue_stub().UpdateQueueSettings, request, timeout=timeout)
+        return QueueSettings.from_proto(reply.settings)
+
+    async def workers(
+        self, queue: str, *, timeout: float | None = None
+    ) -> builtins.list[WorkerInfo]:
+        """The workers seen leasing from a queue in the last minute, most recent first."""
+        request = pb.ListWorkersRequest(queue=queue)
+        reply = await self._unary(self._queue_stub().ListWorkers, request, timeout=timeout)
+        return [WorkerInfo.from_proto(worker) for worker in reply.workers]
+
+    async def watch_events(
+        self, queue: str, *, after_event_id: str = "", timeout: float | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """Every event of a queue as it happens (Bull's ``QueueEvents``): job events and the
+        queue's own (paused, resumed, cleaned, drained). Without an end: stop iterating (or
+        give ``timeout``, which bounds the whole stream) to stop.
+
+        With ``after_event_id`` (an event's ``id``) it starts after that event; without, with
+        the events from now on. If the broker becomes unreachable, the client reconnects with
+        backoff and resumes after the last event it delivered. Should the broker no longer keep
+        that event, the stream goes on from the oldest event it keeps (a warning is logged on
+        ``jobbroker.client``: events were lost in between).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        last = after_event_id
+        failures = 0
+        while True:
+            request = pb.WatchEventsRequest(queue=queue, after_event_id=last)
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            call = self._queue_stub().WatchEvents(
+                request, timeout=remaining, metadata=self._metadata
+            )
+            try:
+                async for item in call:
+                    failures = 0
+                    if item.resume_point_trimmed:
+                        log.warning(
+                            "queue %s no longer keeps event %s: events after it were lost",
+                            queue,
+                            last,
+                        )
+                    last = item.event.event_id or last
+                    yield Event.from_proto(item.event)
+                return
+            except asyncio.CancelledError:
+                self._raise_if_closed()
+                raise
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc)
+                delay = self._retry_delay(error, failures, deadline)
+                if delay < 0:
+                    raise error from exc
+            finally:
+                call.cancel()
+            await asyncio.sleep(delay)
+            failures += 1
+
+    async def upsert_schedule(
+        self,
+        queue: str,
+        key: str,
+        name: str,
+        data: Any = None,
+        *,
+        cron: str | None = None,
+        every: Seconds | None = None,
+        timezone: str = "",
+        limit: int = 0,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+        options: JobOptions | None = None,
+        timeout: float | None = None,
+    ) -> Schedule:
+        """Create or replace the repeatable job ``key`` of a queue (Bull's repeatable jobs):
+        a job ``name`` with ``data`` and ``options`` added on a ``cron`` expression (read in
+        ``timezone``, default UTC) or ``every`` so many seconds, at most ``limit`` times,
+        between ``start_at`` and ``end_at``. Exactly one of ``cron`` and ``every``. The
+        schedule as stored, with its ``next_run_at``. Retried: an upsert is idempotent."""
+        schedule = _calls.schedule(
+            queue,
+            key,
+            name,
+            data,
+            cron=cron,
+            every=every,
+            timezone=timezone,
+            limit=limit,
+            start_at=start_at,
+            end_at=end_at,
+            options=options,
+        )
+        request = pb.UpsertScheduleRequest(schedule=schedule.to_proto())
+        reply = await self._unary(self._queue_stub().UpsertSchedule, request, timeout=timeout)
+        return Schedule.from_proto(reply.schedule)
+
+    async def schedules(
+        self, queue: str, *, timeout: float | None = None
+    ) -> builtins.list[Schedule]:
+        """A queue's repeatable jobs, by next run time."""
+        request = pb.ListSchedulesRequest(queue=queue)
+        reply = await self._unary(self._queue_stub().ListSchedules, request, timeout=timeout)
+        return [Schedule.from_proto(schedule) for schedule in reply.schedules]
+
+    async def schedule(self, queue: str, key: str, *, timeout: float | None = None) -> Schedule:
+        """One repeatable job. Raises :class:`~jobbroker.JobNotFound` (NOT_FOUND) for none."""
+        request = pb.GetScheduleRequest(queue=queue, key=key)
+        reply = await self._unary(self._queue_stub().GetSchedule, request, timeout=timeout)
+        return Schedule.from_proto(reply.schedule)
+
+    async def remove_schedule(self, queue: str, key: str, *, timeout: float | None = None) -> None:
+        """Remove a repeatable job; the jobs it already added stay."""
+        request = pb.RemoveScheduleRequest(queue=queue, key=key)
+        await self._unary(self._queue_stub().RemoveSchedule, request, timeout=timeout)
