@@ -104,13 +104,13 @@ def test_settings_show_and_change_only_what_is_given(cli: Cli, queue: str) -> No
             "max_stalled": 0,
         },
     }
-    changed = cli.ok("queue", "settings", queue, "--group-rate-limit", "5/s", "--json").json()
+    changed = cli.ok("queue", "settings", queue, "--max-stalled", "2", "--json").json()
     assert changed["settings"]["rate_limit"] == {"max": 10, "per": 1.0}
-    assert changed["settings"]["group_rate_limit"] == {"max": 5, "per": 1.0}
+    assert changed["settings"]["max_stalled"] == 2
     cleared = cli.ok("queue", "settings", queue, "--rate-limit", "off", "--json").json()
     assert cleared["settings"]["rate_limit"] is None
     assert cleared["settings"]["concurrency"] == 4
-    assert "5/1s" in cli.ok("queue", "settings", queue).stdout
+    assert "max stalled       2" in cli.ok("queue", "settings", queue).stdout
 
     assert cli("queue", "settings", queue, "--rate-limit", "ten").exit_code == 2
     assert cli("queue", "settings", queue, "--rate-limit", "1/2d").exit_code == 2

@@ -101,10 +101,8 @@ async def test_obliterate_refuses_active_jobs_unless_forced(
 
 
 async def test_update_settings_replaces_them_whole(client: Api, queue: str) -> None:
-    stored = await client.update_settings(
-        queue, rate_limit=RateLimit(10, 1), concurrency=4, group_rate_limit=RateLimit(5, 0.5)
-    )
-    assert stored == QueueSettings(RateLimit(10, 1.0), 4, RateLimit(5, 0.5), 0)
+    stored = await client.update_settings(queue, rate_limit=RateLimit(10, 1), concurrency=4)
+    assert stored == QueueSettings(RateLimit(10, 1.0), 4, None, 0)
     assert (await client.queue(queue)).settings == stored
 
     assert await client.update_settings(queue, max_stalled=3) == QueueSettings(max_stalled=3)
@@ -114,15 +112,17 @@ async def test_update_settings_replaces_them_whole(client: Api, queue: str) -> N
     assert caught.value.field == "settings.rate_limit.duration_ms"
 
 
-async def test_update_settings_with_every_field_set(client: Api, queue: str) -> None:
+async def test_update_settings_with_every_served_field_set(client: Api, queue: str) -> None:
     stored = await client.update_settings(
-        queue,
-        rate_limit=RateLimit(10, 1),
-        concurrency=4,
-        group_rate_limit=RateLimit(5, 0.5),
-        max_stalled=3,
+        queue, rate_limit=RateLimit(10, 1), concurrency=4, max_stalled=3
     )
-    assert stored == QueueSettings(RateLimit(10, 1.0), 4, RateLimit(5, 0.5), 3)
+    assert stored == QueueSettings(RateLimit(10, 1.0), 4, None, 3)
+
+
+async def test_group_rate_limit_is_refused_until_served(client: Api, queue: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await client.update_settings(queue, group_rate_limit=RateLimit(5, 0.5))
+    assert caught.value.field == "settings.group_rate_limit"
 
 
 async def test_only_repeatable_queue_calls_are_retried(queue: str) -> None:
