@@ -101,6 +101,7 @@ def options(job_id: str, fields: Fields) -> job_pb2.JobOptions:
         attempts=_int(fields, b"atm") or 1,
         timeout_ms=_int(fields, b"tmo"),
         lifespan_ms=_int(fields, b"lsp"),
+        group=_text(fields, b"grp"),
     )
     if not job_id.isdigit():
         opts.job_id = job_id

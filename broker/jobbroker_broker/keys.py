@@ -64,6 +64,7 @@ QUEUE_KEY_NAMES = frozenset(
         "signals",  # stream of lease signals for workers (cancel requested, lease lost)
         "meta",  # hash: the queue's settings and pause flag
         "limiter",  # counter of jobs started in the current rate-limit window
+        "groups",  # zset: groups with parked jobs, by when they may come back (lib/groups.lua)
         "schedules",  # zset: schedule keys by next run ms (+inf once ended)
         "workers",  # hash: worker id -> "<last seen ms>|<queues>" (registry.py)
     }

@@ -41,12 +41,14 @@ class QueueStore:
             async with self.store.redis.pipeline(transaction=False) as pipe:
                 for state in ("waiting", "delayed", "active", "completed", "failed", "cancelled"):
                     pipe.zcard(keys.key(state))
-                pipe.hmget(keys.key("meta"), "paused", *_SETTINGS_FIELDS)
+                pipe.hmget(keys.key("meta"), "paused", "parked", *_SETTINGS_FIELDS)
                 *counts, meta = await pipe.execute()
+        # Jobs parked by a group rate limit are waiting too.
+        parked = int(meta[1] or 0)
         return queue_service_pb2.QueueInfo(
             name=queue,
             counts=queue_service_pb2.JobCounts(
-                waiting=counts[0],
+                waiting=counts[0] + parked,
                 delayed=counts[1],
                 active=counts[2],
                 completed=counts[3],
@@ -54,7 +56,7 @@ class QueueStore:
                 cancelled=counts[5],
             ),
             paused=meta[0] == b"1",
-            settings=_settings(meta[1:]),
+            settings=_settings(meta[2:]),
         )
 
     async def all(self) -> list[queue_service_pb2.QueueInfo]:

@@ -4,7 +4,8 @@ Each queue has a hash ``jb:{q}:workers``: field = worker id, value = ``"<last se
 (queue names never hold ``|`` or ``,``). A Lease call or a ReportProgress message is a sighting.
 A replica writes a sighting at most once per :data:`THROTTLE_S` per worker and queue, so busy
 workers cost nothing; every key is in the queue's slot, so this works on Redis Cluster (no
-CLIENT LIST). "Now" is Redis' clock, read inside the scripts.
+CLIENT LIST). "Now" is Redis' clock, read inside the scripts (``lua/worker_seen.lua`` and
+``lua/list_workers.lua``).
 
 The hash stays small without anyone listing it: each write expires the whole hash one window
 later (if nobody wrote for a window, every entry in it is stale) and drops stale entries from a
@@ -24,10 +25,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from redis.commands.core import AsyncScript
-
 from .errors import BrokerError
-from .store import Store, redis_errors
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -42,74 +41,6 @@ MAX_ACTIVE_SCAN = 10_000
 
 MAX_PRUNE = 1_000
 """Stale entries one listing deletes at most."""
-
-_SEEN = """
--- KEYS[1] workers hash. ARGV[1] worker id, ARGV[2] queues (comma-separated),
--- ARGV[3] '1': add ARGV[2] to the stored queues instead of replacing them, ARGV[4] window ms.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[4])
-local queues = ARGV[2]
-if ARGV[3] == '1' then
-  local old = redis.call('HGET', KEYS[1], ARGV[1])
-  local stored = old and string.match(old, '^%d+|(.*)$') or ''
-  if stored ~= '' and string.find(',' .. stored .. ',', ',' .. queues .. ',', 1, true) then
-    queues = stored
-  elseif stored ~= '' then
-    queues = stored .. ',' .. queues
-  end
-end
-redis.call('HSET', KEYS[1], ARGV[1], now .. '|' .. queues)
-redis.call('PEXPIRE', KEYS[1], window)
-local sample = redis.call('HRANDFIELD', KEYS[1], 3, 'WITHVALUES')
-for i = 1, #sample, 2 do
-  local seen = tonumber(string.match(sample[i + 1], '^(%d+)|'))
-  if not seen or now - seen > window then
-    redis.call('HDEL', KEYS[1], sample[i])
-  end
-end
-return now
-"""
-
-_LIST = """
--- KEYS[1] queue prefix (job keys hang off it), KEYS[2] workers hash, KEYS[3] active set.
--- ARGV[1] window ms, ARGV[2] active jobs to read at most, ARGV[3] stale entries to delete at most.
--- Output: flat list of worker id, last seen ms, queues, active jobs (live workers only).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window, prune = tonumber(ARGV[1]), tonumber(ARGV[3])
-local entries = redis.call('HGETALL', KEYS[2])
-local live, order = {}, {}
-for i = 1, #entries, 2 do
-  local seen, queues = string.match(entries[i + 1], '^(%d+)|(.*)$')
-  seen = tonumber(seen)
-  if seen and now - seen <= window then
-    live[entries[i]] = {seen, queues, 0}
-    order[#order + 1] = entries[i]
-  elseif prune > 0 then
-    redis.call('HDEL', KEYS[2], entries[i])
-    prune = prune - 1
-  end
-end
-if #order > 0 then
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, tonumber(ARGV[2]) - 1)) do
-    local worker = redis.call('HGET', KEYS[1] .. 'job:' .. id, 'w')
-    local entry = worker and live[worker]
-    if entry then
-      entry[3] = entry[3] + 1
-    end
-  end
-end
-local out = {}
-for _, id in ipairs(order) do
-  local entry = live[id]
-  out[#out + 1] = id
-  out[#out + 1] = entry[1]
-  out[#out + 1] = entry[2]
-  out[#out + 1] = entry[3]
-end
-return out
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +64,6 @@ class WorkerRegistry:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._seen_script: AsyncScript = store.redis.register_script(_SEEN)
-        self._list_script: AsyncScript = store.redis.register_script(_LIST)
         self._written: dict[tuple[str, str], float] = {}
 
     def _due(self, queue: str, worker_id: str) -> bool:
@@ -149,12 +78,10 @@ class WorkerRegistry:
         return True
 
     async def _write(self, queue: str, worker_id: str, queues: str, merge: bool) -> None:
-        key = self.store.keys(queue).key("workers")
         try:
-            with redis_errors():
-                await self._seen_script(
-                    keys=[key], args=[worker_id, queues, "1" if merge else "0", WINDOW_MS]
-                )
+            await self.store.call(
+                "worker_seen", queue, [worker_id, queues, "1" if merge else "0", WINDOW_MS]
+            )
         except BrokerError as error:
             # A lost sighting only delays the worker's listing; never fail the worker's call.
             self._written.pop((queue, worker_id), None)
@@ -177,12 +104,9 @@ class WorkerRegistry:
     async def list(self, queue: str) -> list[Worker]:
         """Workers seen in `queue` within :data:`WINDOW_MS`, most recent first; prunes the
         stale entries (at most :data:`MAX_PRUNE` per call)."""
-        keys = self.store.keys(queue)
-        with redis_errors():
-            rows: Any = await self._list_script(
-                keys=[keys.prefix, keys.key("workers"), keys.key("active")],
-                args=[WINDOW_MS, MAX_ACTIVE_SCAN, MAX_PRUNE],
-            )
+        rows: Any = await self.store.call(
+            "list_workers", queue, [WINDOW_MS, MAX_ACTIVE_SCAN, MAX_PRUNE]
+        )
         workers = [
             Worker(
                 worker_id=_text(rows[i]),

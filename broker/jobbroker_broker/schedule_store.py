@@ -2,7 +2,7 @@
 
 ``jb:{q}:schedule:<key>`` holds ``def`` (the normalized Schedule message), ``v`` (version,
 bumped by every upsert that changes it), ``nr`` (next run ms, 0 once ended), ``runs``, ``anc``
-(every_ms anchor) and the job template (``name data dct o1..o12``, the add script's values).
+(every_ms anchor) and the job template (``name data dct o1..o13``, the add script's values).
 ``jb:{q}:schedules`` scores keys by next run (``+inf`` once ended). Next runs are computed here, in
 Python; ``fire_schedule.lua`` adds an occurrence's job only if the schedule still has the version
 and next run the caller read, so replicas racing on one occurrence add it once.
@@ -22,7 +22,7 @@ from .errors import schedule_not_found
 from .keys import SCHEDULED_QUEUES_KEY
 from .store import Store, redis_errors
 
-TEMPLATE = ("name", "data", "dct", *(f"o{i}" for i in range(1, 13)))
+TEMPLATE = ("name", "data", "dct", *(f"o{i}" for i in range(1, 14)))
 """Hash fields of the job template, in the add script's order after the (empty) id."""
 
 

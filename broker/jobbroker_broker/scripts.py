@@ -84,6 +84,8 @@ SCRIPT_NAMES = (
     "retry_failed",
     "promote_delayed",
     "fire_schedule",
+    "worker_seen",
+    "list_workers",
 )
 
 

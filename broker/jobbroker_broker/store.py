@@ -132,7 +132,7 @@ class Store:
     async def add(
         self, queue: str, jobs: Sequence[list[str | bytes]]
     ) -> list[tuple[str, int, bool]]:
-        """Add validated jobs (16 values each) atomically; returns (id, state, duplicate)."""
+        """Add validated jobs (17 values each) atomically; returns (id, state, duplicate)."""
         args: list[Arg] = [self._maxlen, len(jobs)]
         for job in jobs:
             args.extend(job)

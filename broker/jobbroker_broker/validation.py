@@ -131,12 +131,13 @@ def _retention(policy: job_pb2.RetentionPolicy, field: str, present: bool) -> st
 
 
 def options(opts: job_pb2.JobOptions, field: str) -> list[str]:
-    """The job options as the add script's 12 option values (after id, name, data, type)."""
+    """The job options as the add script's 13 option values (after id, name, data, type)."""
     if opts.priority > MAX_PRIORITY:
         raise InvalidArgument(f"{field}.priority", f"must be 0 (none) or 1-{MAX_PRIORITY}")
     if opts.group:
-        # Refused rather than ignored until group rate limits are served (QueueService).
-        raise InvalidArgument(f"{field}.group", "group rate limits are not available yet")
+        job_id(opts.group, f"{field}.group")
+        if len(opts.group) > 128:
+            raise InvalidArgument(f"{field}.group", "must be at most 128 characters")
     if opts.attempts > MAX_ATTEMPTS:
         raise InvalidArgument(f"{field}.attempts", f"must be at most {MAX_ATTEMPTS}")
     backoff = opts.backoff
@@ -173,6 +174,7 @@ def options(opts: job_pb2.JobOptions, field: str) -> list[str]:
             opts.HasField("remove_on_complete"),
         ),
         _retention(opts.remove_on_fail, f"{field}.remove_on_fail", opts.HasField("remove_on_fail")),
+        opts.group,
     ]
 
 
@@ -183,7 +185,7 @@ def new_job(
     field: str,
     settings: Settings,
 ) -> list[str | bytes]:
-    """One job of an add: the 16 values the add script takes per job."""
+    """One job of an add: the 17 values the add script takes per job."""
     prefix = f"{field}." if field else ""
     body, content_type = payload(data, f"{prefix}data", settings)
     return [

@@ -119,10 +119,9 @@ async def test_update_settings_with_every_served_field_set(client: Api, queue: s
     assert stored == QueueSettings(RateLimit(10, 1.0), 4, None, 3)
 
 
-async def test_group_rate_limit_is_refused_until_served(client: Api, queue: str) -> None:
-    with pytest.raises(InvalidArgument) as caught:
-        await client.update_settings(queue, group_rate_limit=RateLimit(5, 0.5))
-    assert caught.value.field == "settings.group_rate_limit"
+async def test_group_rate_limit_is_stored(client: Api, queue: str) -> None:
+    stored = await client.update_settings(queue, group_rate_limit=RateLimit(5, 0.5))
+    assert stored == QueueSettings(None, 0, RateLimit(5, 0.5), 0)
 
 
 async def test_only_repeatable_queue_calls_are_retried(queue: str) -> None:

@@ -429,9 +429,8 @@ async def test_update_queue_settings_with_every_field_set(broker: Running, queue
             "settings.rate_limit.duration_ms",
         ),
         ({"rate_limit": Q.RateLimit(duration_ms=1_000)}, "settings.rate_limit.max"),
-        # Not enforced yet, so refused rather than stored.
-        ({"group_rate_limit": Q.RateLimit(max=2, duration_ms=500)}, "settings.group_rate_limit"),
-        ({"group_rate_limit": Q.RateLimit(duration_ms=5)}, "settings.group_rate_limit"),
+        ({"group_rate_limit": Q.RateLimit(max=1)}, "settings.group_rate_limit.duration_ms"),
+        ({"group_rate_limit": Q.RateLimit(duration_ms=5)}, "settings.group_rate_limit.max"),
         ({"max_stalled": 1_001}, "settings.max_stalled"),
     ],
 )

@@ -79,6 +79,7 @@ class JobSpec:
     lifespan_ms: int = 0
     on_complete: str = ""
     on_fail: str = ""
+    group: str = ""
 
     def argv(self) -> list[Arg]:
         return [
@@ -98,6 +99,7 @@ class JobSpec:
             num(self.lifespan_ms),
             self.on_complete,
             self.on_fail,
+            self.group,
         ]
 
 
@@ -312,6 +314,87 @@ class LuaQueue:
     def get(self, job_id: str) -> list[Any]:
         result: list[Any] = self.call("get", job_id)
         return result
+
+    def pause(self, paused: bool = True) -> int:
+        result: int = self.call("pause", MAXLEN, "1" if paused else "")
+        return result
+
+    def drain(self, batch: int = 100, delayed: bool = False, before: int = 0) -> int:
+        result: int = self.call("drain", MAXLEN, batch, "1" if delayed else "", before)
+        return result
+
+    def clean(
+        self,
+        state: str,
+        grace_ms: int = 0,
+        limit: int = 100,
+        before: int = 0,
+        cursor: int = 0,
+        last: bool = False,
+    ) -> tuple[int, list[str]]:
+        """clean.lua's output: the next cursor (-1: done) and the removed ids."""
+        out = self.call(
+            "clean", MAXLEN, state, grace_ms, limit, before, cursor, "1" if last else ""
+        )
+        return out[0], out[1:]
+
+    def obliterate(self, batch: int = 100, force: bool = False) -> int:
+        result: int = self.call("obliterate", batch, "1" if force else "")
+        return result
+
+    def retry_failed(self, batch: int = 100) -> int:
+        result: int = self.call("retry_failed", MAXLEN, batch)
+        return result
+
+    def promote_delayed(self, batch: int = 100) -> int:
+        result: int = self.call("promote_delayed", MAXLEN, batch)
+        return result
+
+    def put_schedule(
+        self, key: str, version: int = 1, next_run: int = 1_000, spec: JobSpec | None = None
+    ) -> None:
+        """Write a schedule the way schedule_store.py does: its hash and its ``schedules`` entry.
+
+        The job template is ``spec`` (its id is not used: fire_schedule.lua makes one).
+        """
+        template = (spec or JobSpec()).argv()[1:]
+        fields: dict[str, Arg] = {"v": version, "nr": next_run, "runs": 0}
+        fields.update(zip(("name", "data", "dct"), template[:3], strict=True))
+        fields.update({f"o{i}": value for i, value in enumerate(template[3:], start=1)})
+        self.r.hset(self.keys.schedule(key), mapping=fields)
+        self.r.zadd(self.keys.key("schedules"), {key: next_run or float("inf")})
+
+    def schedule(self, key: str) -> dict[str, str]:
+        """The schedule's hash ({} when it does not exist)."""
+        raw = cast("dict[bytes, bytes]", self.r.hgetall(self.keys.schedule(key)))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def fire_schedule(
+        self, key: str, version: int | str, occurrence: int | str, next_run: int | str = ""
+    ) -> list[Any]:
+        result: list[Any] = self.call(
+            "fire_schedule", MAXLEN, key, str(version), str(occurrence), str(next_run)
+        )
+        return result
+
+    def worker_seen(
+        self, worker: str, queues: str, merge: bool = False, window_ms: int = 60_000
+    ) -> int:
+        result: int = self.call("worker_seen", worker, queues, "1" if merge else "0", window_ms)
+        return result
+
+    def list_workers(
+        self, window_ms: int = 60_000, max_active: int = 10_000, max_prune: int = 1_000
+    ) -> list[tuple[str, int, str, int]]:
+        """list_workers.lua's output as (worker, last seen ms, queues, active jobs), by worker."""
+        out = self.call("list_workers", window_ms, max_active, max_prune)
+        rows = [(out[i], out[i + 1], out[i + 2], out[i + 3]) for i in range(0, len(out), 4)]
+        return sorted(rows)
+
+    def workers(self) -> dict[str, str]:
+        """The queue's ``workers`` hash: worker id -> "<last seen ms>|<queues>"."""
+        raw = cast("dict[bytes, bytes]", self.r.hgetall(self.keys.key("workers")))
+        return {k.decode(): v.decode() for k, v in raw.items()}
 
     # -- reading state ---------------------------------------------------------------------------
 

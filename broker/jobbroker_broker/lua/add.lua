@@ -4,10 +4,10 @@
   Input:
     ARGV[1] events maxlen
     ARGV[2] number of jobs N
-    then 16 values per job: custom id ('' = generate), name, data, data content type,
+    then 17 values per job: custom id ('' = generate), name, data, data content type,
       priority, lifo ('1'/''), delay ms, max attempts, backoff type, backoff delay,
-      backoff jitter, backoff max, timeout ms, lifespan ms, retain-on-complete, retain-on-fail
-      (numbers '' or '0' when unset; retention '' when unset).
+      backoff jitter, backoff max, timeout ms, lifespan ms, retain-on-complete, retain-on-fail,
+      group (numbers '' or '0' when unset; retention and group '' when unset).
   Output: on success a flat list of {id, state, duplicate (0/1)} per job, then 1 when the queue
     was not registered yet (its meta hash has no `reg` field: new, or obliterated since) else 0;
     when a custom id names an existing job with another name or data, {'DUPLICATE', id} and

@@ -1,7 +1,7 @@
 --[[
   Cancel a job. Waiting or delayed: cancelled at once. Active: flagged, and a cancel-requested
   event tells its worker to stop; it ends cancelled when the worker reports or its lease ends.
-  Keys: prefix waiting delayed expiring cancelled events signals
+  Keys: prefix waiting delayed expiring cancelled events signals meta
   Input:
     ARGV[1] events maxlen
     ARGV[2] job id
@@ -10,10 +10,11 @@
 ]]
 -- @include lib/base.lua
 -- @include lib/finish.lua
+-- @include lib/groups.lua
 
 local prefix, events, maxlen, id = KEYS[1], KEYS[6], ARGV[1], ARGV[2]
 local jkey = job_key(prefix, id)
-local f = redis.call('HMGET', jkey, 'st', 'cr', 'fn', 'w')
+local f = redis.call('HMGET', jkey, 'st', 'cr', 'fn', 'w', 'grp')
 local st = f[1]
 if not st then
   return done({'NOT_FOUND', ''})
@@ -23,6 +24,7 @@ if st == 'waiting' or st == 'delayed' then
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
   redis.call('ZREM', KEYS[4], id)
+  unpark_one(prefix, KEYS[8], id, f[5])
   redis.call('HSET', jkey, 'crr', ARGV[3])
   finish_cancelled(prefix, events, maxlen, KEYS[5], id, now)
   return done({'', 'cancelled'})

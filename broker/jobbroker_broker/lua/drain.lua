@@ -1,8 +1,9 @@
 --[[
-  Drain a queue: remove waiting jobs (and delayed ones when asked), a bounded batch per call.
+  Drain a queue: remove waiting jobs (those parked by a group rate limit too) and delayed ones
+  when asked, a bounded batch per call.
   The caller repeats until a call removes fewer than the batch; that call emits one `drained`
   event with the total.
-  Keys: prefix waiting delayed expiring events
+  Keys: prefix waiting delayed expiring events meta groups
   Input:
     ARGV[1] events maxlen
     ARGV[2] batch size
@@ -11,6 +12,7 @@
   Output: number of jobs removed by this call.
 ]]
 -- @include lib/base.lua
+-- @include lib/groups.lua
 
 local prefix, batch = KEYS[1], tonumber(ARGV[2])
 local removed = 0
@@ -28,6 +30,9 @@ for _, set in ipairs(sets) do
     end
     removed = removed + #ids
   end
+end
+if removed < batch then
+  removed = removed + drop_parked(prefix, KEYS[6], KEYS[7], KEYS[4], batch - removed)
 end
 if removed < batch then
   emit(KEYS[5], ARGV[1], 'drained', '', {'c', removed + tonumber(ARGV[4])})

@@ -14,7 +14,7 @@
     'sched:<key>:<occurrence>', so the job of an occurrence is added at most once even across a
     remove and re-upsert; a job already there under that id is left as it is.
   The schedule hash (prefix .. 'schedule:' .. key) holds v, nr, runs and the job template: name,
-  data, dct and o1..o12 (the add script's 12 option values).
+  data, dct and o1..o13 (the add script's 13 option values).
 ]]
 -- @include lib/base.lua
 -- @include lib/add_job.lua
@@ -26,8 +26,8 @@ local maxlen, key, version, occurrence, next_run = ARGV[1], ARGV[2], ARGV[3], AR
 local skey = prefix .. 'schedule:' .. key
 
 local f = redis.call('HMGET', skey, 'v', 'nr', 'name', 'data', 'dct',
-  'o1', 'o2', 'o3', 'o4', 'o5', 'o6', 'o7', 'o8', 'o9', 'o10', 'o11', 'o12')
-if f[1] ~= version or f[2] ~= occurrence then
+  'o1', 'o2', 'o3', 'o4', 'o5', 'o6', 'o7', 'o8', 'o9', 'o10', 'o11', 'o12', 'o13')
+if f[1] ~= version or f[2] ~= occurrence or occurrence == '0' then
   return {0}
 end
 
@@ -38,7 +38,7 @@ if st then
   state, duplicate = st, 1
 else
   local v = {id}
-  for j = 3, 17 do
+  for j = 3, 18 do
     v[#v + 1] = f[j] or ''
   end
   state = write_job(k, maxlen, v, 1, now_ms())

@@ -3,8 +3,10 @@
   A job whose lifespan ran out on the way fails with reason EXPIRED instead. The queue's
   settings (meta) are enforced here, for every worker of every replica: nothing is leased from
   a paused queue, at most `conc` jobs are active at once, and at most `rlm` jobs start per
-  `rld` ms (a fixed window counted in `limiter`).
-  Keys: prefix waiting active expiring failed events seq meta limiter
+  `rld` ms (a fixed window counted in `limiter`), and at most `glm` jobs of one group start per
+  `gld` ms: a job of a group over its limit is parked until the group's window ends
+  (lib/groups.lua).
+  Keys: prefix waiting active expiring failed events seq meta limiter groups
   Input:
     ARGV[1] events maxlen
     ARGV[2] max jobs
@@ -19,6 +21,7 @@
 ]]
 -- @include lib/base.lua
 -- @include lib/finish.lua
+-- @include lib/groups.lua
 
 local prefix, waiting, active, expiring, failed, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local maxlen, max_jobs, worker, lease_ms, rand = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
@@ -26,7 +29,9 @@ local now = now_ms()
 local out = {}
 local leased = 0
 
-local meta = redis.call('HMGET', KEYS[8], 'paused', 'conc', 'rlm', 'rld')
+
+local meta = redis.call('HMGET', KEYS[8], 'paused', 'conc', 'rlm', 'rld', 'glm', 'gld')
+local group_max, group_window = tonumber(meta[5]) or 0, tonumber(meta[6]) or 0
 if meta[1] == '1' then
   out[1] = -1
   return done(out)
@@ -63,6 +68,26 @@ end
 -- Expired jobs are failed on the way; bound how many one call may skip.
 local budget = max_jobs + 100
 
+-- Whether the job may start under its group's limit (counting it); if not, it is parked.
+local function group_allows(group, score, id)
+  local counter = group_counter(prefix, group)
+  local used = tonumber(redis.call('GET', counter)) or 0
+  if used >= group_max then
+    local ttl = redis.call('PTTL', counter)
+    if ttl <= 0 then
+      ttl = group_window
+    end
+    redis.call('ZADD', parked_key(prefix, group), score, id)
+    redis.call('ZADD', KEYS[10], now + ttl, group)
+    redis.call('HINCRBY', KEYS[8], 'parked', 1)
+    return false
+  end
+  if redis.call('INCR', counter) == 1 then
+    redis.call('PEXPIRE', counter, group_window)
+  end
+  return true
+end
+
 while leased < max_jobs and budget > 0 do
   local popped = redis.call('ZPOPMIN', waiting, max_jobs - leased)
   if #popped == 0 then
@@ -73,7 +98,8 @@ while leased < max_jobs and budget > 0 do
     local id = popped[i]
     local jkey = job_key(prefix, id)
     local f = redis.call('HMGET', jkey, 'name', 'data', 'dct', 'am', 'atm', 'tmo', 'lsp', 'ct',
-      'pp', 'pv', 'pvt', 'st', 'sa', 'fn')
+      'pp', 'pv', 'pvt', 'st', 'sa', 'fn', 'grp')
+    local group = f[15]
     if f[12] then
       local lifespan = tonumber(f[7]) or 0
       -- Lifespan bounds the start only: a job that started once is never expired after.
@@ -81,6 +107,8 @@ while leased < max_jobs and budget > 0 do
         redis.call('ZREM', expiring, id)
         finish_failed(prefix, events, maxlen, failed, id, now, 3,
           'job did not start within its lifespan of ' .. lifespan .. ' ms', '', '', tonumber(f[4]) or 0)
+      elseif group and group_max > 0 and not group_allows(group, popped[i + 1], id) then
+        -- parked until its group's window ends
       else
         local fence = (tonumber(f[14]) or 0) + 1
         local token = fence .. '-' .. rand .. leased

@@ -2,7 +2,7 @@
   Obliterate a queue: remove every job and every schedule, then every key of the queue, a
   bounded batch per call.
   Refused while jobs are active unless forced. The caller repeats until the output is 0.
-  Keys: prefix waiting delayed active completed failed cancelled expiring ids seq events signals meta limiter schedules workers
+  Keys: prefix waiting delayed active completed failed cancelled expiring ids seq events signals meta limiter schedules workers groups
   Input:
     ARGV[1] batch size
     ARGV[2] '1' to obliterate even with active jobs
@@ -10,6 +10,7 @@
     (active jobs).
 ]]
 -- @include lib/base.lua
+-- @include lib/groups.lua
 
 local prefix, batch = KEYS[1], tonumber(ARGV[1])
 if ARGV[2] ~= '1' and redis.call('ZCARD', KEYS[4]) > 0 then
@@ -27,6 +28,9 @@ for i = 2, 7 do
   end
 end
 if removed < batch then
+  removed = removed + drop_parked(prefix, KEYS[13], KEYS[17], KEYS[8], batch - removed)
+end
+if removed < batch then
   local keys = redis.call('ZRANGE', KEYS[15], 0, batch - removed - 1)
   for _, key in ipairs(keys) do
     redis.call('ZREM', KEYS[15], key)
@@ -35,6 +39,7 @@ if removed < batch then
   removed = removed + #keys
 end
 if removed == 0 then
-  redis.call('DEL', KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[16])
+  redis.call('DEL', KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[16],
+    KEYS[17])
 end
 return removed

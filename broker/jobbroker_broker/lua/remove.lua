@@ -1,15 +1,17 @@
 --[[
   Remove a job that is not active, with its logs.
-  Keys: prefix waiting delayed completed failed cancelled expiring events
+  Keys: prefix waiting delayed completed failed cancelled expiring events meta
   Input:
     ARGV[1] events maxlen
     ARGV[2] job id
   Output: {'', state it was in} or {error reason, state}: NOT_FOUND, or ACTIVE.
 ]]
 -- @include lib/base.lua
+-- @include lib/groups.lua
 
 local prefix, id = KEYS[1], ARGV[2]
-local st = redis.call('HGET', job_key(prefix, id), 'st')
+local f = redis.call('HMGET', job_key(prefix, id), 'st', 'grp')
+local st = f[1]
 if not st then
   return done({'NOT_FOUND', ''})
 end
@@ -19,6 +21,7 @@ end
 for i = 2, 7 do
   redis.call('ZREM', KEYS[i], id)
 end
+unpark_one(prefix, KEYS[9], id, f[2])
 remove_job_keys(prefix, id)
 emit(KEYS[8], ARGV[1], 'removed', id, {'s', st})
 return done({'', st})

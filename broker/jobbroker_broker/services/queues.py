@@ -122,11 +122,7 @@ class QueueService(queue_service_pb2_grpc.QueueServiceServicer):
         queue = validation.queue_name(request.queue)
         settings = request.settings
         _rate_limit(settings.rate_limit, "settings.rate_limit")
-        if settings.group_rate_limit.max or settings.group_rate_limit.duration_ms:
-            # Refused rather than stored unenforced until group limits are served.
-            raise InvalidArgument(
-                "settings.group_rate_limit", "group rate limits are not available yet"
-            )
+        _rate_limit(settings.group_rate_limit, "settings.group_rate_limit")
         if settings.max_stalled > 1_000:
             raise InvalidArgument("settings.max_stalled", "must be at most 1000")
         stored = await self.queues.update_settings(queue, settings)

@@ -106,6 +106,7 @@ class OptionFields(TypedDict, total=False):
     remove_on_complete: Retention
     remove_on_fail: Retention
     lifo: bool
+    group: str | None
 
 
 BulkItem = tuple[str, Any] | tuple[str, Any, JobOptions | None]

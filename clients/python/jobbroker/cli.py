@@ -264,6 +264,10 @@ def add(
         str, typer.Option(help="The same, for failed and cancelled jobs.")
     ] = "false",
     lifo: Annotated[bool, typer.Option("--lifo", help="Serve before older jobs.")] = False,
+    group: Annotated[
+        str | None,
+        typer.Option(help="Group key (a tenant, a user) for the queue's group rate limit."),
+    ] = None,
     watch_: Annotated[
         bool, typer.Option("--watch", "-w", help="Then follow the job until it ends (like watch).")
     ] = False,
@@ -284,6 +288,7 @@ def add(
             remove_on_complete=opts.retention(remove_on_complete, "--remove-on-complete"),
             remove_on_fail=opts.retention(remove_on_fail, "--remove-on-fail"),
             lifo=lifo,
+            group=group,
         )
     except opts.OptionError as exc:
         fail(ExitCode.USAGE, str(exc))

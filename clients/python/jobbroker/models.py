@@ -174,6 +174,8 @@ class JobOptions:
     """What to keep once the job failed for good or was cancelled."""
     lifo: bool = False
     """Serve before the jobs of the same priority already waiting."""
+    group: str | None = None
+    """A group key (a tenant, a user): the queue's group rate limit applies per group."""
 
     def to_proto(self) -> job_pb2.JobOptions:
         opts = job_pb2.JobOptions(
@@ -184,6 +186,7 @@ class JobOptions:
             timeout_ms=ms(self.timeout),
             lifespan_ms=ms(self.lifespan),
             lifo=self.lifo,
+            group=self.group or "",
         )
         if self.backoff is not None:
             opts.backoff.CopyFrom(self.backoff.to_proto())

@@ -194,6 +194,7 @@ def job_options_from_proto(message: job_pb2.JobOptions) -> JobOptions:
             message.remove_on_fail if message.HasField("remove_on_fail") else None
         ),
         lifo=message.lifo,
+        group=message.group or None,
     )
 
 

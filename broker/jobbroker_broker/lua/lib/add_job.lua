@@ -1,13 +1,14 @@
 -- Writing one new job: shared by add.lua and fire_schedule.lua. Include after lib/base.lua.
 --
--- A job is given as the add script's 16 values in a list `v` starting at index `b`: id, name,
--- data, data content type, then the 12 option values (priority, lifo, delay ms, max attempts,
+-- A job is given as the add script's 17 values in a list `v` starting at index `b`: id, name,
+-- data, data content type, then the 13 option values (priority, lifo, delay ms, max attempts,
 -- backoff type, delay, jitter, max, timeout ms, lifespan ms, retain-on-complete,
--- retain-on-fail; '' or '0' when unset).
+-- retain-on-fail, group; '' or '0' when unset).
 
 -- Job fields of the option values, in order after id, name, data and content type.
-local ADD_OPTIONAL = {'pri', 'lifo', 'dly', 'atm', 'bt', 'bd', 'bj', 'bx', 'tmo', 'lsp', 'rc', 'rf'}
-local ADD_WIDTH = 16
+local ADD_OPTIONAL = {'pri', 'lifo', 'dly', 'atm', 'bt', 'bd', 'bj', 'bx', 'tmo', 'lsp', 'rc', 'rf',
+  'grp'}
+local ADD_WIDTH = 17
 
 -- The stored name, data, content type and state of job `id` (state nil when there is none).
 local function existing_job(prefix, id)

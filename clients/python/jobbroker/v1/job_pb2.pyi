@@ -256,8 +256,7 @@ class JobOptions(_message.Message):
     group: _builtins.str
     """A group key (for example a tenant or user id): a queue's group rate limit applies per
     group, so one busy group cannot starve the others. 1-128 characters, no spaces, braces or
-    control characters. Default: no group. Not served yet: a non-empty group is refused with
-    INVALID_ARGUMENT.
+    control characters. Default: no group.
     """
     @_builtins.property
     def backoff(self) -> Global___Backoff:

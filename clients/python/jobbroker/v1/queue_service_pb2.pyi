@@ -111,7 +111,7 @@ class QueueSettings(_message.Message):
     @_builtins.property
     def group_rate_limit(self) -> Global___RateLimit:
         """Jobs of one group (JobOptions.group) that may start per window, so one busy group cannot
-        starve the others. Not served yet: a non-empty value is refused with INVALID_ARGUMENT.
+        starve the others. Jobs over it stay waiting (parked) until their group's window ends.
         """
 
     def __init__(
