@@ -17,6 +17,7 @@ import contextlib
 import logging
 import random
 
+from .loops import Loop
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -26,15 +27,15 @@ CHUNK = 200  # queues per pipeline
 IDLE_FACTOR = 30  # a queue with nothing scheduled is visited this many intervals apart
 
 
-class Maintenance:
+class Maintenance(Loop):
+    name = "maintenance"
+
     def __init__(self, store: Store) -> None:
+        super().__init__()
         self.store = store
         self.interval = store.settings.maintenance_interval
         self.idle_interval = self.interval * IDLE_FACTOR
         self._due: dict[str, float] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self._loop = asyncio.get_running_loop()
         self._redis_offset: float | None = None  # Redis clock minus loop clock, in seconds
 
@@ -51,22 +52,6 @@ class Maintenance:
             self.hint(queue, 0)
         else:
             self.hint(queue, int(redis_ms - (self._loop.time() + self._redis_offset) * 1000))
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="maintenance")
-
-    async def close(self) -> None:
-        """Stop after the current pass (never cancel a pass mid-way through a Redis call)."""
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            try:
-                async with asyncio.timeout(5):
-                    await asyncio.shield(self._task)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
 
     async def _refresh_queues(self) -> None:
         # Queues found here were not hinted by this replica: spread their first visits over

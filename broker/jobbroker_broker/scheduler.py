@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 
+from .loops import Loop
 from .schedule_store import ScheduleStore
 from .store import Store
 
@@ -22,31 +23,15 @@ CHUNK = 200  # queues per pipeline
 BATCH = 100  # due schedules fired per queue and pass
 
 
-class ScheduleLoop:
+class ScheduleLoop(Loop):
+    name = "schedules"
+
     def __init__(self, store: Store) -> None:
+        super().__init__()
         self.schedules = ScheduleStore(store)
         self.store = store
         self.interval = store.settings.maintenance_interval
         self._queues: list[str] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="schedules")
-
-    async def close(self) -> None:
-        """Stop after the current pass (never cancel a pass mid-way through a Redis call)."""
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            try:
-                async with asyncio.timeout(5):
-                    await asyncio.shield(self._task)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
 
     async def run_once(self, refresh: bool = True) -> float:
         """One pass: fire what is due; returns the seconds until the earliest next run known

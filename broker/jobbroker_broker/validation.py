@@ -197,6 +197,14 @@ def new_job(
     ]
 
 
+def event_id(value: str, field: str = "after_event_id") -> str:
+    """A stream event id such as 1700000000000-0."""
+    ms, _, seq = value.partition("-")
+    if not ms.isdigit() or (seq and not seq.isdigit()):
+        raise InvalidArgument(field, "is not an event id (like 1700000000000-0)")
+    return value
+
+
 def bounded(value: int, field: str, default: int, low: int, high: int) -> int:
     """A count or duration with a default for 0 and an allowed range."""
     if value == 0:

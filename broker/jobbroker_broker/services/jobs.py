@@ -21,16 +21,6 @@ _FINAL_EVENTS = frozenset({b"completed", b"cancelled", b"removed", b"retries-exh
 MAX_REASON = 1024
 
 
-def _event_id(value: str) -> str:
-    try:
-        codec.stream_id_key(value)
-    except ValueError:
-        raise InvalidArgument(
-            "after_event_id", "is not an event id (like 1700000000000-0)"
-        ) from None
-    return value
-
-
 class JobService(job_service_pb2_grpc.JobServiceServicer):
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
@@ -103,7 +93,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     ) -> AsyncIterator[job_service_pb2.StreamProgressResponse]:
         queue = validation.queue_name(request.queue)
         job_id = validation.job_id(request.job_id)
-        after = _event_id(request.after_event_id) if request.after_event_id else ""
+        after = validation.event_id(request.after_event_id) if request.after_event_id else ""
         live: asyncio.Queue[tuple[bytes, dict[bytes, bytes]]] = asyncio.Queue()
         unsubscribe = await self.parts.hub.subscribe(
             queue, lambda eid, fields: live.put_nowait((eid, fields)), job_id=job_id

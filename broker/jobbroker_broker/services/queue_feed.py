@@ -14,7 +14,7 @@ from typing import Any
 from jobbroker.v1 import queue_service_pb2 as pb
 
 from .. import codec, registry, validation
-from ..errors import BrokerError, InvalidArgument, LimitExceeded
+from ..errors import LimitExceeded
 from ..store import redis_errors
 from .common import Parts
 
@@ -26,20 +26,6 @@ REPLAY_BATCH = 1_000
 MAX_BACKLOG = 10_000
 """Live events a watcher may have waiting; a watcher this far behind is ended (it resumes from
 the last event id it received)."""
-
-
-class NotServedYet(BrokerError):
-    reason = "UNIMPLEMENTED"
-
-
-def _event_id(value: str) -> str:
-    try:
-        codec.stream_id_key(value)
-    except ValueError:
-        raise InvalidArgument(
-            "after_event_id", "is not an event id (like 1700000000000-0)"
-        ) from None
-    return value
 
 
 def _lost_after(info: Any, position: str) -> bool:
@@ -84,7 +70,7 @@ class QueueFeed:
 
     async def watch(self, request: pb.WatchEventsRequest) -> AsyncIterator[pb.WatchEventsResponse]:
         queue = validation.queue_name(request.queue)
-        after = _event_id(request.after_event_id) if request.after_event_id else ""
+        after = validation.event_id(request.after_event_id) if request.after_event_id else ""
         live: asyncio.Queue[Entry | None] = asyncio.Queue()
 
         def on_event(event_id: bytes, fields: dict[bytes, bytes]) -> None:

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from . import _cli_options as opts
 from . import _cli_output as out
+from ._cli_types import DEFAULT_ADDRESS, Address, Json, Queue
 from .errors import Unavailable
 from .models import JobOptions, JobState
 from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule
@@ -25,24 +26,9 @@ from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule
 if TYPE_CHECKING:
     from .client import Client
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
 RECONNECT_FOR = 30.0
 """Seconds ``events`` keeps resuming a broken stream once the client's own retries gave up."""
 
-Address = Annotated[
-    str,
-    typer.Option(
-        "--address",
-        "-a",
-        envvar="JOBBROKER_ADDRESS",
-        help="The broker's host:port.",
-        show_default=True,
-    ),
-]
-Json = Annotated[
-    bool, typer.Option("--json", help="Print JSON (one document per line) for scripts.")
-]
-Queue = Annotated[str, typer.Argument(metavar="QUEUE", help="Queue name.", show_default=False)]
 Key = Annotated[str, typer.Argument(metavar="KEY", help="Schedule key.", show_default=False)]
 
 queue_app = typer.Typer(

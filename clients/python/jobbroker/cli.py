@@ -27,6 +27,7 @@ from rich.markup import escape
 from . import _cli_options as opts
 from . import _cli_output as out
 from . import _cli_queues
+from ._cli_types import DEFAULT_ADDRESS, Address, Json, Queue
 from .errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -39,8 +40,6 @@ from .models import JobOptions, JobState
 
 if TYPE_CHECKING:
     from .client import Client
-
-DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
 class ExitCode(enum.IntEnum):
@@ -71,20 +70,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-Address = Annotated[
-    str,
-    typer.Option(
-        "--address",
-        "-a",
-        envvar="JOBBROKER_ADDRESS",
-        help="The broker's host:port.",
-        show_default=True,
-    ),
-]
-Json = Annotated[
-    bool, typer.Option("--json", help="Print JSON (one document per line) for scripts.")
-]
-Queue = Annotated[str, typer.Argument(metavar="QUEUE", help="Queue name.", show_default=False)]
 JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="Job id.", show_default=False)]
 
 
