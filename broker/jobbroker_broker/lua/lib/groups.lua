@@ -24,7 +24,7 @@ end
 -- Remove up to `limit` parked jobs of every group for good (drain, obliterate); returns how many.
 local function drop_parked(prefix, meta, groups, expiring, limit)
   local removed = 0
-  local names = redis.call('ZRANGE', groups, 0, -1)
+  local names = redis.call('ZRANGE', groups, 0, limit - 1)
   for _, group in ipairs(names) do
     if removed >= limit then
       break
