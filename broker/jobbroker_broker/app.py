@@ -91,7 +91,11 @@ class Broker:
         self.store = Store(self.redis, settings)
         self.hub = EventHub(self.store, self.blocking_redis)
         self.maintenance = Maintenance(self.store)
-        self.health = Health(self.store, settings.health_interval)
+        self.health = Health(
+            self.store,
+            settings.health_interval,
+            (self.redis.connection_pool, self.blocking_redis.connection_pool),
+        )
         parts = Parts(settings, self.store, self.hub, self.maintenance)
 
         server = grpc.aio.server(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 
 from grpc_health.v1 import health, health_pb2
+from redis.asyncio import ConnectionPool
 
 from .store import Store
 
@@ -21,9 +23,10 @@ SERVICES = (
 
 
 class Health:
-    def __init__(self, store: Store, interval: float) -> None:
+    def __init__(self, store: Store, interval: float, pools: Sequence[ConnectionPool] = ()) -> None:
         self.servicer = health.aio.HealthServicer()
         self.store = store
+        self.pools = pools
         self.interval = interval
         self.serving: bool | None = None
         self._task: asyncio.Task[None] | None = None
@@ -32,6 +35,11 @@ class Health:
     async def set(self, serving: bool) -> None:
         if serving == self.serving:
             return
+        if serving and self.serving is False:
+            # Redis came back (maybe restarted): every pooled connection may be dead. Drop them
+            # all now, so no call fails on a stale one after health says SERVING.
+            for pool in self.pools:
+                await pool.disconnect()
         self.serving = serving
         status = (
             health_pb2.HealthCheckResponse.SERVING
