@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,23 +250,41 @@ class AsyncClient(QueueCalls):
         ``timeout`` bounds the whole stream (``DeadlineExceeded`` once it passes); by default the
         stream lasts as long as the job does.
         """
+
+        def open_call(after: str, remaining: float | None) -> Any:
+            request = pb.StreamProgressRequest(queue=queue, job_id=job_id, after_event_id=after)
+            return self._stub().StreamProgress(request, timeout=remaining, metadata=self._metadata)
+
+        def convert(item: pb.StreamProgressResponse, last: str) -> tuple[Job | Event, str]:
+            if item.HasField("event"):
+                return Event.from_proto(item.event), item.event.event_id
+            return Job.from_proto(item.snapshot), item.snapshot_event_id or last
+
+        async for value in self._resumable(open_call, convert, after_event_id, timeout):
+            yield value
+
+    async def _resumable(
+        self,
+        open_call: Callable[[str, float | None], Any],
+        convert: Callable[[Any, str], tuple[T, str]],
+        after_event_id: str,
+        timeout: float | None,
+    ) -> AsyncGenerator[T, None]:
+        """A server stream that resumes after the last event it delivered when the broker
+        becomes unreachable (with backoff; the retry count restarts with every message).
+        ``convert`` turns a message into the value to yield and the new resume point."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         last = after_event_id
         failures = 0
         while True:
-            request = pb.StreamProgressRequest(queue=queue, job_id=job_id, after_event_id=last)
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            call = self._stub().StreamProgress(request, timeout=remaining, metadata=self._metadata)
+            call = open_call(last, remaining)
             try:
                 async for item in call:
                     failures = 0
-                    if item.HasField("event"):
-                        last = item.event.event_id
-                        yield Event.from_proto(item.event)
-                    else:
-                        last = item.snapshot_event_id or last
-                        yield Job.from_proto(item.snapshot)
+                    value, last = convert(item, last)
+                    yield value
                 return
             except asyncio.CancelledError:
                 self._raise_if_closed()

@@ -10,17 +10,15 @@ uses the client's channel, deadlines and retry policy.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
 from . import _calls
-from .errors import JobBrokerError, from_rpc_error
 from .models import Event, JobOptions, JobState, Seconds
 from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule, WorkerInfo
 from .v1 import queue_service_pb2 as pb
@@ -32,6 +30,7 @@ if TYPE_CHECKING:
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+T = TypeVar("T")
 
 log = logging.getLogger("jobbroker.client")
 
@@ -54,9 +53,13 @@ class QueueCalls:
 
         def _raise_if_closed(self) -> None: ...
 
-        def _retry_delay(
-            self, error: JobBrokerError, attempt: int, deadline: float | None
-        ) -> float: ...
+        def _resumable(
+            self,
+            open_call: Callable[[str, float | None], Any],
+            convert: Callable[[Any, str], tuple[T, str]],
+            after_event_id: str,
+            timeout: float | None,
+        ) -> AsyncGenerator[T, None]: ...
 
         async def _unary(
             self,
@@ -197,40 +200,22 @@ class QueueCalls:
         that event, the stream goes on from the oldest event it keeps (a warning is logged on
         ``jobbroker.client``: events were lost in between).
         """
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        last = after_event_id
-        failures = 0
-        while True:
-            request = pb.WatchEventsRequest(queue=queue, after_event_id=last)
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            call = self._queue_stub().WatchEvents(
+
+        def open_call(after: str, remaining: float | None) -> Any:
+            request = pb.WatchEventsRequest(queue=queue, after_event_id=after)
+            return self._queue_stub().WatchEvents(
                 request, timeout=remaining, metadata=self._metadata
             )
-            try:
-                async for item in call:
-                    failures = 0
-                    if item.resume_point_trimmed:
-                        log.warning(
-                            "queue %s no longer keeps event %s: events after it were lost",
-                            queue,
-                            last,
-                        )
-                    last = item.event.event_id or last
-                    yield Event.from_proto(item.event)
-                return
-            except asyncio.CancelledError:
-                self._raise_if_closed()
-                raise
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
-                delay = self._retry_delay(error, failures, deadline)
-                if delay < 0:
-                    raise error from exc
-            finally:
-                call.cancel()
-            await asyncio.sleep(delay)
-            failures += 1
+
+        def convert(item: pb.WatchEventsResponse, last: str) -> tuple[Event, str]:
+            if item.resume_point_trimmed:
+                log.warning(
+                    "queue %s no longer keeps event %s: events after it were lost", queue, last
+                )
+            return Event.from_proto(item.event), item.event.event_id or last
+
+        async for event in self._resumable(open_call, convert, after_event_id, timeout):
+            yield event
 
     async def upsert_schedule(
         self,
