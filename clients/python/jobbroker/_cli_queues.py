@@ -1,14 +1,10 @@
 """The operators' commands: ``jobbroker queues``, ``queue ...``, ``events``, ``workers`` and
 ``schedules ...`` (QueueService). Registered on the main app by ``cli.py``.
-
-This module does not import ``cli`` at load time: ``python -m jobbroker.cli`` runs cli.py as
-``__main__``, and a load-time import of ``jobbroker.cli`` from here would be circular.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -18,7 +14,7 @@ from rich.table import Table
 
 from . import _cli_options as opts
 from . import _cli_output as out
-from ._cli_types import DEFAULT_ADDRESS, Address, Json, Queue
+from ._cli_common import DEFAULT_ADDRESS, Address, ExitCode, Json, Queue, connected, fail
 from .errors import Unavailable
 from .models import JobOptions, JobState
 from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule
@@ -40,15 +36,7 @@ schedules_app = typer.Typer(
 )
 
 
-def _connected(address: str) -> AbstractContextManager[Client]:
-    from .cli import connected
-
-    return connected(address)
-
-
-def _usage(message: str) -> NoReturn:
-    from .cli import ExitCode, fail
-
+def usage(message: str) -> NoReturn:
     fail(ExitCode.USAGE, message)
 
 
@@ -102,7 +90,7 @@ def _grid(rows: list[tuple[str, str]]) -> Table:
 
 def queues(address: Address = DEFAULT_ADDRESS, as_json: Json = False) -> None:
     """List every queue with its job counts."""
-    with _connected(address) as client:
+    with connected(address) as client:
         found = client.queues()
     if as_json:
         out.print_json({"queues": found})
@@ -131,7 +119,7 @@ def _print_info(info: QueueInfo) -> None:
 @queue_app.command("info")
 def info(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = False) -> None:
     """Show a queue: job counts, pause flag and settings."""
-    with _connected(address) as client:
+    with connected(address) as client:
         found = client.queue(queue)
     if as_json:
         out.print_json(found)
@@ -149,7 +137,7 @@ def _done(as_json: bool, document: dict[str, object], text: str) -> None:
 @queue_app.command("pause")
 def pause(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = False) -> None:
     """Pause a queue: no worker gets a job from it until it is resumed."""
-    with _connected(address) as client:
+    with connected(address) as client:
         client.pause(queue)
     _done(as_json, {"queue": queue, "paused": True}, f"{escape(queue)} [yellow]paused[/]")
 
@@ -157,7 +145,7 @@ def pause(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = Fals
 @queue_app.command("resume")
 def resume(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = False) -> None:
     """Resume a paused queue."""
-    with _connected(address) as client:
+    with connected(address) as client:
         client.resume(queue)
     _done(as_json, {"queue": queue, "paused": False}, f"{escape(queue)} resumed")
 
@@ -172,7 +160,7 @@ def drain(
     as_json: Json = False,
 ) -> None:
     """Remove a queue's waiting jobs (and delayed ones with --delayed)."""
-    with _connected(address) as client:
+    with connected(address) as client:
         removed = client.drain(queue, include_delayed=delayed)
     _done(as_json, {"queue": queue, "removed": removed}, f"{escape(queue)}: {removed} removed")
 
@@ -201,10 +189,10 @@ def clean(
         chosen = JobState(state.strip().lower())
         grace_seconds = opts.duration(grace, "--grace")
     except ValueError as exc:
-        _usage(str(exc) if isinstance(exc, opts.OptionError) else f"--state: {state!r} is unknown")
+        usage(str(exc) if isinstance(exc, opts.OptionError) else f"--state: {state!r} is unknown")
     if chosen is JobState.ACTIVE:
-        _usage("--state: active jobs cannot be cleaned (cancel them)")
-    with _connected(address) as client:
+        usage("--state: active jobs cannot be cleaned (cancel them)")
+    with connected(address) as client:
         ids = client.clean(queue, chosen, grace_seconds, limit)
     _done(
         as_json,
@@ -230,8 +218,8 @@ def obliterate(
         except typer.Abort:
             confirmed = False
         if not confirmed:
-            _usage("not confirmed (pass --yes to obliterate without asking)")
-    with _connected(address) as client:
+            usage("not confirmed (pass --yes to obliterate without asking)")
+    with connected(address) as client:
         removed = client.obliterate(queue, force=force)
     _done(
         as_json,
@@ -243,7 +231,7 @@ def obliterate(
 @queue_app.command("retry-failed")
 def retry_failed(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = False) -> None:
     """Move every failed job back to waiting, with fresh attempts."""
-    with _connected(address) as client:
+    with connected(address) as client:
         retried = client.retry_failed(queue)
     _done(as_json, {"queue": queue, "retried": retried}, f"{escape(queue)}: {retried} retried")
 
@@ -253,7 +241,7 @@ def promote_delayed(
     queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = False
 ) -> None:
     """Make every delayed job waiting now."""
-    with _connected(address) as client:
+    with connected(address) as client:
         promoted = client.promote_delayed(queue)
     _done(as_json, {"queue": queue, "promoted": promoted}, f"{escape(queue)}: {promoted} promoted")
 
@@ -287,9 +275,9 @@ def settings(
         limit = rate_limit(rate_limit_, "--rate-limit")
         group_limit = rate_limit(group_rate_limit, "--group-rate-limit")
     except opts.OptionError as exc:
-        _usage(str(exc))
+        usage(str(exc))
     changing = any(v is not None for v in (rate_limit_, concurrency, group_rate_limit, max_stalled))
-    with _connected(address) as client:
+    with connected(address) as client:
         current = _current_settings(client, queue)
         if changing:
             current = client.update_settings(
@@ -323,7 +311,7 @@ def events(
     as_json: Json = False,
 ) -> None:
     """Print a queue's events live (Ctrl-C to stop), resuming across broker restarts."""
-    with _connected(address) as client:
+    with connected(address) as client:
         console = out.stdout()
         broken_since: float | None = None
         while True:
@@ -349,7 +337,7 @@ def events(
 
 def workers(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = False) -> None:
     """List the workers seen leasing from a queue in the last minute."""
-    with _connected(address) as client:
+    with connected(address) as client:
         found = client.workers(queue)
     if as_json:
         out.print_json({"workers": found})
@@ -384,7 +372,7 @@ def _schedule_rows(schedule: Schedule) -> list[tuple[str, str]]:
 @schedules_app.command("list")
 def schedules_list(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = False) -> None:
     """List a queue's repeatable jobs, by next run time."""
-    with _connected(address) as client:
+    with connected(address) as client:
         found = client.schedules(queue)
     if as_json:
         out.print_json({"schedules": found})
@@ -405,7 +393,7 @@ def schedules_get(
     queue: Queue, key: Key, address: Address = DEFAULT_ADDRESS, as_json: Json = False
 ) -> None:
     """Show one repeatable job."""
-    with _connected(address) as client:
+    with connected(address) as client:
         found = client.schedule(queue, key)
     if as_json:
         out.print_json(found)
@@ -464,7 +452,7 @@ def schedules_add(
 ) -> None:
     """Add (or replace) a repeatable job: --cron or --every."""
     if (cron is None) == (every is None):
-        _usage("give exactly one of --cron and --every")
+        usage("give exactly one of --cron and --every")
     try:
         value = opts.json_data(data)
         options = JobOptions(
@@ -478,8 +466,8 @@ def schedules_add(
         interval = opts.maybe_duration(every, "--every")
         start, end = _moment(start_at, "--start-at"), _moment(end_at, "--end-at")
     except opts.OptionError as exc:
-        _usage(str(exc))
-    with _connected(address) as client:
+        usage(str(exc))
+    with connected(address) as client:
         stored = client.upsert_schedule(
             queue,
             key,
@@ -504,7 +492,7 @@ def schedules_remove(
     queue: Queue, key: Key, address: Address = DEFAULT_ADDRESS, as_json: Json = False
 ) -> None:
     """Remove a repeatable job (the jobs it already added stay)."""
-    with _connected(address) as client:
+    with connected(address) as client:
         client.remove_schedule(queue, key)
     _done(
         as_json,

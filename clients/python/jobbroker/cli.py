@@ -17,9 +17,7 @@ Read commands take ``--json``: one JSON document per line on stdout, for scripts
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -27,29 +25,11 @@ from rich.markup import escape
 from . import _cli_options as opts
 from . import _cli_output as out
 from . import _cli_queues
-from ._cli_types import DEFAULT_ADDRESS, Address, Json, Queue
-from .errors import (
-    DeadlineExceeded,
-    InvalidArgument,
-    JobBrokerError,
-    JobNotFound,
-    ScheduleNotFound,
-    Unavailable,
-)
+from ._cli_common import DEFAULT_ADDRESS, Address, ExitCode, Json, Queue, connected, fail
 from .models import JobOptions, JobState
 
 if TYPE_CHECKING:
     from .client import Client
-
-
-class ExitCode(enum.IntEnum):
-    OK = 0
-    JOB_FAILED = 1
-    USAGE = 2
-    NOT_FOUND = 3
-    UNREACHABLE = 4
-    REFUSED = 5
-    INTERRUPTED = 130
 
 
 class StateName(enum.StrEnum):
@@ -71,38 +51,6 @@ app = typer.Typer(
 )
 
 JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="Job id.", show_default=False)]
-
-
-def fail(code: ExitCode, message: str) -> NoReturn:
-    out.stderr().print(f"[red]error:[/] {escape(message)}")
-    raise typer.Exit(int(code))
-
-
-@contextmanager
-def connected(address: str) -> Iterator[Client]:
-    """A client of the broker; broker errors become the documented exit codes."""
-    from .client import Client
-
-    try:
-        client = Client(address)
-    except ValueError as exc:
-        fail(ExitCode.USAGE, f"--address {address!r}: {exc}")
-    try:
-        yield client
-    except (JobNotFound, ScheduleNotFound) as exc:
-        fail(ExitCode.NOT_FOUND, exc.message)
-    except InvalidArgument as exc:
-        field = f" ({exc.field})" if exc.field else ""
-        fail(ExitCode.USAGE, f"{exc.message}{field}")
-    except (Unavailable, DeadlineExceeded) as exc:
-        fail(ExitCode.UNREACHABLE, f"broker at {address} unreachable: {exc.message}")
-    except KeyboardInterrupt:
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-    except JobBrokerError as exc:
-        reason = f" [{exc.reason}]" if exc.reason else ""
-        fail(ExitCode.REFUSED, f"{exc.message}{reason}")
-    finally:
-        client.close()
 
 
 @app.command(
