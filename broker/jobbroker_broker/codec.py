@@ -14,7 +14,6 @@ STATES: dict[bytes, int] = {
     b"failed": job_pb2.JOB_STATE_FAILED,
     b"cancelled": job_pb2.JOB_STATE_CANCELLED,
 }
-STATE_NAMES: dict[int, str] = {v: k.decode() for k, v in STATES.items()}
 
 EVENT_TYPES: dict[bytes, int] = {
     b"added": events_pb2.EVENT_TYPE_ADDED,

@@ -64,15 +64,10 @@ for i = 0, n - 1 do
     out[#out + 1] = 1
   else
     if id == '' then
-      -- write_job reads the id from its values: give it a copy holding the generated one.
       id = tostring(redis.call('INCR', ids))
     end
-    local v = {id}
-    for j = 1, ADD_WIDTH - 1 do
-      v[j + 1] = ARGV[b + j]
-    end
     out[#out + 1] = id
-    out[#out + 1] = write_job(k, maxlen, v, 1, now)
+    out[#out + 1] = write_job(k, maxlen, id, ARGV, b + 1, now)
     out[#out + 1] = 0
   end
 end

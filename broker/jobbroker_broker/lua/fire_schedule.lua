@@ -37,11 +37,11 @@ local _, _, _, st = existing_job(prefix, id)
 if st then
   state, duplicate = st, 1
 else
-  local v = {id}
+  local v = {}
   for j = 3, 18 do
     v[#v + 1] = f[j] or ''
   end
-  state = write_job(k, maxlen, v, 1, now_ms())
+  state = write_job(k, maxlen, id, v, 1, now_ms())
 end
 
 redis.call('HINCRBY', skey, 'runs', 1)

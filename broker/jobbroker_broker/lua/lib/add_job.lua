@@ -16,22 +16,22 @@ local function existing_job(prefix, id)
   return f[1], f[2], f[3] or '', f[4]
 end
 
--- Write the job whose (resolved, non-empty) id is v[b] and emit its 'added' event. `k` holds
--- the queue keys: prefix, seq, waiting, delayed, expiring, events. Returns the job's state.
-local function write_job(k, maxlen, v, b, now)
-  local id = v[b]
-  local name, data, dct = v[b + 1], v[b + 2], v[b + 3]
-  local pri, lifo, delay = v[b + 4], v[b + 5], tonumber(v[b + 6]) or 0
+-- Write job `id` (resolved, non-empty) from the values after the id, which start at v[b] (the
+-- name), and emit its 'added' event. `k` holds the queue keys: prefix, seq, waiting, delayed,
+-- expiring, events. Returns the job's state.
+local function write_job(k, maxlen, id, v, b, now)
+  local name, data, dct = v[b], v[b + 1], v[b + 2]
+  local pri, lifo, delay = v[b + 3], v[b + 4], tonumber(v[b + 5]) or 0
   local fields = {'name', name, 'data', data, 'ct', now}
   if dct ~= '' then fields[#fields + 1] = 'dct'; fields[#fields + 1] = dct end
   for j = 1, #ADD_OPTIONAL do
-    local value = v[b + 3 + j]
+    local value = v[b + 2 + j]
     if value ~= '' and value ~= '0' then
       fields[#fields + 1] = ADD_OPTIONAL[j]
       fields[#fields + 1] = value
     end
   end
-  local lifespan = tonumber(v[b + 13]) or 0
+  local lifespan = tonumber(v[b + 12]) or 0
   if lifespan > 0 then
     redis.call('ZADD', k.expiring, now + lifespan, id)
   end
