@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 from .events import EventHub
 from .health import Health
 from .maintenance import Maintenance
+from .registry import WorkerRegistry
 from .scheduler import ScheduleLoop
 from .services.common import Parts
 from .services.jobs import JobService
@@ -96,7 +97,7 @@ class Broker:
             settings.health_interval,
             (self.redis.connection_pool, self.blocking_redis.connection_pool),
         )
-        parts = Parts(settings, self.store, self.hub, self.maintenance)
+        parts = Parts(settings, self.store, self.hub, self.maintenance, WorkerRegistry(self.store))
 
         server = grpc.aio.server(
             options=[

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,14 +121,3 @@ class WorkerRegistry:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-_REGISTRIES: weakref.WeakKeyDictionary[Store, WorkerRegistry] = weakref.WeakKeyDictionary()
-
-
-def of(store: Store) -> WorkerRegistry:
-    """The registry of a replica (one per store, so throttling is per replica)."""
-    registry = _REGISTRIES.get(store)
-    if registry is None:
-        registry = _REGISTRIES[store] = WorkerRegistry(store)
-    return registry

@@ -13,6 +13,7 @@ import grpc
 from ..errors import BrokerError
 from ..events import EventHub
 from ..maintenance import Maintenance
+from ..registry import WorkerRegistry
 from ..settings import Settings
 from ..store import Store
 
@@ -31,6 +32,7 @@ class Parts:
     store: Store
     hub: EventHub
     maintenance: Maintenance
+    registry: WorkerRegistry
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: BrokerError) -> None:

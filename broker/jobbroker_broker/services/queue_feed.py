@@ -13,7 +13,7 @@ from typing import Any
 
 from jobbroker.v1 import queue_service_pb2 as pb
 
-from .. import codec, registry, validation
+from .. import codec, validation
 from ..errors import LimitExceeded
 from ..store import redis_errors
 from .common import Parts
@@ -54,7 +54,7 @@ class QueueFeed:
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
         self.store = parts.store
-        self.registry = registry.of(parts.store)
+        self.registry = parts.registry
 
     async def _read(self, queue: str, after: str) -> tuple[list[Entry], bool]:
         """Events after `after` and whether events after it were trimmed, read atomically."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from jobbroker.v1 import worker_service_pb2 as pb
 
-from .. import registry, validation
+from .. import validation
 from ..errors import BrokerError, InvalidArgument
 from ..store import ItemResult, Outcome, Store
 from . import outcomes
@@ -72,7 +72,7 @@ class WorkerSession:
             response = pb.ReportProgressResponse(seq=request.seq)
             response.leases.extend(await self._updates(request.updates))
             response.outcomes.extend(await self._outcomes(request.outcomes))
-            await registry.of(self.store).streaming(self.worker_id, list(self._unsubscribe))
+            await self.parts.registry.streaming(self.worker_id, list(self._unsubscribe))
             self.out.put_nowait(response)
 
     async def _watch(self, queue: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from jobbroker.v1 import worker_service_pb2, worker_service_pb2_grpc
 
-from .. import registry, validation
+from .. import validation
 from ..errors import InvalidArgument
 from ..store import CONCURRENCY_FULL, PAUSED, Outcome
 from . import outcomes
@@ -42,7 +42,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         self, queue: str, worker_id: str, max_jobs: int, lease_ms: int
     ) -> tuple[list[worker_service_pb2.LeasedJob], int]:
         """Lease; if the caller goes away meanwhile, give the jobs straight back."""
-        await registry.of(self.store).leased(queue, worker_id)
+        await self.parts.registry.leased(queue, worker_id)
         task = asyncio.ensure_future(self.store.lease(queue, worker_id, max_jobs, lease_ms))
         try:
             jobs, held = await asyncio.shield(task)
