@@ -220,22 +220,25 @@ class Store:
 
     async def read_events(
         self, queue: str, after_id: str, count: int
-    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Events of a queue after an id (exclusive), oldest first."""
-        with redis_errors():
-            rows = await self.redis.xrange(
-                self.keys(queue).key("events"), min=f"({after_id}", count=count
-            )
-        return list(rows or [])  # type: ignore[arg-type]
-
-    async def event_id(self, queue: str, *, newest: bool = False) -> str:
-        """The id of the oldest (or newest) event the queue keeps ('' when it keeps none)."""
+    ) -> tuple[list[tuple[bytes, dict[bytes, bytes]]], bool]:
+        """Up to `count` events of a queue after an id (exclusive), oldest first, and whether
+        events after that id were trimmed away, both read in one MULTI (count 0: only the
+        latter)."""
         key = self.keys(queue).key("events")
         with redis_errors():
-            if newest:
-                row = await self.redis.xrevrange(key, count=1)
-            else:
-                row = await self.redis.xrange(key, count=1)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.xinfo_stream(key)
+                if count:
+                    pipe.xrange(key, min=f"({after_id}", count=count)
+                info, *rows = await pipe.execute(raise_on_error=False)
+        if rows and isinstance(rows[0], Exception):
+            raise rows[0]
+        return list(rows[0] or []) if rows else [], _lost_after(info, after_id)
+
+    async def newest_event_id(self, queue: str) -> str:
+        """The id of the newest event the queue keeps ('' when it keeps none)."""
+        with redis_errors():
+            row = await self.redis.xrevrange(self.keys(queue).key("events"), count=1)
         return _decode(row[0][0] or b"") if row else ""
 
     # --- workers ---------------------------------------------------------------------------
@@ -401,7 +404,7 @@ async def iterate_events(
     position = after_id
     limit = codec.stream_id_key(until_id)
     while True:
-        rows = await store.read_events(queue, position, batch)
+        rows, _ = await store.read_events(queue, position, batch)
         for event_id, fields in rows:
             if codec.stream_id_key(event_id) > limit:
                 return
@@ -409,3 +412,16 @@ async def iterate_events(
         if len(rows) < batch:
             return
         position = _decode(rows[-1][0])
+
+
+def _lost_after(info: Any, position: str) -> bool:
+    """True when the stream was trimmed and `position` is older than the oldest event it keeps
+    (trimming removes the oldest events first and does not record what it removed, so "0-0" on
+    a never-trimmed stream is not flagged, an older id on a trimmed one is)."""
+    if not isinstance(info, dict):
+        return False  # no stream: no event was ever kept, none was lost
+    added, length = info.get("entries-added"), info.get("length")
+    if added is not None and length is not None and int(added) <= int(length):
+        return False  # nothing ever removed (Redis 7 counts what was added)
+    first: Any = info.get("first-entry")
+    return bool(first) and codec.stream_id_key(first[0]) > codec.stream_id_key(position)

@@ -98,6 +98,9 @@ async def test_stream_progress_resumes_after_a_given_event(
 async def test_stream_progress_from_a_trimmed_event_starts_with_a_snapshot(
     client: Api, queue: str
 ) -> None:
+    # More events than the queue keeps (10,000), so "1-0" really was trimmed away.
+    for _ in range(11):
+        await client.add_bulk(queue, [("filler", None)] * 1_000)
     added = await client.add(queue, "job")
 
     stream = client.stream_progress(queue, added.job_id, after_event_id="1-0")

@@ -108,11 +108,10 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 if not after:
                     raise
                 # Removed while the caller was away: its events may still say so.
-                job, position = None, await self.store.event_id(queue, newest=True)
+                job, position = None, await self.store.newest_event_id(queue)
             trimmed = False
             if after:
-                first = await self.store.event_id(queue)
-                trimmed = not first or codec.stream_id_key(after) < codec.stream_id_key(first)
+                _, trimmed = await self.store.read_events(queue, after, 0)
             if after and not trimmed:
                 async for event in iterate_events(self.store, queue, after, position or after):
                     if event.job_id == job_id:

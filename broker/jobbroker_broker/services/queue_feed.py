@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 from jobbroker.v1 import queue_service_pb2 as pb
 
 from .. import codec, validation
 from ..errors import LimitExceeded
-from ..store import redis_errors
 from .common import Parts
 
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -26,19 +24,6 @@ REPLAY_BATCH = 1_000
 MAX_BACKLOG = 10_000
 """Live events a watcher may have waiting; a watcher this far behind is ended (it resumes from
 the last event id it received)."""
-
-
-def _lost_after(info: Any, position: str) -> bool:
-    """True when the resume point is older than the oldest event the stream keeps and the stream
-    was trimmed (trimming removes the oldest events first; it does not record what it removed,
-    so "0-0" on a never-trimmed stream is not flagged, an older id on a trimmed one is)."""
-    if not isinstance(info, dict):
-        return False  # no stream: no event was ever kept, none was lost
-    added, length = info.get("entries-added"), info.get("length")
-    if added is not None and length is not None and int(added) <= int(length):
-        return False  # nothing ever removed (Redis 7 counts what was added)
-    first: Any = info.get("first-entry")
-    return bool(first) and codec.stream_id_key(first[0]) > codec.stream_id_key(position)
 
 
 class _Overflow(LimitExceeded):
@@ -55,18 +40,6 @@ class QueueFeed:
         self.parts = parts
         self.store = parts.store
         self.registry = parts.registry
-
-    async def _read(self, queue: str, after: str) -> tuple[list[Entry], bool]:
-        """Events after `after` and whether events after it were trimmed, read atomically."""
-        key = self.store.keys(queue).key("events")
-        with redis_errors():
-            async with self.store.redis.pipeline(transaction=True) as pipe:
-                pipe.xinfo_stream(key)
-                pipe.xrange(key, min=f"({after}", count=REPLAY_BATCH)
-                info, rows = await pipe.execute(raise_on_error=False)
-            if isinstance(rows, Exception):
-                raise rows
-        return list(rows or []), _lost_after(info, after)
 
     async def watch(self, request: pb.WatchEventsRequest) -> AsyncIterator[pb.WatchEventsResponse]:
         queue = validation.queue_name(request.queue)
@@ -86,7 +59,7 @@ class QueueFeed:
             if after:
                 position, first = after, True
                 while True:
-                    rows, lost = await self._read(queue, position)
+                    rows, lost = await self.store.read_events(queue, position, REPLAY_BATCH)
                     if first:
                         trimmed, first = lost, False
                     elif lost:

@@ -319,8 +319,9 @@ class StreamProgressResponse(_message.Message):
     RESUME_POINT_TRIMMED_FIELD_NUMBER: _builtins.int
     SNAPSHOT_EVENT_ID_FIELD_NUMBER: _builtins.int
     resume_point_trimmed: _builtins.bool
-    """True on a snapshot sent because `after_event_id` is older than the oldest event the queue
-    keeps: events between it and the snapshot are lost.
+    """True on a snapshot sent because events after `after_event_id` were trimmed away (the
+    queue's event stream was trimmed and the id is older than its oldest kept event): events
+    between it and the snapshot are lost.
     """
     snapshot_event_id: _builtins.str
     """The id of the last event the snapshot includes; resume after it to see what follows."""
