@@ -100,10 +100,17 @@ def stop_on_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
+def reload_tokens_on_sighup(broker: Broker) -> None:
+    """Re-read the token file on SIGHUP."""
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, broker.reload_tokens)
+
+
 async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     stop_on_signals(stop)
     async with running_broker(settings) as running:
+        reload_tokens_on_sighup(running.broker)
         print(describe_redis(running), flush=True)
         print(f"jobbroker listening on {running.address}", flush=True)
         await stop.wait()

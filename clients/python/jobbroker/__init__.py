@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._channel import tls_credentials
 from .errors import (
     InvalidArgument,
     JobBrokerError,
@@ -84,4 +85,5 @@ __all__ = [
     "Worker",
     "WorkerInfo",
     "__version__",
+    "tls_credentials",
 ]
