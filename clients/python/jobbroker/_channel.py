@@ -8,12 +8,7 @@ from typing import Any
 import grpc
 
 
-class BearerToken(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class _Bearer:
     """Sends ``authorization: Bearer <token>`` with every call of the channel."""
 
     def __init__(self, token: str) -> None:
@@ -29,17 +24,31 @@ class BearerToken(
             details.wait_for_ready,
         )
 
+
+# grpc.aio files each interceptor under the first kind it is, so one class per kind.
+class _UnaryUnary(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _UnaryStream(_Bearer, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _StreamUnary(_Bearer, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._details(details), requests)
 
+
+class _StreamStream(_Bearer, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._details(details), requests)
+
+
+def bearer_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors sending ``token`` with every kind of call."""
+    return [cls(token) for cls in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
 
 
 def open_channel(
@@ -51,7 +60,7 @@ def open_channel(
 ) -> grpc.aio.Channel:
     """A channel to ``target``: TLS with ``credentials``, else plaintext; ``token`` (an API token
     from ``jobbroker token create``) goes with every call."""
-    interceptors = [BearerToken(token)] if token else None
+    interceptors = bearer_interceptors(token) if token else None
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
