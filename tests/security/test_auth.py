@@ -228,4 +228,4 @@ async def test_the_worker_sdk_runs_jobs_with_a_token(secured: Secured, queue: st
     added = await client.add(queue, "double", {"n": 21})
     async with worker:
         done = await client.wait(queue, added.job_id, timeout=10)
-    assert done.result == 42
+    assert done == 42
