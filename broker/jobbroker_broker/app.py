@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -212,13 +213,22 @@ class Broker:
         if self.server is None:
             return
         grace = self.settings.shutdown_grace if grace is None else grace
-        # Health first, so balancers and clients stop sending here; then long polls return
-        # empty and streams end (worker streams after acknowledging what they applied) with
-        # UNAVAILABLE, which clients take as "reconnect"; unary calls in flight get `grace`.
+        # Health first, so balancers and clients stop sending here. Then new calls are refused
+        # with UNAVAILABLE / SHUTTING_DOWN (clients send them again elsewhere), long polls
+        # return empty, and streams end with that status (worker streams once they have
+        # acknowledged what they applied). Unary calls in flight get `grace` to finish; only
+        # then does the server stop (what is left after the grace is cancelled).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         await self.health.shutdown()
+        self.gate.close()
         ended = self.streams.shut_down()
         log.info("shutting down: %d streams ended, %.1f s grace for calls in flight", ended, grace)
-        await self.server.stop(grace)
+        if not await self.gate.drained(grace):
+            log.warning(
+                "%d calls still in flight after %.1f s; cancelling", self.gate.in_flight, grace
+            )
+        await self.server.stop(max(0.0, min(1.0, deadline - loop.time())))
         if self.token_watch is not None:
             await self.token_watch.close()
         await self.maintenance.close()

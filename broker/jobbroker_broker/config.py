@@ -28,6 +28,7 @@ ENV_PREFIX = "JOBBROKER_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
+_KINDS = {int: "an integer", float: "a number", str: "a string"}
 
 
 class ConfigError(Exception):
@@ -69,11 +70,11 @@ def _convert(field: dataclasses.Field[Any], raw: Any, source: str) -> Any:
             return False
         raise ConfigError(f"{source}: {raw!r} is not a boolean (use true or false)")
     if isinstance(raw, bool) or (kind is str and not isinstance(raw, str)):
-        raise ConfigError(f"{source}: {raw!r} is not a {kind.__name__}")
+        raise ConfigError(f"{source}: {raw!r} is not {_KINDS[kind]}")
     try:
         return kind(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {raw!r} is not a {kind.__name__}") from None
+        raise ConfigError(f"{source}: {raw!r} is not {_KINDS[kind]}") from None
 
 
 def build_parser(
@@ -209,6 +210,7 @@ def check(settings: Settings) -> None:
         raise ConfigError("--tls-cert-file and --tls-key-file: give both to turn TLS on")
     if settings.tls_client_ca_file and not settings.tls_cert_file:
         raise ConfigError("--tls-client-ca-file: needs --tls-cert-file and --tls-key-file")
+    _check_redis_url(settings.redis_url)
     for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "auth_tokens_file"):
         path = getattr(settings, name)
         if path and not Path(path).is_file():
@@ -219,3 +221,16 @@ def check(settings: Settings) -> None:
             "only (anyone reaching the port could call every method); give a token file "
             "(jobbroker token create), or --insecure to accept that"
         )
+
+
+def _check_redis_url(url: str) -> None:
+    """A plain ``redis://``, ``rediss://`` or ``unix://`` URL must parse; other schemes are
+    checked where their clients are built."""
+    if not url or url.startswith("redis+"):
+        return
+    from redis.asyncio.connection import parse_url
+
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"--redis-url: {exc}") from None

@@ -24,7 +24,7 @@ import grpc
 
 from . import access
 from .access import Identity
-from .errors import BrokerError, LimitExceeded, Unauthenticated, abort
+from .errors import BrokerError, LimitExceeded, Unauthenticated, Unavailable, abort
 from .settings import Settings
 from .tokens import TOKEN_RE, TokenBook
 
@@ -86,6 +86,26 @@ class Gate(grpc.aio.ServerInterceptor):
         """The tokens in force; None: authentication is off. Replaced on reload."""
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_limit_burst)
         self._handlers: dict[str, Handler] = {}
+        self.closing = False
+        """Set on shutdown: new calls are refused with UNAVAILABLE / SHUTTING_DOWN (before
+        they do anything, so clients may send them again elsewhere)."""
+        self.in_flight = 0
+        self._drained = asyncio.Event()
+
+    def close(self) -> None:
+        self.closing = True
+        if self.in_flight == 0:
+            self._drained.set()
+
+    async def drained(self, within: float) -> bool:
+        """Wait until no unary call is in flight (after ``close``), at most ``within``
+        seconds; False if some still are."""
+        try:
+            async with asyncio.timeout(within):
+                await self._drained.wait()
+        except TimeoutError:
+            return False
+        return True
 
     # --- per call --------------------------------------------------------------------------
 
@@ -178,10 +198,18 @@ class Gate(grpc.aio.ServerInterceptor):
     def _unary(self, method: str, behavior: Any) -> Any:
         async def unary(request: Any, context: Context) -> Any:
             try:
+                if self.closing:
+                    raise Unavailable("the broker is shutting down; reconnect", "SHUTTING_DOWN")
                 self.admit(method, request, context)
             except BrokerError as error:
                 await abort(context, error)
-            return await behavior(request, context)
+            self.in_flight += 1
+            try:
+                return await behavior(request, context)
+            finally:
+                self.in_flight -= 1
+                if self.closing and self.in_flight == 0:
+                    self._drained.set()
 
         return unary
 

@@ -243,11 +243,6 @@ def test_redis_urls_redis_py_accepts_pass(tmp_path: Path) -> None:
     assert load(["--redis-url", url], {})[0].redis_url == url
 
 
-@pytest.mark.xfail(
-    reason="config.check() does not parse redis_url: a bad scheme or query value passes and "
-    "Broker.start() later raises a bare ValueError from redis-py (a traceback, exit 1)",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "url", ["http://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0?socket_timeout=soon"]
 )

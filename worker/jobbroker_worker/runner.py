@@ -101,7 +101,5 @@ def run_worker(
     if address:
         os.environ[ADDRESS_ENV] = address
     worker = load_worker(target)
-    if address:
-        worker.address = address
-    worker.connect_with(token=token, credentials=credentials)
+    worker.connect_with(address=address, token=token, credentials=credentials)
     worker.run()

@@ -20,7 +20,7 @@ from . import _calls
 from ._calls import DEFAULT_ADDRESS, BulkItem, OptionFields
 from ._channel import open_channel
 from ._queues import QueueCalls
-from .errors import JobBrokerError, JobNotFound, Unavailable, from_rpc_error
+from .errors import JobBrokerError, JobNotFound, ShuttingDown, Unavailable, from_rpc_error
 from .models import Added, Event, EventType, Job, JobOptions, JobState
 from .v1 import job_service_pb2 as pb
 from .v1 import job_service_pb2_grpc
@@ -69,7 +69,9 @@ class AsyncClient(QueueCalls):
     backoff and jitter (``retry_backoff`` doubling up to ``retry_backoff_max`` seconds), but only
     when repeating it is harmless: every call except ``add``/``add_bulk`` (and those too when
     every job carries a custom ``job_id``: an idempotent add) and the bulk queue operations
-    (``drain``, ``clean``, ``obliterate``, ``retry_failed``, ``promote_delayed``). Errors are
+    (``drain``, ``clean``, ``obliterate``, ``retry_failed``, ``promote_delayed``). A refusal
+    from a broker that is shutting down (reason SHUTTING_DOWN) is retried for every call: the
+    broker refused it before doing anything. Errors are
     raised as :mod:`jobbroker.errors` exceptions, one per error reason.
 
     ``credentials`` turns TLS on (:func:`jobbroker.tls_credentials` builds them from PEM files);
@@ -140,8 +142,10 @@ class AsyncClient(QueueCalls):
             raise RuntimeError("the client was closed during the call")
 
     def _retry_delay(self, error: JobBrokerError, attempt: int, deadline: float | None) -> float:
-        """Seconds to wait before retrying after ``error``, or -1 not to retry."""
-        if not isinstance(error, Unavailable) or attempt >= self.retries:
+        """Seconds to wait before retrying after ``error``, or -1 not to retry. A CANCELLED
+        the broker sent (a call cut off as it stopped) counts as UNAVAILABLE."""
+        retryable = isinstance(error, Unavailable) or error.code == grpc.StatusCode.CANCELLED
+        if not retryable or attempt >= self.retries:
             return -1.0
         delay = _calls.retry_delay(attempt, self.retry_backoff, self.retry_backoff_max)
         if deadline is not None and asyncio.get_running_loop().time() + delay >= deadline:
@@ -168,7 +172,10 @@ class AsyncClient(QueueCalls):
                 raise
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc)
-                delay = self._retry_delay(error, attempt, deadline) if idempotent else -1.0
+                # A broker that is shutting down refuses calls before doing anything: always
+                # safe to send again (to another broker, or this one once it is back).
+                safe = idempotent or isinstance(error, ShuttingDown)
+                delay = self._retry_delay(error, attempt, deadline) if safe else -1.0
                 if delay < 0:
                     raise error from exc
             await asyncio.sleep(delay)

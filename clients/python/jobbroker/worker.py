@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from ._calls import target
 from ._channel import open_channel
 from ._worker_context import DoNotRetry, JobContext
 from ._worker_jobs import Jobs
@@ -73,7 +74,7 @@ class Worker:
         self,
         queues: str | Sequence[str],
         *,
-        address: str = "127.0.0.1:50051",
+        address: str | Sequence[str] = "127.0.0.1:50051",
         concurrency: int = 10,
         lease: Seconds = 30.0,
         grace: Seconds = 30.0,
@@ -85,7 +86,9 @@ class Worker:
     ) -> None:
         """
         :param queues: the queue (or queues) to lease from.
-        :param address: the broker, ``host:port`` (any gRPC target, e.g. ``dns:///brokers:50051``).
+        :param address: the broker, ``host:port`` (any gRPC target, e.g. ``dns:///brokers:50051``),
+            or several brokers (a list, or ``host:port`` addresses separated by commas): calls
+            are balanced round robin over the live ones.
         :param concurrency: handlers running at once at most (also the thread pool's size).
         :param lease: how long a lease lasts without renewal, 1 s - 1 h; renewed every third.
         :param grace: on stop, how long running jobs may take to finish before they are given back.
@@ -111,8 +114,8 @@ class Worker:
             raise ValueError("wait must be at most 300 s")
         self.queues: list[str] = list(dict.fromkeys(names))
         """The queues this worker leases from."""
-        self.address = address
-        """The broker's address."""
+        self.address = target(address)
+        """The broker's gRPC target."""
         self.concurrency = concurrency
         """Handlers running at once at most."""
         self.grace = ms(grace) / 1000
@@ -257,9 +260,16 @@ class Worker:
         return self._handlers.get(name) or self._default
 
     def connect_with(
-        self, *, token: str | None = None, credentials: grpc.ChannelCredentials | None = None
+        self,
+        *,
+        address: str | Sequence[str] | None = None,
+        token: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        """Replace the token and TLS credentials given at construction (those not None)."""
+        """Replace the address, token and TLS credentials given at construction (those given);
+        before the worker starts."""
+        if address:
+            self.address = target(address)
         if token is not None:
             self._token = token
         if credentials is not None:
@@ -268,6 +278,7 @@ class Worker:
     async def _serve(self) -> None:
         assert self._stop_requested is not None
         options = [
+            ("grpc.lb_policy_name", "round_robin"),
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2_000),
