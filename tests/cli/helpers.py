@@ -27,10 +27,11 @@ START_TIMEOUT = 10.0
 class ThreadedBroker:
     """A broker serving on a free port from its own event-loop thread."""
 
-    def __init__(self, redis_url: str) -> None:
-        self.settings = replace(TEST_SETTINGS, redis_url=redis_url)
+    def __init__(self, redis_url: str, **overrides: Any) -> None:
+        self.settings = replace(TEST_SETTINGS, redis_url=redis_url, **overrides)
         self.port = 0
         self._ready = threading.Event()
+        self.broker: Broker | None = None
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -60,7 +61,7 @@ class ThreadedBroker:
             self._ready.set()
 
     async def _main(self) -> None:
-        broker = Broker(self.settings)
+        broker = self.broker = Broker(self.settings)
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self.port = await broker.start()
