@@ -23,7 +23,10 @@ from redis.backoff import NoBackoff
 from .events import EventHub
 from .health import Health
 from .maintenance import Maintenance
+from .metrics import Metrics
+from .metrics_server import MetricsEndpoint
 from .registry import WorkerRegistry
+from .rpc_metrics import RpcMetrics
 from .scheduler import ScheduleLoop
 from .services.common import Parts
 from .services.jobs import JobService
@@ -89,7 +92,8 @@ class Broker:
         self.redis = redis_client(settings)
         self.blocking_redis = redis_client(settings, blocking=True)
         await check_eviction_policy(self.redis, settings)
-        self.store = Store(self.redis, settings)
+        self.metrics = Metrics()
+        self.store = Store(self.redis, settings, self.metrics)
         self.hub = EventHub(self.store, self.blocking_redis)
         self.maintenance = Maintenance(self.store)
         self.health = Health(
@@ -100,11 +104,12 @@ class Broker:
         parts = Parts(settings, self.store, self.hub, self.maintenance, WorkerRegistry(self.store))
 
         server = grpc.aio.server(
+            interceptors=[RpcMetrics(self.metrics)],
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         job_service_pb2_grpc.add_JobServiceServicer_to_server(JobService(parts), server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(parts), server)
@@ -122,6 +127,14 @@ class Broker:
         )
         self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
         await self.health.check()
+        self.metrics_endpoint = MetricsEndpoint(self.metrics, self.store, settings)
+        try:
+            self.metrics_endpoint.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
+                f"{exc.strerror or exc}; choose another with --metrics-port / --metrics-host"
+            ) from exc
         await server.start()
         self.server = server
         self.health.start()
@@ -140,6 +153,7 @@ class Broker:
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         await self.maintenance.close()
         await self.schedule_loop.close()
+        await self.metrics_endpoint.close()
         await self.hub.close()
         await self.redis.aclose()
         await self.blocking_redis.aclose()
