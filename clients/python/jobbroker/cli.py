@@ -136,12 +136,20 @@ def work(
             show_default=False,
         ),
     ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(envvar="JOBBROKER_LOG_FORMAT", help="console or json (one object a line)."),
+    ] = "console",
+    log_level: Annotated[
+        str,
+        typer.Option(envvar="JOBBROKER_LOG_LEVEL", help="debug, info, warning or error."),
+    ] = "info",
 ) -> None:
     """Run a worker process (like celery -A / arq): Ctrl-C or SIGTERM stops it gracefully."""
     from jobbroker_worker.runner import RunnerError, run_worker
 
     try:
-        run_worker(target, address=address)
+        run_worker(target, address=address, log_format=log_format, log_level=log_level)
     except RunnerError as exc:
         fail(ExitCode.USAGE, str(exc))
 
