@@ -130,10 +130,11 @@ class Broker:
         self.metrics_endpoint = MetricsEndpoint(self.metrics, self.store, settings)
         try:
             self.metrics_endpoint.start()
-        except OSError as exc:
+        except (OSError, OverflowError) as exc:  # taken, not local, or not a port number
             raise ConfigError(
                 f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
-                f"{exc.strerror or exc}; choose another with --metrics-port / --metrics-host"
+                f"{getattr(exc, 'strerror', None) or exc}; choose another with --metrics-port "
+                "/ --metrics-host"
             ) from exc
         await server.start()
         self.server = server

@@ -39,6 +39,8 @@ def _method(full: str) -> str:
 class RpcMetrics(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        # Wrapped once per method, not per call: the servicers' handlers do not change.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     def _observe(self, method: str, context: Context, started: float, error: Any) -> None:
         self.metrics.rpc_seconds.labels(method, _code(context, error)).observe(
@@ -91,7 +93,14 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = _method(handler_call_details.method)
+        known = self._wrapped.get(handler_call_details.method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap_handler(_method(handler_call_details.method), handler)
+        self._wrapped[handler_call_details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap_handler(self, method: str, handler: Handler) -> Handler:
         serializers = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
