@@ -10,6 +10,8 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 
+from jobbroker._logs import configure as configure_logging
+
 from . import config
 from .app import Broker
 from .config import ConfigError
@@ -117,10 +119,11 @@ async def serve(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = parse_settings(argv)
+    try:
+        configure_logging(settings.log_format, settings.log_level)
+    except ValueError as exc:
+        sys.exit(f"jobbroker: {exc}")
     try:
         import uvloop
 

@@ -26,7 +26,10 @@ from .events import EventHub
 from .gate import Gate
 from .health import Health
 from .maintenance import Maintenance
+from .metrics import Metrics
+from .metrics_server import MetricsEndpoint
 from .registry import WorkerRegistry
+from .rpc_metrics import RpcMetrics
 from .scheduler import ScheduleLoop
 from .services.common import Parts
 from .services.jobs import JobService
@@ -130,7 +133,8 @@ class Broker:
         self.redis = redis_client(settings)
         self.blocking_redis = redis_client(settings, blocking=True)
         await check_eviction_policy(self.redis, settings)
-        self.store = Store(self.redis, settings)
+        self.metrics = Metrics()
+        self.store = Store(self.redis, settings, self.metrics)
         self.hub = EventHub(self.store, self.blocking_redis)
         self.maintenance = Maintenance(self.store)
         self.health = Health(
@@ -149,7 +153,7 @@ class Broker:
         )
         self.gate = Gate(settings, book)
         server = grpc.aio.server(
-            interceptors=[self.gate],
+            interceptors=[RpcMetrics(self.metrics), self.gate],
             options=[
                 # Messages over the limit are refused by the gate with a clear message; gRPC
                 # itself drops anything over twice the limit before reading it.
@@ -178,6 +182,15 @@ class Broker:
         else:
             self.port = server.add_secure_port(address, credentials)
         await self.health.check()
+        self.metrics_endpoint = MetricsEndpoint(self.metrics, self.store, settings)
+        try:
+            self.metrics_endpoint.start()
+        except (OSError, OverflowError) as exc:  # taken, not local, or not a port number
+            raise ConfigError(
+                f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
+                f"{getattr(exc, 'strerror', None) or exc}; choose another with --metrics-port "
+                "/ --metrics-host"
+            ) from exc
         await server.start()
         self.server = server
         self.health.start()
@@ -224,15 +237,21 @@ class Broker:
         self.gate.close()
         ended = self.streams.shut_down()
         log.info("shutting down: %d streams ended, %.1f s grace for calls in flight", ended, grace)
-        if not await self.gate.drained(grace):
+        drained = await self.gate.drained(grace)
+        closed = await self.streams.closed(max(0.0, deadline - loop.time()))
+        if not (drained and closed):
             log.warning(
-                "%d calls still in flight after %.1f s; cancelling", self.gate.in_flight, grace
+                "%d calls and %d streams still open after %.1f s; cancelling them",
+                self.gate.in_flight,
+                len(self.streams),
+                grace,
             )
         await self.server.stop(max(0.0, min(1.0, deadline - loop.time())))
         if self.token_watch is not None:
             await self.token_watch.close()
         await self.maintenance.close()
         await self.schedule_loop.close()
+        await self.metrics_endpoint.close()
         await self.hub.close()
         await self.redis.aclose()
         await self.blocking_redis.aclose()

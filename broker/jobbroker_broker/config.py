@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from jobbroker._logs import check as check_logging
+
 from .settings import Settings
 
 ENV_PREFIX = "JOBBROKER_"
@@ -185,8 +187,13 @@ def check(settings: Settings) -> None:
     """Refuse values the broker cannot run with, naming the setting."""
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"--port: {settings.port} is not a port (0-65535; 0 picks a free one)")
-    if not 0 <= settings.embedded_redis_port <= 65535:
-        raise ConfigError(f"--embedded-redis-port: {settings.embedded_redis_port} is not a port")
+    for name in ("embedded_redis_port", "metrics_port"):
+        if not 0 <= getattr(settings, name) <= 65535:
+            raise ConfigError(f"{flag(name)}: {getattr(settings, name)} is not a port")
+    try:
+        check_logging(settings.log_format, settings.log_level)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     _positive(
         settings,
         "redis_connect_timeout",
@@ -204,6 +211,8 @@ def check(settings: Settings) -> None:
         "health_interval",
         "max_message_bytes",
         "max_streams_per_token",
+        "metrics_interval",
+        "metrics_max_queues",
     )
     _not_negative(settings, "max_stalled", "shutdown_grace", "rate_limit", "rate_limit_burst")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):

@@ -63,7 +63,9 @@ class _Reader:
             try:
                 callback(event_id, fields)
             except Exception:
-                log.exception("event subscriber of queue %s failed", self.queue)
+                log.exception(
+                    "event subscriber of queue %s failed", self.queue, extra={"queue": self.queue}
+                )
 
     async def run(self) -> None:
         delay = 0.05
@@ -80,7 +82,9 @@ class _Reader:
                     )
                 delay = 0.05
             except Exception as exc:
-                log.warning("event reader of queue %s: %s", self.queue, exc)
+                log.warning(
+                    "event reader of queue %s: %s", self.queue, exc, extra={"queue": self.queue}
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue

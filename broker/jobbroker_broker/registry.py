@@ -84,7 +84,13 @@ class WorkerRegistry:
         except BrokerError as error:
             # A lost sighting only delays the worker's listing; never fail the worker's call.
             self._written.pop((queue, worker_id), None)
-            log.debug("worker sighting of %s in %s not recorded: %s", worker_id, queue, error)
+            log.debug(
+                "worker sighting of %s in %s not recorded: %s",
+                worker_id,
+                queue,
+                error,
+                extra={"queue": queue, "worker_id": worker_id},
+            )
 
     async def leased(self, queue: str, worker_id: str) -> None:
         """A Lease call: the worker takes jobs from `queue` (added to the queues known)."""

@@ -80,7 +80,7 @@ class Settings:
 
     shutdown_grace: float = 10.0
     """Seconds in-flight calls get to finish on SIGTERM before they are cancelled and the
-    process exits (health turns NOT_SERVING and streams end at once; see docs/operations.md)."""
+    process exits (health turns NOT_SERVING and streams end at once; see docs/deploying.md)."""
 
     # --- security -------------------------------------------------------------------------
 
@@ -118,3 +118,25 @@ class Settings:
 
     rate_limit_burst: int = 0
     """Requests a token may make at once above ``rate_limit``; 0: one second's worth."""
+
+    metrics_port: int = 0
+    """Port of the Prometheus endpoint (``http://<metrics_host>:<port>/metrics``); 0 (the
+    default): no endpoint. Off by default so a broker opens no port it was not asked for."""
+
+    metrics_host: str = "127.0.0.1"
+    """Address the Prometheus endpoint binds. Default loopback only, like the gRPC server."""
+
+    metrics_interval: float = 5.0
+    """Seconds between two reads of every queue's job counts from Redis (the
+    ``jobbroker_jobs`` gauge); scrapes themselves never touch Redis."""
+
+    metrics_max_queues: int = 1_000
+    """Queues the ``jobbroker_jobs`` gauge reports at most (the first by name), which bounds
+    the cost of a refresh and the number of series."""
+
+    log_format: str = "console"
+    """``console`` (one readable line per record) or ``json`` (one JSON object per line:
+    timestamp, level, logger, message and the record's fields, such as queue and job_id)."""
+
+    log_level: str = "info"
+    """Lowest level logged: debug, info, warning or error."""

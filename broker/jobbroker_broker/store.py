@@ -24,6 +24,7 @@ from .errors import (
     job_not_found,
 )
 from .keys import QUEUES_KEY, SCHEDULED_QUEUES_KEY, QueueKeys
+from .metrics import Metrics, count_redis_error
 from .scripts import Arg, Scripts
 from .settings import Settings
 
@@ -56,6 +57,7 @@ def redis_errors() -> Any:
     try:
         yield
     except _UNAVAILABLE as exc:
+        count_redis_error(exc)
         raise Unavailable(f"redis unavailable: {exc}") from exc
 
 
@@ -91,9 +93,10 @@ def _decode(value: bytes | str) -> str:
 class Store:
     """Jobs of all queues in one Redis. Thread-unsafe; one per event loop."""
 
-    def __init__(self, client: Redis, settings: Settings) -> None:
+    def __init__(self, client: Redis, settings: Settings, metrics: Metrics | None = None) -> None:
         self.redis = client
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.scripts = Scripts(client)
         self._keys: dict[str, QueueKeys] = {}
         self._maxlen = str(settings.events_maxlen)
@@ -254,7 +257,8 @@ class Store:
         )
         held = int(out.pop())
         leased = []
-        for i in range(0, len(out), 13):
+        self.metrics.leased(queue, out[13::14])
+        for i in range(0, len(out), 14):
             job = worker_service_pb2.LeasedJob(
                 queue=queue,
                 job_id=_decode(out[i]),
@@ -314,19 +318,21 @@ class Store:
             if row[0]:
                 error = item_error(_decode(row[0]), queue, item.job_id, _decode(row[1]))
                 results.append(ItemResult(error))
-            else:
-                results.append(ItemResult(None, _state(row[1]), int(row[2]) if width > 2 else 0))
+                continue
+            results.append(ItemResult(None, _state(row[1]), int(row[2]) if width > 3 else 0))
+            if width > 2:  # complete and fail rows end with the attempt's run time
+                self.metrics.attempt_ended(queue, _decode(row[1]), int(row[-1]))
         return results
 
     async def complete(self, queue: str, items: Sequence[Outcome]) -> list[ItemResult]:
         """Items' args: result body, result content type."""
-        return await self._outcomes("complete", queue, items, 2)
+        return await self._outcomes("complete", queue, items, 3)
 
     async def fail(self, queue: str, items: Sequence[Outcome]) -> list[ItemResult]:
         """Items' args: message, error type, stack, no retry ('1'/''); jitter is added here."""
         for item in items:
             item.args.append(repr(random.random()))
-        return await self._outcomes("fail", queue, items, 3)
+        return await self._outcomes("fail", queue, items, 4)
 
     async def release(self, queue: str, items: Sequence[Outcome]) -> list[ItemResult]:
         """Items' args: delay ms."""
@@ -359,9 +365,10 @@ class Store:
                     self.scripts.loaded = False  # Redis restarted empty: load again, retry
                     return [0] * len(queues), await self.redis_time_ms()
         waits = []
-        for i in range(len(queues)):
+        for i, queue in enumerate(queues):
+            self.metrics.reaped(queue, *results[3 * i + 1][3:6])
             wait = -1
-            for moved, due, now in results[3 * i : 3 * i + 3]:
+            for moved, due, now, *_ in results[3 * i : 3 * i + 3]:
                 if moved >= batch:
                     wait = 0
                 elif due >= 0 and (wait < 0 or due - now < wait):
@@ -377,7 +384,8 @@ class Store:
     async def ping(self) -> bool:
         try:
             return bool(await self.redis.ping())
-        except (*_UNAVAILABLE, redis.exceptions.RedisError):
+        except (*_UNAVAILABLE, redis.exceptions.RedisError) as exc:
+            count_redis_error(exc)
             return False
 
 

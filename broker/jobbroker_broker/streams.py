@@ -58,6 +58,7 @@ class OpenStreams:
         self._open: set[OpenStream] = set()
         self._counts: Counter[str] = Counter()
         self._closing_callbacks: set[Callable[[], None]] = set()
+        self._all_closed = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._open)
@@ -88,6 +89,8 @@ class OpenStreams:
             self._counts[stream.owner] -= 1
             if self._counts[stream.owner] <= 0:
                 del self._counts[stream.owner]
+            if self.closing and not self._open:
+                self._all_closed.set()
 
     def end(self, owners: Callable[[str], bool], error: BrokerError) -> int:
         """End the streams whose owner ``owners`` accepts; returns how many."""
@@ -99,9 +102,21 @@ class OpenStreams:
     def shut_down(self) -> int:
         """Refuse new streams and end every open one with UNAVAILABLE."""
         self.closing = True
+        if not self._open:
+            self._all_closed.set()
         for callback in list(self._closing_callbacks):
             callback()
         return self.end(
             lambda _: True,
             Unavailable("the broker is shutting down; reconnect", "SHUTTING_DOWN"),
         )
+
+    async def closed(self, within: float) -> bool:
+        """Wait until every stream has ended (after ``shut_down``), at most ``within`` seconds;
+        False if some are still open."""
+        try:
+            async with asyncio.timeout(within):
+                await self._all_closed.wait()
+        except TimeoutError:
+            return False
+        return True

@@ -3,6 +3,7 @@ is synchronous), the CLI runner pointed at it, and a bare worker made of WorkerS
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -33,3 +34,16 @@ def stub_worker(cli_broker: ThreadedBroker) -> Iterator[StubWorker]:
         yield worker
     finally:
         worker.close()
+
+
+@pytest.fixture(autouse=True)
+def root_logging() -> Iterator[None]:
+    """``jobbroker work`` run in-process sets up the root logger on the runner's stderr, which
+    closes after the command: put the test session's logging back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -15,6 +15,7 @@ from jobbroker.v1 import job_service_pb2 as J
 from jobbroker.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 from jobbroker.v1 import worker_service_pb2 as W
 from jobbroker_broker.app import Broker
+from jobbroker_broker.services.worker_stream import WorkerSession
 from jobbroker_broker.settings import Settings
 
 SETTINGS = Settings(port=0, maintenance_interval=0.05, health_interval=0.2, shutdown_grace=3.0)
@@ -72,12 +73,23 @@ async def read_to_end(call: object) -> None:
 
 
 async def test_a_worker_stream_acknowledges_what_it_applied_before_ending(
-    broker: Broker, queue: str
+    broker: Broker, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The message being applied when shutdown starts is finished and acknowledged."""
+    """A message being applied when shutdown starts is finished and acknowledged; then the
+    stream ends with SHUTTING_DOWN."""
     address = f"127.0.0.1:{broker.port}"
     async with AsyncClient(address) as client:
-        added = await client.add(queue, "job", {})
+        await client.add(queue, "job", {})
+    entered, release = asyncio.Event(), asyncio.Event()
+    apply = WorkerSession._apply
+
+    async def held_apply(self: WorkerSession, request: W.ReportProgressRequest) -> None:
+        if request.outcomes:
+            entered.set()
+            await release.wait()
+        await apply(self, request)
+
+    monkeypatch.setattr(WorkerSession, "_apply", held_apply)
     channel = grpc.aio.insecure_channel(address)
     try:
         workers = worker_service_pb2_grpc.WorkerServiceStub(channel)
@@ -87,11 +99,17 @@ async def test_a_worker_stream_acknowledges_what_it_applied_before_ending(
         await stream.read()
         complete = W.CompleteRequest(queue=queue, job_id=job.job_id, token=job.token)
         await stream.write(W.ReportProgressRequest(seq=2, outcomes=[W.Outcome(complete=complete)]))
+        await asyncio.wait_for(entered.wait(), 5)
         stopping = asyncio.create_task(broker.stop())
+        await asyncio.sleep(0.2)
+        assert not stopping.done()  # waits for the message being applied
+        release.set()
         ack = await asyncio.wait_for(stream.read(), 3)
         assert ack.seq == 2
         assert not ack.outcomes[0].HasField("error")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await asyncio.wait_for(read_to_end(stream), 3)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         await asyncio.wait_for(stopping, 5)
     finally:
         await channel.close()
-    assert added.job_id == job.job_id

@@ -114,7 +114,7 @@ class Added:
 
 @dataclass(frozen=True, slots=True)
 class Leased:
-    """One job of lease.lua's output (13 values)."""
+    """One job of lease.lua's output (14 values)."""
 
     id: str
     name: str
@@ -129,6 +129,7 @@ class Leased:
     progress_percent: str
     progress_value: str
     progress_type: str
+    wait_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,13 +213,13 @@ class LuaQueue:
     ) -> list[Leased]:
         out = self.lease_raw(max_jobs, worker, lease_ms, rand)
         self.held = out.pop()
-        assert len(out) % 13 == 0, out
-        return [Leased(*out[i : i + 13]) for i in range(0, len(out), 13)]
+        assert len(out) % 14 == 0, out
+        return [Leased(*out[i : i + 14]) for i in range(0, len(out), 14)]
 
     def lease_raw(
         self, max_jobs: int = 1, worker: str = "w1", lease_ms: int = 30_000, rand: str = "r4nd"
     ) -> list[Any]:
-        """lease.lua's output as it is: 13 values per job, then what held leasing back."""
+        """lease.lua's output as it is: 14 values per job, then what held leasing back."""
         return list(self.call("lease", MAXLEN, max_jobs, worker, lease_ms, rand))
 
     def lease_one(self, **kwargs: Any) -> Leased:
@@ -233,12 +234,16 @@ class LuaQueue:
         return [(out[i], out[i + 1]) for i in range(0, len(out), 2)]
 
     def complete_many(self, *jobs: tuple[str, str, str, str]) -> list[tuple[str, str]]:
-        """Complete (id, token, result, result content type) for each job."""
+        """Complete (id, token, result, result content type) for each job: (reason, state)."""
+        return [row[:2] for row in self.complete_rows(*jobs)]
+
+    def complete_rows(self, *jobs: tuple[str, str, str, str]) -> list[tuple[str, str, int]]:
+        """complete.lua's rows as they are: reason, state, run ms."""
         argv: list[Arg] = [MAXLEN, len(jobs)]
         for job in jobs:
             argv.extend(job)
         out = self.call("complete", *argv)
-        return [(out[i], out[i + 1]) for i in range(0, len(out), 2)]
+        return [(out[i], out[i + 1], out[i + 2]) for i in range(0, len(out), 3)]
 
     def complete(
         self, job_id: str, token: str, result: str = '{"ok": true}', content_type: str = ""
@@ -268,7 +273,7 @@ class LuaQueue:
             "1" if no_retry else "",
             repr(rand),
         )
-        assert len(out) == 3, out
+        assert len(out) == 4, out  # the fourth: run ms, for metrics
         return out[0], out[1], out[2]
 
     def release_many(self, *jobs: tuple[str, str, int]) -> list[tuple[str, str]]:

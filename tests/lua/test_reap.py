@@ -22,7 +22,7 @@ def test_stalled_job_goes_back_to_the_front_of_waiting(lua: LuaQueue) -> None:
     last = lua.last_event_id()
 
     before = lua.now_ms()
-    reaped, next_deadline, now = lua.reap(max_stalled=1)
+    reaped, next_deadline, now, *_ = lua.reap(max_stalled=1)
     after = lua.now_ms()
 
     assert (reaped, next_deadline) == (1, -1)
@@ -131,7 +131,7 @@ def test_live_leases_are_left_alone(lua: LuaQueue) -> None:
     lua.lease_one(lease_ms=50)
     long = lua.lease_one(lease_ms=60_000)
     time.sleep(0.1)
-    reaped, next_deadline, _ = lua.reap()
+    reaped, next_deadline, *_ = lua.reap()
     assert reaped == 1
     assert next_deadline == long.lease_expiry
     assert lua.where("long") == ["active"]

@@ -9,12 +9,12 @@ Worker, or a function that takes no arguments and returns one. Without it, the a
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 from typing import Any
 
 import grpc
+from jobbroker._logs import configure as configure_logging
 from jobbroker.worker import Worker
 
 DEFAULT_ATTRIBUTE = "worker"
@@ -87,17 +87,21 @@ def run_worker(
     address: str | None = None,
     token: str | None = None,
     credentials: grpc.ChannelCredentials | None = None,
+    log_format: str = "console",
+    log_level: str = "info",
 ) -> None:
     """Load the Worker and run it until SIGTERM or SIGINT (a second signal stops at once).
 
     ``address``, when given, is the broker the Worker connects to, whatever the module set;
     it is also exported as ``JOBBROKER_ADDRESS`` before the module is imported, for modules
     that read it (to build a Client, say). ``token`` and ``credentials`` (the CLI's ``--token``
-    and TLS options), when given, replace the Worker's own.
+    and TLS options), when given, replace the Worker's own. ``log_format`` (console or json)
+    and ``log_level`` set the process' log output.
     """
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        configure_logging(log_format, log_level)
+    except ValueError as exc:
+        raise RunnerError(str(exc)) from None
     if address:
         os.environ[ADDRESS_ENV] = address
     worker = load_worker(target)

@@ -6,7 +6,8 @@
     ARGV[1] events maxlen
     ARGV[2] number of jobs N
     then per job: id, token, message, error type, stack, no retry ('1'/''), random in [0, 1)
-  Output: a flat list of {reason ('' = applied), state, run at} per job.
+  Output: a flat list of {reason ('' = applied), state, run at, run ms} per job; run ms is how
+    long the attempt ran (lease to now), 0 when refused (for metrics).
 ]]
 -- @include lib/base.lua
 -- @include lib/finish.lua
@@ -21,10 +22,11 @@ for i = 0, n - 1 do
   local b = 3 + i * 7
   local id, token = ARGV[b], ARGV[b + 1]
   local jkey = job_key(k.prefix, id)
-  local reason, st, f = check_lease(jkey, token, now, {'cr'})
+  local reason, st, f = check_lease(jkey, token, now, {'cr', 'sa'})
   if reason then
     out[#out + 1] = reason
     out[#out + 1] = st
+    out[#out + 1] = 0
     out[#out + 1] = 0
   elseif f[4] == '1' then
     redis.call('ZREM', k.active, id)
@@ -33,12 +35,15 @@ for i = 0, n - 1 do
     out[#out + 1] = ''
     out[#out + 1] = 'cancelled'
     out[#out + 1] = 0
+    out[#out + 1] = now - (tonumber(f[5]) or now)
   else
+    local ran = now - (tonumber(f[5]) or now)
     local state, run_at = fail_attempt(k, maxlen, id, now, 1, ARGV[b + 2], ARGV[b + 3],
       ARGV[b + 4], ARGV[b + 5] == '1', tonumber(ARGV[b + 6]))
     out[#out + 1] = ''
     out[#out + 1] = state
     out[#out + 1] = run_at
+    out[#out + 1] = ran
   end
 end
 return done(out)

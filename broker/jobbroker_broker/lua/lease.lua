@@ -13,11 +13,12 @@
     ARGV[3] worker id
     ARGV[4] lease ms
     ARGV[5] random token suffix
-  Output: a flat list of 13 values per leased job: id, name, data, data content type, attempt,
+  Output: a flat list of 14 values per leased job: id, name, data, data content type, attempt,
     max attempts, token, fence, lease expiry, timeout at (0 = none), progress percent (''),
-    progress value, progress value content type; then one last value saying what held leasing
-    back: 0 nothing, -1 the queue is paused, -2 the concurrency limit, or N > 0: the rate limit,
-    for N more ms.
+    progress value, progress value content type, wait ms (for metrics: creation plus delay to
+    this first start; -1 for a later start or a job retried by hand); then one last value
+    saying what held leasing back: 0 nothing, -1 the queue is paused, -2 the concurrency
+    limit, or N > 0: the rate limit, for N more ms.
 ]]
 -- @include lib/base.lua
 -- @include lib/finish.lua
@@ -98,7 +99,7 @@ while leased < max_jobs and budget > 0 do
     local id = popped[i]
     local jkey = job_key(prefix, id)
     local f = redis.call('HMGET', jkey, 'name', 'data', 'dct', 'am', 'atm', 'tmo', 'lsp', 'ct',
-      'pp', 'pv', 'pvt', 'st', 'sa', 'fn', 'grp')
+      'pp', 'pv', 'pvt', 'st', 'sa', 'fn', 'grp', 'dly', 'sc')
     local group = f[15]
     if f[12] then
       local lifespan = tonumber(f[7]) or 0
@@ -149,6 +150,9 @@ while leased < max_jobs and budget > 0 do
         out[n + 11] = f[9] or ''
         out[n + 12] = f[10] or ''
         out[n + 13] = f[11] or ''
+        -- A retried job (restart) has `sc` set; a started one `sa`.
+        out[n + 14] = (f[13] or f[17]) and -1
+          or math.max(0, now - tonumber(f[8]) - (tonumber(f[16]) or 0))
       end
     end
   end

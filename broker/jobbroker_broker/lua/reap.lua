@@ -11,7 +11,8 @@
     ARGV[2] batch size
     ARGV[3] max stalled count (the queue's own setting, `mst` in meta, wins)
     ARGV[4] random in [0, 1) for backoff jitter
-  Output: {reaped, next lease deadline in ms (-1 = none), now}
+  Output: {reaped, next lease deadline in ms (-1 = none), now, stalled, failed for good,
+    retried} (the last three for metrics)
 ]]
 -- @include lib/base.lua
 -- @include lib/finish.lua
@@ -23,6 +24,7 @@ local maxlen = ARGV[1]
 local max_stalled = tonumber(redis.call('HGET', KEYS[10], 'mst')) or tonumber(ARGV[3])
 local now = now_ms()
 local expired = redis.call('ZRANGE', k.active, '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
+local stalled_n, failed_n, retried_n = 0, 0, 0
 for _, id in ipairs(expired) do
   local jkey = job_key(k.prefix, id)
   local f = redis.call('HMGET', jkey, 'to', 'cr', 'sc', 'pri', 'fn', 'w', 'am', 'st')
@@ -36,14 +38,21 @@ for _, id in ipairs(expired) do
   elseif timeout_at > 0 and timeout_at <= now then
     signal(KEYS[9], 'timeout', id, f[5], f[6])
     local tmo = redis.call('HGET', jkey, 'tmo')
-    fail_attempt(k, maxlen, id, now, 2, 'attempt timed out after ' .. tmo .. ' ms', '', '', false,
-      tonumber(ARGV[4]))
+    local state = fail_attempt(k, maxlen, id, now, 2, 'attempt timed out after ' .. tmo .. ' ms', '',
+      '', false, tonumber(ARGV[4]))
+    if state == 'failed' then
+      failed_n = failed_n + 1
+    else
+      retried_n = retried_n + 1
+    end
   else
     signal(KEYS[9], 'stalled', id, f[5], f[6])
     redis.call('ZREM', k.active, id)
     local stalled = redis.call('HINCRBY', jkey, 'sc', 1)
+    stalled_n = stalled_n + 1
     local attempt = (tonumber(f[7]) or 0) + 1
     if stalled > max_stalled then
+      failed_n = failed_n + 1
       emit(k.events, maxlen, 'stalled', id, {'s', 'failed', 'a', attempt, 'f', f[5], 'w', f[6] or ''})
       redis.call('HSET', jkey, 'am', attempt)
       finish_failed(k.prefix, k.events, maxlen, k.failed, id, now, 4,
@@ -56,4 +65,4 @@ for _, id in ipairs(expired) do
     end
   end
 end
-return done({#expired, next_score(k.active), now})
+return done({#expired, next_score(k.active), now, stalled_n, failed_n, retried_n})

@@ -65,9 +65,12 @@ def run(settings: Settings, *, demo: bool) -> None:
     from jobbroker_broker.config import ConfigError
     from jobbroker_broker.embedded import EmbeddedRedisError
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from ._logs import configure
+
+    try:
+        configure(settings.log_format, settings.log_level)
+    except ValueError as exc:
+        raise ServeError(str(exc)) from None
     try:
         import uvloop
 
@@ -102,7 +105,7 @@ async def _serve(settings: Settings, *, demo: bool) -> None:
         address = client_address(settings.host, running.broker.port)
         print(describe_redis(running), flush=True)
         print(f"jobbroker listening on {running.address}", flush=True)
-        worker = _start_demo_worker(address) if demo else None
+        worker = _start_demo_worker(address, settings) if demo else None
         try:
             _print_welcome(address, demo=demo)
             await _wait(stop, worker)
@@ -127,7 +130,7 @@ def _print_welcome(address: str, *, demo: bool) -> None:
     print("\n".join(lines), flush=True)
 
 
-def _start_demo_worker(address: str) -> subprocess.Popen[bytes]:
+def _start_demo_worker(address: str, settings: Settings) -> subprocess.Popen[bytes]:
     from jobbroker_broker.embedded import die_with_parent
 
     # A process of its own: its handlers never compete with the broker's event loop, and
@@ -139,7 +142,12 @@ def _start_demo_worker(address: str) -> subprocess.Popen[bytes]:
         ),
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        env={**os.environ, "JOBBROKER_ADDRESS": address},
+        env={
+            **os.environ,
+            "JOBBROKER_ADDRESS": address,
+            "JOBBROKER_LOG_FORMAT": settings.log_format,
+            "JOBBROKER_LOG_LEVEL": settings.log_level,
+        },
     )
 
 

@@ -210,7 +210,10 @@ class QueueCalls:
         def convert(item: pb.WatchEventsResponse, last: str) -> tuple[Event, str]:
             if item.resume_point_trimmed:
                 log.warning(
-                    "queue %s no longer keeps event %s: events after it were lost", queue, last
+                    "queue %s no longer keeps event %s: events after it were lost",
+                    queue,
+                    last,
+                    extra={"queue": queue},
                 )
             return Event.from_proto(item.event), item.event.event_id or last
 

@@ -13,6 +13,7 @@ from concurrent.futures import Executor
 
 import grpc
 
+from ._logs import job_fields
 from ._worker_context import JobContext
 from ._worker_runner import (
     Handler,
@@ -117,7 +118,14 @@ class Jobs:
         if task.cancelled():
             outcome = stopped(ctx)
         elif (error := task.exception()) is not None:  # a bug of ours: fail the attempt, go on
-            log.error("worker %s: job %s/%s", self.worker_id, ctx.queue, ctx.id, exc_info=error)
+            log.error(
+                "worker %s: job %s/%s",
+                self.worker_id,
+                ctx.queue,
+                ctx.id,
+                exc_info=error,
+                extra=job_fields(ctx.queue, ctx.id, worker_id=self.worker_id),
+            )
             outcome = failure(ctx, error)
         else:
             outcome = task.result()
@@ -180,7 +188,13 @@ class Jobs:
         if ctx._handler_done:
             return
         if kind == _CANCEL:
-            log.info("worker %s: job %s/%s cancelled", self.worker_id, ctx.queue, ctx.id)
+            log.info(
+                "worker %s: job %s/%s cancelled",
+                self.worker_id,
+                ctx.queue,
+                ctx.id,
+                extra=job_fields(ctx.queue, ctx.id, worker_id=self.worker_id),
+            )
             ctx._stop("cancel", reason)
         elif kind == _LOST:
             log.warning(
@@ -189,6 +203,7 @@ class Jobs:
                 ctx.queue,
                 ctx.id,
                 reason,
+                extra=job_fields(ctx.queue, ctx.id, worker_id=self.worker_id, reason=reason),
             )
             ctx._stop("lost", reason)
             self.stream.forget(ctx)
@@ -216,6 +231,7 @@ class Jobs:
             ctx.id,
             error.reason,
             error.message,
+            extra=job_fields(ctx.queue, ctx.id, worker_id=self.worker_id, reason=error.reason),
         )
         ctx._renew_at = 0.0  # the renewal in it was refused too: renew at the next tick
 
@@ -239,6 +255,9 @@ class Jobs:
                 result.job_id,
                 error.reason,
                 error.message,
+                extra=job_fields(
+                    result.queue, result.job_id, worker_id=self.worker_id, reason=error.reason
+                ),
             )
         if ctx is not None:
             self._settle(ctx)

@@ -135,6 +135,7 @@ class Leasing:
                     queue,
                     exc.code().name,
                     exc.details(),
+                    extra={"queue": queue, "worker_id": self._worker_id},
                 )
                 failing = True
                 await asyncio.sleep(backoff.next_delay())
@@ -143,7 +144,12 @@ class Leasing:
                 self._unhold(held)
                 raise
             if failing:
-                log.info("worker %s: leasing from %s again", self._worker_id, queue)
+                log.info(
+                    "worker %s: leasing from %s again",
+                    self._worker_id,
+                    queue,
+                    extra={"queue": queue, "worker_id": self._worker_id},
+                )
             failing = False
             backoff.reset()
             self.free_slots += held

@@ -139,6 +139,14 @@ def work(
             show_default=False,
         ),
     ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(envvar="JOBBROKER_LOG_FORMAT", help="console or json (one object a line)."),
+    ] = "console",
+    log_level: Annotated[
+        str,
+        typer.Option(envvar="JOBBROKER_LOG_LEVEL", help="debug, info, warning or error."),
+    ] = "info",
 ) -> None:
     """Run a worker process (like celery -A / arq): Ctrl-C or SIGTERM stops it gracefully."""
     from jobbroker_worker.runner import RunnerError, run_worker
@@ -149,6 +157,8 @@ def work(
             address=address,
             token=connection.token,
             credentials=connection.credentials(),
+            log_format=log_format,
+            log_level=log_level,
         )
     except RunnerError as exc:
         fail(ExitCode.USAGE, str(exc))

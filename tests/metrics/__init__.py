@@ -1,0 +1,1 @@
+"""Metrics (the Prometheus endpoint) and structured logs of a real broker on real Redis."""
