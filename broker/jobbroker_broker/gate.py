@@ -25,6 +25,7 @@ import grpc
 from . import access
 from .access import Identity
 from .errors import BrokerError, LimitExceeded, Unauthenticated, Unavailable, abort
+from .loops import wait_set
 from .settings import Settings
 from .tokens import TOKEN_RE, TokenBook
 
@@ -100,12 +101,7 @@ class Gate(grpc.aio.ServerInterceptor):
     async def drained(self, within: float) -> bool:
         """Wait until no unary call is in flight (after ``close``), at most ``within``
         seconds; False if some still are."""
-        try:
-            async with asyncio.timeout(within):
-                await self._drained.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._drained, within)
 
     # --- per call --------------------------------------------------------------------------
 

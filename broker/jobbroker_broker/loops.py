@@ -37,3 +37,13 @@ class Loop:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+
+
+async def wait_set(event: asyncio.Event, within: float) -> bool:
+    """Wait for ``event`` at most ``within`` seconds; whether it was set."""
+    try:
+        async with asyncio.timeout(within):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

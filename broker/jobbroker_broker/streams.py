@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import BrokerError, LimitExceeded, Unavailable
+from .loops import wait_set
 
 
 @dataclass(eq=False, slots=True)
@@ -114,9 +115,4 @@ class OpenStreams:
     async def closed(self, within: float) -> bool:
         """Wait until every stream has ended (after ``shut_down``), at most ``within`` seconds;
         False if some are still open."""
-        try:
-            async with asyncio.timeout(within):
-                await self._all_closed.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._all_closed, within)
