@@ -16,10 +16,8 @@ from jobbroker.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
+from .connection import Client, ConfigError, RedisConnection
 from .events import EventHub
 from .health import Health
 from .maintenance import Maintenance
@@ -37,24 +35,10 @@ log = logging.getLogger("jobbroker_broker")
 EVICTING_POLICIES = ("allkeys-", "volatile-")
 
 
-class ConfigError(Exception):
-    """The broker cannot start with this configuration; the message says why."""
+__all__ = ["Broker", "ConfigError", "check_eviction_policy"]
 
 
-def redis_client(settings: Settings, *, blocking: bool = False) -> Redis:
-    """A client that fails fast: no retries (a retried write could apply twice), short timeouts.
-    The blocking client's reads wait longer than an XREAD BLOCK."""
-    timeout = settings.redis_timeout + (2.0 if blocking else 0.0)
-    return Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=settings.redis_connect_timeout,
-        socket_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
-
-
-async def check_eviction_policy(client: Redis, settings: Settings) -> None:
+async def check_eviction_policy(client: Client, settings: Settings) -> None:
     try:
         with redis_errors():
             config = await client.config_get("maxmemory-policy")
@@ -86,17 +70,15 @@ class Broker:
 
     async def start(self) -> int:
         settings = self.settings
-        self.redis = redis_client(settings)
-        self.blocking_redis = redis_client(settings, blocking=True)
+        self.connection = RedisConnection(settings)
+        self.redis = self.connection.client
+        self.blocking_redis = self.connection.blocking
         await check_eviction_policy(self.redis, settings)
         self.store = Store(self.redis, settings)
+        await self.store.durability.check(self.connection)
         self.hub = EventHub(self.store, self.blocking_redis)
         self.maintenance = Maintenance(self.store)
-        self.health = Health(
-            self.store,
-            settings.health_interval,
-            (self.redis.connection_pool, self.blocking_redis.connection_pool),
-        )
+        self.health = Health(self.connection, settings.health_interval)
         parts = Parts(settings, self.store, self.hub, self.maintenance, WorkerRegistry(self.store))
 
         server = grpc.aio.server(
@@ -141,8 +123,7 @@ class Broker:
         await self.maintenance.close()
         await self.schedule_loop.close()
         await self.hub.close()
-        await self.redis.aclose()
-        await self.blocking_redis.aclose()
+        await self.connection.aclose()
         self.server = None
 
     async def wait(self) -> None:

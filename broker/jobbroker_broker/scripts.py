@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import NoScriptError
 
 from .keys import QueueKeys
@@ -92,7 +93,7 @@ SCRIPT_NAMES = (
 class Scripts:
     """All scripts, called with EVALSHA and re-loaded after a NOSCRIPT (a restarted Redis)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis | RedisCluster) -> None:
         self._redis = redis
         self.by_name = {name: load_script(name) for name in SCRIPT_NAMES}
         self._keys: dict[tuple[str, str], list[str]] = {}
@@ -117,7 +118,9 @@ class Scripts:
             await self._redis.script_load(script.source)
             return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
 
-    def queue_call(self, pipe: Pipeline, name: str, queue: QueueKeys, args: Sequence[Arg]) -> None:
+    def queue_call(
+        self, pipe: Pipeline | ClusterPipeline, name: str, queue: QueueKeys, args: Sequence[Arg]
+    ) -> None:
         """Add a call to a pipeline; run :meth:`load_all_once` first (pipelines cannot re-load)."""
         script = self.by_name[name]
         keys = self._keys_of(script, queue)

@@ -76,3 +76,18 @@ class Settings:
 
     shutdown_grace: float = 10.0
     """Seconds in-flight calls get to finish on shutdown."""
+
+    durability: str = "none"
+    """When an Add/AddBulk is acknowledged. ``none`` (default): once the Redis primary has the
+    job. ``replicas``: once ``durability_replicas`` replicas have it too (Redis WAIT).
+    ``aof``: once the primary's append-only file has it on disk and ``durability_replicas``
+    replicas' too (WAITAOF; needs Redis 7.2+ with appendonly on, checked at start). When the
+    wait times out the call answers UNAVAILABLE (reason DURABILITY_TIMEOUT): the job may exist.
+    See docs/scaling.md."""
+
+    durability_replicas: int = 1
+    """Replicas that must have an added job before the Add is acknowledged (``replicas``: at
+    least 1; ``aof``: 0 waits for the primary's disk only)."""
+
+    durability_timeout: float = 1.0
+    """Seconds an Add waits for its durability before answering UNAVAILABLE."""
