@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from . import _calls
 from ._worker_context import DoNotRetry, JobContext
 from ._worker_jobs import Jobs
 from ._worker_leasing import Leasing
@@ -72,7 +73,7 @@ class Worker:
         self,
         queues: str | Sequence[str],
         *,
-        address: str = "127.0.0.1:50051",
+        address: str | Sequence[str] = "127.0.0.1:50051",
         concurrency: int = 10,
         lease: Seconds = 30.0,
         grace: Seconds = 30.0,
@@ -83,7 +84,9 @@ class Worker:
     ) -> None:
         """
         :param queues: the queue (or queues) to lease from.
-        :param address: the broker, ``host:port`` (any gRPC target, e.g. ``dns:///brokers:50051``).
+        :param address: the broker, ``host:port`` (any gRPC target, e.g. ``dns:///brokers:50051``),
+            or several broker replicas (a list, or ``"10.0.0.1:50051,10.0.0.2:50051"``): calls
+            are spread round robin and move to the live ones when one dies.
         :param concurrency: handlers running at once at most (also the thread pool's size).
         :param lease: how long a lease lasts without renewal, 1 s - 1 h; renewed every third.
         :param grace: on stop, how long running jobs may take to finish before they are given back.
@@ -108,8 +111,9 @@ class Worker:
             raise ValueError("wait must be at most 300 s")
         self.queues: list[str] = list(dict.fromkeys(names))
         """The queues this worker leases from."""
+        _calls.target(address)  # a malformed address fails here, not at start
         self.address = address
-        """The broker's address."""
+        """The broker's address (or addresses)."""
         self.concurrency = concurrency
         """Handlers running at once at most."""
         self.grace = ms(grace) / 1000
@@ -255,6 +259,7 @@ class Worker:
     async def _serve(self) -> None:
         assert self._stop_requested is not None
         options = [
+            ("grpc.lb_policy_name", "round_robin"),
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2_000),
@@ -263,9 +268,11 @@ class Worker:
             *self._channel_options,
         ]
         if self._credentials is None:
-            channel = grpc.aio.insecure_channel(self.address, options=options)
+            channel = grpc.aio.insecure_channel(_calls.target(self.address), options=options)
         else:
-            channel = grpc.aio.secure_channel(self.address, self._credentials, options)
+            channel = grpc.aio.secure_channel(
+                _calls.target(self.address), self._credentials, options
+            )
         stub = WorkerServiceStub(channel)
         entries = [*self._handlers.values(), *([self._default] if self._default else [])]
         executor = None

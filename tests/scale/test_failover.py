@@ -1,0 +1,88 @@
+"""A Redis primary dies under load (Redis Cluster failover, Sentinel failover): the broker
+recovers by itself, workers keep receiving jobs, and with ``durability replicas`` no
+acknowledged add is lost. With durability off, what is lost is counted (docs/scaling.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from jobbroker import AsyncClient, JobState
+from scale_support import (
+    Producer,
+    all_completed,
+    broker,
+    cluster,
+    queue_name,
+    recording_worker,
+    sentinels,
+    wait_for,
+)
+from topologies import Cluster, SentinelSet, Server
+
+pytestmark = pytest.mark.scale
+__all__ = ["cluster", "sentinels"]  # fixtures used by name
+
+BEFORE, AFTER = 40, 40
+"""Adds acknowledged before the primary dies, and after it (the broker recovered)."""
+
+
+async def _under_load(
+    url: str, queue: str, kill: Server, failed_over: Callable[[], bool], durability: str
+) -> tuple[int, int]:
+    """Add and run jobs, SIGKILL the primary `kill` midway, wait for the failover, then start
+    the dead server again (as a supervisor would: it comes back as a replica, without data, so
+    that ``durability replicas`` has a replica again); returns (acknowledged adds, lost ones)."""
+    ran: list[str] = []
+    async with (
+        broker(url, durability=durability, durability_timeout=2.0) as address,
+        AsyncClient(address, retries=0) as client,
+        recording_worker(queue, address, ran),
+    ):
+        producer = Producer(client, queue)
+        producer.start()
+        await producer.until(BEFORE)
+        kill.kill()
+        await wait_for(failed_over, "the failover")
+        kill.start()
+        await producer.until(BEFORE + AFTER)
+        await producer.stop()
+        acknowledged = list(producer.acknowledged)
+        found = await all_completed(client, queue, acknowledged)
+    lost = [job_id for job_id, state in found.items() if state is None]
+    stuck = {i: s for i, s in found.items() if s not in (None, JobState.COMPLETED)}
+    assert not stuck, f"jobs not completed after the failover: {stuck}"
+    print(f"durability={durability}: {len(acknowledged)} adds acknowledged, {len(lost)} lost")
+    return len(acknowledged), len(lost)
+
+
+@pytest.mark.parametrize("durability", ["replicas", "none"])
+async def test_cluster_primary_killed_under_load(
+    cluster: Cluster, durability: str, record_property: pytest.RecordProperty
+) -> None:
+    queue = queue_name()
+    key = f"jb:{{{queue}}}:waiting"
+    primary = cluster.primary_of(key)
+    _, lost = await _under_load(
+        cluster.url, queue, primary, lambda: cluster.primary_of(key) != primary, durability
+    )
+    record_property("lost", lost)
+    if durability != "none":
+        assert lost == 0
+
+
+@pytest.mark.parametrize("durability", ["replicas", "none"])
+async def test_sentinel_primary_killed_under_load(
+    sentinels: SentinelSet, durability: str, record_property: pytest.RecordProperty
+) -> None:
+    port = sentinels.primary.port
+    _, lost = await _under_load(
+        sentinels.url,
+        queue_name(),
+        sentinels.primary,
+        lambda: sentinels.master_port() != port,
+        durability,
+    )
+    record_property("lost", lost)
+    if durability != "none":
+        assert lost == 0
