@@ -167,8 +167,10 @@ class Producer:
                 await self._added.wait()
 
 
-def recording_worker(queue: str, address: str, ran: list[str], delay: float = 0.0) -> Worker:
-    """A worker that runs every job of `queue`, recording each run's job id."""
+def recording_worker(
+    queue: str | list[str], address: str | list[str], ran: list[str], delay: float = 0.0
+) -> Worker:
+    """A worker that runs every job of `queue` (or queues), recording each run's job id."""
     worker = Worker(queue, address=address, concurrency=8, lease=5, wait=1, grace=1)
 
     @worker.handler()
@@ -215,3 +217,14 @@ async def wait_for(check: Callable[[], bool], what: str, within: float = RECOVER
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A Redis Cluster the tests of one module share (none of them kills a node)."""
+    topology = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        topology.start()
+        yield topology
+    finally:
+        topology.stop()
