@@ -89,8 +89,8 @@ def _nodes(url: str, netloc: str) -> tuple[tuple[str, int], ...]:
 def _options(url: str, scheme: str, netloc: str, path: str, query: str) -> dict[str, Any]:
     """The connection options of the URL, read by redis-py's own parser (from the URL with
     its first address), without the address itself."""
-    first = netloc.split(",")[0]
-    credentials = netloc.rpartition("@")[0]
+    credentials, _, hosts = netloc.rpartition("@")
+    first = hosts.split(",")[0]
     single = f"{scheme}://{credentials + '@' if credentials else ''}{first}{path}"
     try:
         options: dict[str, Any] = dict(parse_url(single + (f"?{query}" if query else "")))
@@ -108,20 +108,20 @@ def parse_redis_url(url: str) -> RedisTarget:
     if scheme in CLUSTER_SCHEMES:
         if not parts.netloc:
             raise _bad(url, "name at least one cluster node: redis+cluster://host:port[,...]")
+        nodes = _nodes(url, parts.netloc)
         options = _options(url, CLUSTER_SCHEMES[scheme], parts.netloc, "", parts.query)
         if parts.path not in ("", "/", "/0"):
             raise _bad(url, "a Redis Cluster has only database 0; drop the path")
         options.pop("db", None)
-        return RedisTarget("cluster", url, _nodes(url, parts.netloc), options=options)
+        return RedisTarget("cluster", url, nodes, options=options)
     if scheme in SENTINEL_SCHEMES:
         service, _, db = parts.path.strip("/").partition("/")
         if not parts.netloc or not service:
             raise _bad(url, "use redis+sentinel://host:port[,host:port...]/service-name[/db]")
+        nodes = _nodes(url, parts.netloc)
         path = f"/{db}" if db else ""
         options = _options(url, SENTINEL_SCHEMES[scheme], parts.netloc, path, parts.query)
-        return RedisTarget(
-            "sentinel", url, _nodes(url, parts.netloc), service=service, options=options
-        )
+        return RedisTarget("sentinel", url, nodes, service=service, options=options)
     if scheme not in ("redis", "rediss", "unix"):
         raise _bad(
             url,
