@@ -19,7 +19,8 @@ from scale_support import (
     sentinels,
     wait_for,
 )
-from topologies import Cluster, SentinelSet, Server
+from topologies import SENTINEL_SERVICE, Cluster, SentinelSet, Server
+from topologies import client as node_client
 
 pytestmark = pytest.mark.scale
 __all__ = ["cluster", "sentinels"]  # fixtures used by name
@@ -92,3 +93,37 @@ async def test_sentinel_primary_killed_under_load(
     record_property("lost", lost)
     if durability != "none":
         assert lost == 0
+
+
+@pytest.mark.parametrize("durability", MODES)
+async def test_sentinel_switchover_with_the_old_primary_alive(
+    sentinels: SentinelSet, durability: str
+) -> None:
+    # SENTINEL FAILOVER demotes a live primary: connections to it now get READONLY (or read a
+    # replica), and the broker must move every one of them, event readers included. Until
+    # the Sentinels demote it, the old primary still takes writes that its resync will drop:
+    # with durability none those adds are lost (counted), with replicas they are refused.
+    queue = queue_name()
+    ran: list[str] = []
+    old = sentinels.master_port()
+    async with (
+        broker(sentinels.url, durability=durability) as address,
+        AsyncClient(address) as client,
+        recording_worker(queue, address, ran),
+    ):
+        first = (await client.add(queue, "work", {}, job_id="before")).job_id
+        assert (await all_completed(client, queue, [first]))[first] == JobState.COMPLETED
+        node_client(sentinels.sentinels[0].port).execute_command(
+            "SENTINEL", "FAILOVER", SENTINEL_SERVICE
+        )
+        producer = Producer(client, queue, prefix="around")
+        producer.start()
+        await wait_for(lambda: sentinels.master_port() != old, "the switchover")
+        await producer.until(40)
+        await producer.stop()
+        found = await all_completed(client, queue, producer.acknowledged)
+    lost = [job_id for job_id, state in found.items() if state is None]
+    print(f"switchover, durability={durability}: {len(found)} acknowledged, {len(lost)} lost")
+    assert {s for s in found.values() if s is not None} == {JobState.COMPLETED}
+    if durability != "none":
+        assert lost == []
