@@ -44,7 +44,10 @@ def test_the_lifecycle_suite_passes_on_a_cluster(module_cluster: Cluster) -> Non
             "tests/integration/test_lifecycle.py",
         ],
         cwd=ROOT,
-        env={**os.environ, "JOBBROKER_TEST_REDIS_URL": module_cluster.url},
+        env={
+            **{k: v for k, v in os.environ.items() if k != "JOBBROKER_TEST_REDIS"},
+            "JOBBROKER_TEST_REDIS_URL": module_cluster.url,
+        },
         capture_output=True,
         text=True,
         timeout=300,
