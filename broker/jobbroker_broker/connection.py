@@ -219,7 +219,7 @@ class RedisConnection:
             if isinstance(self.client, RedisCluster):
                 return bool(await self.client.ping(target_nodes=RedisCluster.PRIMARIES))
             return bool(await self.client.ping())
-        except (redis.exceptions.RedisError, OSError):
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError):
             return False
 
     async def follow(self) -> None:
