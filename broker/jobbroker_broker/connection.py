@@ -44,8 +44,12 @@ SENTINEL_SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
 BLOCKING_SLACK = 2.0
 """Seconds a blocking client's reads wait beyond ``redis_timeout`` (an XREAD BLOCK lasts 1 s)."""
 
+CONNECTIONS = 1_000
+"""Connections (per node, on a cluster) the command client may open: one per command in
+flight. redis-py's default of 100 fails busy brokers with "Too many connections"."""
+
 BLOCKING_CONNECTIONS = 100_000
-"""Connections per cluster node the blocking client may open (one per event stream read)."""
+"""Connections (per node) the blocking client may open: one per event stream being read."""
 
 
 class ConfigError(Exception):
@@ -136,6 +140,7 @@ def parse_redis_url(url: str) -> RedisTarget:
 
 def _common(settings: Settings, blocking: bool) -> dict[str, Any]:
     return {
+        "max_connections": BLOCKING_CONNECTIONS if blocking else CONNECTIONS,
         "socket_connect_timeout": settings.redis_connect_timeout,
         "socket_timeout": settings.redis_timeout + (BLOCKING_SLACK if blocking else 0.0),
         "retry": Retry(NoBackoff(), 0),
@@ -185,7 +190,6 @@ def redis_client(
     if target.kind == "cluster":
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
-            max_connections=BLOCKING_CONNECTIONS if blocking else 1_000,
             **options,
             **common,
         )
@@ -224,7 +228,9 @@ class RedisConnection:
 
     async def follow(self) -> None:
         """With Sentinel: when the Sentinels name another primary, drop every connection (the
-        blocked reads too) so each caller reconnects to the new one within one call."""
+        blocked reads too) so each caller reconnects to the new one within one call; and at
+        every call drop any connection to another server (made while a lagging Sentinel still
+        named the old primary: it would read a stale copy, or write what a resync drops)."""
         if self._sentinel is None:
             return
         try:
@@ -240,6 +246,19 @@ class RedisConnection:
             )
             await self.reset()
         self._primary = primary
+        await self._drop_others(primary)
+
+    async def _drop_others(self, primary: tuple[str, int]) -> None:
+        for client in (self.client, self.blocking):
+            if isinstance(client, RedisCluster):
+                continue
+            pool = client.connection_pool
+            # redis-py has no public list of a pool's connections.
+            for connection in [*pool._available_connections, *pool._in_use_connections]:
+                address = (getattr(connection, "host", None), getattr(connection, "port", None))
+                if connection.is_connected and address != primary:
+                    with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                        await connection.disconnect()
 
     async def reset(self) -> None:
         """Drop every pooled connection (Redis restarted or failed over): no later call may

@@ -52,12 +52,15 @@ async def test_progress_on_one_replica_reaches_a_subscriber_on_another(
             await seen_progress.wait()
             return "done"
 
-        async with worker, AsyncClient(addresses[-1]) as client:
+        async with AsyncClient(addresses[-1]) as client:
             added = await client.add(queue, "report", {})
             events: list[Event] = []
+            stream = client.stream_progress(queue, added.job_id)
             async with asyncio.timeout(20):
-                async for item in client.stream_progress(queue, added.job_id):
-                    if isinstance(item, Event):
+                await anext(stream)  # the snapshot: the subscription is live, start the worker
+                async with worker:
+                    async for item in stream:
+                        assert isinstance(item, Event)
                         events.append(item)
                         if item.type == EventType.PROGRESS:
                             seen_progress.set()
