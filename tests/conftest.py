@@ -21,8 +21,9 @@ import redis
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 URL_ENV = "JOBBROKER_TEST_REDIS_URL"
 TOPOLOGY_ENV = "JOBBROKER_TEST_REDIS"
-"""``cluster``: the session's Redis is a local Redis Cluster (3 primaries + 3 replicas) the
-fixture starts, so any suite runs on a cluster (see docs/scaling.md)."""
+"""``cluster`` / ``sentinel``: the session's Redis is a local Redis Cluster (3 primaries + 3
+replicas) or a primary + replica + 3 Sentinels that the fixture starts, so any suite runs on
+it (see docs/scaling.md)."""
 START_TIMEOUT = 10.0
 
 
@@ -130,17 +131,20 @@ class RedisProcess:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The shared Redis of the session: a local cluster ($JOBBROKER_TEST_REDIS=cluster),
-    $JOBBROKER_TEST_REDIS_URL, the local one, or a child."""
-    if os.environ.get(TOPOLOGY_ENV) == "cluster":
-        from scale.topologies import Cluster
+    """The shared Redis of the session: a local cluster or Sentinel set
+    ($JOBBROKER_TEST_REDIS=cluster|sentinel), $JOBBROKER_TEST_REDIS_URL, the local one, or a
+    child."""
+    topology = os.environ.get(TOPOLOGY_ENV)
+    if topology in ("cluster", "sentinel"):
+        from scale.topologies import Cluster, SentinelSet
 
-        cluster = Cluster(tmp_path_factory.mktemp("cluster"))
+        kind = Cluster if topology == "cluster" else SentinelSet
+        servers = kind(tmp_path_factory.mktemp(topology))
         try:
-            cluster.start()
-            yield cluster.url
+            servers.start()
+            yield servers.url
         finally:
-            cluster.stop()
+            servers.stop()
         return
     url = os.environ.get(URL_ENV)
     if url:

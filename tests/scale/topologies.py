@@ -273,8 +273,9 @@ class SentinelSet:
 
 
 def sync_client(url: str) -> redis.Redis:
-    """A synchronous client returning bytes, of a server or (``redis+cluster://``) a cluster;
-    on a cluster, multi-key commands are split by slot and scans visit every primary."""
+    """A synchronous client returning bytes, of a server, a cluster (``redis+cluster://``:
+    multi-key commands are split by slot, scans visit every primary) or a Sentinel-managed
+    primary (``redis+sentinel://host:port,.../service``)."""
     if url.startswith("redis+cluster://"):
         hosts = url.removeprefix("redis+cluster://").split(",")
         nodes = [
@@ -283,4 +284,9 @@ def sync_client(url: str) -> redis.Redis:
         ]
         cluster: Any = redis.RedisCluster(startup_nodes=nodes, socket_timeout=5)
         return cluster  # type: ignore[no-any-return]
+    if url.startswith("redis+sentinel://"):
+        hosts, _, service = url.removeprefix("redis+sentinel://").partition("/")
+        sentinels = [(h.rpartition(":")[0], int(h.rpartition(":")[2])) for h in hosts.split(",")]
+        primary: Any = redis.Sentinel(sentinels, socket_timeout=5).master_for(service)
+        return primary  # type: ignore[no-any-return]
     return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5)
