@@ -283,6 +283,23 @@ class RedisConnection:
             rows = [await self.client.info("server")]
         return [tuple(int(p) for p in str(row["redis_version"]).split(".")[:3]) for row in rows]
 
+    async def config_per_primary(self, name: str) -> list[str]:
+        """A CONFIG GET value of each primary (one for a single server)."""
+        if isinstance(self.client, RedisCluster):
+            await self.client.initialize()
+            replies = [
+                await self.client.config_get(name, target_nodes=node)
+                for node in self.client.get_primaries()
+            ]
+        else:
+            replies = [await self.client.config_get(name)]
+        values = []
+        for reply in replies:
+            fields: dict[Any, Any] = dict(reply)
+            value = fields.get(name, fields.get(name.encode(), ""))
+            values.append(value.decode() if isinstance(value, bytes) else str(value))
+        return values
+
     async def aclose(self) -> None:
         for client in (self.client, self.blocking):
             await client.aclose()

@@ -9,6 +9,7 @@ written on the primary and may exist, or may be lost if the primary fails now.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,8 @@ from .errors import Unavailable
 from .keys import QueueKeys
 from .scripts import Arg, Scripts
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 MODES = ("none", "replicas", "aof")
 WAITAOF_VERSION = (7, 2)
@@ -63,6 +66,16 @@ class Durability:
                     "--durability replicas (the job on replicas' memory) and an AOF "
                     "fsync policy of your choice"
                 )
+        try:
+            appendonly = await connection.config_per_primary("appendonly")
+        except redis.exceptions.ResponseError as exc:  # CONFIG may be forbidden (managed Redis)
+            log.warning("could not read appendonly (%s); --durability aof needs it on", exc)
+            return
+        if "no" in appendonly:
+            raise ConfigError(
+                "--durability aof waits for the append-only file, but appendonly is off on "
+                "this Redis (CONFIG SET appendonly yes, or appendonly yes in redis.conf)"
+            )
 
     def _wait_command(self) -> list[Arg]:
         if self.mode == "aof":
