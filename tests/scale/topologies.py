@@ -128,7 +128,18 @@ class Server:
 
 
 def _data_node_args(extra: list[str]) -> list[str]:
-    return ["--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction", *extra]
+    # No delay before a full sync (Redis 7 waits 5 s for more replicas by default).
+    return [
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxmemory-policy",
+        "noeviction",
+        "--repl-diskless-sync-delay",
+        "0",
+        *extra,
+    ]
 
 
 class Cluster:
