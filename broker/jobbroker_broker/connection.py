@@ -270,18 +270,22 @@ class RedisConnection:
                 else:
                     await client.connection_pool.disconnect()
 
+    async def info_per_primary(self, section: str) -> list[dict[str, Any]]:
+        """An INFO section of each primary (one for a single server)."""
+        if isinstance(self.client, RedisCluster):
+            await self.client.initialize()
+            return [
+                dict(await self.client.info(section, target_nodes=node))
+                for node in self.client.get_primaries()
+            ]
+        return [dict(await self.client.info(section))]
+
     async def server_versions(self) -> list[tuple[int, ...]]:
         """The Redis version of each primary (one for a single server)."""
-        if isinstance(self.client, RedisCluster):
-            infos: Any = await self.client.info("server", target_nodes=RedisCluster.PRIMARIES)
-            rows = (
-                list(infos.values())
-                if isinstance(infos, dict) and "redis_version" not in (infos)
-                else [infos]
-            )
-        else:
-            rows = [await self.client.info("server")]
-        return [tuple(int(p) for p in str(row["redis_version"]).split(".")[:3]) for row in rows]
+        return [
+            tuple(int(p) for p in str(row["redis_version"]).split(".")[:3])
+            for row in await self.info_per_primary("server")
+        ]
 
     async def config_per_primary(self, name: str) -> list[str]:
         """A CONFIG GET value of each primary (one for a single server)."""

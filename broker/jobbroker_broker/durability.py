@@ -55,7 +55,19 @@ class Durability:
         return self.mode != "none"
 
     async def check(self, connection: RedisConnection) -> None:
-        """Refuse to start when the servers cannot give what was asked (WAITAOF is Redis 7.2+)."""
+        """Refuse to start when the servers cannot give what was asked (WAITAOF is Redis 7.2+,
+        with appendonly on); warn when a primary has fewer replicas than adds wait for."""
+        if self.mode == "none":
+            return
+        rows = await connection.info_per_primary("replication")
+        fewest = min(int(row.get("connected_slaves", 0)) for row in rows)
+        if fewest < self.replicas:
+            log.warning(
+                "--durability-replicas %d but a Redis primary has %d connected replica(s): "
+                "adds will answer UNAVAILABLE (DURABILITY_TIMEOUT) until enough replicas connect",
+                self.replicas,
+                fewest,
+            )
         if self.mode != "aof":
             return
         for version in await connection.server_versions():

@@ -89,7 +89,7 @@ async def test_aof_durability_needs_redis_7_2(redis_url: str) -> None:
 
 
 async def test_an_add_not_confirmed_by_replicas_is_not_a_success(
-    private_redis: object, queue: str
+    private_redis: object, queue: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = private_redis.url  # type: ignore[attr-defined]
     async with (
@@ -101,3 +101,4 @@ async def test_an_add_not_confirmed_by_replicas_is_not_a_success(
         assert raised.value.reason == "DURABILITY_TIMEOUT"
         # The job was written on the primary (and is lost should the primary fail now).
         assert (await client.get_status(queue, "unconfirmed")).name == "work"
+    assert "0 connected replica(s)" in caplog.text  # said at start
