@@ -20,6 +20,10 @@ import redis
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 URL_ENV = "JOBBROKER_TEST_REDIS_URL"
+TOPOLOGY_ENV = "JOBBROKER_TEST_REDIS"
+"""``cluster`` / ``sentinel``: the session's Redis is a local Redis Cluster (3 primaries + 3
+replicas) or a primary + replica + 3 Sentinels that the fixture starts, so any suite runs on
+it (see docs/scaling.md)."""
 START_TIMEOUT = 10.0
 
 
@@ -127,7 +131,21 @@ class RedisProcess:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The shared Redis of the session: $JOBBROKER_TEST_REDIS_URL, the local one, or a child."""
+    """The shared Redis of the session: a local cluster or Sentinel set
+    ($JOBBROKER_TEST_REDIS=cluster|sentinel), $JOBBROKER_TEST_REDIS_URL, the local one, or a
+    child."""
+    topology = os.environ.get(TOPOLOGY_ENV)
+    if topology in ("cluster", "sentinel"):
+        from scale.topologies import Cluster, SentinelSet
+
+        kind = Cluster if topology == "cluster" else SentinelSet
+        servers = kind(tmp_path_factory.mktemp(topology))
+        try:
+            servers.start()
+            yield servers.url
+        finally:
+            servers.stop()
+        return
     url = os.environ.get(URL_ENV)
     if url:
         yield url
@@ -171,7 +189,9 @@ def queue(redis_url: str) -> Iterator[str]:
     are deleted afterwards."""
     name = f"test-{uuid4().hex[:12]}"
     yield name
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=5)
+    from scale.topologies import sync_client
+
+    client = sync_client(redis_url)
     try:
         forget_queues(client, name)
     except redis.RedisError:
@@ -182,8 +202,10 @@ def queue(redis_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
-    """A synchronous client of the shared Redis, returning bytes."""
-    client = redis.Redis.from_url(redis_url, decode_responses=False)
+    """A synchronous client of the shared Redis (or cluster), returning bytes."""
+    from scale.topologies import sync_client
+
+    client = sync_client(redis_url)
     try:
         yield client
     finally:

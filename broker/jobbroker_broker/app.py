@@ -17,11 +17,8 @@ from jobbroker.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
-from .config import ConfigError
+from .connection import Client, RedisConnection
 from .events import EventHub
 from .gate import Gate
 from .health import Health
@@ -35,7 +32,7 @@ from .services.common import Parts
 from .services.jobs import JobService
 from .services.queues import QueueService
 from .services.workers import WorkerService
-from .settings import Settings
+from .settings import ConfigError, Settings
 from .store import Store, redis_errors
 from .streams import OpenStreams
 from .token_watch import TokenWatch
@@ -46,26 +43,10 @@ log = logging.getLogger("jobbroker_broker")
 EVICTING_POLICIES = ("allkeys-", "volatile-")
 
 
-def redis_client(settings: Settings, *, blocking: bool = False) -> Redis:
-    """A client that fails fast: no retries (a retried write could apply twice), short timeouts.
-    The blocking client's reads wait longer than an XREAD BLOCK. Calls beyond the pool's
-    connections wait for one (up to the reply timeout) instead of failing."""
-    timeout = settings.redis_timeout + (2.0 if blocking else 0.0)
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_max_connections,
-        timeout=timeout,
-        socket_connect_timeout=settings.redis_connect_timeout,
-        socket_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
-    client = Redis(connection_pool=pool)
-    client.auto_close_connection_pool = True
-    return client
+__all__ = ["Broker", "ConfigError", "check_eviction_policy"]
 
 
-async def check_eviction_policy(client: Redis, settings: Settings) -> None:
+async def check_eviction_policy(client: Client, settings: Settings) -> None:
     try:
         with redis_errors():
             config = await client.config_get("maxmemory-policy")
@@ -130,18 +111,16 @@ class Broker:
         settings = self.settings
         book = load_tokens(settings)
         credentials = server_credentials(settings)
-        self.redis = redis_client(settings)
-        self.blocking_redis = redis_client(settings, blocking=True)
+        self.connection = RedisConnection(settings)
+        self.redis = self.connection.client
+        self.blocking_redis = self.connection.blocking
         await check_eviction_policy(self.redis, settings)
         self.metrics = Metrics()
         self.store = Store(self.redis, settings, self.metrics)
+        await self.store.durability.check(self.connection)
         self.hub = EventHub(self.store, self.blocking_redis)
         self.maintenance = Maintenance(self.store)
-        self.health = Health(
-            self.store,
-            settings.health_interval,
-            (self.redis.connection_pool, self.blocking_redis.connection_pool),
-        )
+        self.health = Health(self.connection, settings.health_interval)
         self.streams = OpenStreams(settings.max_streams_per_token)
         parts = Parts(
             settings,
@@ -253,8 +232,7 @@ class Broker:
         await self.schedule_loop.close()
         await self.metrics_endpoint.close()
         await self.hub.close()
-        await self.redis.aclose()
-        await self.blocking_redis.aclose()
+        await self.connection.aclose()
         self.server = None
 
     async def wait(self) -> None:

@@ -24,17 +24,15 @@ from typing import Any
 
 from jobbroker._logs import check as check_logging
 
-from .settings import Settings
+from .connection import parse_redis_url
+from .settings import ConfigError, Settings
 
 ENV_PREFIX = "JOBBROKER_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
+__all__ = ["ConfigError", "build_parser", "check", "field_docs", "load"]
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 _KINDS = {int: "an integer", float: "a number", str: "a string"}
-
-
-class ConfigError(Exception):
-    """The broker cannot start with this configuration; the message says why."""
 
 
 @functools.cache
@@ -219,7 +217,8 @@ def check(settings: Settings) -> None:
         raise ConfigError("--tls-cert-file and --tls-key-file: give both to turn TLS on")
     if settings.tls_client_ca_file and not settings.tls_cert_file:
         raise ConfigError("--tls-client-ca-file: needs --tls-cert-file and --tls-key-file")
-    _check_redis_url(settings.redis_url)
+    if settings.redis_url:
+        parse_redis_url(settings.redis_url)
     for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "auth_tokens_file"):
         path = getattr(settings, name)
         if path and not Path(path).is_file():
@@ -230,16 +229,3 @@ def check(settings: Settings) -> None:
             "only (anyone reaching the port could call every method); give a token file "
             "(jobbroker token create), or --insecure to accept that"
         )
-
-
-def _check_redis_url(url: str) -> None:
-    """A plain ``redis://``, ``rediss://`` or ``unix://`` URL must parse; other schemes are
-    checked where their clients are built."""
-    if not url or url.startswith("redis+"):
-        return
-    from redis.asyncio.connection import parse_url
-
-    try:
-        parse_url(url)
-    except ValueError as exc:
-        raise ConfigError(f"--redis-url: {exc}") from None

@@ -18,8 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
-
+from .connection import Client
 from .errors import Unavailable
 from .keys import QueueKeys
 from .store import Store, redis_errors
@@ -98,7 +97,7 @@ class _Reader:
 class EventHub:
     """Fans the events of each queue out to this replica's subscribers."""
 
-    def __init__(self, store: Store, blocking: Redis) -> None:
+    def __init__(self, store: Store, blocking: Client) -> None:
         self.store = store
         self.blocking = blocking
         settings = store.settings

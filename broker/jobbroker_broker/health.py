@@ -1,16 +1,15 @@
-"""grpc.health.v1: SERVING while Redis answers, NOT_SERVING while it does not."""
+"""grpc.health.v1: SERVING while Redis answers (on a cluster: every primary), NOT_SERVING while
+it does not. The same loop follows Sentinel failovers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
 
 from grpc_health.v1 import health, health_pb2
-from redis.asyncio import ConnectionPool
 
-from .store import Store
+from .connection import RedisConnection
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +22,9 @@ SERVICES = (
 
 
 class Health:
-    def __init__(self, store: Store, interval: float, pools: Sequence[ConnectionPool] = ()) -> None:
+    def __init__(self, connection: RedisConnection, interval: float) -> None:
         self.servicer = health.aio.HealthServicer()
-        self.store = store
-        self.pools = pools
+        self.connection = connection
         self.interval = interval
         self.serving: bool | None = None
         self._task: asyncio.Task[None] | None = None
@@ -38,8 +36,7 @@ class Health:
         if serving and self.serving is False:
             # Redis came back (maybe restarted): every pooled connection may be dead. Drop them
             # all now, so no call fails on a stale one after health says SERVING.
-            for pool in self.pools:
-                await pool.disconnect()
+            await self.connection.reset()
         self.serving = serving
         status = (
             health_pb2.HealthCheckResponse.SERVING
@@ -55,7 +52,10 @@ class Health:
         )
 
     async def check(self) -> None:
-        await self.set(await self.store.ping())
+        # A Sentinel failover is noticed here too, within one interval: every connection is
+        # dropped then, so blocked reads and long-polls move to the new primary.
+        await self.connection.follow()
+        await self.set(await self.connection.ping())
 
     async def _run(self) -> None:
         # A flag ends the loop: redis-py may turn a cancellation during PING into a

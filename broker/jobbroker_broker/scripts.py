@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import NoScriptError
 
 from .keys import QueueKeys
@@ -92,7 +93,7 @@ SCRIPT_NAMES = (
 class Scripts:
     """All scripts, called with EVALSHA and re-loaded after a NOSCRIPT (a restarted Redis)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis | RedisCluster) -> None:
         self._redis = redis
         self.by_name = {name: load_script(name) for name in SCRIPT_NAMES}
         self._keys: dict[tuple[str, str], list[str]] = {}
@@ -117,11 +118,15 @@ class Scripts:
             await self._redis.script_load(script.source)
             return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
 
-    def queue_call(self, pipe: Pipeline, name: str, queue: QueueKeys, args: Sequence[Arg]) -> None:
+    def queue_call(
+        self, pipe: Pipeline | ClusterPipeline, name: str, queue: QueueKeys, args: Sequence[Arg]
+    ) -> None:
         """Add a call to a pipeline; run :meth:`load_all_once` first (pipelines cannot re-load)."""
         script = self.by_name[name]
         keys = self._keys_of(script, queue)
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        # execute_command, not evalsha(): redis-py's cluster pipeline refuses the evalsha()
+        # method, though it routes a raw EVALSHA by its keys (all in the queue's slot).
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def load_all_once(self) -> None:
         """Load every script unless done since the last NOSCRIPT; pipelines need it."""

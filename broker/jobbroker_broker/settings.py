@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+class ConfigError(Exception):
+    """The broker cannot start with this configuration; the message says why."""
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """What one broker process needs to run."""
@@ -37,9 +41,10 @@ class Settings:
     redis_timeout: float = 5.0
     """Seconds to wait for a Redis reply before answering UNAVAILABLE."""
 
-    redis_max_connections: int = 256
-    """Connections each of the broker's two Redis pools may open; calls beyond them wait for a
-    free one (up to ``redis_timeout``)."""
+    redis_max_connections: int = 1_000
+    """Connections (per node, on a cluster) the broker's command client may open: one per
+    Redis command in flight. redis-py's default of 100 failed busy brokers with "Too many
+    connections"."""
 
     allow_evicting_redis: bool = False
     """Start even when Redis' maxmemory-policy may evict keys (jobs could vanish silently)."""
@@ -140,3 +145,18 @@ class Settings:
 
     log_level: str = "info"
     """Lowest level logged: debug, info, warning or error."""
+
+    durability: str = "none"
+    """When an Add/AddBulk is acknowledged. ``none`` (default): once the Redis primary has the
+    job. ``replicas``: once ``durability_replicas`` replicas have it too (Redis WAIT).
+    ``aof``: once the primary's append-only file has it on disk and ``durability_replicas``
+    replicas' too (WAITAOF; needs Redis 7.2+ with appendonly on, checked at start). When the
+    wait times out the call answers UNAVAILABLE (reason DURABILITY_TIMEOUT): the job may exist.
+    See docs/scaling.md."""
+
+    durability_replicas: int = 1
+    """Replicas that must have an added job before the Add is acknowledged (``replicas``: at
+    least 1; ``aof``: 0 waits for the primary's disk only)."""
+
+    durability_timeout: float = 1.0
+    """Seconds an Add waits for its durability before answering UNAVAILABLE."""

@@ -12,9 +12,10 @@ from typing import Any
 
 import redis.exceptions
 from jobbroker.v1 import events_pb2, job_pb2, worker_service_pb2
-from redis.asyncio import Redis
 
 from . import codec
+from .connection import Client
+from .durability import Durability
 from .errors import (
     AlreadyExists,
     BrokerError,
@@ -33,6 +34,10 @@ _UNAVAILABLE = (
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ReadOnlyError,
+    # A cluster in failover: slots without a primary for a moment, or still moving.
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
     OSError,
 )
 
@@ -93,11 +98,12 @@ def _decode(value: bytes | str) -> str:
 class Store:
     """Jobs of all queues in one Redis. Thread-unsafe; one per event loop."""
 
-    def __init__(self, client: Redis, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, client: Client, settings: Settings, metrics: Metrics | None = None) -> None:
         self.redis = client
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.scripts = Scripts(client)
+        self.durability = Durability(settings)
         self._keys: dict[str, QueueKeys] = {}
         self._maxlen = str(settings.events_maxlen)
 
@@ -113,6 +119,15 @@ class Store:
         """Run one script on one queue; Redis trouble becomes UNAVAILABLE."""
         with redis_errors():
             return await self.scripts.call(name, self.keys(queue), args)
+
+    async def call_durably(self, name: str, queue: str, args: Sequence[Arg]) -> Any:
+        """call(), acknowledged only once the write is as durable as ``durability`` asks."""
+        if not self.durability.enabled:
+            return await self.call(name, queue, args)
+        with redis_errors():
+            return await self.durability.call(
+                self.scripts, self.redis, name, self.keys(queue), args
+            )
 
     async def remember_queue(self, queue: str) -> None:
         """Put a queue in the registry (ListQueues, maintenance of every replica)."""
@@ -139,7 +154,7 @@ class Store:
         args: list[Arg] = [self._maxlen, len(jobs)]
         for job in jobs:
             args.extend(job)
-        out = await self.call("add", queue, args)
+        out = await self.call_durably("add", queue, args)
         if out and out[0] == b"DUPLICATE":
             job_id = _decode(out[1])
             raise AlreadyExists(

@@ -23,10 +23,10 @@ from helpers import (
     redis_now_ms,
 )
 from jobbroker.v1 import job_pb2, job_service_pb2, queue_service_pb2, queue_service_pb2_grpc
+from jobbroker_broker.connection import redis_client
 from jobbroker_broker.keys import SCHEDULED_QUEUES_KEY
 from jobbroker_broker.schedule_store import ScheduleStore
 from jobbroker_broker.store import Store
-from redis.asyncio import Redis
 
 pb = queue_service_pb2
 
@@ -211,7 +211,7 @@ async def test_a_future_start_delays_the_first_run(
 async def racing_stores(redis_url: str) -> AsyncIterator[list[ScheduleStore]]:
     """Schedule stores of their own clients, like replicas' (no loop of their own)."""
     settings = replace(TEST_SETTINGS, redis_url=redis_url)
-    clients = [Redis.from_url(redis_url) for _ in range(6)]
+    clients = [redis_client(settings) for _ in range(6)]
     yield [ScheduleStore(Store(client, settings)) for client in clients]
     for client in clients:
         await client.aclose()
