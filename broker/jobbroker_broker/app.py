@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,7 +17,7 @@ from jobbroker.v1 import (
     worker_service_pb2_grpc,
 )
 
-from .connection import Client, RedisConnection
+from .connection import RedisConnection
 from .events import EventHub
 from .gate import Gate
 from .health import Health
@@ -46,16 +45,15 @@ EVICTING_POLICIES = ("allkeys-", "volatile-")
 __all__ = ["Broker", "ConfigError", "check_eviction_policy"]
 
 
-async def check_eviction_policy(client: Client, settings: Settings) -> None:
+async def check_eviction_policy(connection: RedisConnection, settings: Settings) -> None:
+    """Refuse a Redis (any primary of a cluster) that may evict keys."""
     try:
         with redis_errors():
-            config = await client.config_get("maxmemory-policy")
+            policies = await connection.config_per_primary("maxmemory-policy")
     except Exception as exc:  # managed Redis may forbid CONFIG: say so, do not refuse
         log.warning("could not read maxmemory-policy (%s); make sure Redis never evicts keys", exc)
         return
-    values: dict[Any, Any] = dict(config)
-    raw = values.get(b"maxmemory-policy") or values.get("maxmemory-policy", b"")
-    policy = raw.decode() if isinstance(raw, bytes) else str(raw)
+    policy = next((p for p in policies if p.startswith(EVICTING_POLICIES)), "")
     if policy.startswith(EVICTING_POLICIES):
         message = (
             f"Redis maxmemory-policy is {policy!r}: Redis may evict job keys under memory "
@@ -114,7 +112,7 @@ class Broker:
         self.connection = RedisConnection(settings)
         self.redis = self.connection.client
         self.blocking_redis = self.connection.blocking
-        await check_eviction_policy(self.redis, settings)
+        await check_eviction_policy(self.connection, settings)
         self.metrics = Metrics()
         self.store = Store(self.redis, settings, self.metrics)
         await self.store.durability.check(self.connection)
