@@ -28,7 +28,7 @@ import uuid
 
 import grpc
 from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
-from support import preload, remove_queue, start_broker
+from support import CostMeter, preload, remove_queue, start_broker
 
 
 def start_fake_or_real(redis_url: str, fake: int = 0) -> tuple[subprocess.Popen[str], str]:
@@ -180,11 +180,13 @@ def main() -> None:
         if not args.fake_broker:
             add_s = asyncio.run(preload(address, queue, args.jobs))
             print(f"bulk enqueue: {args.jobs / add_s:,.0f} jobs/s")
+        meter = CostMeter(args.redis_url, proc.pid)
         command = [sys.executable, __file__, "--worker", address, queue]
         command += ["--jobs", str(args.jobs), "--concurrency", str(args.concurrency)]
         if args.sync:
             command.append("--sync")
         finished = subprocess.run(command, check=True, capture_output=True, text=True)
+        costs = meter.per_job(args.jobs)
         out = finished.stdout
         print(*[line for line in finished.stderr.splitlines() if "stopped" in line], sep="\n")
         report = json.loads(out.strip().splitlines()[-1])
@@ -197,6 +199,10 @@ def main() -> None:
             f"(1 Worker, concurrency {args.concurrency}, {kind} no-op handler; "
             f"{done:,} of {args.jobs:,} completed; worker CPU {report['cpu']:.1f} s "
             f"of {report['seconds']:.1f} s)"
+        )
+        print(
+            f"cost per job: worker {report['cpu'] / args.jobs * 1e6:.0f} us CPU (incl. start), "
+            + costs
         )
     finally:
         proc.terminate()

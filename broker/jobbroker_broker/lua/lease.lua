@@ -28,6 +28,8 @@ local maxlen, max_jobs, worker, lease_ms, rand = ARGV[1], tonumber(ARGV[2]), ARG
 local now = now_ms()
 local out = {}
 local leased = 0
+-- (deadline, id) pairs: the active set gets one ZADD per call, not one per job.
+local entered = {}
 
 
 local meta = redis.call('HMGET', KEYS[8], 'paused', 'conc', 'rlm', 'rld', 'glm', 'gld')
@@ -128,7 +130,8 @@ while leased < max_jobs and budget > 0 do
         fields[#fields + 1] = 'le'
         fields[#fields + 1] = deadline
         redis.call('HSET', jkey, unpack(fields))
-        redis.call('ZADD', active, deadline, id)
+        entered[#entered + 1] = deadline
+        entered[#entered + 1] = id
         if lifespan > 0 then
           redis.call('ZREM', expiring, id)
         end
@@ -153,6 +156,7 @@ while leased < max_jobs and budget > 0 do
     end
   end
 end
+call_many('ZADD', active, entered)
 if redis.call('ZCARD', waiting) == 0 then
   -- An empty waiting set restarts the FIFO sequence, keeping scores far from 2^53.
   redis.call('DEL', KEYS[7])

@@ -5,7 +5,8 @@
 -- fa (finished) ra (run at, delayed) pri lifo atm (max attempts) am (attempts made)
 -- bt bd bj bx (backoff type, delay, jitter, max) tmo (timeout) lsp (lifespan) rc rf (retention
 -- on complete / on fail: "remove,keep_last,keep_age_ms") w (worker) tok (lease token) fn (fence)
--- le (lease expiry) lms (lease ms) to (attempt timeout at) cr crr (cancel requested, reason)
+-- le (lease expiry) lms (lease ms) to (attempt timeout at; le and to stay on a completed job as
+-- the record of its last lease, they mean something only while the job is active) cr crr (cancel requested, reason)
 -- sc (stalled count) pp pv pvt (progress percent, value, value type) res rct (result, type)
 -- fr fm fty fsk fat (failure reason, message, type, stack, attempt).
 --
@@ -42,6 +43,15 @@ end
 local function signal(signals, kind, id, fence, worker)
   redis.call('XADD', signals, 'MAXLEN', '~', 1000, '*', 'k', kind, 'j', id, 'f', fence or '0',
     'w', worker or '')
+end
+
+-- Run a variadic command (ZADD, ZREM) on `key` with a flat list of arguments, in chunks of
+-- an even size that stays well within Lua's unpack limit: one call for a whole batch of jobs
+-- instead of one per job.
+local function call_many(cmd, key, args)
+  for i = 1, #args, 1000 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 999, #args)))
+  end
 end
 
 -- Every script returns through done(): it caps the event stream if the script emitted.
