@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 from .events import EventHub
 from .health import Health
 from .maintenance import Maintenance
+from .packing import pack_with_hiredis
 from .registry import WorkerRegistry
 from .scheduler import ScheduleLoop
 from .services.common import Parts
@@ -45,13 +46,15 @@ def redis_client(settings: Settings, *, blocking: bool = False) -> Redis:
     """A client that fails fast: no retries (a retried write could apply twice), short timeouts.
     The blocking client's reads wait longer than an XREAD BLOCK."""
     timeout = settings.redis_timeout + (2.0 if blocking else 0.0)
-    return Redis.from_url(
+    client = Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=settings.redis_connect_timeout,
         socket_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
     )
+    pack_with_hiredis(client)
+    return client
 
 
 async def check_eviction_policy(client: Redis, settings: Settings) -> None:
