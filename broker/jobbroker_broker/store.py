@@ -132,25 +132,38 @@ class Store:
     async def add(
         self, queue: str, jobs: Sequence[list[str | bytes]]
     ) -> list[tuple[str, int, bool]]:
-        """Add validated jobs (17 values each) atomically; returns (id, state, duplicate)."""
-        args: list[Arg] = [self._maxlen, len(jobs)]
-        for job in jobs:
-            args.extend(job)
-        out = await self.call("add", queue, args)
-        if out and out[0] == b"DUPLICATE":
-            job_id = _decode(out[1])
-            raise AlreadyExists(
-                f"job id {job_id!r} already names a job with another name or data in queue "
-                f"{queue!r}",
-                queue=queue,
-                job_id=job_id,
-            )
-        if out.pop() == 1:
-            # The script saw the queue unregistered (new, or obliterated by any replica).
-            await self.remember_queue(queue)
+        """Add validated jobs (17 values each) all or none; returns (id, state, duplicate)."""
+        out = await self._add(queue, jobs, "")
+        if len(out) == 2:  # {'DUPLICATE', id}: a success has 3 values per job
+            raise _conflict(queue, _decode(out[1]))
         return [
             (_decode(out[i]), _state(out[i + 1]), out[i + 2] == 1) for i in range(0, len(out), 3)
         ]
+
+    async def add_each(
+        self, queue: str, jobs: Sequence[list[str | bytes]]
+    ) -> list[tuple[str, int, bool] | BrokerError]:
+        """Add validated jobs each on its own in one call: a conflicting custom id fails only
+        its job. Per job (id, state, duplicate) or the job's error."""
+        out = await self._add(queue, jobs, "1")
+        results: list[tuple[str, int, bool] | BrokerError] = []
+        for i in range(0, len(out), 3):
+            job_id = _decode(out[i])
+            if out[i + 1] == b"DUPLICATE":
+                results.append(_conflict(queue, job_id))
+            else:
+                results.append((job_id, _state(out[i + 1]), out[i + 2] == 1))
+        return results
+
+    async def _add(self, queue: str, jobs: Sequence[list[str | bytes]], each: str) -> Any:
+        args: list[Arg] = [self._maxlen, len(jobs), each]
+        for job in jobs:
+            args.extend(job)
+        out = await self.call("add", queue, args)
+        if len(out) != 2 and out.pop() == 1:
+            # The script saw the queue unregistered (new, or obliterated by any replica).
+            await self.remember_queue(queue)
+        return out  # without the registration flag
 
     async def snapshot(self, queue: str, job_id: str) -> tuple[job_pb2.Job, str]:
         """The job and the id of the newest event its snapshot includes."""
@@ -378,6 +391,14 @@ class Store:
             return bool(await self.redis.ping())
         except (*_UNAVAILABLE, redis.exceptions.RedisError):
             return False
+
+
+def _conflict(queue: str, job_id: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"job id {job_id!r} already names a job with another name or data in queue {queue!r}",
+        queue=queue,
+        job_id=job_id,
+    )
 
 
 def _encode_page_token(offset: int) -> str:

@@ -10,6 +10,7 @@ import grpc
 from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 from .. import codec, validation
+from ..add_batcher import AddBatcher
 from ..errors import InvalidArgument, LimitExceeded, NotFound, job_not_found
 from ..store import iterate_events
 from .common import Parts, server_stream, unary
@@ -26,6 +27,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self.parts = parts
         self.settings = parts.settings
         self.store = parts.store
+        self.adds = AddBatcher(parts.store, parts.settings.max_bulk_jobs)
 
     def _hint(self, queue: str, options: list[job_pb2.JobOptions]) -> None:
         """Wake maintenance in time for the earliest delay or lifespan of the added jobs."""
@@ -39,7 +41,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     ) -> job_service_pb2.AddResponse:
         queue = validation.queue_name(request.queue)
         job = validation.new_job(request.name, request.data, request.options, "", self.settings)
-        [(job_id, state, duplicate)] = await self.store.add(queue, [job])
+        job_id, state, duplicate = await self.adds.add(queue, job)
         self._hint(queue, [request.options])
         return job_service_pb2.AddResponse(job_id=job_id, state=state, duplicate=duplicate)  # type: ignore[arg-type]
 

@@ -66,9 +66,10 @@ local function fence_of(token)
   return tonumber(string.match(token or '', '^(%d+)%-')) or 0
 end
 
--- Score of a job entering the waiting set: priority band, then LIFO/FIFO by sequence.
-local function wait_score(seq_key, pri, lifo)
-  local seq = redis.call('INCR', seq_key)
+-- Score of a job entering the waiting set: priority band, then LIFO/FIFO by sequence. `seq`,
+-- optional, is a sequence number reserved already (a batch reserves all of its at once).
+local function wait_score(seq_key, pri, lifo, seq)
+  seq = seq or redis.call('INCR', seq_key)
   local band = (tonumber(pri) or 0) * PRIORITY_BAND
   if lifo == '1' then
     return band + SEQ_BASE - seq
