@@ -42,6 +42,8 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         queue = validation.queue_name(request.queue)
         job = validation.new_job(request.name, request.data, request.options, "", self.settings)
         job_id, state, duplicate = await self.adds.add(queue, job)
+        if state == job_pb2.JOB_STATE_WAITING and not duplicate:
+            self.parts.hub.added(queue)
         self._hint(queue, [request.options])
         return job_service_pb2.AddResponse(job_id=job_id, state=state, duplicate=duplicate)  # type: ignore[arg-type]
 
@@ -63,6 +65,8 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         if not jobs:
             return job_service_pb2.AddBulkResponse()
         added = await self.store.add(queue, jobs)
+        if any(s == job_pb2.JOB_STATE_WAITING and not d for _, s, d in added):
+            self.parts.hub.added(queue)
         self._hint(queue, [j.options for j in request.jobs])
         return job_service_pb2.AddBulkResponse(
             results=[

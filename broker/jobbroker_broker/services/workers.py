@@ -28,6 +28,8 @@ _WAKERS = {
         {b"completed", b"failed", b"cancelled", b"released", b"stalled", b"resumed"}
     ),
 }
+# What an add on this replica looks like to a long poll (EventHub.added).
+_ADDED = {b"e": b"added"}
 # A long poll re-tries at least this often, in case an event was missed (reader reconnecting).
 _POLL_FALLBACK_S = 1.0
 
@@ -89,6 +91,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 ready.set()
 
         unsubscribe = await self.parts.hub.subscribe(queue, on_event)
+        unwatch = self.parts.hub.on_added(queue, lambda: on_event(b"", _ADDED))
         try:
             while True:
                 ready.clear()
@@ -103,6 +106,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                         await ready.wait()
         finally:
             unsubscribe()
+            unwatch()
 
     @server_stream
     async def ReportProgress(
