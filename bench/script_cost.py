@@ -5,14 +5,16 @@
 
 Drives the broker's ``Store`` directly (no gRPC): adds the jobs in batches of ``--batch``,
 leases them ``--batch`` at a time, completes each batch in one call, and prints the EVALSHA
-microseconds per job of each step and the ``redis.call``-level cost of the whole cycle.
-Other clients of the same Redis inflate the figures only by the calls they make meanwhile.
+microseconds per job of each step: the median over the batches, so that a batch slowed down
+by another process taking the CPU (a shared machine) does not skew it. Use a Redis of your
+own (``--redis-url``) on a shared machine: other clients' calls count too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import uuid
 
 import redis
@@ -36,27 +38,28 @@ async def run(url: str, jobs: int, batch: int) -> dict[str, float]:
     sync = redis.Redis.from_url(url)
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     job = new_job("noop", job_pb2.Payload(body=b'{"n":1}'), job_pb2.JobOptions(), "", settings)
-    costs = {"add": 0.0, "lease": 0.0, "complete": 0.0}
+    costs: dict[str, list[float]] = {"add": [], "lease": [], "complete": []}
     try:
         for start in range(0, jobs, batch):
+            size = min(batch, jobs - start)
             before = _evalsha_usec(sync)
-            await store.add(queue, [job] * min(batch, jobs - start))
-            costs["add"] += _evalsha_usec(sync) - before
+            await store.add(queue, [job] * size)
+            costs["add"].append((_evalsha_usec(sync) - before) / size)
         done = 0
         while done < jobs:
             before = _evalsha_usec(sync)
             leased, _ = await store.lease(queue, "bench", batch, 30_000)
-            costs["lease"] += _evalsha_usec(sync) - before
+            costs["lease"].append((_evalsha_usec(sync) - before) / len(leased))
             items = [Outcome(j.job_id, j.token, [b"", ""]) for j in leased]
             before = _evalsha_usec(sync)
             results = await store.complete(queue, items)
-            costs["complete"] += _evalsha_usec(sync) - before
+            costs["complete"].append((_evalsha_usec(sync) - before) / len(leased))
             assert all(r.error is None for r in results)
             done += len(leased)
     finally:
         await client.aclose()
         remove_queue(url, queue)
-    return {name: usec / jobs for name, usec in costs.items()}
+    return {name: statistics.median(per_job) for name, per_job in costs.items()}
 
 
 def main() -> None:

@@ -13,6 +13,7 @@
 local prefix, active, completed, cancelled, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local maxlen, n = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
+local now_s = tostring(now) -- formatted once, not by every redis.call that takes it
 local out = {}
 local FIELDS = {'cr', 'am', 'rc', 'fn', 'w'}
 -- The sorted sets are updated once per call (ZREM of every job applied, ZADD of every job
@@ -47,10 +48,10 @@ for i = 0, n - 1 do
     else
       -- The lease fields (le, to) stay: saving their HDEL is a redis.call per job.
       if rct ~= '' then
-        redis.call('HSET', jkey, 'st', 'completed', 'fa', now, 'am', attempt, 'res', result,
+        redis.call('HSET', jkey, 'st', 'completed', 'fa', now_s, 'am', attempt, 'res', result,
           'rct', rct)
       else
-        redis.call('HSET', jkey, 'st', 'completed', 'fa', now, 'am', attempt, 'res', result)
+        redis.call('HSET', jkey, 'st', 'completed', 'fa', now_s, 'am', attempt, 'res', result)
       end
       emit(events, maxlen, 'completed', id, {'s', 'completed', 'a', attempt, 'r', result,
         'rct', rct, 'f', f[7], 'w', f[8]})
@@ -59,7 +60,7 @@ for i = 0, n - 1 do
         redis.call('ZADD', completed, now, id)
         retain(prefix, completed, id, f[6], now)
       else
-        finished[#finished + 1] = now
+        finished[#finished + 1] = now_s
         finished[#finished + 1] = id
       end
       st = 'completed'

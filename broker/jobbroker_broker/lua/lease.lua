@@ -26,6 +26,11 @@
 local prefix, waiting, active, expiring, failed, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local maxlen, max_jobs, worker, lease_ms, rand = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local now = now_ms()
+-- Numbers given to redis.call are formatted on each call: format the ones shared by every job
+-- once.
+local now_s, lease_ms_s = tostring(now), ARGV[4]
+local lease_deadline = now + lease_ms
+local lease_deadline_s = tostring(lease_deadline)
 local out = {}
 local leased = 0
 -- (deadline, id) pairs: the active set gets one ZADD per call, not one per job.
@@ -114,23 +119,23 @@ while leased < max_jobs and budget > 0 do
       else
         local fence = (tonumber(f[14]) or 0) + 1
         local token = fence .. '-' .. rand .. leased
-        local deadline = now + lease_ms
+        local deadline, deadline_s = lease_deadline, lease_deadline_s
         local timeout = tonumber(f[6]) or 0
         local timeout_at = 0
-        local fields = {'st', 'active', 'sa', now, 'w', worker, 'tok', token, 'lms', lease_ms,
+        local fields = {'st', 'active', 'sa', now_s, 'w', worker, 'tok', token, 'lms', lease_ms_s,
           'fn', fence}
         if timeout > 0 then
           timeout_at = now + timeout
           if timeout_at < deadline then
-            deadline = timeout_at
+            deadline, deadline_s = timeout_at, tostring(timeout_at)
           end
           fields[#fields + 1] = 'to'
           fields[#fields + 1] = timeout_at
         end
         fields[#fields + 1] = 'le'
-        fields[#fields + 1] = deadline
+        fields[#fields + 1] = deadline_s
         redis.call('HSET', jkey, unpack(fields))
-        entered[#entered + 1] = deadline
+        entered[#entered + 1] = deadline_s
         entered[#entered + 1] = id
         if lifespan > 0 then
           redis.call('ZREM', expiring, id)
