@@ -36,9 +36,11 @@ MAX_LEASE_JOBS = 1_000
 LEASE_DEADLINE_MARGIN_S = 10.0
 """A Lease call's deadline is its long-poll wait plus this, so a hung broker is noticed."""
 MAX_CALLS = 2
-"""Lease calls in flight per queue at most while it has jobs: the next batch is on its way
-while the worker runs the last one (with one call at a time, the worker, the broker and Redis
-took turns, each idle while another worked). A queue that ran dry gets one call at a time."""
+"""Lease calls in flight per queue at most while it has jobs: when slots free up while a call
+is out (handlers ending one by one), the next batch is asked for at once instead of after the
+reply. A queue that ran dry (a reply with fewer jobs than asked) gets one call at a time.
+Splitting the slots between two calls on purpose was tried and cost more CPU per job (twice
+the calls) than the overlap won (bench/profiling.md)."""
 
 
 @dataclass(slots=True)
@@ -79,8 +81,6 @@ class Leasing:
         self._accept = accept
         self.free_slots = concurrency
         self._batch = max(1, concurrency // 2)
-        # Split the slots between the calls that may be in flight, so that they overlap.
-        self._per_call = min(MAX_LEASE_JOBS, -(-concurrency // MAX_CALLS))
         self._freed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.calls = self.leased = 0
@@ -151,7 +151,7 @@ class Leasing:
     async def _call(self, queue: str, state: _PollState) -> None:
         """One Lease call for as many jobs as there are free slots; runs what it got."""
         long_poll = state.single or state.dry
-        want = min(self.free_slots, self._per_call)
+        want = min(self.free_slots, MAX_LEASE_JOBS)
         held = want if state.single or not state.dry else 0
         self.free_slots -= held
         request = ws.LeaseRequest(
