@@ -27,7 +27,7 @@ import grpc
 import uvloop
 from jobbroker.v1 import worker_service_pb2 as ws
 from jobbroker.v1 import worker_service_pb2_grpc
-from support import preload, remove_queue, start_broker
+from support import preload, process_cpu, remove_queue, start_broker
 
 
 async def work(address: str, queue: str, count: int, concurrency: int) -> float:
@@ -149,6 +149,17 @@ def serve_bare() -> None:
     uvloop.run(main())
 
 
+def _cpu_pair(server_pid: int) -> tuple[float, float]:
+    return process_cpu(server_pid), time.process_time()
+
+
+def _cpu_per_call(server_pid: int, before: tuple[float, float], calls: int) -> str:
+    server, client = (b - a for a, b in zip(before, _cpu_pair(server_pid), strict=True))
+    return (
+        f"CPU per call: server {server / calls * 1e6:.0f} us, client {client / calls * 1e6:.0f} us"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=20_000)
@@ -165,8 +176,12 @@ def main() -> None:
     if args.bare_unary:
         proc, address = start_broker([sys.executable, __file__, "--serve-bare"])
         try:
+            cpu = _cpu_pair(proc.pid)
             seconds = uvloop.run(bare_unary(address, args.jobs, args.in_flight))
-            print(f"bare unary:   {args.jobs / seconds:,.0f} calls/s ({args.in_flight} in flight)")
+            print(
+                f"bare unary:   {args.jobs / seconds:,.0f} calls/s ({args.in_flight} in flight; "
+                f"{_cpu_per_call(proc.pid, cpu, args.jobs)})"
+            )
         finally:
             proc.terminate()
             proc.wait()
@@ -175,8 +190,12 @@ def main() -> None:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     try:
         if args.add:
+            cpu = _cpu_pair(proc.pid)
             seconds = uvloop.run(add_singly(address, queue, args.jobs, args.in_flight))
-            print(f"single add:   {args.jobs / seconds:,.0f} jobs/s ({args.in_flight} in flight)")
+            print(
+                f"single add:   {args.jobs / seconds:,.0f} jobs/s ({args.in_flight} in flight; "
+                f"{_cpu_per_call(proc.pid, cpu, args.jobs)})"
+            )
             return
         add_s = asyncio.run(preload(address, queue, args.jobs))
         print(f"bulk enqueue: {args.jobs / add_s:,.0f} jobs/s")

@@ -61,7 +61,7 @@ def remove_queue(redis_url: str, queue: str) -> None:
     client.srem("jb:queues", queue)
 
 
-def _process_cpu(pid: int) -> float:
+def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) a process used so far, from /proc (Linux only)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
@@ -81,7 +81,7 @@ class CostMeter:
         cpu = self._redis.info("cpu")
         stats = self._redis.info("commandstats").get("cmdstat_evalsha", {})
         redis_cpu = float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
-        return _process_cpu(self._pid), redis_cpu, stats.get("calls", 0), stats.get("usec", 0)
+        return process_cpu(self._pid), redis_cpu, stats.get("calls", 0), stats.get("usec", 0)
 
     def per_job(self, jobs: int) -> str:
         end = self._sample()
