@@ -34,7 +34,7 @@ for i = 0, n - 1 do
     out[#out + 1] = reason
     out[#out + 1] = st
   else
-    local attempt = (tonumber(f[5]) or 0) + 1
+    local attempt = tostring((tonumber(f[5]) or 0) + 1) -- formatted once, used twice
     ended[#ended + 1] = id
     if f[4] == '1' then
       local hset = {'am', attempt, 'res', result}

@@ -118,12 +118,13 @@ while leased < max_jobs and budget > 0 do
         -- parked until its group's window ends
       else
         local fence = (tonumber(f[14]) or 0) + 1
-        local token = fence .. '-' .. rand .. leased
+        local fence_s = tostring(fence) -- used three times: formatted once
+        local token = fence_s .. '-' .. rand .. leased
         local deadline, deadline_s = lease_deadline, lease_deadline_s
         local timeout = tonumber(f[6]) or 0
         local timeout_at = 0
         local fields = {'st', 'active', 'sa', now_s, 'w', worker, 'tok', token, 'lms', lease_ms_s,
-          'fn', fence}
+          'fn', fence_s}
         if timeout > 0 then
           timeout_at = now + timeout
           if timeout_at < deadline then
@@ -141,7 +142,7 @@ while leased < max_jobs and budget > 0 do
           redis.call('ZREM', expiring, id)
         end
         local attempt = (tonumber(f[4]) or 0) + 1
-        emit(events, maxlen, 'active', id, {'s', 'active', 'a', attempt, 'w', worker, 'f', fence})
+        emit(events, maxlen, 'active', id, {'s', 'active', 'a', attempt, 'w', worker, 'f', fence_s})
         leased = leased + 1
         local n = #out
         out[n + 1] = id
