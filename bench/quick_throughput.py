@@ -9,9 +9,13 @@ Starts the broker as a subprocess, preloads the jobs with AddBulk, then times ho
 worker takes to lease and complete all of them.
 
 ``--add`` times single ``AsyncClient.add`` calls instead, ``--in-flight`` of them at once (from
-this process, with uvloop). ``--bare-unary`` is the yardstick for it: the same number of
-unary calls to a server process whose handler does nothing (health Check), so what is left is
-grpc.aio's own cost per call between two Python processes.
+this process, with uvloop); the client sends adds made at once together (AddBulk with
+``each``). ``--add --stub`` times one ``Add`` RPC per job through the generated stub instead:
+what the broker alone makes of many concurrent single Adds.
+
+``--bare-unary`` is the yardstick for it: the same number of unary calls to a server process
+whose handler does nothing (health Check), so what is left is grpc.aio's own cost per call
+between two Python processes.
 """
 
 from __future__ import annotations
@@ -94,19 +98,28 @@ async def work(address: str, queue: str, count: int, concurrency: int) -> float:
         return elapsed
 
 
-async def add_singly(address: str, queue: str, count: int, in_flight: int) -> float:
-    """Add `count` jobs one ``add`` call each, `in_flight` calls at a time; returns seconds."""
+async def add_singly(address: str, queue: str, count: int, in_flight: int, stub: bool) -> float:
+    """Add `count` jobs one ``add`` call (or one Add RPC) each, `in_flight` at a time; returns
+    seconds."""
     from jobbroker import AsyncClient
+    from jobbroker.v1 import job_pb2, job_service_pb2
 
+    request = job_service_pb2.AddRequest(
+        queue=queue, name="noop", data=job_pb2.Payload(body=b'{"n":1}')
+    )
     async with AsyncClient(address) as client:
         await client.add(queue, "noop", {"n": 1})  # connect first
         left = count - 1
+        add_rpc = client._stub().Add
 
         async def one_by_one() -> None:
             nonlocal left
             while left > 0:
                 left -= 1
-                await client.add(queue, "noop", {"n": 1})
+                if stub:
+                    await add_rpc(request)
+                else:
+                    await client.add(queue, "noop", {"n": 1})
 
         started = time.perf_counter()
         await asyncio.gather(*(one_by_one() for _ in range(in_flight)))
@@ -168,6 +181,7 @@ def main() -> None:
     parser.add_argument("--add", action="store_true", help="time single add calls")
     parser.add_argument("--bare-unary", action="store_true", help="time no-op unary calls")
     parser.add_argument("--in-flight", type=int, default=100)
+    parser.add_argument("--stub", action="store_true", help="--add: one Add RPC per job")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
@@ -191,9 +205,10 @@ def main() -> None:
     try:
         if args.add:
             cpu = _cpu_pair(proc.pid)
-            seconds = uvloop.run(add_singly(address, queue, args.jobs, args.in_flight))
+            seconds = uvloop.run(add_singly(address, queue, args.jobs, args.in_flight, args.stub))
+            what = "single Add RPC" if args.stub else "single add"
             print(
-                f"single add:   {args.jobs / seconds:,.0f} jobs/s ({args.in_flight} in flight; "
+                f"{what}: {args.jobs / seconds:,.0f} jobs/s ({args.in_flight} in flight; "
                 f"{_cpu_per_call(proc.pid, cpu, args.jobs)})"
             )
             return
