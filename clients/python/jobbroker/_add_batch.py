@@ -131,6 +131,8 @@ class AddBatcher:
             error = from_rpc_error(exc)
             again = []
             for waiting in batch:
+                if waiting.future.done():
+                    continue  # the caller went away
                 if exc.code() in _MAYBE_STORED and not waiting.idempotent:
                     waiting.future.set_exception(error)
                 else:
