@@ -15,7 +15,6 @@ local maxlen, n = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 local now_s = tostring(now) -- formatted once, not by every redis.call that takes it
 local out = {}
-local FIELDS = {'cr', 'am', 'rc', 'fn', 'w'}
 -- The sorted sets are updated once per call (ZREM of every job applied, ZADD of every job
 -- completed without a retention policy), not once per job. A job with a policy joins its set
 -- at once, after the batch so far, so retention sees the jobs finished before it.
@@ -29,7 +28,7 @@ for i = 0, n - 1 do
   local b = 3 + i * 4
   local id, token, result, rct = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local jkey = job_key(prefix, id)
-  local reason, st, f = check_lease(jkey, token, now, FIELDS)
+  local reason, st, f = check_lease(jkey, token, now, 'cr', 'am', 'rc', 'fn', 'w')
   if reason then
     out[#out + 1] = reason
     out[#out + 1] = st
@@ -53,8 +52,8 @@ for i = 0, n - 1 do
       else
         redis.call('HSET', jkey, 'st', 'completed', 'fa', now_s, 'am', attempt, 'res', result)
       end
-      emit(events, maxlen, 'completed', id, {'s', 'completed', 'a', attempt, 'r', result,
-        'rct', rct, 'f', f[7], 'w', f[8]})
+      emit_fields(events, maxlen, 'completed', id, 's', 'completed', 'a', attempt, 'r', result,
+        'rct', rct, 'f', f[7], 'w', f[8])
       if f[6] then
         flush_finished()
         redis.call('ZADD', completed, now, id)
