@@ -37,14 +37,13 @@ local function write_job(k, maxlen, id, v, b, now, batch)
   if lifespan > 0 then
     redis.call('ZADD', k.expiring, now + lifespan, id)
   end
-  local state, ev
+  local state, run_at
   if delay > 0 then
-    local run_at = now + delay
+    run_at = now + delay
     state = 'delayed'
     fields[#fields + 1] = 'ra'
     fields[#fields + 1] = run_at
     redis.call('ZADD', k.delayed, run_at, id)
-    ev = {'s', state, 'n', name, 'ra', run_at}
   else
     state = 'waiting'
     if batch then
@@ -55,11 +54,14 @@ local function write_job(k, maxlen, id, v, b, now, batch)
     else
       redis.call('ZADD', k.waiting, wait_score(k.seq, pri, lifo), id)
     end
-    ev = {'s', state, 'n', name}
   end
   fields[#fields + 1] = 'st'
   fields[#fields + 1] = state
   redis.call('HSET', job_key(k.prefix, id), unpack(fields))
-  emit(k.events, maxlen, 'added', id, ev)
+  if run_at then
+    emit_fields(k.events, maxlen, 'added', id, 's', state, 'n', name, 'ra', run_at)
+  else
+    emit_fields(k.events, maxlen, 'added', id, 's', state, 'n', name)
+  end
   return state
 end
