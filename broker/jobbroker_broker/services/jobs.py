@@ -70,12 +70,11 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         if any(s == job_pb2.JOB_STATE_WAITING and not d for _, s, d in added):
             self.parts.hub.added(queue)
         self._hint(queue, [j.options for j in request.jobs])
-        return job_service_pb2.AddBulkResponse(
-            results=[
-                job_service_pb2.AddResponse(job_id=i, state=s, duplicate=d)  # type: ignore[arg-type]
-                for i, s, d in added
-            ]
-        )
+        reply = job_service_pb2.AddBulkResponse()
+        add = reply.results.add  # built in place: half the time of building, then copying
+        for job_id, state, duplicate in added:
+            add(job_id=job_id, state=state, duplicate=duplicate)
+        return reply
 
     async def _add_each(
         self, queue: str, request: job_service_pb2.AddBulkRequest
