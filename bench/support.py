@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -58,3 +59,34 @@ def remove_queue(redis_url: str, queue: str) -> None:
     for start in range(0, len(keys), 1000):
         client.delete(*keys[start : start + 1000])
     client.srem("jb:queues", queue)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process used so far, from /proc (Linux only)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CostMeter:
+    """Load-insensitive costs of a run: CPU seconds of the broker process and of Redis, and
+    Redis' own time per script call (INFO commandstats), between creation and per_job()."""
+
+    def __init__(self, redis_url: str, broker_pid: int) -> None:
+        self._redis = redis.Redis.from_url(redis_url)
+        self._pid = broker_pid
+        self._start = self._sample()
+
+    def _sample(self) -> tuple[float, float, int, int]:
+        cpu = self._redis.info("cpu")
+        stats = self._redis.info("commandstats").get("cmdstat_evalsha", {})
+        redis_cpu = float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+        return process_cpu(self._pid), redis_cpu, stats.get("calls", 0), stats.get("usec", 0)
+
+    def per_job(self, jobs: int) -> str:
+        end = self._sample()
+        broker, redis_cpu, calls, usec = (b - a for a, b in zip(self._start, end, strict=True))
+        return (
+            f"broker {broker / jobs * 1e6:.0f} us CPU, Redis {redis_cpu / jobs * 1e6:.0f} us CPU "
+            f"(EVALSHA {usec / jobs:.1f} us in {calls} calls; whole Redis, other users included)"
+        )

@@ -10,6 +10,11 @@ outcome was acknowledged). ``--sync`` registers a plain function (thread pool) i
 ``async def`` handler. Compare with ``bench/quick_throughput.py``, the same loop without the
 SDK.
 
+``--pickup RATE`` measures latency instead: a producer (this process) adds ``--jobs`` single
+jobs at RATE per second while the worker waits for them, and the worker prints the time from
+each ``add`` call to its handler starting (the job carries the producer's wall clock; both
+processes run on one machine), p50 / p99 / max.
+
 ``--fake-broker`` replaces the broker with a stand-in WorkerService that hands out synthetic
 jobs and acknowledges every report without any Redis work: what is left is the SDK's own
 ceiling (plus gRPC), which tells the SDK's cost from the broker's.
@@ -27,8 +32,9 @@ import time
 import uuid
 
 import grpc
+import uvloop
 from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
-from support import preload, remove_queue, start_broker
+from support import CostMeter, preload, remove_queue, start_broker
 
 
 def start_fake_or_real(redis_url: str, fake: int = 0) -> tuple[subprocess.Popen[str], str]:
@@ -108,7 +114,9 @@ def serve_fake(count: int) -> None:
     asyncio.run(main())
 
 
-def worker_process(address: str, queue: str, count: int, concurrency: int, sync: bool) -> None:
+def worker_process(
+    address: str, queue: str, count: int, concurrency: int, sync: bool, pickup: bool
+) -> None:
     """The worker side: run until ``count`` jobs ran, stop (flushes every outcome), report."""
     try:
         import uvloop
@@ -126,6 +134,7 @@ def worker_process(address: str, queue: str, count: int, concurrency: int, sync:
         worker = Worker(queue, address=address, concurrency=concurrency)
         done = asyncio.Event()
         ran = 0
+        delays: list[float] = []
 
         def count_one() -> None:
             nonlocal ran
@@ -140,6 +149,13 @@ def worker_process(address: str, queue: str, count: int, concurrency: int, sync:
             def noop_sync(ctx: JobContext) -> None:
                 loop.call_soon_threadsafe(count_one)
 
+        elif pickup:
+
+            @worker.handler("noop")
+            async def timed(ctx: JobContext) -> None:
+                delays.append((time.time() - ctx.data["t"]) * 1000)
+                count_one()
+
         else:
 
             @worker.handler("noop")
@@ -148,12 +164,59 @@ def worker_process(address: str, queue: str, count: int, concurrency: int, sync:
 
         started = time.perf_counter()
         await worker.start()
+        print("ready", flush=True)
         await done.wait()
         await worker.stop()
         elapsed = time.perf_counter() - started
-        print(json.dumps({"ran": ran, "seconds": elapsed, "cpu": time.process_time()}), flush=True)
+        report: dict[str, object] = {"ran": ran, "seconds": elapsed, "cpu": time.process_time()}
+        if delays:
+            delays.sort()
+            n = len(delays)
+            report["pickup_ms"] = [delays[n // 2], delays[n * 99 // 100], delays[-1]]
+        print(json.dumps(report), flush=True)
 
     asyncio.run(main())
+
+
+async def add_paced(address: str, queue: str, count: int, rate: float) -> list[float]:
+    """Add `count` single jobs at `rate` per second, each carrying the wall clock of its add;
+    returns how long each add call took (ms), sorted."""
+    from jobbroker import AsyncClient
+
+    took = []
+    async with AsyncClient(address) as client:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for n in range(count):
+            await asyncio.sleep(max(0.0, start + n / rate - loop.time()))
+            sent = time.time()
+            await client.add(queue, "noop", {"t": sent})
+            took.append((time.time() - sent) * 1000)
+    return sorted(took)
+
+
+def measure_pickup(redis_url: str, count: int, rate: float, concurrency: int) -> None:
+    proc, address = start_broker(redis_url=redis_url)
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    try:
+        command = [sys.executable, __file__, "--worker", address, queue, "--pickup", str(rate)]
+        command += ["--jobs", str(count), "--concurrency", str(concurrency)]
+        worker = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert worker.stdout is not None
+        assert worker.stdout.readline().strip() == "ready"
+        time.sleep(0.5)  # the worker's first long-poll is waiting
+        took = uvloop.run(add_paced(address, queue, count, rate))
+        out, _ = worker.communicate(timeout=60)
+        p50, p99, worst = json.loads(out.strip().splitlines()[-1])["pickup_ms"]
+        print(
+            f"pickup latency at {rate:g} jobs/s ({count} jobs): p50 {p50:.2f} ms, "
+            f"p99 {p99:.2f} ms, max {worst:.2f} ms (the add call alone: p50 "
+            f"{took[len(took) // 2]:.2f} ms, p99 {took[len(took) * 99 // 100]:.2f} ms)"
+        )
+    finally:
+        proc.terminate()
+        proc.wait()
+        remove_queue(redis_url, queue)
 
 
 def main() -> None:
@@ -165,11 +228,16 @@ def main() -> None:
     parser.add_argument(
         "--fake-broker", action="store_true", help="a stand-in broker without Redis work"
     )
+    parser.add_argument("--pickup", type=float, metavar="RATE", help="add-to-start latency")
     parser.add_argument("--worker", nargs=2, metavar=("ADDRESS", "QUEUE"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-fake", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker_process(*args.worker, args.jobs, args.concurrency, args.sync)
+        pickup = bool(args.pickup)
+        worker_process(*args.worker, args.jobs, args.concurrency, args.sync, pickup)
+        return
+    if args.pickup:
+        measure_pickup(args.redis_url, args.jobs, args.pickup, args.concurrency)
         return
     if args.serve_fake:
         serve_fake(args.serve_fake)
@@ -180,11 +248,13 @@ def main() -> None:
         if not args.fake_broker:
             add_s = asyncio.run(preload(address, queue, args.jobs))
             print(f"bulk enqueue: {args.jobs / add_s:,.0f} jobs/s")
+        meter = CostMeter(args.redis_url, proc.pid)
         command = [sys.executable, __file__, "--worker", address, queue]
         command += ["--jobs", str(args.jobs), "--concurrency", str(args.concurrency)]
         if args.sync:
             command.append("--sync")
         finished = subprocess.run(command, check=True, capture_output=True, text=True)
+        costs = meter.per_job(args.jobs)
         out = finished.stdout
         print(*[line for line in finished.stderr.splitlines() if "stopped" in line], sep="\n")
         report = json.loads(out.strip().splitlines()[-1])
@@ -197,6 +267,10 @@ def main() -> None:
             f"(1 Worker, concurrency {args.concurrency}, {kind} no-op handler; "
             f"{done:,} of {args.jobs:,} completed; worker CPU {report['cpu']:.1f} s "
             f"of {report['seconds']:.1f} s)"
+        )
+        print(
+            f"cost per job: worker {report['cpu'] / args.jobs * 1e6:.0f} us CPU (incl. start), "
+            + costs
         )
     finally:
         proc.terminate()

@@ -29,6 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from .packing import pack_with_hiredis
 from .settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,9 @@ def redis_client(
     target = target or parse_redis_url(settings.redis_url)
     common = _common(settings, blocking)
     if target.kind == "server":
-        return Redis.from_url(target.url, **common)
+        client = Redis.from_url(target.url, **common)
+        pack_with_hiredis(client)
+        return client
     options = _no_ssl_flag(target.options)
     if target.kind == "cluster":
         return RedisCluster(
@@ -187,6 +190,7 @@ def redis_client(
         )
     sentinel = sentinel or make_sentinel(target, settings)
     primary: Redis = sentinel.master_for(target.service, redis_class=Redis, **options, **common)
+    pack_with_hiredis(primary)
     return primary
 
 

@@ -104,6 +104,27 @@ class EventHub:
         self.start_timeout = settings.redis_connect_timeout + settings.redis_timeout
         self.readers: dict[tuple[str, str], _Reader] = {}
         self.closing = False
+        self._added: dict[str, set[Callable[[], None]]] = {}
+
+    def on_added(self, queue: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` whenever this replica adds waiting jobs to `queue` (see
+        :meth:`added`), until the returned function is called."""
+        callbacks = self._added.setdefault(queue, set())
+        callbacks.add(callback)
+
+        def unsubscribe() -> None:
+            callbacks.discard(callback)
+            if not callbacks and self._added.get(queue) is callbacks:
+                del self._added[queue]
+
+        return unsubscribe
+
+    def added(self, queue: str) -> None:
+        """This replica just added waiting jobs to `queue`: wake its local long-polls now,
+        without waiting for the 'added' event to come back through the queue's stream (which
+        still wakes the long-polls of the other replicas)."""
+        for callback in list(self._added.get(queue, ())):
+            callback()
 
     def _reader(self, queue: str, stream: str) -> _Reader:
         reader = self.readers.get((queue, stream))

@@ -150,25 +150,38 @@ class Store:
     async def add(
         self, queue: str, jobs: Sequence[list[str | bytes]]
     ) -> list[tuple[str, int, bool]]:
-        """Add validated jobs (17 values each) atomically; returns (id, state, duplicate)."""
-        args: list[Arg] = [self._maxlen, len(jobs)]
-        for job in jobs:
-            args.extend(job)
-        out = await self.call_durably("add", queue, args)
-        if out and out[0] == b"DUPLICATE":
-            job_id = _decode(out[1])
-            raise AlreadyExists(
-                f"job id {job_id!r} already names a job with another name or data in queue "
-                f"{queue!r}",
-                queue=queue,
-                job_id=job_id,
-            )
-        if out.pop() == 1:
-            # The script saw the queue unregistered (new, or obliterated by any replica).
-            await self.remember_queue(queue)
+        """Add validated jobs (17 values each) all or none; returns (id, state, duplicate)."""
+        out = await self._add(queue, jobs, "")
+        if len(out) == 2:  # {'DUPLICATE', id}: a success has 3 values per job
+            raise _conflict(queue, _decode(out[1]))
         return [
             (_decode(out[i]), _state(out[i + 1]), out[i + 2] == 1) for i in range(0, len(out), 3)
         ]
+
+    async def add_each(
+        self, queue: str, jobs: Sequence[list[str | bytes]]
+    ) -> list[tuple[str, int, bool] | BrokerError]:
+        """Add validated jobs each on its own in one call: a conflicting custom id fails only
+        its job. Per job (id, state, duplicate) or the job's error."""
+        out = await self._add(queue, jobs, "1")
+        results: list[tuple[str, int, bool] | BrokerError] = []
+        for i in range(0, len(out), 3):
+            job_id = _decode(out[i])
+            if out[i + 1] == b"DUPLICATE":
+                results.append(_conflict(queue, job_id))
+            else:
+                results.append((job_id, _state(out[i + 1]), out[i + 2] == 1))
+        return results
+
+    async def _add(self, queue: str, jobs: Sequence[list[str | bytes]], each: str) -> Any:
+        args: list[Arg] = [self._maxlen, len(jobs), each]
+        for job in jobs:
+            args.extend(job)
+        out = await self.call_durably("add", queue, args)
+        if len(out) != 2 and out.pop() == 1:
+            # The script saw the queue unregistered (new, or obliterated by any replica).
+            await self.remember_queue(queue)
+        return out  # without the registration flag
 
     async def snapshot(self, queue: str, job_id: str) -> tuple[job_pb2.Job, str]:
         """The job and the id of the newest event its snapshot includes."""
@@ -274,18 +287,23 @@ class Store:
         leased = []
         self.metrics.leased(queue, out[13::14])
         for i in range(0, len(out), 14):
+            # Built field by field: a Payload message passed to the constructor costs twice
+            # the time of the whole rest (bench/profiling.md).
             job = worker_service_pb2.LeasedJob(
                 queue=queue,
-                job_id=_decode(out[i]),
-                name=_decode(out[i + 1]),
-                data=codec.payload(out[i + 2], out[i + 3]),
+                job_id=out[i].decode(),
+                name=out[i + 1].decode(),
                 attempt=out[i + 4],
                 max_attempts=out[i + 5],
-                token=_decode(out[i + 6]),
+                token=out[i + 6].decode(),
                 fence=out[i + 7],
                 lease_expires_at_ms=out[i + 8],
                 timeout_at_ms=out[i + 9],
             )
+            data = job.data
+            data.body = out[i + 2]
+            if out[i + 3]:
+                data.content_type = out[i + 3].decode()
             if out[i + 10] or out[i + 11]:
                 fields = {b"pp": out[i + 10], b"pv": out[i + 11], b"pvt": out[i + 12]}
                 job.progress.CopyFrom(codec.progress({k: v for k, v in fields.items() if v}))
@@ -402,6 +420,14 @@ class Store:
         except (*_UNAVAILABLE, redis.exceptions.RedisError) as exc:
             count_redis_error(exc)
             return False
+
+
+def _conflict(queue: str, job_id: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"job id {job_id!r} already names a job with another name or data in queue {queue!r}",
+        queue=queue,
+        job_id=job_id,
+    )
 
 
 def _encode_page_token(offset: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 import orjson
 from jobbroker.v1 import job_pb2
@@ -130,8 +131,13 @@ def _retention(policy: job_pb2.RetentionPolicy, field: str, present: bool) -> st
     return f"0,{policy.keep_last},{policy.keep_age_ms}"
 
 
-def options(opts: job_pb2.JobOptions, field: str) -> list[str]:
+_NO_OPTIONS = ("",) * 13
+
+
+def options(opts: job_pb2.JobOptions, field: str) -> Sequence[str]:
     """The job options as the add script's 13 option values (after id, name, data, type)."""
+    if not opts.ByteSize():
+        return _NO_OPTIONS  # every option unset, the common case of a bulk add: nothing to check
     if opts.priority > MAX_PRIORITY:
         raise InvalidArgument(f"{field}.priority", f"must be 0 (none) or 1-{MAX_PRIORITY}")
     if opts.group:

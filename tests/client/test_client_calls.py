@@ -224,3 +224,27 @@ async def test_several_addresses_spread_calls_and_survive_one_broker(
     await broker_host.stop(first)
     for i, a in enumerate(added):
         assert (await client.get_status(queue, a.job_id)).data == {"i": i}
+
+
+async def test_concurrent_adds_each_get_their_own_answer(client: Api, queue: str) -> None:
+    """Adds made at once may travel together (one AddBulk with ``each``); each still gets its
+    own result or error, as if it had been sent alone."""
+    import asyncio
+
+    from jobbroker.errors import InvalidArgument, JobIdConflict
+
+    await client.add(queue, "email", {"n": 0}, job_id="taken")
+    calls = [client.add(queue, "email", {"n": n}) for n in range(1, 40)]
+    calls.append(client.add(queue, "email", {"n": "other"}, job_id="taken"))
+    calls.append(client.add(queue, "email", Raw(b"{", "application/json")))
+    calls.append(client.add(queue, "email", {"n": 0}, job_id="taken"))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+
+    added = results[:39]
+    assert all(isinstance(r, Added) and r.state == JobState.WAITING for r in added)
+    assert len({r.job_id for r in added if isinstance(r, Added)}) == 39
+    assert isinstance(results[39], JobIdConflict)
+    assert isinstance(results[40], InvalidArgument)
+    assert results[41] == Added("taken", JobState.WAITING, duplicate=True)
+    page = await client.list(queue, JobState.WAITING, page_size=100)
+    assert page.total == 40

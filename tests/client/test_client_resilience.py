@@ -177,3 +177,28 @@ async def test_stream_progress_resumes_across_a_broker_restart_without_gap_or_re
     ids = [e.id for e in events]
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids, key=lambda i: tuple(int(p) for p in i.split("-")))
+
+
+async def test_redis_down_fails_concurrent_plain_adds_and_retries_idempotent_ones(
+    make_client: ClientFactory, start_broker: BrokerFactory, private_redis: Any, queue: str
+) -> None:
+    """Adds made at once travel together; when Redis is down, those without a job id fail
+    (they may or may not be stored), those with one are retried on their own until stored."""
+    broker = await start_broker(url=private_redis.url, redis_timeout=1.0)
+    client = make_client(broker.address, **PATIENT)
+    private_redis.stop()
+
+    async def redis_back() -> None:
+        await asyncio.sleep(BRIEFLY)
+        await asyncio.to_thread(private_redis.start)
+
+    back = asyncio.ensure_future(redis_back())
+    calls = [client.add(queue, "job", {"n": n}) for n in range(5)]
+    calls += [client.add(queue, "job", {"n": n}, job_id=f"keep-{n}") for n in range(5)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    await back
+
+    assert all(isinstance(r, errors.RedisUnavailable) for r in results[:5]), results
+    assert [getattr(r, "job_id", r) for r in results[5:]] == [f"keep-{n}" for n in range(5)]
+    for n in range(5):
+        assert (await client.get_status(queue, f"keep-{n}")).state is JobState.WAITING

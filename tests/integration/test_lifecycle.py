@@ -418,3 +418,33 @@ async def test_bad_input_names_the_field(broker: Running, queue: str) -> None:
         "INVALID_FIELD",
     )
     assert "data" in error.details()
+
+
+async def test_add_bulk_each_on_its_own_fails_only_the_bad_jobs(
+    broker: Running, queue: str
+) -> None:
+    await add(broker, queue, {"v": 1}, job_id="report-7")
+    request = job_service_pb2.AddBulkRequest(
+        queue=queue,
+        each=True,
+        jobs=[
+            job_service_pb2.BulkJob(name="job", data=payload({"v": 0})),
+            job_service_pb2.BulkJob(
+                name="job", data=payload({"v": 2}), options=job_pb2.JobOptions(job_id="report-7")
+            ),
+            job_service_pb2.BulkJob(name="job", data=job_pb2.Payload(body=b"{not json")),
+            job_service_pb2.BulkJob(
+                name="job", data=payload({"v": 1}), options=job_pb2.JobOptions(job_id="report-7")
+            ),
+        ],
+    )
+    reply = await broker.jobs.AddBulk(request)
+    errors = {e.index: (e.code, e.reason, e.metadata.get("field", "")) for e in reply.errors}
+    assert errors == {
+        1: (grpc.StatusCode.ALREADY_EXISTS.value[0], "JOB_ID_CONFLICT", ""),
+        2: (grpc.StatusCode.INVALID_ARGUMENT.value[0], "INVALID_FIELD", "data.body"),
+    }
+    assert reply.results[0].state == S.JOB_STATE_WAITING
+    assert reply.results[0].job_id
+    assert (reply.results[3].job_id, reply.results[3].duplicate) == ("report-7", True)
+    assert await _waiting_total(broker, queue) == 2

@@ -190,8 +190,9 @@ class LuaQueue:
             reply = self.r.evalsha(loaded.sha, len(keys), *keys, *args)
         return decode(reply)
 
-    def add_raw(self, *specs: JobSpec) -> list[Any]:
-        argv: list[Arg] = [MAXLEN, len(specs)]
+    def add_raw(self, *specs: JobSpec, each: bool = False) -> list[Any]:
+        """add.lua's output as it is; ``each``: every job on its own, else all or none."""
+        argv: list[Arg] = [MAXLEN, len(specs), "1" if each else ""]
         for spec in specs:
             argv.extend(spec.argv())
         result: list[Any] = self.call("add", *argv)

@@ -204,3 +204,29 @@ def test_order_is_kept_after_the_waiting_set_drains(lua: LuaQueue) -> None:
         lua.add(JobSpec(id=job_id))
     lua.add(JobSpec(id="e", lifo=True))
     assert drain_order(lua) == ["e", "b", "c", "d"]
+
+
+def test_each_on_its_own_a_conflict_fails_only_that_job(lua: LuaQueue) -> None:
+    lua.add(JobSpec(id="x", name="charge", data='{"cents": 100}'))
+    out = lua.add_raw(
+        JobSpec(name="innocent"),
+        JobSpec(id="x", name="charge", data='{"cents": 200}'),
+        JobSpec(id="x", name="charge", data='{"cents": 100}'),
+        JobSpec(id="y", data="1"),
+        JobSpec(id="y", data="2"),
+        JobSpec(name="last", lifo=True),
+        each=True,
+    )
+    assert out.pop() == 0
+    assert [tuple(out[i : i + 3]) for i in range(0, len(out), 3)] == [
+        ("1", "waiting", 0),
+        ("x", "DUPLICATE", 0),
+        ("x", "waiting", 1),
+        ("y", "waiting", 0),
+        ("y", "DUPLICATE", 0),
+        ("2", "waiting", 0),
+    ]
+    assert lua.job("x")["data"] == '{"cents": 100}'
+    assert lua.job("y")["data"] == "1"
+    assert lua.members("waiting") == ["2", "x", "1", "y"]
+    assert lua.event_types() == ["added", "added", "duplicated", "added", "added"]

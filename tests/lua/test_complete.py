@@ -29,7 +29,6 @@ def test_complete_finishes_the_job_with_its_result(lua: LuaQueue) -> None:
     assert job["am"] == "1"
     finished = int(job["fa"])
     assert before <= finished <= after
-    assert "le" not in job
     assert lua.where("j") == ["completed"]
     assert lua.score("completed", "j") == finished
 

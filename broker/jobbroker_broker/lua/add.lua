@@ -1,17 +1,21 @@
 --[[
-  Add jobs to a queue, all or none (Add is a batch of one).
+  Add jobs to a queue: all or none (AddBulk), or each on its own (single Adds the broker
+  gathered into one call).
   Keys: prefix ids seq waiting delayed expiring events meta
   Input:
     ARGV[1] events maxlen
     ARGV[2] number of jobs N
+    ARGV[3] '1': each job on its own (a conflicting custom id fails that job only); '': all
+      or none
     then 17 values per job: custom id ('' = generate), name, data, data content type,
       priority, lifo ('1'/''), delay ms, max attempts, backoff type, backoff delay,
       backoff jitter, backoff max, timeout ms, lifespan ms, retain-on-complete, retain-on-fail,
       group (numbers '' or '0' when unset; retention and group '' when unset).
-  Output: on success a flat list of {id, state, duplicate (0/1)} per job, then 1 when the queue
-    was not registered yet (its meta hash has no `reg` field: new, or obliterated since) else 0;
-    when a custom id names an existing job with another name or data, {'DUPLICATE', id} and
-    nothing is written.
+  Output: a flat list of {id, state, duplicate (0/1)} per job, then 1 when the queue was not
+    registered yet (its meta hash has no `reg` field: new, or obliterated since) else 0. A
+    custom id that names an existing job (or an earlier job of the call) with another name or
+    data is a conflict: all or none, {'DUPLICATE', id} and nothing is written; each on its
+    own, that job's state is 'DUPLICATE' and it is not written.
 ]]
 -- @include lib/base.lua
 -- @include lib/add_job.lua
@@ -22,54 +26,89 @@ local k = {prefix = prefix, seq = seq, waiting = waiting, delayed = delayed, exp
   events = events}
 local maxlen = ARGV[1]
 local n = tonumber(ARGV[2])
+local each = ARGV[3] == '1'
+local FIRST = 4
 
--- Phase 1: resolve custom ids so that nothing is written if any of them conflicts.
+-- Phase 1: resolve custom ids so that nothing is written if any of them conflicts (all or
+-- none), or so that a conflicting job is skipped (each on its own). Count what phase 2 needs.
 local seen = {}
 local dup = {}
+local generated, to_wait = 0, 0
 for i = 0, n - 1 do
-  local b = 3 + i * ADD_WIDTH
+  local b = FIRST + i * ADD_WIDTH
   local id = ARGV[b]
+  local name, data, dct = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local conflict = false
   if id ~= '' then
-    local name, data, dct = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
     local prev = seen[id]
     if prev then
       if prev[1] ~= name or prev[2] ~= data or prev[3] ~= dct then
-        return done({'DUPLICATE', id})
+        conflict = true
+      else
+        dup[i] = true
       end
-      dup[i] = true
     else
       local sname, sdata, sdct, st = existing_job(prefix, id)
       if st then
         if sname ~= name or sdata ~= data or sdct ~= dct then
-          return done({'DUPLICATE', id})
+          conflict = true
+        else
+          dup[i] = st
         end
-        dup[i] = st
       end
-      seen[id] = {name, data, dct}
+      if not conflict then
+        seen[id] = {name, data, dct}
+      end
     end
+  else
+    generated = generated + 1
+  end
+  if conflict then
+    if not each then
+      return done({'DUPLICATE', id})
+    end
+    dup[i] = 'DUPLICATE'
+  elseif not dup[i] and (tonumber(ARGV[b + 6]) or 0) <= 0 then
+    to_wait = to_wait + 1
   end
 end
 
--- Phase 2: write.
+-- Phase 2: write. Generated ids and waiting-set sequence numbers are reserved for the whole
+-- call at once, and the waiting set gets one ZADD: fewer redis.calls per job.
 local now = now_ms()
 local out = {}
+local next_id = 0
+if generated > 0 then
+  next_id = redis.call('INCRBY', ids, generated) - generated + 1
+end
+local batch = {waiting = {}, seq = 0}
+if to_wait > 0 then
+  batch.seq = redis.call('INCRBY', seq, to_wait) - to_wait + 1
+end
 for i = 0, n - 1 do
-  local b = 3 + i * ADD_WIDTH
+  local b = FIRST + i * ADD_WIDTH
   local id = ARGV[b]
-  if dup[i] then
-    local st = dup[i] == true and redis.call('HGET', job_key(prefix, id), 'st') or dup[i]
+  local prior = dup[i]
+  if prior == 'DUPLICATE' then
+    out[#out + 1] = id
+    out[#out + 1] = prior
+    out[#out + 1] = 0
+  elseif prior then
+    local st = prior == true and redis.call('HGET', job_key(prefix, id), 'st') or prior
     emit(events, maxlen, 'duplicated', id, {})
     out[#out + 1] = id
     out[#out + 1] = st
     out[#out + 1] = 1
   else
     if id == '' then
-      id = tostring(redis.call('INCR', ids))
+      id = tostring(next_id)
+      next_id = next_id + 1
     end
     out[#out + 1] = id
-    out[#out + 1] = write_job(k, maxlen, id, ARGV, b + 1, now)
+    out[#out + 1] = write_job(k, maxlen, id, ARGV, b + 1, now, batch)
     out[#out + 1] = 0
   end
 end
+call_many('ZADD', waiting, batch.waiting)
 out[#out + 1] = redis.call('HSETNX', meta, 'reg', 1)
 return done(out)

@@ -22,7 +22,7 @@ for i = 0, n - 1 do
   local b = 3 + i * 7
   local id, token = ARGV[b], ARGV[b + 1]
   local jkey = job_key(k.prefix, id)
-  local reason, st, f = check_lease(jkey, token, now, {'cr', 'sa'})
+  local reason, st, f = check_lease(jkey, token, now, 'cr', 'sa')
   if reason then
     out[#out + 1] = reason
     out[#out + 1] = st

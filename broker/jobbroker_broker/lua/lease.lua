@@ -27,8 +27,15 @@
 local prefix, waiting, active, expiring, failed, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local maxlen, max_jobs, worker, lease_ms, rand = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local now = now_ms()
+-- Numbers given to redis.call are formatted on each call: format the ones shared by every job
+-- once.
+local now_s, lease_ms_s = tostring(now), ARGV[4]
+local lease_deadline = now + lease_ms
+local lease_deadline_s = tostring(lease_deadline)
 local out = {}
 local leased = 0
+-- (deadline, id) pairs: the active set gets one ZADD per call, not one per job.
+local entered = {}
 
 
 local meta = redis.call('HMGET', KEYS[8], 'paused', 'conc', 'rlm', 'rld', 'glm', 'gld')
@@ -112,29 +119,31 @@ while leased < max_jobs and budget > 0 do
         -- parked until its group's window ends
       else
         local fence = (tonumber(f[14]) or 0) + 1
-        local token = fence .. '-' .. rand .. leased
-        local deadline = now + lease_ms
+        local fence_s = tostring(fence) -- used three times: formatted once
+        local token = fence_s .. '-' .. rand .. leased
+        local deadline, deadline_s = lease_deadline, lease_deadline_s
         local timeout = tonumber(f[6]) or 0
         local timeout_at = 0
-        local fields = {'st', 'active', 'sa', now, 'w', worker, 'tok', token, 'lms', lease_ms,
-          'fn', fence}
         if timeout > 0 then
           timeout_at = now + timeout
           if timeout_at < deadline then
-            deadline = timeout_at
+            deadline, deadline_s = timeout_at, tostring(timeout_at)
           end
-          fields[#fields + 1] = 'to'
-          fields[#fields + 1] = timeout_at
         end
-        fields[#fields + 1] = 'le'
-        fields[#fields + 1] = deadline
-        redis.call('HSET', jkey, unpack(fields))
-        redis.call('ZADD', active, deadline, id)
+        -- Arguments given directly, not through a table and unpack(): the hot path notices.
+        redis.call('HSET', jkey, 'st', 'active', 'sa', now_s, 'w', worker, 'tok', token,
+          'lms', lease_ms_s, 'fn', fence_s, 'le', deadline_s)
+        if timeout > 0 then
+          redis.call('HSET', jkey, 'to', timeout_at)
+        end
+        entered[#entered + 1] = deadline_s
+        entered[#entered + 1] = id
         if lifespan > 0 then
           redis.call('ZREM', expiring, id)
         end
         local attempt = (tonumber(f[4]) or 0) + 1
-        emit(events, maxlen, 'active', id, {'s', 'active', 'a', attempt, 'w', worker, 'f', fence})
+        emit_fields(events, maxlen, 'active', id, 's', 'active', 'a', attempt, 'w', worker,
+          'f', fence_s)
         leased = leased + 1
         local n = #out
         out[n + 1] = id
@@ -157,6 +166,7 @@ while leased < max_jobs and budget > 0 do
     end
   end
 end
+call_many('ZADD', active, entered)
 if redis.call('ZCARD', waiting) == 0 then
   -- An empty waiting set restarts the FIFO sequence, keeping scores far from 2^53.
   redis.call('DEL', KEYS[7])

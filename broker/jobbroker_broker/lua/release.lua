@@ -19,7 +19,7 @@ for i = 0, n - 1 do
   local b = 3 + i * 3
   local id, token, delay = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]) or 0
   local jkey = job_key(prefix, id)
-  local reason, st, f = check_lease(jkey, token, now, {'cr', 'pri', 'fn', 'w'})
+  local reason, st, f = check_lease(jkey, token, now, 'cr', 'pri', 'fn', 'w')
   if reason then
     out[#out + 1] = reason
     out[#out + 1] = st

@@ -15,14 +15,13 @@ local prefix, active, events = KEYS[1], KEYS[2], KEYS[3]
 local maxlen, n, max_logs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local out = {}
-local FIELDS = {'lms', 'to', 'fn', 'am'}
 local b = 4
 for _ = 1, n do
   local id, token, lease_ms = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2])
   local has_pct, pct, has_val, val, vct = ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
   local nlogs = tonumber(ARGV[b + 8])
   local jkey = job_key(prefix, id)
-  local reason, st, f = check_lease(jkey, token, now, FIELDS)
+  local reason, st, f = check_lease(jkey, token, now, 'lms', 'to', 'fn', 'am')
   if reason then
     out[#out + 1] = reason
     out[#out + 1] = st

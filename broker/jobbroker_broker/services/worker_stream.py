@@ -92,7 +92,7 @@ class WorkerSession:
             await self._watch(validation.queue_name(queue, f"queues[{i}]"))
         response = pb.ReportProgressResponse(seq=request.seq)
         response.leases.extend(await self._updates(request.updates))
-        response.outcomes.extend(await self._outcomes(request.outcomes))
+        await self._outcomes(request.outcomes, response.outcomes)
         await self.parts.registry.streaming(self.worker_id, list(self._unsubscribe))
         self.out.put_nowait(response)
 
@@ -176,8 +176,11 @@ class WorkerSession:
                     statuses[i].lease_expires_at_ms = result.value
         return statuses
 
-    async def _outcomes(self, reports: Any) -> list[pb.OutcomeResult]:
-        results = [pb.OutcomeResult() for _ in reports]
+    async def _outcomes(self, reports: Any, answers: Any) -> None:
+        """Apply outcomes; their results are added to ``answers`` (the response's), in order."""
+        add = answers.add
+        results = [add() for _ in reports]
+        settings = self.parts.settings
         groups: dict[tuple[type[outcomes.Report], str], list[tuple[int, Outcome]]] = defaultdict(
             list
         )
@@ -192,7 +195,7 @@ class WorkerSession:
             report = getattr(wrapper, kind)
             results[i].queue, results[i].job_id = report.queue, report.job_id
             try:
-                queue, item = outcomes.check(report, f"outcomes[{i}].{kind}", self.parts.settings)
+                queue, item = outcomes.check(report, f"outcomes[{i}].{kind}", settings)
             except BrokerError as error:
                 results[i].error.CopyFrom(outcomes.item_error(error))
                 continue
@@ -208,8 +211,7 @@ class WorkerSession:
                 if result.error is not None:
                     results[i].error.CopyFrom(outcomes.item_error(result.error))
                 else:
-                    results[i].state = result.state  # type: ignore[assignment]
-        return results
+                    results[i].state = result.state
 
     @staticmethod
     async def _guarded(count: int, call: Any) -> list[ItemResult]:

@@ -28,6 +28,8 @@ _WAKERS = {
         {b"completed", b"failed", b"cancelled", b"released", b"stalled", b"resumed"}
     ),
 }
+# What an add on this replica looks like to a long poll (EventHub.added).
+_ADDED = {b"e": b"added"}
 # A long poll re-tries at least this often, in case an event was missed (reader reconnecting).
 _POLL_FALLBACK_S = 1.0
 
@@ -94,6 +96,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
 
         unsubscribe = await self.parts.hub.subscribe(queue, on_event)
         stop_waiting = self.parts.streams.on_closing(ready.set)
+        unwatch = self.parts.hub.on_added(queue, lambda: on_event(b"", _ADDED))
         try:
             while True:
                 ready.clear()
@@ -111,6 +114,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         finally:
             stop_waiting()
             unsubscribe()
+            unwatch()
 
     @server_stream
     async def ReportProgress(

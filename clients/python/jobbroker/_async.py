@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 import grpc
 
 from . import _calls
+from ._add_batch import AddBatcher
 from ._calls import DEFAULT_ADDRESS, BulkItem, OptionFields
 from ._channel import open_channel
 from ._queues import QueueCalls
@@ -109,6 +110,7 @@ class AsyncClient(QueueCalls):
         self._channel: grpc.aio.Channel | None = None
         self._stub_: JobServiceAsyncStub | None = None
         self._closed = False
+        self._adds = AddBatcher(self)
 
     def _stub(self) -> JobServiceAsyncStub:
         if self._closed:
@@ -204,9 +206,11 @@ class AsyncClient(QueueCalls):
         """
         opts = _calls.job_options(options, option_fields)
         request = _calls.add_request(queue, name, data, opts)
-        reply = await self._unary(
-            self._stub().Add, request, timeout=timeout, idempotent=bool(opts.job_id)
-        )
+        try:
+            reply = await self._adds.add(request, timeout, bool(opts.job_id))
+        except asyncio.CancelledError:
+            self._raise_if_closed()
+            raise
         return Added(reply.job_id, _calls.state_of(reply.state), reply.duplicate)
 
     async def add_bulk(

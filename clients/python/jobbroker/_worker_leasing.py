@@ -1,7 +1,8 @@
 """The leasing loop: ask for as many jobs as there are free slots, in batches.
 
 One poller per queue. A poller waits until a good share of the slots is free (or a couple of
-milliseconds passed with some free), then leases that many at once. With one queue it always
+milliseconds passed with some free), then leases that many at once; while its queue has jobs,
+a second call may go out before the first came back (``MAX_CALLS``). With one queue it always
 long-polls. With several, a poller first asks without waiting, holding the slots it asked for;
 once its queue ran dry it long-polls without holding any, so an idle queue never keeps slots
 from a busy one, and gives back at once whatever exceeds the slots free when the reply comes.
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import grpc
@@ -33,6 +35,27 @@ MAX_LEASE_JOBS = 1_000
 """The most jobs one Lease call may ask for."""
 LEASE_DEADLINE_MARGIN_S = 10.0
 """A Lease call's deadline is its long-poll wait plus this, so a hung broker is noticed."""
+MAX_CALLS = 2
+"""Lease calls in flight per queue at most while it has jobs: when slots free up while a call
+is out (handlers ending one by one), the next batch is asked for at once instead of after the
+reply. A queue that ran dry (a reply with fewer jobs than asked) gets one call at a time.
+Splitting the slots between two calls on purpose was tried and cost more CPU per job (twice
+the calls) than the overlap won (bench/profiling.md)."""
+
+
+@dataclass(slots=True)
+class _PollState:
+    """What one queue's poller knows from its last replies."""
+
+    single: bool
+    """The worker leases from this queue only (always long-polls, holding its slots)."""
+    dry: bool = False
+    """The last reply had no job: the queue ran dry."""
+    short: bool = False
+    """The last reply had fewer jobs than asked: no second call while one is out."""
+    failing: bool = False
+    """The last call failed: back off before the next."""
+    backoff: Backoff = field(default_factory=Backoff)
 
 
 class Leasing:
@@ -102,66 +125,85 @@ class Leasing:
                         await self._freed.wait()
 
     async def _poll(self, queue: str) -> None:
-        single = len(self._queues) == 1
-        backoff = Backoff()
-        failing = False
-        dry = False
-        while True:
-            await self._capacity()
-            long_poll = single or dry
-            want = min(self.free_slots, MAX_LEASE_JOBS)
-            held = want if single or not dry else 0
-            self.free_slots -= held
-            request = ws.LeaseRequest(
-                queue=queue,
-                worker_id=self._worker_id,
-                max_jobs=want,
-                wait_ms=self._wait_ms if long_poll else 0,
-                lease_ms=self._lease_ms,
+        state = _PollState(single=len(self._queues) == 1)
+        calls: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                if calls and (len(calls) >= MAX_CALLS or state.short or state.failing):
+                    done, _ = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        calls.discard(task)
+                        task.result()  # a refusal for good ends the worker
+                    continue
+                if state.failing:
+                    await asyncio.sleep(state.backoff.next_delay())
+                await self._capacity()
+                if calls and (state.short or state.failing):
+                    continue  # a reply came meanwhile and says: one call at a time
+                calls.add(asyncio.create_task(self._call(queue, state)))
+        finally:
+            for task in calls:
+                task.cancel()
+            for task in calls:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _call(self, queue: str, state: _PollState) -> None:
+        """One Lease call for as many jobs as there are free slots; runs what it got."""
+        long_poll = state.single or state.dry
+        want = min(self.free_slots, MAX_LEASE_JOBS)
+        held = want if state.single or not state.dry else 0
+        self.free_slots -= held
+        request = ws.LeaseRequest(
+            queue=queue,
+            worker_id=self._worker_id,
+            max_jobs=want,
+            wait_ms=self._wait_ms if long_poll else 0,
+            lease_ms=self._lease_ms,
+        )
+        try:
+            reply = await self._stub.Lease(
+                request, timeout=request.wait_ms / 1000 + LEASE_DEADLINE_MARGIN_S
             )
-            try:
-                reply = await self._stub.Lease(
-                    request, timeout=request.wait_ms / 1000 + LEASE_DEADLINE_MARGIN_S
-                )
-            except grpc.aio.AioRpcError as exc:
-                self._unhold(held)
-                if exc.code() in PERMANENT:
-                    raise from_rpc_error(exc) from None
-                level = logging.DEBUG if failing else logging.WARNING
-                log.log(
-                    level,
-                    "worker %s: Lease on %s failed (%s: %s); retrying",
-                    self._worker_id,
-                    queue,
-                    exc.code().name,
-                    exc.details(),
-                    extra={"queue": queue, "worker_id": self._worker_id},
-                )
-                failing = True
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            except BaseException:
-                self._unhold(held)
-                raise
-            if failing:
-                log.info(
-                    "worker %s: leasing from %s again",
-                    self._worker_id,
-                    queue,
-                    extra={"queue": queue, "worker_id": self._worker_id},
-                )
-            failing = False
-            backoff.reset()
-            self.free_slots += held
-            jobs = list(reply.jobs)
-            self.calls += 1
-            self.leased += len(jobs)
-            taken = min(len(jobs), max(0, self.free_slots))
-            self.free_slots -= taken
-            if taken:
-                self._accept(jobs[:taken])
-            for job in jobs[taken:]:  # several queues answered at once: more jobs than slots
-                self._stream.outcome(None, release(job.queue, job.job_id, job.token))
-            if self.free_slots > 0:
-                self._freed.set()  # slots this poller held and did not fill: other pollers'
-            dry = not jobs
+        except grpc.aio.AioRpcError as exc:
+            self._unhold(held)
+            if exc.code() in PERMANENT:
+                raise from_rpc_error(exc) from None
+            level = logging.DEBUG if state.failing else logging.WARNING
+            log.log(
+                level,
+                "worker %s: Lease on %s failed (%s: %s); retrying",
+                self._worker_id,
+                queue,
+                exc.code().name,
+                exc.details(),
+                extra={"queue": queue, "worker_id": self._worker_id},
+            )
+            state.failing = True
+            return
+        except BaseException:
+            self._unhold(held)
+            raise
+        if state.failing:
+            log.info(
+                "worker %s: leasing from %s again",
+                self._worker_id,
+                queue,
+                extra={"queue": queue, "worker_id": self._worker_id},
+            )
+        state.failing = False
+        state.backoff.reset()
+        self.free_slots += held
+        jobs = list(reply.jobs)
+        self.calls += 1
+        self.leased += len(jobs)
+        taken = min(len(jobs), max(0, self.free_slots))
+        self.free_slots -= taken
+        if taken:
+            self._accept(jobs[:taken])
+        for job in jobs[taken:]:  # several queues answered at once: more jobs than slots
+            self._stream.outcome(None, release(job.queue, job.job_id, job.token))
+        if self.free_slots > 0:
+            self._freed.set()  # slots this call held and did not fill: other calls'
+        state.dry = not jobs
+        state.short = len(jobs) < want

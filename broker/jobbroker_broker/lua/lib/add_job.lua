@@ -18,8 +18,10 @@ end
 
 -- Write job `id` (resolved, non-empty) from the values after the id, which start at v[b] (the
 -- name), and emit its 'added' event. `k` holds the queue keys: prefix, seq, waiting, delayed,
--- expiring, events. Returns the job's state.
-local function write_job(k, maxlen, id, v, b, now)
+-- expiring, events. `batch`, optional, collects the waiting set's entries for one ZADD by the
+-- caller: {seq = the next sequence number reserved, waiting = flat score, id list}.
+-- Returns the job's state.
+local function write_job(k, maxlen, id, v, b, now, batch)
   local name, data, dct = v[b], v[b + 1], v[b + 2]
   local pri, lifo, delay = v[b + 3], v[b + 4], tonumber(v[b + 5]) or 0
   local fields = {'name', name, 'data', data, 'ct', now}
@@ -35,22 +37,31 @@ local function write_job(k, maxlen, id, v, b, now)
   if lifespan > 0 then
     redis.call('ZADD', k.expiring, now + lifespan, id)
   end
-  local state, ev
+  local state, run_at
   if delay > 0 then
-    local run_at = now + delay
+    run_at = now + delay
     state = 'delayed'
     fields[#fields + 1] = 'ra'
     fields[#fields + 1] = run_at
     redis.call('ZADD', k.delayed, run_at, id)
-    ev = {'s', state, 'n', name, 'ra', run_at}
   else
     state = 'waiting'
-    redis.call('ZADD', k.waiting, wait_score(k.seq, pri, lifo), id)
-    ev = {'s', state, 'n', name}
+    if batch then
+      local w = batch.waiting
+      w[#w + 1] = wait_score(k.seq, pri, lifo, batch.seq)
+      w[#w + 1] = id
+      batch.seq = batch.seq + 1
+    else
+      redis.call('ZADD', k.waiting, wait_score(k.seq, pri, lifo), id)
+    end
   end
   fields[#fields + 1] = 'st'
   fields[#fields + 1] = state
   redis.call('HSET', job_key(k.prefix, id), unpack(fields))
-  emit(k.events, maxlen, 'added', id, ev)
+  if run_at then
+    emit_fields(k.events, maxlen, 'added', id, 's', state, 'n', name, 'ra', run_at)
+  else
+    emit_fields(k.events, maxlen, 'added', id, 's', state, 'n', name)
+  end
   return state
 end

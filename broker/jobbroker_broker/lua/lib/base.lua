@@ -5,7 +5,8 @@
 -- fa (finished) ra (run at, delayed) pri lifo atm (max attempts) am (attempts made)
 -- bt bd bj bx (backoff type, delay, jitter, max) tmo (timeout) lsp (lifespan) rc rf (retention
 -- on complete / on fail: "remove,keep_last,keep_age_ms") w (worker) tok (lease token) fn (fence)
--- le (lease expiry) lms (lease ms) to (attempt timeout at) cr crr (cancel requested, reason)
+-- le (lease expiry) lms (lease ms) to (attempt timeout at; le and to stay on a completed job as
+-- the record of its last lease, they mean something only while the job is active) cr crr (cancel requested, reason)
 -- sc (stalled count) pp pv pvt (progress percent, value, value type) res rct (result, type)
 -- fr fm fty fsk fat (failure reason, message, type, stack, attempt).
 --
@@ -28,12 +29,18 @@ local function logs_key(prefix, id)
   return prefix .. 'logs:' .. id
 end
 
--- Append an event to the queue's stream; `fields` is a flat list of name, value pairs. The
--- stream is trimmed once per script call, by done(), rather than on every XADD.
+-- Append an event to the queue's stream; the arguments after `id` are its other fields, as
+-- name, value pairs (passed straight through: no table to build and unpack, which the hot
+-- paths notice). The stream is trimmed once per script call, by done(), not on every XADD.
 local emitted_to, emitted_maxlen = nil, nil
-local function emit(events, maxlen, etype, id, fields)
+local function emit_fields(events, maxlen, etype, id, ...)
   emitted_to, emitted_maxlen = events, maxlen
-  return redis.call('XADD', events, '*', 'e', etype, 'j', id, unpack(fields))
+  return redis.call('XADD', events, '*', 'e', etype, 'j', id, ...)
+end
+
+-- emit_fields() with the fields in a flat list.
+local function emit(events, maxlen, etype, id, fields)
+  return emit_fields(events, maxlen, etype, id, unpack(fields))
 end
 
 -- Tell the worker holding a lease that it must stop: a small stream of its own, so that worker
@@ -42,6 +49,15 @@ end
 local function signal(signals, kind, id, fence, worker)
   redis.call('XADD', signals, 'MAXLEN', '~', 1000, '*', 'k', kind, 'j', id, 'f', fence or '0',
     'w', worker or '')
+end
+
+-- Run a variadic command (ZADD, ZREM) on `key` with a flat list of arguments, in chunks of
+-- an even size that stays well within Lua's unpack limit: one call for a whole batch of jobs
+-- instead of one per job.
+local function call_many(cmd, key, args)
+  for i = 1, #args, 1000 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 999, #args)))
+  end
 end
 
 -- Every script returns through done(): it caps the event stream if the script emitted.
@@ -56,9 +72,10 @@ local function fence_of(token)
   return tonumber(string.match(token or '', '^(%d+)%-')) or 0
 end
 
--- Score of a job entering the waiting set: priority band, then LIFO/FIFO by sequence.
-local function wait_score(seq_key, pri, lifo)
-  local seq = redis.call('INCR', seq_key)
+-- Score of a job entering the waiting set: priority band, then LIFO/FIFO by sequence. `seq`,
+-- optional, is a sequence number reserved already (a batch reserves all of its at once).
+local function wait_score(seq_key, pri, lifo, seq)
+  seq = seq or redis.call('INCR', seq_key)
   local band = (tonumber(pri) or 0) * PRIORITY_BAND
   if lifo == '1' then
     return band + SEQ_BASE - seq
@@ -112,11 +129,11 @@ local function retain(prefix, set_key, id, policy, now)
   end
 end
 
--- Check that `token` holds the live lease on a job, reading the `extra` fields in the same
--- HMGET. Returns nil when it does, else a reason (NOT_FOUND, LEASE_EXPIRED or
--- LEASE_SUPERSEDED); then the job's state, and the fields read (extra ones from index 4).
-local function check_lease(jkey, token, now, extra)
-  local f = redis.call('HMGET', jkey, 'st', 'tok', 'le', unpack(extra))
+-- Check that `token` holds the live lease on a job, reading the fields named after `now` in
+-- the same HMGET. Returns nil when it does, else a reason (NOT_FOUND, LEASE_EXPIRED or
+-- LEASE_SUPERSEDED); then the job's state, and the fields read (the extra ones from index 4).
+local function check_lease(jkey, token, now, ...)
+  local f = redis.call('HMGET', jkey, 'st', 'tok', 'le', ...)
   local st, tok, le = f[1], f[2], f[3]
   if not st then
     return 'NOT_FOUND', ''

@@ -26,13 +26,15 @@ from jobbroker.v1 import events_pb2 as jobbroker_dot_v1_dot_events__pb2
 from jobbroker.v1 import job_pb2 as jobbroker_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ejobbroker/v1/job_service.proto\x12\x0cjobbroker.v1\x1a\x19jobbroker/v1/events.proto\x1a\x16jobbroker/v1/job.proto\"y\n\nAddRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12#\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x15.jobbroker.v1.Payload\x12)\n\x07options\x18\x04 \x01(\x0b\x32\x18.jobbroker.v1.JobOptions\"W\n\x0b\x41\x64\x64Response\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.jobbroker.v1.JobState\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"g\n\x07\x42ulkJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x15.jobbroker.v1.Payload\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.jobbroker.v1.JobOptions\"D\n\x0e\x41\x64\x64\x42ulkRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12#\n\x04jobs\x18\x02 \x03(\x0b\x32\x15.jobbroker.v1.BulkJob\"=\n\x0f\x41\x64\x64\x42ulkResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.jobbroker.v1.AddResponse\"1\n\x10GetStatusRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"3\n\x11GetStatusResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.jobbroker.v1.Job\">\n\rCancelRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"7\n\x0e\x43\x61ncelResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.jobbroker.v1.JobState\"N\n\x15StreamProgressRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x03 \x01(\t\"\x9d\x01\n\x16StreamProgressResponse\x12#\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.jobbroker.v1.Job\x12%\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x16.jobbroker.v1.JobEvent\x12\x1c\n\x14resume_point_trimmed\x18\x03 \x01(\x08\x12\x19\n\x11snapshot_event_id\x18\x04 \x01(\t\"\x82\x01\n\x0fListJobsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.jobbroker.v1.JobState\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\ndescending\x18\x05 \x01(\x08\"[\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.jobbroker.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x04\"-\n\x0cRetryRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"6\n\rRetryResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.jobbroker.v1.JobState\"/\n\x0ePromoteRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"8\n\x0fPromoteResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.jobbroker.v1.JobState\".\n\rRemoveRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"7\n\x0eRemoveResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.jobbroker.v1.JobState\"N\n\x0eGetLogsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\r\x12\r\n\x05limit\x18\x04 \x01(\r\"/\n\x0fGetLogsResponse\x12\r\n\x05lines\x18\x01 \x03(\t\x12\r\n\x05total\x18\x02 \x01(\r2\xe4\x05\n\nJobService\x12:\n\x03\x41\x64\x64\x12\x18.jobbroker.v1.AddRequest\x1a\x19.jobbroker.v1.AddResponse\x12\x46\n\x07\x41\x64\x64\x42ulk\x12\x1c.jobbroker.v1.AddBulkRequest\x1a\x1d.jobbroker.v1.AddBulkResponse\x12L\n\tGetStatus\x12\x1e.jobbroker.v1.GetStatusRequest\x1a\x1f.jobbroker.v1.GetStatusResponse\x12\x43\n\x06\x43\x61ncel\x12\x1b.jobbroker.v1.CancelRequest\x1a\x1c.jobbroker.v1.CancelResponse\x12]\n\x0eStreamProgress\x12#.jobbroker.v1.StreamProgressRequest\x1a$.jobbroker.v1.StreamProgressResponse0\x01\x12I\n\x08ListJobs\x12\x1d.jobbroker.v1.ListJobsRequest\x1a\x1e.jobbroker.v1.ListJobsResponse\x12@\n\x05Retry\x12\x1a.jobbroker.v1.RetryRequest\x1a\x1b.jobbroker.v1.RetryResponse\x12\x46\n\x07Promote\x12\x1c.jobbroker.v1.PromoteRequest\x1a\x1d.jobbroker.v1.PromoteResponse\x12\x43\n\x06Remove\x12\x1b.jobbroker.v1.RemoveRequest\x1a\x1c.jobbroker.v1.RemoveResponse\x12\x46\n\x07GetLogs\x12\x1c.jobbroker.v1.GetLogsRequest\x1a\x1d.jobbroker.v1.GetLogsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ejobbroker/v1/job_service.proto\x12\x0cjobbroker.v1\x1a\x19jobbroker/v1/events.proto\x1a\x16jobbroker/v1/job.proto\"y\n\nAddRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12#\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x15.jobbroker.v1.Payload\x12)\n\x07options\x18\x04 \x01(\x0b\x32\x18.jobbroker.v1.JobOptions\"W\n\x0b\x41\x64\x64Response\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.jobbroker.v1.JobState\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"g\n\x07\x42ulkJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x15.jobbroker.v1.Payload\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.jobbroker.v1.JobOptions\"R\n\x0e\x41\x64\x64\x42ulkRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12#\n\x04jobs\x18\x02 \x03(\x0b\x32\x15.jobbroker.v1.BulkJob\x12\x0c\n\x04\x65\x61\x63h\x18\x03 \x01(\x08\"i\n\x0f\x41\x64\x64\x42ulkResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.jobbroker.v1.AddResponse\x12*\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x1a.jobbroker.v1.AddBulkError\"\xb9\x01\n\x0c\x41\x64\x64\x42ulkError\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12:\n\x08metadata\x18\x05 \x03(\x0b\x32(.jobbroker.v1.AddBulkError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\x10GetStatusRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"3\n\x11GetStatusResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.jobbroker.v1.Job\">\n\rCancelRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"7\n\x0e\x43\x61ncelResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.jobbroker.v1.JobState\"N\n\x15StreamProgressRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x03 \x01(\t\"\x9d\x01\n\x16StreamProgressResponse\x12#\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.jobbroker.v1.Job\x12%\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x16.jobbroker.v1.JobEvent\x12\x1c\n\x14resume_point_trimmed\x18\x03 \x01(\x08\x12\x19\n\x11snapshot_event_id\x18\x04 \x01(\t\"\x82\x01\n\x0fListJobsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.jobbroker.v1.JobState\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\ndescending\x18\x05 \x01(\x08\"[\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.jobbroker.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x04\"-\n\x0cRetryRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"6\n\rRetryResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.jobbroker.v1.JobState\"/\n\x0ePromoteRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"8\n\x0fPromoteResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.jobbroker.v1.JobState\".\n\rRemoveRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"7\n\x0eRemoveResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.jobbroker.v1.JobState\"N\n\x0eGetLogsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\r\x12\r\n\x05limit\x18\x04 \x01(\r\"/\n\x0fGetLogsResponse\x12\r\n\x05lines\x18\x01 \x03(\t\x12\r\n\x05total\x18\x02 \x01(\r2\xe4\x05\n\nJobService\x12:\n\x03\x41\x64\x64\x12\x18.jobbroker.v1.AddRequest\x1a\x19.jobbroker.v1.AddResponse\x12\x46\n\x07\x41\x64\x64\x42ulk\x12\x1c.jobbroker.v1.AddBulkRequest\x1a\x1d.jobbroker.v1.AddBulkResponse\x12L\n\tGetStatus\x12\x1e.jobbroker.v1.GetStatusRequest\x1a\x1f.jobbroker.v1.GetStatusResponse\x12\x43\n\x06\x43\x61ncel\x12\x1b.jobbroker.v1.CancelRequest\x1a\x1c.jobbroker.v1.CancelResponse\x12]\n\x0eStreamProgress\x12#.jobbroker.v1.StreamProgressRequest\x1a$.jobbroker.v1.StreamProgressResponse0\x01\x12I\n\x08ListJobs\x12\x1d.jobbroker.v1.ListJobsRequest\x1a\x1e.jobbroker.v1.ListJobsResponse\x12@\n\x05Retry\x12\x1a.jobbroker.v1.RetryRequest\x1a\x1b.jobbroker.v1.RetryResponse\x12\x46\n\x07Promote\x12\x1c.jobbroker.v1.PromoteRequest\x1a\x1d.jobbroker.v1.PromoteResponse\x12\x43\n\x06Remove\x12\x1b.jobbroker.v1.RemoveRequest\x1a\x1c.jobbroker.v1.RemoveResponse\x12\x46\n\x07GetLogs\x12\x1c.jobbroker.v1.GetLogsRequest\x1a\x1d.jobbroker.v1.GetLogsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobbroker.v1.job_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ADDBULKERROR_METADATAENTRY']._loaded_options = None
+  _globals['_ADDBULKERROR_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_ADDREQUEST']._serialized_start=99
   _globals['_ADDREQUEST']._serialized_end=220
   _globals['_ADDRESPONSE']._serialized_start=222
@@ -40,41 +42,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BULKJOB']._serialized_start=311
   _globals['_BULKJOB']._serialized_end=414
   _globals['_ADDBULKREQUEST']._serialized_start=416
-  _globals['_ADDBULKREQUEST']._serialized_end=484
-  _globals['_ADDBULKRESPONSE']._serialized_start=486
-  _globals['_ADDBULKRESPONSE']._serialized_end=547
-  _globals['_GETSTATUSREQUEST']._serialized_start=549
-  _globals['_GETSTATUSREQUEST']._serialized_end=598
-  _globals['_GETSTATUSRESPONSE']._serialized_start=600
-  _globals['_GETSTATUSRESPONSE']._serialized_end=651
-  _globals['_CANCELREQUEST']._serialized_start=653
-  _globals['_CANCELREQUEST']._serialized_end=715
-  _globals['_CANCELRESPONSE']._serialized_start=717
-  _globals['_CANCELRESPONSE']._serialized_end=772
-  _globals['_STREAMPROGRESSREQUEST']._serialized_start=774
-  _globals['_STREAMPROGRESSREQUEST']._serialized_end=852
-  _globals['_STREAMPROGRESSRESPONSE']._serialized_start=855
-  _globals['_STREAMPROGRESSRESPONSE']._serialized_end=1012
-  _globals['_LISTJOBSREQUEST']._serialized_start=1015
-  _globals['_LISTJOBSREQUEST']._serialized_end=1145
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1147
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1238
-  _globals['_RETRYREQUEST']._serialized_start=1240
-  _globals['_RETRYREQUEST']._serialized_end=1285
-  _globals['_RETRYRESPONSE']._serialized_start=1287
-  _globals['_RETRYRESPONSE']._serialized_end=1341
-  _globals['_PROMOTEREQUEST']._serialized_start=1343
-  _globals['_PROMOTEREQUEST']._serialized_end=1390
-  _globals['_PROMOTERESPONSE']._serialized_start=1392
-  _globals['_PROMOTERESPONSE']._serialized_end=1448
-  _globals['_REMOVEREQUEST']._serialized_start=1450
-  _globals['_REMOVEREQUEST']._serialized_end=1496
-  _globals['_REMOVERESPONSE']._serialized_start=1498
-  _globals['_REMOVERESPONSE']._serialized_end=1553
-  _globals['_GETLOGSREQUEST']._serialized_start=1555
-  _globals['_GETLOGSREQUEST']._serialized_end=1633
-  _globals['_GETLOGSRESPONSE']._serialized_start=1635
-  _globals['_GETLOGSRESPONSE']._serialized_end=1682
-  _globals['_JOBSERVICE']._serialized_start=1685
-  _globals['_JOBSERVICE']._serialized_end=2425
+  _globals['_ADDBULKREQUEST']._serialized_end=498
+  _globals['_ADDBULKRESPONSE']._serialized_start=500
+  _globals['_ADDBULKRESPONSE']._serialized_end=605
+  _globals['_ADDBULKERROR']._serialized_start=608
+  _globals['_ADDBULKERROR']._serialized_end=793
+  _globals['_ADDBULKERROR_METADATAENTRY']._serialized_start=746
+  _globals['_ADDBULKERROR_METADATAENTRY']._serialized_end=793
+  _globals['_GETSTATUSREQUEST']._serialized_start=795
+  _globals['_GETSTATUSREQUEST']._serialized_end=844
+  _globals['_GETSTATUSRESPONSE']._serialized_start=846
+  _globals['_GETSTATUSRESPONSE']._serialized_end=897
+  _globals['_CANCELREQUEST']._serialized_start=899
+  _globals['_CANCELREQUEST']._serialized_end=961
+  _globals['_CANCELRESPONSE']._serialized_start=963
+  _globals['_CANCELRESPONSE']._serialized_end=1018
+  _globals['_STREAMPROGRESSREQUEST']._serialized_start=1020
+  _globals['_STREAMPROGRESSREQUEST']._serialized_end=1098
+  _globals['_STREAMPROGRESSRESPONSE']._serialized_start=1101
+  _globals['_STREAMPROGRESSRESPONSE']._serialized_end=1258
+  _globals['_LISTJOBSREQUEST']._serialized_start=1261
+  _globals['_LISTJOBSREQUEST']._serialized_end=1391
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1393
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1484
+  _globals['_RETRYREQUEST']._serialized_start=1486
+  _globals['_RETRYREQUEST']._serialized_end=1531
+  _globals['_RETRYRESPONSE']._serialized_start=1533
+  _globals['_RETRYRESPONSE']._serialized_end=1587
+  _globals['_PROMOTEREQUEST']._serialized_start=1589
+  _globals['_PROMOTEREQUEST']._serialized_end=1636
+  _globals['_PROMOTERESPONSE']._serialized_start=1638
+  _globals['_PROMOTERESPONSE']._serialized_end=1694
+  _globals['_REMOVEREQUEST']._serialized_start=1696
+  _globals['_REMOVEREQUEST']._serialized_end=1742
+  _globals['_REMOVERESPONSE']._serialized_start=1744
+  _globals['_REMOVERESPONSE']._serialized_end=1799
+  _globals['_GETLOGSREQUEST']._serialized_start=1801
+  _globals['_GETLOGSREQUEST']._serialized_end=1879
+  _globals['_GETLOGSRESPONSE']._serialized_start=1881
+  _globals['_GETLOGSRESPONSE']._serialized_end=1928
+  _globals['_JOBSERVICE']._serialized_start=1931
+  _globals['_JOBSERVICE']._serialized_end=2671
 # @@protoc_insertion_point(module_scope)

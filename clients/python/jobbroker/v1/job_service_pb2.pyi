@@ -132,8 +132,16 @@ class AddBulkRequest(_message.Message):
 
     QUEUE_FIELD_NUMBER: _builtins.int
     JOBS_FIELD_NUMBER: _builtins.int
+    EACH_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue all jobs go to."""
+    each: _builtins.bool
+    """False (the default): all or none, the first invalid or conflicting job fails the call.
+    True: each job on its own, as if each were its own Add: a job that is invalid or whose
+    `options.job_id` conflicts is not added and its error is in the response's `errors`; the
+    others are added. The call itself still fails as a whole for what concerns every job
+    (an invalid queue, too many jobs, Redis unavailable).
+    """
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___BulkJob]:
         """The jobs, in order; at most the broker's bulk limit (default 1,000)."""
@@ -143,10 +151,11 @@ class AddBulkRequest(_message.Message):
         *,
         queue: _builtins.str = ...,
         jobs: _abc.Iterable[Global___BulkJob] | None = ...,
+        each: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "queue", b"queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["each", b"each", "jobs", b"jobs", "queue", b"queue"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -159,22 +168,88 @@ class AddBulkResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddResponse]:
-        """One result per job, in request order."""
+        """One result per job, in request order (an empty one for a job listed in `errors`)."""
+
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddBulkError]:
+        """With `each`: the jobs that were not added, each with the error its own Add would have got."""
 
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___AddResponse] | None = ...,
+        errors: _abc.Iterable[Global___AddBulkError] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AddBulkResponse: _TypeAlias = AddBulkResponse  # noqa: Y015
+
+@_typing.final
+class AddBulkError(_message.Message):
+    """A job of an AddBulk call with `each` that was not added."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """The job's index in the request's `jobs`."""
+    code: _builtins.int
+    """The canonical gRPC status code, as a number (3 = INVALID_ARGUMENT, 6 = ALREADY_EXISTS)."""
+    reason: _builtins.str
+    """The machine-readable reason an Add would carry in its ErrorInfo (e.g. JOB_ID_CONFLICT)."""
+    message: _builtins.str
+    """A human-readable message."""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The ErrorInfo metadata an Add would carry (for example `field`, `job_id`)."""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        code: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "index", b"index", "message", b"message", "metadata", b"metadata", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddBulkError: _TypeAlias = AddBulkError  # noqa: Y015
 
 @_typing.final
 class GetStatusRequest(_message.Message):

@@ -99,7 +99,8 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddBulk(self, request, context):
-        """Adds several jobs to one queue atomically: all are added, or none.
+        """Adds several jobs to one queue atomically: all are added, or none. With `each`, every job
+        on its own instead (what a client sends for many concurrent single adds).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

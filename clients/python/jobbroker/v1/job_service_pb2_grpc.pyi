@@ -36,7 +36,9 @@ class JobServiceStub:
     Add: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.AddRequest, _job_service_pb2.AddResponse]
     """Adds one job. Once the call succeeds the job is stored in Redis."""
     AddBulk: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.AddBulkRequest, _job_service_pb2.AddBulkResponse]
-    """Adds several jobs to one queue atomically: all are added, or none."""
+    """Adds several jobs to one queue atomically: all are added, or none. With `each`, every job
+    on its own instead (what a client sends for many concurrent single adds).
+    """
     GetStatus: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetStatusRequest, _job_service_pb2.GetStatusResponse]
     """Returns a job's current snapshot."""
     Cancel: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.CancelRequest, _job_service_pb2.CancelResponse]
@@ -64,7 +66,9 @@ class JobServiceAsyncStub(JobServiceStub):
     Add: _aio.UnaryUnaryMultiCallable[_job_service_pb2.AddRequest, _job_service_pb2.AddResponse]  # type: ignore[assignment]
     """Adds one job. Once the call succeeds the job is stored in Redis."""
     AddBulk: _aio.UnaryUnaryMultiCallable[_job_service_pb2.AddBulkRequest, _job_service_pb2.AddBulkResponse]  # type: ignore[assignment]
-    """Adds several jobs to one queue atomically: all are added, or none."""
+    """Adds several jobs to one queue atomically: all are added, or none. With `each`, every job
+    on its own instead (what a client sends for many concurrent single adds).
+    """
     GetStatus: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetStatusRequest, _job_service_pb2.GetStatusResponse]  # type: ignore[assignment]
     """Returns a job's current snapshot."""
     Cancel: _aio.UnaryUnaryMultiCallable[_job_service_pb2.CancelRequest, _job_service_pb2.CancelResponse]  # type: ignore[assignment]
@@ -101,7 +105,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.AddBulkRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.AddBulkResponse, _abc.Awaitable[_job_service_pb2.AddBulkResponse]]:
-        """Adds several jobs to one queue atomically: all are added, or none."""
+        """Adds several jobs to one queue atomically: all are added, or none. With `each`, every job
+        on its own instead (what a client sends for many concurrent single adds).
+        """
 
     @_abc_1.abstractmethod
     def GetStatus(

@@ -1,0 +1,170 @@
+"""Concurrent ``add`` calls of one client gathered into one ``AddBulk(each=True)`` call.
+
+An ``add`` that finds no add of its queue in flight goes out at once as a plain ``Add``. Adds
+made while one is in flight wait for it and then leave together, up to ``MAX_BATCH``, in one
+``AddBulk`` with ``each`` set: every job on its own, as if it were its own ``Add`` (its own
+result, or its own error: a conflict or an invalid job fails only that ``add``). One RPC then
+carries many jobs, which is what lets a client with many adds in flight go faster than one
+unary call per job (grpc's cost per call). Failure of the whole call:
+
+- UNAVAILABLE or DEADLINE_EXCEEDED: the jobs may have been stored; an ``add`` without a custom
+  job id fails with that error (like a single ``add``), one with a job id is sent again on its
+  own, with the client's retries (a stored job then answers ``duplicate``);
+- anything else (for example a broker that predates ``each`` and refused the whole call): each
+  job is sent again on its own as a plain ``Add``, so it gets its own answer.
+"""
+
+# The timeout here is the add call's deadline, handed to gRPC (see _async.py).
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import grpc
+
+from .errors import error_from_reason, from_rpc_error
+from .v1 import job_service_pb2 as pb
+
+if TYPE_CHECKING:
+    from .v1.job_service_pb2_grpc import JobServiceAsyncStub
+
+MAX_BATCH = 1_000
+"""Jobs per AddBulk at most (the broker's default bulk limit)."""
+_MAYBE_STORED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class _Client(Protocol):
+    timeout: float
+    _metadata: Any
+
+    def _stub(self) -> JobServiceAsyncStub: ...
+
+    async def _unary(
+        self, method: Any, request: Any, *, timeout: float | None, idempotent: bool = True
+    ) -> Any: ...
+
+
+@dataclass(slots=True)
+class _Waiting:
+    request: pb.AddRequest
+    deadline: float
+    idempotent: bool
+    future: asyncio.Future[pb.AddResponse]
+
+
+class AddBatcher:
+    """Gathers one client's concurrent adds per queue; one RPC in flight per queue."""
+
+    def __init__(self, client: _Client) -> None:
+        self._client = client
+        self._waiting: dict[str, list[_Waiting]] = {}
+        """Per queue with an add in flight: the adds waiting for the next call."""
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def add(
+        self, request: pb.AddRequest, timeout: float | None, idempotent: bool
+    ) -> pb.AddResponse:
+        queue = request.queue
+        waiting = self._waiting.get(queue)
+        if waiting is None:
+            self._waiting[queue] = []
+            try:
+                reply: pb.AddResponse = await self._client._unary(
+                    self._client._stub().Add, request, timeout=timeout, idempotent=idempotent
+                )
+                return reply
+            finally:
+                self._next(queue)
+        loop = asyncio.get_running_loop()
+        budget = self._client.timeout if timeout is None else timeout
+        future: asyncio.Future[pb.AddResponse] = loop.create_future()
+        waiting.append(_Waiting(request, loop.time() + budget, idempotent, future))
+        return await future
+
+    def _next(self, queue: str) -> None:
+        """The add in flight for `queue` ended: send what waits, or note that nothing is out."""
+        waiting = [w for w in self._waiting.get(queue, ()) if not w.future.cancelled()]
+        if not waiting:
+            self._waiting.pop(queue, None)
+            return
+        self._waiting[queue] = waiting[MAX_BATCH:]
+        task = asyncio.create_task(self._send(queue, waiting[:MAX_BATCH]))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, queue: str, batch: list[_Waiting]) -> None:
+        try:
+            if len(batch) == 1:
+                await self._alone(batch[0])
+            else:
+                await self._together(queue, batch)
+        except BaseException as exc:  # cancelled (the client closed), or a bug of ours
+            for waiting in batch:
+                if waiting.future.done():
+                    continue
+                if isinstance(exc, Exception):
+                    waiting.future.set_exception(exc)
+                else:
+                    waiting.future.cancel()
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._next(queue)
+
+    async def _together(self, queue: str, batch: list[_Waiting]) -> None:
+        request = pb.AddBulkRequest(queue=queue, each=True)
+        add = request.jobs.add
+        for waiting in batch:
+            job = waiting.request
+            add(name=job.name, data=job.data, options=job.options)
+        loop = asyncio.get_running_loop()
+        remaining = max(0.0, min(w.deadline for w in batch) - loop.time())
+        try:
+            reply = await self._client._stub().AddBulk(
+                request, timeout=remaining, metadata=self._client._metadata
+            )
+        except grpc.RpcError as exc:
+            error = from_rpc_error(exc)
+            again = []
+            for waiting in batch:
+                if waiting.future.done():
+                    continue  # the caller went away
+                if exc.code() in _MAYBE_STORED and not waiting.idempotent:
+                    waiting.future.set_exception(error)
+                else:
+                    again.append(self._alone(waiting))
+            await asyncio.gather(*again)
+            return
+        errors = {e.index: e for e in reply.errors}
+        for i, waiting in enumerate(batch):
+            if waiting.future.done():
+                continue
+            failed = errors.get(i)
+            if failed is None:
+                waiting.future.set_result(reply.results[i])
+            else:
+                code = _CODES.get(failed.code, grpc.StatusCode.UNKNOWN)
+                waiting.future.set_exception(
+                    error_from_reason(code, failed.reason, failed.message, dict(failed.metadata))
+                )
+
+    async def _alone(self, waiting: _Waiting) -> None:
+        """Send one waiting add as a plain Add, with the client's retries."""
+        remaining = max(0.0, waiting.deadline - asyncio.get_running_loop().time())
+        try:
+            reply = await self._client._unary(
+                self._client._stub().Add,
+                waiting.request,
+                timeout=remaining,
+                idempotent=waiting.idempotent,
+            )
+        except Exception as exc:
+            if not waiting.future.done():
+                waiting.future.set_exception(exc)
+            return
+        if not waiting.future.done():
+            waiting.future.set_result(reply)
