@@ -1,0 +1,244 @@
+"""What every part of the benchmark suite shares: stats, the JSON line protocol between the
+runner and the peers' processes, starting and killing processes, and removing a run's keys.
+
+Standard library only: the peers import it from their own venvs, which have none of the
+project's packages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any, TextIO
+
+RESULT_PREFIX = "RESULT "
+"""A peer's process prints its answer as one line: this prefix, then JSON."""
+READY = "READY"
+"""A worker process prints this line once it is consuming."""
+
+now = time.monotonic
+"""The clock of every timestamp the suite compares across processes: CLOCK_MONOTONIC is one
+clock for all processes of a Linux machine (Node's process.hrtime reads the same one)."""
+
+
+# --- stats ------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (0-100) of ``values``, nearest rank; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
+    """p50, p99 and max in milliseconds, and the sample count."""
+    return {
+        "p50_ms": percentile(seconds, 50) * 1000,
+        "p99_ms": percentile(seconds, 99) * 1000,
+        "max_ms": max(seconds) * 1000 if seconds else float("nan"),
+        "samples": len(seconds),
+    }
+
+
+# --- the peers' side of the protocol ------------------------------------------------------
+
+
+def emit(result: dict[str, Any], out: TextIO | None = None) -> None:
+    """Print a process's answer for the runner."""
+    stream = out or sys.stdout
+    stream.write(RESULT_PREFIX + json.dumps(result) + "\n")
+    stream.flush()
+
+
+def say_ready() -> None:
+    sys.stdout.write(READY + "\n")
+    sys.stdout.flush()
+
+
+@dataclass
+class Recorder:
+    """Counts the jobs a worker ran and, when asked, when each one started.
+
+    ``hit`` may be called from any thread; ``on_done`` runs once, in the thread of the hit that
+    reached ``target``.
+    """
+
+    target: int
+    record: bool = False
+    on_done: Callable[[], None] | None = None
+    done: int = 0
+    starts: list[tuple[int, float]] = field(default_factory=list)
+    finished_at: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    reached: threading.Event = field(default_factory=threading.Event)
+
+    def hit(self, data: Any) -> None:
+        started = now()
+        with self._lock:
+            self.done += 1
+            if self.record:
+                self.starts.append((int(data["i"]), started))
+            last = self.done == self.target
+        if last:
+            self.finished_at = now()
+            self.reached.set()
+            if self.on_done is not None:
+                self.on_done()
+
+    def result(self, started: float, ended: float | None = None) -> dict[str, Any]:
+        """The worker's answer: jobs run, seconds from ``started`` to the last job (or to
+        ``ended``), and the start times when recorded."""
+        end = self.finished_at if self.reached.is_set() else (ended or now())
+        return {"done": self.done, "seconds": end - started, "starts": self.starts}
+
+
+def job_data(i: int) -> dict[str, Any]:
+    """Every peer's job payload: its number and when it was sent."""
+    return {"i": i, "t": now()}
+
+
+# --- the runner's side: processes -----------------------------------------------------------
+
+
+class ProcessError(RuntimeError):
+    """A benchmark process failed or gave no answer."""
+
+
+class Processes:
+    """Every process the suite starts, each in its own process group, so that :meth:`kill_all`
+    (on the way out, also after Ctrl-C or an error) ends it with all its children."""
+
+    def __init__(self) -> None:
+        self._started: list[subprocess.Popen[str]] = []
+        self._errors: dict[int, IO[str]] = {}
+
+    def start(
+        self, command: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None
+    ) -> subprocess.Popen[str]:
+        # stderr goes to a file: a chatty process must never block on a full pipe.
+        errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by forget)
+        proc = subprocess.Popen(
+            list(command),
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+        )
+        self._started.append(proc)
+        self._errors[proc.pid] = errors
+        return proc
+
+    def stderr(self, proc: subprocess.Popen[str]) -> str:
+        """What the process wrote to stderr so far."""
+        errors = self._errors.get(proc.pid)
+        if errors is None:
+            return ""
+        errors.seek(0)
+        return errors.read()
+
+    def stop(self, proc: subprocess.Popen[str], timeout: float = 5.0) -> None:
+        """SIGTERM the process's group, SIGKILL it after ``timeout`` seconds."""
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        # A worker's pool children may outlive their parent: end the rest of the group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if proc in self._started:
+            self._started.remove(proc)
+
+    def forget(self, proc: subprocess.Popen[str]) -> None:
+        errors = self._errors.pop(proc.pid, None)
+        if errors is not None:
+            errors.close()
+
+    def kill_all(self) -> None:
+        for proc in list(self._started):
+            self.stop(proc, timeout=2.0)
+
+    def run(
+        self,
+        command: Sequence[str],
+        *,
+        timeout: float,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> dict[str, Any]:
+        """Run a benchmark process to its end; return its answer."""
+        return self.finish(self.start(command, env=env, cwd=cwd), command, timeout)
+
+    def wait_ready(
+        self, proc: subprocess.Popen[str], command: Sequence[str], timeout: float
+    ) -> None:
+        """Read the process's output until it says it is ready."""
+        box: list[str] = []
+
+        def reader() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.strip() == READY:
+                    box.append(line)
+                    return
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if not box:
+            self.stop(proc)
+            err = self.stderr(proc)
+            self.forget(proc)
+            raise ProcessError(f"{_show(command)}: not ready within {timeout:.0f} s\n{_tail(err)}")
+
+    def finish(
+        self, proc: subprocess.Popen[str], command: Sequence[str], timeout: float
+    ) -> dict[str, Any]:
+        """Wait for a started process's answer, then make sure it and its children are gone."""
+        out: str | None = ""
+        timed_out = False
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            self.stop(proc)
+            err = self.stderr(proc)
+            self.forget(proc)
+        if timed_out:
+            raise ProcessError(f"{_show(command)}: no answer within {timeout:.0f} s\n{_tail(err)}")
+        return answer(command, proc.returncode, out or "", err)
+
+
+def answer(command: Sequence[str], code: int | None, out: str, err: str) -> dict[str, Any]:
+    for line in reversed(out.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
+            return result
+    raise ProcessError(f"{_show(command)}: exit {code}, no result\n{_tail(err or out)}")
+
+
+def _show(command: Sequence[str]) -> str:
+    return " ".join(command[1:4]) + " ..."
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
