@@ -7,6 +7,7 @@ project's packages.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -16,14 +17,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, TextIO
+from typing import IO, Any, TextIO, TypeVar
+
+T = TypeVar("T")
 
 RESULT_PREFIX = "RESULT "
 """A peer's process prints its answer as one line: this prefix, then JSON."""
 READY = "READY"
-"""A worker process prints this line once it is consuming."""
+"""A worker process prints this word once it is consuming, then the time (:data:`now`)."""
 
 now = time.monotonic
 """The clock of every timestamp the suite compares across processes: CLOCK_MONOTONIC is one
@@ -63,7 +66,7 @@ def emit(result: dict[str, Any], out: TextIO | None = None) -> None:
 
 
 def say_ready() -> None:
-    sys.stdout.write(READY + "\n")
+    sys.stdout.write(f"{READY} {now()}\n")
     sys.stdout.flush()
 
 
@@ -107,6 +110,17 @@ class Recorder:
 def job_data(i: int) -> dict[str, Any]:
     """Every peer's job payload: its number and when it was sent."""
     return {"i": i, "t": now()}
+
+
+def run_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop when it is installed (as the broker and ``Worker.run`` do)."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(coroutine)
 
 
 # --- the runner's side: processes -----------------------------------------------------------
@@ -167,6 +181,30 @@ class Processes:
         if proc in self._started:
             self._started.remove(proc)
 
+    def start_server(
+        self, command: Sequence[str], *, timeout: float = 30.0, cwd: str | None = None
+    ) -> tuple[subprocess.Popen[str], str]:
+        """Start a server that prints "listening on HOST:PORT"; return it and the address."""
+        proc = self.start(command, cwd=cwd)
+        box: list[str] = []
+
+        def reader() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if not box and "listening on " in line:
+                    box.append(line.split("listening on ", 1)[1].split()[0])
+                # and keep reading, so that the server never blocks on a full pipe
+
+        threading.Thread(target=reader, daemon=True).start()
+        deadline = now() + timeout
+        while not box and proc.poll() is None and now() < deadline:
+            time.sleep(0.02)
+        if not box:
+            self.stop(proc)
+            err = self.stderr(proc)
+            raise ProcessError(f"{_show(command)}: did not start\n{_tail(err)}")
+        return proc, box[0]
+
     def forget(self, proc: subprocess.Popen[str]) -> None:
         errors = self._errors.pop(proc.pid, None)
         if errors is not None:
@@ -189,15 +227,16 @@ class Processes:
 
     def wait_ready(
         self, proc: subprocess.Popen[str], command: Sequence[str], timeout: float
-    ) -> None:
-        """Read the process's output until it says it is ready."""
-        box: list[str] = []
+    ) -> float:
+        """Read the process's output until it says it is ready; return when it was."""
+        box: list[float] = []
 
         def reader() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
-                if line.strip() == READY:
-                    box.append(line)
+                word, _, when = line.strip().partition(" ")
+                if word == READY:
+                    box.append(float(when or now()))
                     return
 
         thread = threading.Thread(target=reader, daemon=True)
@@ -208,6 +247,7 @@ class Processes:
             err = self.stderr(proc)
             self.forget(proc)
             raise ProcessError(f"{_show(command)}: not ready within {timeout:.0f} s\n{_tail(err)}")
+        return box[0]
 
     def finish(
         self, proc: subprocess.Popen[str], command: Sequence[str], timeout: float

@@ -11,26 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
 
 from jobbroker import AsyncClient, JobContext, Worker
 
-from bench.common import Recorder, now, say_ready
+from bench.common import Recorder, now, run_loop, say_ready
 from bench.peers.protocol import Data, Peer, main
 
 CONCURRENCY = 100
-
-
-def run_loop(coroutine: Any) -> Any:
-    """Run on uvloop (a project dependency, what ``Worker.run`` uses) when it is there."""
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(coroutine)
 
 
 class JobBroker(Peer):
