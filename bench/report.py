@@ -196,7 +196,10 @@ def extras_text(extras: dict[str, Any], results: Sequence[PeerResult]) -> list[s
         )
     )
     fast = extras.get("pickup_2000", {})
-    lines.append("- " + latency_line("pickup at 2,000/s", fast.get("pickup") or fast))
+    text = latency_line("pickup at 2,000/s", fast.get("pickup") or fast)
+    if "rate" in fast:
+        text += f"; rate reached {number(fast['rate'])}/s, {fast['failed_adds']} adds failed"
+    lines.append("- " + text)
     if "add_to_start" in fast:
         lines.append("- " + latency_line("add->start at 2,000/s", fast["add_to_start"]))
     progress = extras.get("progress", {})

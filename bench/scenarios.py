@@ -149,7 +149,7 @@ class PeerRunner:
             if answer.get("unsupported"):
                 result.values[column] = None
                 continue
-            filled += int(answer["count"])
+            filled += int(answer["count"]) + int(answer.get("warmup", 0))
             result.values[column] = answer["count"] / answer["seconds"]
         try:
             work = self.processing(queue, filled)
@@ -180,16 +180,19 @@ class PeerRunner:
         (sent -> started) and pickup (add acknowledged -> started) per job."""
         count = max(1, int(rate * seconds))
         worker_command = self.command(
-            "work", queue, "--count", str(count), "--limit", str(seconds + 30), "--record"
+            "work", queue, "--count", str(count), "--limit", str(seconds * 3 + 10), "--record"
         )
         worker = self.procs.start(worker_command, cwd=str(ROOT))
         self.procs.wait_ready(worker, worker_command, timeout=60)
         time.sleep(1.0)  # connections up, first polls done: measure the steady state
-        sent = self.run(
+        paced = self.run(
             "enqueue", queue, "--mode", "paced", "--rate", str(rate), "--count", str(count)
-        )["sent"]
-        work = self.procs.finish(worker, worker_command, timeout=seconds + 60)
-        return latency_report(sent, work["starts"], count)
+        )
+        work = self.procs.finish(worker, worker_command, timeout=seconds * 3 + 60)
+        report = latency_report(paced["sent"], work["starts"], count)
+        report["rate"] = count / paced["seconds"]
+        report["failed_adds"] = paced.get("failed", 0)
+        return report
 
 
 def latency_report(

@@ -100,10 +100,16 @@ async def enqueue_async(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
     await peer.open()
     try:
         if args.mode == "paced":
-            return await paced_async(peer.add, args.rate, args.count)
+            return await paced_async(peer.add, args.rate, args.count, args.in_flight)
         if args.mode == "bulk" and not peer.has_bulk:
             return {"count": 0, "seconds": 0.0, "unsupported": True}
         counter = iter(range(1 << 62))
+        # One call before the clock starts: connections made, scripts loaded.
+        if args.mode == "bulk":
+            await peer.add_bulk([job_data(next(counter)) for _ in range(args.batch)])
+        else:
+            await peer.add(job_data(next(counter)))
+        warmup = args.batch if args.mode == "bulk" else 1
         deadline = now() + args.duration
         lanes = args.in_flight if args.mode == "inflight" else 1
 
@@ -120,19 +126,31 @@ async def enqueue_async(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
 
         started = now()
         counts = await asyncio.gather(*(lane() for _ in range(lanes)))
-        return {"count": sum(counts), "seconds": now() - started}
+        return {"count": sum(counts), "seconds": now() - started, "warmup": warmup}
     finally:
         await peer.close()
 
 
-async def paced_async(add: Callable[[Data], Awaitable[Any]], rate: float, count: int) -> Data:
-    """Open loop: job ``i`` is sent at ``i / rate`` seconds whatever the earlier ones do."""
+async def paced_async(
+    add: Callable[[Data], Awaitable[Any]], rate: float, count: int, in_flight: int
+) -> Data:
+    """Job ``i`` is due at ``i / rate`` seconds and sent then, whatever the earlier ones do,
+    unless ``in_flight`` adds are still unanswered: then it waits for one (the schedule slips
+    and the answer's ``seconds`` tells the rate reached). A failed add is counted, not fatal."""
     sent: list[list[float]] = []
+    slots = asyncio.Semaphore(in_flight)
+    failed = 0
 
     async def one(i: int) -> None:
-        data = job_data(i)
-        await add(data)
-        sent.append([i, data["t"], now()])
+        nonlocal failed
+        try:
+            data = job_data(i)
+            await add(data)
+            sent.append([i, data["t"], now()])
+        except Exception:
+            failed += 1
+        finally:
+            slots.release()
 
     tasks = []
     start = now()
@@ -140,9 +158,10 @@ async def paced_async(add: Callable[[Data], Awaitable[Any]], rate: float, count:
         delay = start + i / rate - now()
         if delay > 0:
             await asyncio.sleep(delay)
+        await slots.acquire()
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
-    return {"count": count, "seconds": now() - start, "sent": sent}
+    return {"count": count, "seconds": now() - start, "sent": sent, "failed": failed}
 
 
 # --- sync producers: threads ---------------------------------------------------------------
@@ -155,6 +174,12 @@ def enqueue_sync(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
         return {"count": 0, "seconds": 0.0, "unsupported": True}
     lock = threading.Lock()
     counter = iter(range(1 << 62))
+    # One call before the clock starts: connections made, scripts loaded.
+    if args.mode == "bulk":
+        peer.add_bulk([job_data(next(counter)) for _ in range(args.batch)])
+    else:
+        peer.add(job_data(next(counter)))
+    warmup = args.batch if args.mode == "bulk" else 1
     deadline = now() + args.duration
 
     def next_i() -> int:
@@ -176,22 +201,27 @@ def enqueue_sync(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
     started = now()
     with ThreadPoolExecutor(lanes) as pool:
         counts = list(pool.map(lambda _: lane(), range(lanes)))
-    return {"count": sum(counts), "seconds": now() - started}
+    return {"count": sum(counts), "seconds": now() - started, "warmup": warmup}
 
 
 def paced_sync(add: Callable[[Data], Any], rate: float, count: int) -> Data:
-    """Open loop on a few threads, so that one slow add does not hold back the next."""
+    """Each job sent when due, on a few threads so that one slow add does not hold back the
+    next (the schedule slips when all of them are busy). A failed add is counted, not fatal."""
     sent: list[list[float]] = []
+    failed: list[int] = []
     start = now()
 
     def one(i: int) -> None:
         delay = start + i / rate - now()
         if delay > 0:
             time.sleep(delay)
-        data = job_data(i)
-        add(data)
-        sent.append([i, data["t"], now()])
+        try:
+            data = job_data(i)
+            add(data)
+            sent.append([i, data["t"], now()])
+        except Exception:
+            failed.append(i)
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, range(count)))
-    return {"count": count, "seconds": now() - start, "sent": sent}
+    return {"count": count, "seconds": now() - start, "sent": sent, "failed": len(failed)}

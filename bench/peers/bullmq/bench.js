@@ -75,19 +75,36 @@ async function enqueue(args) {
   await queue.waitUntilReady();
   try {
     if (args.mode === 'paced') {
+      // Due at i / rate; waits while inFlight adds are unanswered; failures are counted.
       const sent = [];
-      const pending = [];
+      const pending = new Set();
+      let failed = 0;
       const start = now();
       for (let i = 0; i < args.count; i++) {
         const delay = start + i / args.rate - now();
         if (delay > 0) await sleep(delay);
+        while (pending.size >= args.inFlight) await Promise.race(pending);
         const data = jobData(i);
-        pending.push(queue.add('noop', data).then(() => sent.push([i, data.t, now()])));
+        const add = queue
+          .add('noop', data)
+          .then(() => sent.push([i, data.t, now()]))
+          .catch(() => (failed += 1))
+          .finally(() => pending.delete(add));
+        pending.add(add);
       }
       await Promise.all(pending);
-      return { count: args.count, seconds: now() - start, sent };
+      return { count: args.count, seconds: now() - start, sent, failed };
     }
     let next = 0;
+    // One call before the clock starts: connections made, scripts loaded.
+    if (args.mode === 'bulk') {
+      const jobs = [];
+      for (let k = 0; k < args.batch; k++) jobs.push({ name: 'noop', data: jobData(next++) });
+      await queue.addBulk(jobs);
+    } else {
+      await queue.add('noop', jobData(next++));
+    }
+    const warmup = next;
     const deadline = now() + args.duration;
     const lane = async () => {
       let added = 0;
@@ -107,7 +124,7 @@ async function enqueue(args) {
     const lanes = args.mode === 'inflight' ? args.inFlight : 1;
     const start = now();
     const counts = await Promise.all(Array.from({ length: lanes }, lane));
-    return { count: counts.reduce((a, b) => a + b, 0), seconds: now() - start };
+    return { count: counts.reduce((a, b) => a + b, 0), seconds: now() - start, warmup };
   } finally {
     await queue.close();
     connection.disconnect();
