@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
 
-from .app import Broker, ConfigError
+from . import config
+from .app import Broker
+from .config import ConfigError
 from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .settings import Settings
 
-ENV_PREFIX = "JOBBROKER_"
 STOP_SLACK = 5.0
 """Seconds a broker's stop may take beyond its shutdown grace before we stop waiting."""
 
@@ -24,20 +23,12 @@ log = logging.getLogger("jobbroker_broker")
 
 
 def parse_settings(argv: list[str] | None = None) -> Settings:
-    parser = argparse.ArgumentParser(prog="jobbroker-broker", description="Run a jobbroker broker.")
-    defaults = Settings()
-    for field in dataclasses.fields(Settings):
-        flag = "--" + field.name.replace("_", "-")
-        env = os.environ.get(ENV_PREFIX + field.name.upper())
-        default = getattr(defaults, field.name)
-        if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", default=env in ("1", "true", "yes"))
-        else:
-            parser.add_argument(
-                flag, type=type(default), default=type(default)(env) if env else default
-            )
-    args = parser.parse_args(argv)
-    return Settings(**vars(args))
+    """The settings of ``argv``, the environment and the ``--config`` file; exits with a
+    message naming the setting when one is bad."""
+    try:
+        return config.load(argv)[0]
+    except ConfigError as exc:
+        sys.exit(f"jobbroker: {exc}")
 
 
 @dataclasses.dataclass
@@ -109,10 +100,17 @@ def stop_on_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
+def reload_tokens_on_sighup(broker: Broker) -> None:
+    """Re-read the token file on SIGHUP."""
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, broker.reload_tokens)
+
+
 async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     stop_on_signals(stop)
     async with running_broker(settings) as running:
+        reload_tokens_on_sighup(running.broker)
         print(describe_redis(running), flush=True)
         print(f"jobbroker listening on {running.address}", flush=True)
         await stop.wait()

@@ -16,11 +16,13 @@ from jobbroker.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from .config import ConfigError
 from .events import EventHub
+from .gate import Gate
 from .health import Health
 from .maintenance import Maintenance
 from .registry import WorkerRegistry
@@ -31,27 +33,32 @@ from .services.queues import QueueService
 from .services.workers import WorkerService
 from .settings import Settings
 from .store import Store, redis_errors
+from .streams import OpenStreams
+from .token_watch import TokenWatch
+from .tokens import TokenBook, TokenFileError, load
 
 log = logging.getLogger("jobbroker_broker")
 
 EVICTING_POLICIES = ("allkeys-", "volatile-")
 
 
-class ConfigError(Exception):
-    """The broker cannot start with this configuration; the message says why."""
-
-
 def redis_client(settings: Settings, *, blocking: bool = False) -> Redis:
     """A client that fails fast: no retries (a retried write could apply twice), short timeouts.
-    The blocking client's reads wait longer than an XREAD BLOCK."""
+    The blocking client's reads wait longer than an XREAD BLOCK. Calls beyond the pool's
+    connections wait for one (up to the reply timeout) instead of failing."""
     timeout = settings.redis_timeout + (2.0 if blocking else 0.0)
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=timeout,
         socket_connect_timeout=settings.redis_connect_timeout,
         socket_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
     )
+    client = Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    return client
 
 
 async def check_eviction_policy(client: Redis, settings: Settings) -> None:
@@ -76,6 +83,36 @@ async def check_eviction_policy(client: Redis, settings: Settings) -> None:
         log.warning("%s (allowed by --allow-evicting-redis)", message)
 
 
+def load_tokens(settings: Settings) -> TokenBook | None:
+    if not settings.auth_tokens_file:
+        return None
+    try:
+        return load(settings.auth_tokens_file)
+    except TokenFileError as exc:
+        raise ConfigError(f"--auth-tokens-file: {exc}") from None
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials of the gRPC port; None without ``tls_cert_file``."""
+    if not settings.tls_cert_file:
+        return None
+
+    def read(name: str) -> bytes:
+        path = getattr(settings, name)
+        try:
+            with open(path, "rb") as handle:
+                return handle.read()
+        except OSError as exc:
+            raise ConfigError(f"--{name.replace('_', '-')}: cannot read {path} ({exc})") from None
+
+    client_ca = read("tls_client_ca_file") if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(read("tls_key_file"), read("tls_cert_file"))],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
 class Broker:
     """One broker process' server. ``await start()``, then ``await stop()``."""
 
@@ -83,9 +120,12 @@ class Broker:
         self.settings = settings
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self.token_watch: TokenWatch | None = None
 
     async def start(self) -> int:
         settings = self.settings
+        book = load_tokens(settings)
+        credentials = server_credentials(settings)
         self.redis = redis_client(settings)
         self.blocking_redis = redis_client(settings, blocking=True)
         await check_eviction_policy(self.redis, settings)
@@ -97,14 +137,25 @@ class Broker:
             settings.health_interval,
             (self.redis.connection_pool, self.blocking_redis.connection_pool),
         )
-        parts = Parts(settings, self.store, self.hub, self.maintenance, WorkerRegistry(self.store))
-
+        self.streams = OpenStreams(settings.max_streams_per_token)
+        parts = Parts(
+            settings,
+            self.store,
+            self.hub,
+            self.maintenance,
+            WorkerRegistry(self.store),
+            self.streams,
+        )
+        self.gate = Gate(settings, book)
         server = grpc.aio.server(
+            interceptors=[self.gate],
             options=[
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                # Messages over the limit are refused by the gate with a clear message; gRPC
+                # itself drops anything over twice the limit before reading it.
+                ("grpc.max_receive_message_length", 2 * settings.max_message_bytes),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         job_service_pb2_grpc.add_JobServiceServicer_to_server(JobService(parts), server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(parts), server)
@@ -120,7 +171,11 @@ class Broker:
             ),
             server,
         )
-        self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        address = f"{settings.host}:{settings.port}"
+        if credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, credentials)
         await self.health.check()
         await server.start()
         self.server = server
@@ -128,16 +183,44 @@ class Broker:
         self.maintenance.start()
         self.schedule_loop = ScheduleLoop(self.store)
         self.schedule_loop.start()
+        if book is not None:
+            self.token_watch = TokenWatch(settings.auth_tokens_file, self.gate, self.streams)
+            self.token_watch.start()
         log.info(
-            "broker listening on %s:%d (redis %s)", settings.host, self.port, settings.redis_url
+            "broker listening on %s:%d (%s, %s; redis %s)",
+            settings.host,
+            self.port,
+            "TLS" if credentials is not None else "plaintext",
+            f"{len(book.entries)} tokens" if book is not None else "no authentication",
+            settings.redis_url,
         )
+        if book is None:
+            log.warning(
+                "authentication is off: anyone who can reach %s:%d may call every method "
+                "(give --auth-tokens-file to require tokens)",
+                settings.host,
+                self.port,
+            )
         return self.port
+
+    def reload_tokens(self) -> None:
+        """Re-read the token file now (SIGHUP)."""
+        if self.token_watch is not None:
+            self.token_watch.reload()
 
     async def stop(self, grace: float | None = None) -> None:
         if self.server is None:
             return
+        grace = self.settings.shutdown_grace if grace is None else grace
+        # Health first, so balancers and clients stop sending here; then long polls return
+        # empty and streams end (worker streams after acknowledging what they applied) with
+        # UNAVAILABLE, which clients take as "reconnect"; unary calls in flight get `grace`.
         await self.health.shutdown()
-        await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
+        ended = self.streams.shut_down()
+        log.info("shutting down: %d streams ended, %.1f s grace for calls in flight", ended, grace)
+        await self.server.stop(grace)
+        if self.token_watch is not None:
+            await self.token_watch.close()
         await self.maintenance.close()
         await self.schedule_loop.close()
         await self.hub.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
@@ -78,6 +80,16 @@ class LimitExceeded(BrokerError):
         super().__init__(f"{problem} (limit {limit})", **metadata)
 
 
+class Unauthenticated(BrokerError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(BrokerError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
+
+
 class Unavailable(BrokerError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = "REDIS_UNAVAILABLE"
@@ -112,3 +124,9 @@ def item_error(script_reason: str, queue: str, job_id: str, state: str) -> Broke
     error = FailedPrecondition(message, reason, queue=queue, job_id=job_id)
     error.code = code
     return error
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: BrokerError) -> None:
+    """End the call with ``error``'s status (raises, as ``context.abort`` does)."""
+    status = error.to_status()
+    await context.abort(status.code, status.details, status.trailing_metadata)

@@ -8,6 +8,7 @@ figures are in docs/queues.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from jobbroker.v1 import job_pb2, queue_service_pb2
@@ -61,8 +62,12 @@ class QueueStore:
             settings=_settings(meta[2:]),
         )
 
-    async def all(self) -> list[queue_service_pb2.QueueInfo]:
-        return [await self.info(queue) for queue in sorted(await self.store.known_queues())]
+    async def all(
+        self, visible: Callable[[str], bool] = lambda _: True
+    ) -> list[queue_service_pb2.QueueInfo]:
+        """Every known queue ``visible`` accepts, by name."""
+        names = sorted(q for q in await self.store.known_queues() if visible(q))
+        return [await self.info(queue) for queue in names]
 
     async def pause(self, queue: str, paused: bool) -> bool:
         await self.store.remember_queue(queue)

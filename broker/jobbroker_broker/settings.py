@@ -37,6 +37,10 @@ class Settings:
     redis_timeout: float = 5.0
     """Seconds to wait for a Redis reply before answering UNAVAILABLE."""
 
+    redis_max_connections: int = 256
+    """Connections each of the broker's two Redis pools may open; calls beyond them wait for a
+    free one (up to ``redis_timeout``)."""
+
     allow_evicting_redis: bool = False
     """Start even when Redis' maxmemory-policy may evict keys (jobs could vanish silently)."""
 
@@ -75,4 +79,42 @@ class Settings:
     """Seconds between two Redis health checks."""
 
     shutdown_grace: float = 10.0
-    """Seconds in-flight calls get to finish on shutdown."""
+    """Seconds in-flight calls get to finish on SIGTERM before they are cancelled and the
+    process exits (health turns NOT_SERVING and streams end at once; see docs/operations.md)."""
+
+    # --- security -------------------------------------------------------------------------
+
+    auth_tokens_file: str = ""
+    """TOML file of API tokens (their SHA-256 hashes and grants), written by ``jobbroker token
+    create``; re-read on SIGHUP and when it changes. Empty: no authentication, and then the
+    broker binds loopback addresses only unless ``--insecure``."""
+
+    insecure: bool = False
+    """Allow binding a non-loopback ``--host`` without ``--auth-tokens-file``: anyone who can
+    reach the port may call every method."""
+
+    tls_cert_file: str = ""
+    """PEM certificate chain the gRPC port presents; with ``--tls-key-file`` it turns TLS on."""
+
+    tls_key_file: str = ""
+    """PEM private key of ``--tls-cert-file``."""
+
+    tls_client_ca_file: str = ""
+    """PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)."""
+
+    # --- limits ---------------------------------------------------------------------------
+
+    max_message_bytes: int = 16_777_216
+    """Largest request message accepted, in bytes (gRPC itself refuses anything over twice
+    this before reading it)."""
+
+    max_streams_per_token: int = 10_000
+    """Most streams (StreamProgress, WatchEvents, ReportProgress) one token may hold open at
+    once; without auth, one connection."""
+
+    rate_limit: float = 0.0
+    """Requests per second one token may make (calls and stream opens, not stream messages),
+    as a token bucket; without auth, per connection. 0: no limit."""
+
+    rate_limit_burst: int = 0
+    """Requests a token may make at once above ``rate_limit``; 0: one second's worth."""

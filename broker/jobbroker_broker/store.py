@@ -244,12 +244,13 @@ class Store:
     # --- workers ---------------------------------------------------------------------------
 
     async def lease(
-        self, queue: str, worker_id: str, max_jobs: int, lease_ms: int
+        self, queue: str, worker_id: str, max_jobs: int, lease_ms: int, tag: str = ""
     ) -> tuple[list[worker_service_pb2.LeasedJob], int]:
         """Lease up to `max_jobs`; also returns what held leasing back: 0 nothing, PAUSED,
-        CONCURRENCY_FULL, or the ms until the rate-limit window ends."""
+        CONCURRENCY_FULL, or the ms until the rate-limit window ends. The lease tokens carry
+        `tag` after their fence (the taker's token id, binding the leases to it)."""
         out = await self.call(
-            "lease", queue, [self._maxlen, max_jobs, worker_id, lease_ms, os.urandom(8).hex()]
+            "lease", queue, [self._maxlen, max_jobs, worker_id, lease_ms, tag + os.urandom(8).hex()]
         )
         held = int(out.pop())
         leased = []

@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any
 
+import grpc
 from jobbroker.worker import Worker
 
 DEFAULT_ATTRIBUTE = "worker"
@@ -80,12 +81,19 @@ def load_worker(target: str) -> Worker:
     return value
 
 
-def run_worker(target: str, *, address: str | None = None) -> None:
+def run_worker(
+    target: str,
+    *,
+    address: str | None = None,
+    token: str | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> None:
     """Load the Worker and run it until SIGTERM or SIGINT (a second signal stops at once).
 
     ``address``, when given, is the broker the Worker connects to, whatever the module set;
     it is also exported as ``JOBBROKER_ADDRESS`` before the module is imported, for modules
-    that read it (to build a Client, say).
+    that read it (to build a Client, say). ``token`` and ``credentials`` (the CLI's ``--token``
+    and TLS options), when given, replace the Worker's own.
     """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -95,4 +103,5 @@ def run_worker(target: str, *, address: str | None = None) -> None:
     worker = load_worker(target)
     if address:
         worker.address = address
+    worker.connect_with(token=token, credentials=credentials)
     worker.run()

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 
-from ..errors import BrokerError
+from .. import access
+from ..errors import BrokerError, abort
 from ..events import EventHub
 from ..maintenance import Maintenance
 from ..registry import WorkerRegistry
 from ..settings import Settings
 from ..store import Store
+from ..streams import OpenStreams
 
 log = logging.getLogger("jobbroker_broker.rpc")
 
@@ -33,11 +36,7 @@ class Parts:
     hub: EventHub
     maintenance: Maintenance
     registry: WorkerRegistry
-
-
-async def abort(context: grpc.aio.ServicerContext[Any, Any], error: BrokerError) -> None:
-    status = error.to_status()
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    streams: OpenStreams
 
 
 def unary(
@@ -58,19 +57,53 @@ def unary(
     return wrapper
 
 
+class _HasParts(Protocol):
+    parts: Parts
+
+
+S = TypeVar("S", bound=_HasParts)
+
+
 def server_stream(
-    handler: Callable[[Self, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]],
-) -> Callable[[Self, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]]:
-    """The same for a server-streaming method."""
+    handler: Callable[[S, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]],
+) -> Callable[[S, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]]:
+    """The same for a streaming method; the stream is also counted against its caller's limit,
+    and ends with the status it is given when ended from outside (revoked token, shutdown)."""
 
     @functools.wraps(handler)
     async def wrapper(
-        self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+        self: S, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
     ) -> AsyncIterator[Resp]:
+        streams = self.parts.streams
+        caller = access.caller()
         try:
-            async for item in handler(self, request, context):
-                yield item
+            stream = streams.open(caller.token_id if caller is not None else context.peer())
         except BrokerError as error:
             await abort(context, error)
+            return
+        items = aiter(handler(self, request, context))
+        try:
+            while stream.ending is None:
+                stream.waiting = True
+                try:
+                    item = await anext(items)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    stream.waiting = False
+                yield item
+        except asyncio.CancelledError:
+            if stream.ending is None:
+                raise
+            if (task := asyncio.current_task()) is not None:
+                task.uncancel()
+        except BrokerError as error:
+            if stream.ending is None:
+                await abort(context, error)
+        finally:
+            streams.close(stream)
+            await items.aclose()  # type: ignore[attr-defined]
+        if stream.ending is not None:
+            await abort(context, stream.ending)
 
     return wrapper

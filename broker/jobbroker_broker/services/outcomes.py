@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from jobbroker.v1 import job_pb2, worker_service_pb2
 
-from .. import validation
+from .. import access, validation
 from ..errors import BrokerError, InvalidArgument
 from ..maintenance import Maintenance
 from ..settings import Settings
@@ -43,6 +43,7 @@ def check(report: Report, field: str, settings: Settings) -> tuple[str, Outcome]
     queue = validation.queue_name(report.queue, f"{prefix}queue")
     job_id = validation.job_id(report.job_id, f"{prefix}job_id")
     lease = token(report.token, f"{prefix}token")
+    access.check_lease(lease, f"{prefix}token")
     args: list[str | bytes | int | float]
     if isinstance(report, CompleteRequest):
         body, content_type = validation.payload(report.result, f"{prefix}result", settings)

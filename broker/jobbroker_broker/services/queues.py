@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 from jobbroker.v1 import job_pb2, queue_service_pb2, queue_service_pb2_grpc
 
-from .. import validation
+from .. import access, validation
 from ..errors import InvalidArgument
 from ..queue_store import QueueStore
 from .common import Parts, server_stream, unary
@@ -49,7 +49,7 @@ class QueueService(queue_service_pb2_grpc.QueueServiceServicer):
     async def ListQueues(
         self, request: pb.ListQueuesRequest, context: Context
     ) -> pb.ListQueuesResponse:
-        return pb.ListQueuesResponse(queues=await self.queues.all())
+        return pb.ListQueuesResponse(queues=await self.queues.all(access.visible))
 
     @unary
     async def GetQueue(self, request: pb.GetQueueRequest, context: Context) -> pb.GetQueueResponse:

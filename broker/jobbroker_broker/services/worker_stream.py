@@ -16,7 +16,7 @@ from typing import Any
 
 from jobbroker.v1 import worker_service_pb2 as pb
 
-from .. import validation
+from .. import access, streams, validation
 from ..errors import BrokerError, InvalidArgument
 from ..store import ItemResult, Outcome, Store
 from . import outcomes
@@ -39,19 +39,31 @@ class WorkerSession:
         self.worker_id = ""
         self.out: asyncio.Queue[Any] = asyncio.Queue()
         self._unsubscribe: dict[str, Callable[[], None]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._busy = False
+        self._draining = False
+
+    def drain(self) -> None:
+        """Finish and acknowledge the message being applied, read no more, then end."""
+        self._draining = True
+        if not self._busy and self._reader is not None:
+            self._reader.cancel()
 
     async def run(
         self, requests: AsyncIterator[pb.ReportProgressRequest]
     ) -> AsyncIterator[pb.ReportProgressResponse]:
-        reader = asyncio.create_task(self._read(requests))
+        reader = self._reader = asyncio.create_task(self._read(requests))
         reader.add_done_callback(lambda _: self.out.put_nowait(_DONE))
+        if (stream := streams.current()) is not None:
+            stream.drain = self.drain
         try:
             while True:
                 item = await self.out.get()
                 if item is _DONE:
                     break
                 yield item
-            reader.result()  # re-raise what ended the reader
+            if not (self._draining and reader.cancelled()):
+                reader.result()  # re-raise what ended the reader
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -61,19 +73,28 @@ class WorkerSession:
 
     async def _read(self, requests: AsyncIterator[pb.ReportProgressRequest]) -> None:
         async for request in requests:
-            if not self.worker_id:
-                if not request.worker_id:
-                    raise InvalidArgument("worker_id", "is required on the first message")
-                if not request.queues:
-                    raise InvalidArgument("queues", "is required on the first message")
-                self.worker_id = validation.job_id(request.worker_id, "worker_id")
-            for i, queue in enumerate(request.queues):
-                await self._watch(validation.queue_name(queue, f"queues[{i}]"))
-            response = pb.ReportProgressResponse(seq=request.seq)
-            response.leases.extend(await self._updates(request.updates))
-            response.outcomes.extend(await self._outcomes(request.outcomes))
-            await self.parts.registry.streaming(self.worker_id, list(self._unsubscribe))
-            self.out.put_nowait(response)
+            self._busy = True
+            try:
+                await self._apply(request)
+            finally:
+                self._busy = False
+            if self._draining:
+                return
+
+    async def _apply(self, request: pb.ReportProgressRequest) -> None:
+        if not self.worker_id:
+            if not request.worker_id:
+                raise InvalidArgument("worker_id", "is required on the first message")
+            if not request.queues:
+                raise InvalidArgument("queues", "is required on the first message")
+            self.worker_id = validation.job_id(request.worker_id, "worker_id")
+        for i, queue in enumerate(request.queues):
+            await self._watch(validation.queue_name(queue, f"queues[{i}]"))
+        response = pb.ReportProgressResponse(seq=request.seq)
+        response.leases.extend(await self._updates(request.updates))
+        response.outcomes.extend(await self._outcomes(request.outcomes))
+        await self.parts.registry.streaming(self.worker_id, list(self._unsubscribe))
+        self.out.put_nowait(response)
 
     async def _watch(self, queue: str) -> None:
         """Receive the queue's signals; while Redis is down, try again with the next message
@@ -116,6 +137,7 @@ class WorkerSession:
                 queue = validation.queue_name(update.queue, f"updates[{i}].queue")
                 validation.job_id(update.job_id, f"updates[{i}].job_id")
                 outcomes.token(update.token, f"updates[{i}].token")
+                access.check_lease(update.token, f"updates[{i}].token")
                 if update.lease_ms:
                     validation.bounded(
                         update.lease_ms,

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from jobbroker.v1 import worker_service_pb2, worker_service_pb2_grpc
 
-from .. import validation
+from .. import access, validation
 from ..errors import InvalidArgument
 from ..store import CONCURRENCY_FULL, PAUSED, Outcome
 from . import outcomes
@@ -43,7 +43,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
     ) -> tuple[list[worker_service_pb2.LeasedJob], int]:
         """Lease; if the caller goes away meanwhile, give the jobs straight back."""
         await self.parts.registry.leased(queue, worker_id)
-        task = asyncio.ensure_future(self.store.lease(queue, worker_id, max_jobs, lease_ms))
+        task = asyncio.ensure_future(
+            self.store.lease(queue, worker_id, max_jobs, lease_ms, access.lease_tag())
+        )
         try:
             jobs, held = await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -75,6 +77,8 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             validation.MAX_LEASE_MS,
         )
         wait_ms = validation.bounded(request.wait_ms, "wait_ms", 0, 0, validation.MAX_WAIT_MS)
+        if self.parts.streams.closing:  # shutting down: lease nothing more here
+            return worker_service_pb2.LeaseResponse()
         jobs, held = await self._lease_once(queue, worker_id, max_jobs, lease_ms)
         if jobs or not wait_ms:
             return worker_service_pb2.LeaseResponse(jobs=jobs)
@@ -89,9 +93,12 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 ready.set()
 
         unsubscribe = await self.parts.hub.subscribe(queue, on_event)
+        stop_waiting = self.parts.streams.on_closing(ready.set)
         try:
             while True:
                 ready.clear()
+                if self.parts.streams.closing:
+                    return worker_service_pb2.LeaseResponse()
                 jobs, held = await self._lease_once(queue, worker_id, max_jobs, lease_ms)
                 remaining = deadline - loop.time()
                 if jobs or remaining <= 0:
@@ -102,6 +109,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                     async with asyncio.timeout(pause):
                         await ready.wait()
         finally:
+            stop_waiting()
             unsubscribe()
 
     @server_stream

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._channel import tls_credentials
 from .errors import (
     InvalidArgument,
     JobBrokerError,
@@ -21,7 +22,9 @@ from .errors import (
     LeaseExpired,
     LeaseSuperseded,
     LimitExceeded,
+    PermissionDenied,
     ScheduleNotFound,
+    Unauthenticated,
     Unavailable,
 )
 from .models import Added, Backoff, Event, EventType, Job, JobOptions, JobState, Keep, Raw
@@ -74,14 +77,17 @@ __all__ = [
     "LeaseExpired",
     "LeaseSuperseded",
     "LimitExceeded",
+    "PermissionDenied",
     "QueueInfo",
     "QueueSettings",
     "RateLimit",
     "Raw",
     "Schedule",
     "ScheduleNotFound",
+    "Unauthenticated",
     "Unavailable",
     "Worker",
     "WorkerInfo",
     "__version__",
+    "tls_credentials",
 ]

@@ -18,6 +18,7 @@ import grpc
 
 from . import _calls
 from ._calls import DEFAULT_ADDRESS, BulkItem, OptionFields
+from ._channel import open_channel
 from ._queues import QueueCalls
 from .errors import JobBrokerError, JobNotFound, Unavailable, from_rpc_error
 from .models import Added, Event, EventType, Job, JobOptions, JobState
@@ -70,6 +71,9 @@ class AsyncClient(QueueCalls):
     every job carries a custom ``job_id``: an idempotent add) and the bulk queue operations
     (``drain``, ``clean``, ``obliterate``, ``retry_failed``, ``promote_delayed``). Errors are
     raised as :mod:`jobbroker.errors` exceptions, one per error reason.
+
+    ``credentials`` turns TLS on (:func:`jobbroker.tls_credentials` builds them from PEM files);
+    ``token`` is an API token (``jobbroker token create``) sent with every call.
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class AsyncClient(QueueCalls):
         retry_backoff: float = 0.1,
         retry_backoff_max: float = 2.0,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
@@ -95,6 +100,7 @@ class AsyncClient(QueueCalls):
         self.retry_backoff = retry_backoff
         self.retry_backoff_max = retry_backoff_max
         self._credentials = credentials
+        self._token = token
         self._metadata = tuple(metadata) or None
         self._options = _calls.channel_options(channel_options)
         # The channel is made on first use, inside the event loop that will use it.
@@ -106,12 +112,9 @@ class AsyncClient(QueueCalls):
         if self._closed:
             raise RuntimeError("the client is closed")
         if self._stub_ is None:
-            if self._credentials is None:
-                channel = grpc.aio.insecure_channel(self.target, options=self._options)
-            else:
-                channel = grpc.aio.secure_channel(
-                    self.target, self._credentials, options=self._options
-                )
+            channel = open_channel(
+                self.target, credentials=self._credentials, options=self._options, token=self._token
+            )
             self._channel = channel
             self._stub_ = job_service_pb2_grpc.JobServiceStub(channel)
         return self._stub_

@@ -6,8 +6,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
+import grpc
 import typer
 from rich.markup import escape
 
@@ -42,6 +44,30 @@ Json = Annotated[
 Queue = Annotated[str, typer.Argument(metavar="QUEUE", help="Queue name.", show_default=False)]
 
 
+@dataclass
+class Connection:
+    """How commands reach the broker, from the global options (``jobbroker --token ...``)."""
+
+    token: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls: bool = False
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        if not (self.tls or self.tls_ca or self.tls_cert):
+            return None
+        from ._channel import tls_credentials
+
+        try:
+            return tls_credentials(self.tls_ca, self.tls_cert, self.tls_key)
+        except (OSError, ValueError) as exc:
+            fail(ExitCode.USAGE, f"--tls-ca/--tls-cert/--tls-key: {exc}")
+
+
+connection = Connection()
+
+
 class ExitCode(enum.IntEnum):
     OK = 0
     JOB_FAILED = 1
@@ -63,7 +89,7 @@ def connected(address: str) -> Iterator[Client]:
     from .client import Client
 
     try:
-        client = Client(address)
+        client = Client(address, credentials=connection.credentials(), token=connection.token)
     except ValueError as exc:
         fail(ExitCode.USAGE, f"--address {address!r}: {exc}")
     try:

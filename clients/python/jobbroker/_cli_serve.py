@@ -30,15 +30,27 @@ class ServeError(Exception):
     """The broker cannot start with this configuration; the message says why."""
 
 
-def parse(argv: list[str]) -> Settings:
-    """Settings from broker flags (``jobbroker-broker --help`` lists them all) and
-    ``JOBBROKER_*`` environment variables."""
-    from jobbroker_broker.__main__ import parse_settings
+def parse(argv: list[str]) -> tuple[Settings, bool]:
+    """Settings from flags, ``JOBBROKER_*`` environment variables and the ``--config`` file;
+    and whether to run the demo worker. ``--help`` prints every setting and exits."""
+    import argparse
+
+    from jobbroker_broker import config
+
+    def add_demo(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--demo", action="store_true", default=False, help="Also run the demo worker."
+        )
 
     try:
-        return parse_settings(argv)
-    except SystemExit as exc:  # argparse already printed why
+        settings, args = config.load(argv, prog="jobbroker serve", add_extra=add_demo)
+    except config.ConfigError as exc:
+        raise ServeError(str(exc)) from None
+    except SystemExit as exc:  # argparse printed the help, or why the command line is wrong
+        if exc.code == 0:
+            raise
         raise ServeError("") from exc
+    return settings, bool(args.demo)
 
 
 def client_address(host: str, port: int) -> str:
@@ -50,7 +62,7 @@ def client_address(host: str, port: int) -> str:
 
 def run(settings: Settings, *, demo: bool) -> None:
     """Serve until SIGTERM or SIGINT (Ctrl-C); raises :class:`ServeError` on a bad config."""
-    from jobbroker_broker.app import ConfigError
+    from jobbroker_broker.config import ConfigError
     from jobbroker_broker.embedded import EmbeddedRedisError
 
     logging.basicConfig(
@@ -76,11 +88,17 @@ def run(settings: Settings, *, demo: bool) -> None:
 
 
 async def _serve(settings: Settings, *, demo: bool) -> None:
-    from jobbroker_broker.__main__ import describe_redis, running_broker, stop_on_signals
+    from jobbroker_broker.__main__ import (
+        describe_redis,
+        reload_tokens_on_sighup,
+        running_broker,
+        stop_on_signals,
+    )
 
     stop = asyncio.Event()
     stop_on_signals(stop)
     async with running_broker(settings) as running:
+        reload_tokens_on_sighup(running.broker)
         address = client_address(settings.host, running.broker.port)
         print(describe_redis(running), flush=True)
         print(f"jobbroker listening on {running.address}", flush=True)

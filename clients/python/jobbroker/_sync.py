@@ -39,6 +39,7 @@ class Client:
         retry_backoff: float = 0.1,
         retry_backoff_max: float = 2.0,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
@@ -49,6 +50,7 @@ class Client:
             retry_backoff=retry_backoff,
             retry_backoff_max=retry_backoff_max,
             credentials=credentials,
+            token=token,
             metadata=metadata,
             channel_options=channel_options,
         )

@@ -24,8 +24,17 @@ from rich.markup import escape
 
 from . import _cli_options as opts
 from . import _cli_output as out
-from . import _cli_queues
-from ._cli_common import DEFAULT_ADDRESS, Address, ExitCode, Json, Queue, connected, fail
+from . import _cli_queues, _cli_tokens
+from ._cli_common import (
+    DEFAULT_ADDRESS,
+    Address,
+    ExitCode,
+    Json,
+    Queue,
+    connected,
+    connection,
+    fail,
+)
 from .models import JobOptions, JobState
 
 if TYPE_CHECKING:
@@ -51,63 +60,57 @@ app = typer.Typer(
 )
 
 JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="Job id.", show_default=False)]
+app.add_typer(_cli_tokens.app)
+
+
+@app.callback()
+def main_options(
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="JOBBROKER_TOKEN",
+            help="API token sent with every call (jobbroker token create).",
+            show_default=False,
+        ),
+    ] = None,
+    tls: Annotated[
+        bool, typer.Option("--tls", help="Connect with TLS, trusting the system's CAs.")
+    ] = False,
+    tls_ca: Annotated[
+        str | None,
+        typer.Option(
+            envvar="JOBBROKER_TLS_CA", help="PEM CA of the broker's certificate (implies --tls)."
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        str | None,
+        typer.Option(envvar="JOBBROKER_TLS_CERT", help="PEM client certificate (mutual TLS)."),
+    ] = None,
+    tls_key: Annotated[
+        str | None, typer.Option(envvar="JOBBROKER_TLS_KEY", help="PEM key of --tls-cert.")
+    ] = None,
+) -> None:
+    """How every command connects: token and TLS (also from the environment)."""
+    connection.token = token
+    connection.tls = tls
+    connection.tls_ca, connection.tls_cert, connection.tls_key = tls_ca, tls_cert, tls_key
 
 
 @app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "help_option_names": [],
+    },
+    add_help_option=False,
 )
-def serve(
-    ctx: typer.Context,
-    demo: Annotated[
-        bool, typer.Option("--demo", help="Also run the demo worker (queue 'demo').")
-    ] = False,
-    redis_url: Annotated[
-        str | None,
-        typer.Option(
-            "--redis-url",
-            help="External Redis (env JOBBROKER_REDIS_URL). Without one, an embedded "
-            "redis-server with AOF persistence runs in --data-dir.",
-            show_default=False,
-        ),
-    ] = None,
-    host: Annotated[
-        str | None, typer.Option(help="Address to bind (default 127.0.0.1).", show_default=False)
-    ] = None,
-    port: Annotated[
-        int | None, typer.Option(help="gRPC port (default 50051; 0 = any).", show_default=False)
-    ] = None,
-    data_dir: Annotated[
-        str | None,
-        typer.Option(
-            help="Embedded Redis' data directory (default ./.jobbroker/data; "
-            "env JOBBROKER_DATA_DIR).",
-            show_default=False,
-        ),
-    ] = None,
-    allow_evicting_redis: Annotated[
-        bool,
-        typer.Option(
-            "--allow-evicting-redis",
-            help="Start even on a Redis whose maxmemory-policy may evict job keys.",
-        ),
-    ] = False,
-) -> None:
-    """Run a broker here. Every other jobbroker-broker flag works too (jobbroker-broker -h)."""
+def serve(ctx: typer.Context) -> None:
+    """Run a broker here (--demo: and a demo worker). Every setting is a flag, a JOBBROKER_*
+    variable and a --config file key: jobbroker serve --help lists them all."""
     from . import _cli_serve
 
-    argv: list[str] = []
-    for flag, value in (
-        ("--redis-url", redis_url),
-        ("--host", host),
-        ("--port", port),
-        ("--data-dir", data_dir),
-    ):
-        if value is not None:
-            argv += [flag, str(value)]
-    if allow_evicting_redis:
-        argv.append("--allow-evicting-redis")
     try:
-        settings = _cli_serve.parse(argv + list(ctx.args))
+        settings, demo = _cli_serve.parse(list(ctx.args))
         _cli_serve.run(settings, demo=demo)
     except _cli_serve.ServeError as exc:
         if str(exc):
@@ -141,7 +144,12 @@ def work(
     from jobbroker_worker.runner import RunnerError, run_worker
 
     try:
-        run_worker(target, address=address)
+        run_worker(
+            target,
+            address=address,
+            token=connection.token,
+            credentials=connection.credentials(),
+        )
     except RunnerError as exc:
         fail(ExitCode.USAGE, str(exc))
 

@@ -124,6 +124,22 @@ class ShuttingDown(Unavailable):
     reason = "SHUTTING_DOWN"
 
 
+class Unauthenticated(JobBrokerError):
+    """The call carries no valid API token (missing, malformed, unknown or revoked);
+    :attr:`reason` says which."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "TOKEN_UNKNOWN"
+
+
+class PermissionDenied(JobBrokerError):
+    """The token's grants do not allow this method on this queue, or the lease belongs to
+    another token."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
+
+
 class DeadlineExceeded(JobBrokerError):
     """The call's deadline passed before the broker answered."""
 
@@ -164,6 +180,7 @@ _BY_REASON: dict[str, type[JobBrokerError]] = {
         LimitExceeded,
         RedisUnavailable,
         ShuttingDown,
+        PermissionDenied,
     )
 }
 _BY_CODE: dict[grpc.StatusCode, type[JobBrokerError]] = {
@@ -173,6 +190,8 @@ _BY_CODE: dict[grpc.StatusCode, type[JobBrokerError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: LimitExceeded,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
 
 

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from ._channel import open_channel
 from ._worker_context import DoNotRetry, JobContext
 from ._worker_jobs import Jobs
 from ._worker_leasing import Leasing
@@ -79,6 +80,7 @@ class Worker:
         worker_id: str | None = None,
         wait: Seconds = 5.0,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         """
@@ -89,7 +91,8 @@ class Worker:
         :param grace: on stop, how long running jobs may take to finish before they are given back.
         :param worker_id: unique per process; default ``host:pid:random``.
         :param wait: how long one ``Lease`` long-poll waits for a job, 0-300 s.
-        :param credentials: TLS credentials; default plaintext.
+        :param credentials: TLS credentials (:func:`jobbroker.tls_credentials`); default plaintext.
+        :param token: API token (``jobbroker token create``) sent with every call.
         :param channel_options: extra gRPC channel options.
         """
         names = [queues] if isinstance(queues, str) else list(queues)
@@ -117,6 +120,7 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         """This worker's id, as the broker records it on the jobs it runs."""
         self._credentials = credentials
+        self._token = token
         self._channel_options = list(channel_options)
         self._handlers: dict[str, tuple[Handler, bool]] = {}
         self._default: tuple[Handler, bool] | None = None
@@ -252,6 +256,15 @@ class Worker:
     def _lookup(self, name: str) -> tuple[Handler, bool] | None:
         return self._handlers.get(name) or self._default
 
+    def connect_with(
+        self, *, token: str | None = None, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
+        """Replace the token and TLS credentials given at construction (those not None)."""
+        if token is not None:
+            self._token = token
+        if credentials is not None:
+            self._credentials = credentials
+
     async def _serve(self) -> None:
         assert self._stop_requested is not None
         options = [
@@ -262,10 +275,9 @@ class Worker:
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             *self._channel_options,
         ]
-        if self._credentials is None:
-            channel = grpc.aio.insecure_channel(self.address, options=options)
-        else:
-            channel = grpc.aio.secure_channel(self.address, self._credentials, options)
+        channel = open_channel(
+            self.address, credentials=self._credentials, options=options, token=self._token
+        )
         stub = WorkerServiceStub(channel)
         entries = [*self._handlers.values(), *([self._default] if self._default else [])]
         executor = None

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fjobbroker/v1/error_reason.proto\x12\x0cjobbroker.v1*\xdc\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_REASON_INVALID_FIELD\x10\x01\x12\x1e\n\x1a\x45RROR_REASON_JOB_NOT_FOUND\x10\x02\x12 \n\x1c\x45RROR_REASON_JOB_ID_CONFLICT\x10\x03\x12\x1e\n\x1a\x45RROR_REASON_LEASE_EXPIRED\x10\x04\x12!\n\x1d\x45RROR_REASON_LEASE_SUPERSEDED\x10\x05\x12\x1b\n\x17\x45RROR_REASON_JOB_ACTIVE\x10\x06\x12\x1d\n\x19\x45RROR_REASON_JOB_FINISHED\x10\x07\x12 \n\x1c\x45RROR_REASON_JOB_NOT_DELAYED\x10\x08\x12\"\n\x1e\x45RROR_REASON_JOB_NOT_RETRYABLE\x10\t\x12\x1f\n\x1b\x45RROR_REASON_LIMIT_EXCEEDED\x10\n\x12\"\n\x1e\x45RROR_REASON_REDIS_UNAVAILABLE\x10\x0b\x12\x1e\n\x1a\x45RROR_REASON_SHUTTING_DOWN\x10\x0c\x12#\n\x1f\x45RROR_REASON_SCHEDULE_NOT_FOUND\x10\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fjobbroker/v1/error_reason.proto\x12\x0cjobbroker.v1*\xa2\x05\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_REASON_INVALID_FIELD\x10\x01\x12\x1e\n\x1a\x45RROR_REASON_JOB_NOT_FOUND\x10\x02\x12 \n\x1c\x45RROR_REASON_JOB_ID_CONFLICT\x10\x03\x12\x1e\n\x1a\x45RROR_REASON_LEASE_EXPIRED\x10\x04\x12!\n\x1d\x45RROR_REASON_LEASE_SUPERSEDED\x10\x05\x12\x1b\n\x17\x45RROR_REASON_JOB_ACTIVE\x10\x06\x12\x1d\n\x19\x45RROR_REASON_JOB_FINISHED\x10\x07\x12 \n\x1c\x45RROR_REASON_JOB_NOT_DELAYED\x10\x08\x12\"\n\x1e\x45RROR_REASON_JOB_NOT_RETRYABLE\x10\t\x12\x1f\n\x1b\x45RROR_REASON_LIMIT_EXCEEDED\x10\n\x12\"\n\x1e\x45RROR_REASON_REDIS_UNAVAILABLE\x10\x0b\x12\x1e\n\x1a\x45RROR_REASON_SHUTTING_DOWN\x10\x0c\x12#\n\x1f\x45RROR_REASON_SCHEDULE_NOT_FOUND\x10\r\x12\x1e\n\x1a\x45RROR_REASON_TOKEN_MISSING\x10\x0e\x12 \n\x1c\x45RROR_REASON_TOKEN_MALFORMED\x10\x0f\x12\x1e\n\x1a\x45RROR_REASON_TOKEN_UNKNOWN\x10\x10\x12\x1e\n\x1a\x45RROR_REASON_TOKEN_REVOKED\x10\x11\x12\x1e\n\x1a\x45RROR_REASON_TOKEN_CHANGED\x10\x12\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x13\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobbroker.v1.error_reason_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=50
-  _globals['_ERRORREASON']._serialized_end=526
+  _globals['_ERRORREASON']._serialized_end=724
 # @@protoc_insertion_point(module_scope)

@@ -52,6 +52,20 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAVAILABLE: the broker is shutting down; retry on another replica."""
     ERROR_REASON_SCHEDULE_NOT_FOUND: _ErrorReason.ValueType  # 13
     """NOT_FOUND: no schedule with that key in that queue."""
+    ERROR_REASON_TOKEN_MISSING: _ErrorReason.ValueType  # 14
+    """UNAUTHENTICATED: the call carries no `authorization: Bearer <token>` metadata."""
+    ERROR_REASON_TOKEN_MALFORMED: _ErrorReason.ValueType  # 15
+    """UNAUTHENTICATED: the authorization metadata or the token is not well formed."""
+    ERROR_REASON_TOKEN_UNKNOWN: _ErrorReason.ValueType  # 16
+    """UNAUTHENTICATED: the token is unknown to the broker, or was revoked."""
+    ERROR_REASON_TOKEN_REVOKED: _ErrorReason.ValueType  # 17
+    """UNAUTHENTICATED: the token was revoked while this stream was open."""
+    ERROR_REASON_TOKEN_CHANGED: _ErrorReason.ValueType  # 18
+    """UNAVAILABLE: the token's grants changed while this stream was open; reconnect."""
+    ERROR_REASON_PERMISSION_DENIED: _ErrorReason.ValueType  # 19
+    """PERMISSION_DENIED: the token's grants do not cover this method on this queue (or a lease
+    taken with another token); ErrorInfo metadata "queue" and "permission" say which.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed. Errors carry a `google.rpc.ErrorInfo` whose `reason` is one of these names
@@ -89,4 +103,18 @@ ERROR_REASON_SHUTTING_DOWN: ErrorReason.ValueType  # 12
 """UNAVAILABLE: the broker is shutting down; retry on another replica."""
 ERROR_REASON_SCHEDULE_NOT_FOUND: ErrorReason.ValueType  # 13
 """NOT_FOUND: no schedule with that key in that queue."""
+ERROR_REASON_TOKEN_MISSING: ErrorReason.ValueType  # 14
+"""UNAUTHENTICATED: the call carries no `authorization: Bearer <token>` metadata."""
+ERROR_REASON_TOKEN_MALFORMED: ErrorReason.ValueType  # 15
+"""UNAUTHENTICATED: the authorization metadata or the token is not well formed."""
+ERROR_REASON_TOKEN_UNKNOWN: ErrorReason.ValueType  # 16
+"""UNAUTHENTICATED: the token is unknown to the broker, or was revoked."""
+ERROR_REASON_TOKEN_REVOKED: ErrorReason.ValueType  # 17
+"""UNAUTHENTICATED: the token was revoked while this stream was open."""
+ERROR_REASON_TOKEN_CHANGED: ErrorReason.ValueType  # 18
+"""UNAVAILABLE: the token's grants changed while this stream was open; reconnect."""
+ERROR_REASON_PERMISSION_DENIED: ErrorReason.ValueType  # 19
+"""PERMISSION_DENIED: the token's grants do not cover this method on this queue (or a lease
+taken with another token); ErrorInfo metadata "queue" and "permission" say which.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

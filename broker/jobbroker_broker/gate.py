@@ -1,0 +1,208 @@
+"""The door every call passes: message size, token, permission and request rate.
+
+A gRPC server interceptor wraps each method's handler once (the wrapped handlers are cached by
+method). Per call it refuses, in this order:
+
+- a request message over ``max_message_bytes``: RESOURCE_EXHAUSTED (checked on the serialized
+  bytes, before they are parsed);
+- a missing, malformed, unknown or revoked token: UNAUTHENTICATED (when a token file is set);
+- a method or queue the token's grants do not cover: PERMISSION_DENIED (each message of the
+  worker stream is checked too);
+- a caller over ``rate_limit`` requests per second: RESOURCE_EXHAUSTED.
+
+Health checks pass untouched, so load balancers can probe a broker without a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import grpc
+
+from . import access
+from .access import Identity
+from .errors import BrokerError, LimitExceeded, Unauthenticated, abort
+from .settings import Settings
+from .tokens import TOKEN_RE, TokenBook
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+_BEARER = "bearer "
+_MAX_BUCKETS = 100_000
+
+
+@dataclass(slots=True)
+class TooLarge:
+    """Stands for a request message over the size limit (never parsed)."""
+
+    size: int
+
+
+class RateLimiter:
+    """A token bucket per caller."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst or max(1, int(rate)))
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def admit(self, caller: str) -> None:
+        now = asyncio.get_running_loop().time()
+        tokens, last = self._buckets.get(caller, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._buckets[caller] = (tokens, now)
+            raise LimitExceeded(
+                "rate_limit",
+                f"more than {self.rate:g} requests per second from this caller; slow down",
+            )
+        if len(self._buckets) > _MAX_BUCKETS:
+            self._buckets.clear()  # forgetting idle callers only ever lets more through
+        self._buckets[caller] = (tokens - 1.0, now)
+
+
+def bearer_token(context: Context) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            if not text.lower().startswith(_BEARER):
+                raise Unauthenticated(
+                    "malformed authorization metadata: expected 'Bearer <token>'",
+                    "TOKEN_MALFORMED",
+                )
+            return text[len(_BEARER) :].strip()
+    raise Unauthenticated(
+        "missing authorization metadata: send 'authorization: Bearer <token>'", "TOKEN_MISSING"
+    )
+
+
+class Gate(grpc.aio.ServerInterceptor):
+    def __init__(self, settings: Settings, book: TokenBook | None) -> None:
+        self.settings = settings
+        self.book = book
+        """The tokens in force; None: authentication is off. Replaced on reload."""
+        self.limiter = RateLimiter(settings.rate_limit, settings.rate_limit_burst)
+        self._handlers: dict[str, Handler] = {}
+
+    # --- per call --------------------------------------------------------------------------
+
+    def identify(self, context: Context) -> Identity | None:
+        if self.book is None:
+            return None
+        token = bearer_token(context)
+        entry = self.book.find(token)
+        if entry is None:
+            if not TOKEN_RE.fullmatch(token):
+                raise Unauthenticated(
+                    "malformed token: expected jbt_<id>_<secret>", "TOKEN_MALFORMED"
+                )
+            raise Unauthenticated("unknown or revoked token", "TOKEN_UNKNOWN")
+        return Identity(entry.id, entry.name, entry.grants)
+
+    def admit(self, method: str, request: Any, context: Context) -> None:
+        """Let the call in, or raise the error it gets; sets the call's identity."""
+        if isinstance(request, TooLarge):
+            raise self.too_large(request)
+        identity = self.identify(context)
+        access.set_caller(identity)
+        permission = access.METHODS.get(method)
+        if identity is not None and permission is not None and request is not None:
+            access.authorize(identity, permission, request)
+        if self.settings.rate_limit > 0:
+            self.limiter.admit(identity.token_id if identity is not None else context.peer())
+
+    def too_large(self, request: TooLarge) -> LimitExceeded:
+        return LimitExceeded(
+            "max_message_bytes",
+            f"the request message has {request.size} bytes, over {self.settings.max_message_bytes}",
+        )
+
+    async def checked(self, method: str, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """A client stream's messages, each checked like a unary request."""
+        permission = access.METHODS.get(method)
+        async for request in requests:
+            if isinstance(request, TooLarge):
+                raise self.too_large(request)
+            identity = access.caller()
+            if identity is not None and permission is not None:
+                access.authorize(identity, permission, request)
+            yield request
+
+    # --- wrapping handlers -----------------------------------------------------------------
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        method: str = details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            handler = await continuation(details)
+            if handler is None or method in access.OPEN_METHODS:
+                return handler
+            wrapped = self._handlers[method] = self._wrap(method, handler)
+        return wrapped
+
+    def _deserializer(self, handler: Handler) -> Callable[[bytes], Any]:
+        parse = handler.request_deserializer
+        limit = self.settings.max_message_bytes
+
+        def deserialize(data: bytes) -> Any:
+            if len(data) > limit:
+                return TooLarge(len(data))
+            return parse(data) if parse is not None else data
+
+        return deserialize
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        deserialize = self._deserializer(handler)
+        serialize = handler.response_serializer
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary), deserialize, serialize
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._server_stream(method, handler.unary_stream), deserialize, serialize
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._bidi_stream(method, handler.stream_stream), deserialize, serialize
+            )
+        return handler  # no client-streaming method exists
+
+    def _unary(self, method: str, behavior: Any) -> Any:
+        async def unary(request: Any, context: Context) -> Any:
+            try:
+                self.admit(method, request, context)
+            except BrokerError as error:
+                await abort(context, error)
+            return await behavior(request, context)
+
+        return unary
+
+    def _server_stream(self, method: str, behavior: Any) -> Any:
+        async def server_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            try:
+                self.admit(method, request, context)
+            except BrokerError as error:
+                await abort(context, error)
+            async for item in behavior(request, context):
+                yield item
+
+        return server_stream
+
+    def _bidi_stream(self, method: str, behavior: Any) -> Any:
+        async def bidi_stream(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            try:
+                self.admit(method, None, context)
+            except BrokerError as error:
+                await abort(context, error)
+            async for item in behavior(self.checked(method, requests), context):
+                yield item
+
+        return bidi_stream
