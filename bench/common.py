@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -41,8 +42,8 @@ def percentile(values: Sequence[float], p: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    rank = math.ceil(p / 100 * len(ordered))  # 1-based
+    return ordered[max(0, min(len(ordered), rank) - 1)]
 
 
 def latency_summary(seconds: Sequence[float]) -> dict[str, float]:

@@ -79,12 +79,12 @@ class Sizes:
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
-            enqueue_s=0.5,
+            enqueue_s=0.4,
             process_limit_s=2.0,
-            latency_s=1.5,
+            latency_s=1.0,
             fast_s=1.0,
             progress_s=1.0,
-            idle_s=1.0,
+            idle_s=0.5,
             memory_jobs=5_000,
             two_broker_jobs=5_000,
             transport_s=0.7,
@@ -151,6 +151,7 @@ class PeerRunner:
                 continue
             filled += int(answer["count"]) + int(answer.get("warmup", 0))
             result.values[column] = answer["count"] / answer["seconds"]
+        result.details["filled"] = filled
         try:
             work = self.processing(queue, filled)
             result.values["processing"] = work["done"] / work["seconds"]
