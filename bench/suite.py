@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C too when started in the background of a script (which ignores SIGINT there).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     info = {"machine": machine(), "versions": versions(args.redis_url, args.peers)}
     command = "./bench/run " + " ".join(sys.argv[1:] if argv is None else argv)
     info["command"] = command.strip()
