@@ -272,7 +272,10 @@ class Processes:
 def answer(command: Sequence[str], code: int | None, out: str, err: str) -> dict[str, Any]:
     for line in reversed(out.splitlines()):
         if line.startswith(RESULT_PREFIX):
-            result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
+            try:
+                result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
+            except ValueError as exc:
+                raise ProcessError(f"{_show(command)}: unreadable result ({exc})") from None
             return result
     raise ProcessError(f"{_show(command)}: exit {code}, no result\n{_tail(err or out)}")
 

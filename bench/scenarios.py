@@ -143,7 +143,7 @@ class PeerRunner:
         for column, mode in (("seq", "seq"), ("inflight", "inflight"), ("bulk", "bulk")):
             try:
                 answer = self.enqueue(queue, mode)
-            except ProcessError as exc:
+            except (ProcessError, KeyError) as exc:
                 result.errors[column] = str(exc)
                 continue
             if answer.get("unsupported"):
@@ -156,14 +156,14 @@ class PeerRunner:
             work = self.processing(queue, filled)
             result.values["processing"] = work["done"] / work["seconds"]
             result.details["processing"] = {"jobs": work["done"], "seconds": work["seconds"]}
-        except ProcessError as exc:
+        except (ProcessError, KeyError) as exc:
             result.errors["processing"] = str(exc)
         try:
             latency = self.latency(f"{queue}-lat", self.sizes.rate, self.sizes.latency_s)
             result.values["p50"] = latency["add_to_start"]["p50_ms"]
             result.values["p99"] = latency["add_to_start"]["p99_ms"]
             result.details["latency"] = latency
-        except ProcessError as exc:
+        except (ProcessError, KeyError) as exc:
             result.errors["p50"] = result.errors["p99"] = str(exc)
         return result
 

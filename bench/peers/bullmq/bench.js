@@ -57,8 +57,12 @@ function parse(argv) {
   return args;
 }
 
+// Resolves once the line is written: stdout to a pipe is asynchronous in Node, and
+// process.exit() would cut a long line short.
 function emit(result) {
-  process.stdout.write('RESULT ' + JSON.stringify(result) + '\n');
+  return new Promise((resolve) => {
+    process.stdout.write('RESULT ' + JSON.stringify(result) + '\n', resolve);
+  });
 }
 
 function connect(url) {
@@ -165,7 +169,7 @@ async function work(args) {
 async function main() {
   const args = parse(process.argv.slice(2));
   const result = args.command === 'work' ? await work(args) : await enqueue(args);
-  emit(result);
+  await emit(result);
   process.exit(0);
 }
 
