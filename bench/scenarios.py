@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.cleanup import remove_run_keys
 from bench.common import ProcessError, Processes, latency_summary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +123,11 @@ class PeerRunner:
         self.token = token
         self.sizes = sizes
         self.address = address
+        self.queue = f"{token}-{spec.name}"
+        """The queue of the enqueue and processing scenarios (the latency one adds "-lat")."""
+        self.result = PeerResult(spec.name)
+        self.filled = 0
+        """Jobs the enqueue scenarios added so far, warm-up calls included."""
 
     def command(self, verb: str, queue: str, *extra: str) -> list[str]:
         command = [*self.spec.command, verb, "--queue", queue, "--redis-url", self.redis_url]
@@ -136,36 +142,54 @@ class PeerRunner:
         duration = str(self.sizes.enqueue_s)
         return self.run("enqueue", queue, "--mode", mode, "--duration", duration)
 
+    def steps(self) -> list[Callable[[], None]]:
+        """The scenarios in order, each filling ``self.result``. The enqueue scenarios fill the
+        peer's queue, which the processing scenario then works off."""
+        return [
+            lambda: self.step_enqueue("seq"),
+            lambda: self.step_enqueue("inflight"),
+            lambda: self.step_enqueue("bulk"),
+            self.step_processing,
+            self.step_latency,
+        ]
+
     def all(self) -> PeerResult:
-        result = PeerResult(self.spec.name)
-        queue = f"{self.token}-{self.spec.name}"
-        filled = 0
-        for column, mode in (("seq", "seq"), ("inflight", "inflight"), ("bulk", "bulk")):
-            try:
-                answer = self.enqueue(queue, mode)
-            except (ProcessError, KeyError) as exc:
-                result.errors[column] = str(exc)
-                continue
-            if answer.get("unsupported"):
-                result.values[column] = None
-                continue
-            filled += int(answer["count"]) + int(answer.get("warmup", 0))
-            result.values[column] = answer["count"] / answer["seconds"]
-        result.details["filled"] = filled
+        for step in self.steps():
+            step()
+        return self.result
+
+    def step_enqueue(self, mode: str) -> None:
         try:
-            work = self.processing(queue, filled)
-            result.values["processing"] = work["done"] / work["seconds"]
-            result.details["processing"] = {"jobs": work["done"], "seconds": work["seconds"]}
+            answer = self.enqueue(self.queue, mode)
         except (ProcessError, KeyError) as exc:
-            result.errors["processing"] = str(exc)
+            self.result.errors[mode] = str(exc)
+            return
+        if answer.get("unsupported"):
+            self.result.values[mode] = None
+            return
+        self.filled += int(answer["count"]) + int(answer.get("warmup", 0))
+        self.result.details["filled"] = self.filled
+        self.result.values[mode] = answer["count"] / answer["seconds"]
+
+    def step_processing(self) -> None:
         try:
-            latency = self.latency(f"{queue}-lat", self.sizes.rate, self.sizes.latency_s)
-            result.values["p50"] = latency["add_to_start"]["p50_ms"]
-            result.values["p99"] = latency["add_to_start"]["p99_ms"]
-            result.details["latency"] = latency
+            work = self.processing(self.queue, self.filled)
+            self.result.values["processing"] = work["done"] / work["seconds"]
+            self.result.details["processing"] = {"jobs": work["done"], "seconds": work["seconds"]}
         except (ProcessError, KeyError) as exc:
-            result.errors["p50"] = result.errors["p99"] = str(exc)
-        return result
+            self.result.errors["processing"] = str(exc)
+        # What the worker left (past the time limit) goes now, not at the end of the run.
+        remove_run_keys(self.redis_url, self.queue)
+
+    def step_latency(self) -> None:
+        try:
+            latency = self.latency(f"{self.queue}-lat", self.sizes.rate, self.sizes.latency_s)
+            self.result.values["p50"] = latency["add_to_start"]["p50_ms"]
+            self.result.values["p99"] = latency["add_to_start"]["p99_ms"]
+            self.result.details["latency"] = latency
+        except (ProcessError, KeyError) as exc:
+            self.result.errors["p50"] = self.result.errors["p99"] = str(exc)
+        remove_run_keys(self.redis_url, self.queue)
 
     def processing(self, queue: str, count: int) -> dict[str, Any]:
         """One worker process on the jobs the enqueue scenarios left: from its start until

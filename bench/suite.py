@@ -130,11 +130,12 @@ def versions(redis_url: str, peers: list[str]) -> dict[str, str]:
 def run_table(
     procs: Processes, args: argparse.Namespace, sizes: Sizes, token: str, address: str
 ) -> list[PeerResult]:
+    """Column by column: each scenario runs for every peer, one after the other, before the
+    next scenario starts, so that a column's numbers are measured close together in time (the
+    machine's load drifts)."""
     specs = peer_specs()
-    results = []
-    for name in args.peers:
-        log(f"== {name}")
-        runner = PeerRunner(
+    runners = [
+        PeerRunner(
             procs,
             specs[name],
             args.redis_url,
@@ -142,13 +143,18 @@ def run_table(
             sizes,
             address if name == "jobbroker" else "",
         )
-        result = runner.all()
-        log(f"   {json.dumps({k: v for k, v in result.values.items()})}")
-        for key, message in result.errors.items():
-            log(f"   {key} failed: {message}")
-        results.append(result)
-        remove_run_keys(args.redis_url, f"{token}-{name}")
-    return results
+        for name in args.peers
+    ]
+    titles = ["enqueue 1 by 1", "enqueue 100 in flight", "bulk enqueue", "processing", "latency"]
+    for n, title in enumerate(titles):
+        for runner in runners:
+            log(f"== {title}: {runner.spec.name}")
+            runner.steps()[n]()
+            log(f"   {json.dumps(runner.result.values)}")
+    for runner in runners:
+        for key, message in runner.result.errors.items():
+            log(f"{runner.spec.name} {key} failed: {message}")
+    return [runner.result for runner in runners]
 
 
 def run_extras(
