@@ -62,6 +62,10 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
 def emit(result: dict[str, Any], out: TextIO | None = None) -> None:
     """Print a process's answer for the runner."""
     stream = out or sys.stdout
+    # An event loop may have left the pipe non-blocking: a long answer would then stop at
+    # the pipe's 64 KiB with BlockingIOError.
+    with contextlib.suppress(OSError, ValueError):
+        os.set_blocking(stream.fileno(), True)
     stream.write(RESULT_PREFIX + json.dumps(result) + "\n")
     stream.flush()
 
@@ -131,6 +135,34 @@ class ProcessError(RuntimeError):
     """A benchmark process failed or gave no answer."""
 
 
+class Output:
+    """Everything a process prints on stdout, read by one thread from start to end (so the
+    process never blocks on a full pipe), and when it said it was ready."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.ready_at = 0.0
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            word, _, when = line.strip().partition(" ")
+            if word == READY and not self.ready.is_set():
+                self.ready_at = float(when or now())
+                self.ready.set()
+            with self.changed:
+                self.lines.append(line)
+                self.changed.notify_all()
+
+    def text(self) -> str:
+        with self.changed:
+            return "".join(self.lines)
+
+
 class Processes:
     """Every process the suite starts, each in its own process group, so that :meth:`kill_all`
     (on the way out, also after Ctrl-C or an error) ends it with all its children."""
@@ -138,6 +170,7 @@ class Processes:
     def __init__(self) -> None:
         self._started: list[subprocess.Popen[str]] = []
         self._errors: dict[int, IO[str]] = {}
+        self._outputs: dict[int, Output] = {}
 
     def start(
         self, command: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None
@@ -146,6 +179,7 @@ class Processes:
         errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by forget)
         proc = subprocess.Popen(
             list(command),
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=errors,
             text=True,
@@ -155,6 +189,7 @@ class Processes:
         )
         self._started.append(proc)
         self._errors[proc.pid] = errors
+        self._outputs[proc.pid] = Output(proc)
         return proc
 
     def stderr(self, proc: subprocess.Popen[str]) -> str:
@@ -182,38 +217,35 @@ class Processes:
         if proc in self._started:
             self._started.remove(proc)
 
+    def forget(self, proc: subprocess.Popen[str]) -> None:
+        """Drop what was kept of a stopped process."""
+        errors = self._errors.pop(proc.pid, None)
+        if errors is not None:
+            errors.close()
+        self._outputs.pop(proc.pid, None)
+
+    def kill_all(self) -> None:
+        for proc in list(self._started):
+            self.stop(proc, timeout=2.0)
+            self.forget(proc)
+
     def start_server(
         self, command: Sequence[str], *, timeout: float = 30.0, cwd: str | None = None
     ) -> tuple[subprocess.Popen[str], str]:
         """Start a server that prints "listening on HOST:PORT"; return it and the address."""
         proc = self.start(command, cwd=cwd)
-        box: list[str] = []
-
-        def reader() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if not box and "listening on " in line:
-                    box.append(line.split("listening on ", 1)[1].split()[0])
-                # and keep reading, so that the server never blocks on a full pipe
-
-        threading.Thread(target=reader, daemon=True).start()
+        output = self._outputs[proc.pid]
         deadline = now() + timeout
-        while not box and proc.poll() is None and now() < deadline:
-            time.sleep(0.02)
-        if not box:
-            self.stop(proc)
-            err = self.stderr(proc)
-            raise ProcessError(f"{_show(command)}: did not start\n{_tail(err)}")
-        return proc, box[0]
-
-    def forget(self, proc: subprocess.Popen[str]) -> None:
-        errors = self._errors.pop(proc.pid, None)
-        if errors is not None:
-            errors.close()
-
-    def kill_all(self) -> None:
-        for proc in list(self._started):
-            self.stop(proc, timeout=2.0)
+        with output.changed:
+            while proc.poll() is None and now() < deadline:
+                for line in output.lines:
+                    if "listening on " in line:
+                        return proc, line.split("listening on ", 1)[1].split()[0]
+                output.changed.wait(0.1)
+        self.stop(proc)
+        err = self.stderr(proc)
+        self.forget(proc)
+        raise ProcessError(f"{_show(command)}: did not start\n{_tail(err)}")
 
     def run(
         self,
@@ -229,44 +261,38 @@ class Processes:
     def wait_ready(
         self, proc: subprocess.Popen[str], command: Sequence[str], timeout: float
     ) -> float:
-        """Read the process's output until it says it is ready; return when it was."""
-        box: list[float] = []
-
-        def reader() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                word, _, when = line.strip().partition(" ")
-                if word == READY:
-                    box.append(float(when or now()))
-                    return
-
-        thread = threading.Thread(target=reader, daemon=True)
-        thread.start()
-        thread.join(timeout)
-        if not box:
-            self.stop(proc)
-            err = self.stderr(proc)
-            self.forget(proc)
-            raise ProcessError(f"{_show(command)}: not ready within {timeout:.0f} s\n{_tail(err)}")
-        return box[0]
+        """Wait until the process says it is ready; return when it was (:data:`now`)."""
+        output = self._outputs[proc.pid]
+        deadline = now() + timeout
+        while not output.ready.wait(0.1):
+            if proc.poll() is not None or now() > deadline:
+                self.stop(proc)
+                err = self.stderr(proc)
+                self.forget(proc)
+                raise ProcessError(
+                    f"{_show(command)}: not ready within {timeout:.0f} s\n{_tail(err)}"
+                )
+        return output.ready_at
 
     def finish(
         self, proc: subprocess.Popen[str], command: Sequence[str], timeout: float
     ) -> dict[str, Any]:
         """Wait for a started process's answer, then make sure it and its children are gone."""
-        out: str | None = ""
+        output = self._outputs[proc.pid]
         timed_out = False
         try:
-            out, _ = proc.communicate(timeout=timeout)
+            proc.wait(timeout)
+            output.thread.join(10)
         except subprocess.TimeoutExpired:
             timed_out = True
         finally:
             self.stop(proc)
             err = self.stderr(proc)
+            out = output.text()
             self.forget(proc)
         if timed_out:
             raise ProcessError(f"{_show(command)}: no answer within {timeout:.0f} s\n{_tail(err)}")
-        return answer(command, proc.returncode, out or "", err)
+        return answer(command, proc.returncode, out, err)
 
 
 def answer(command: Sequence[str], code: int | None, out: str, err: str) -> dict[str, Any]:
