@@ -20,12 +20,16 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, TextIO, TypeVar
 
 T = TypeVar("T")
 
+RESULT_FILE_ENV = "JBBENCH_RESULT_FILE"
+"""Where a process writes its answer (JSON), when the runner sets it: a file, because a long
+answer on stdout was seen cut short at a pipe-buffer boundary."""
 RESULT_PREFIX = "RESULT "
-"""A peer's process prints its answer as one line: this prefix, then JSON."""
+"""Without RESULT_FILE_ENV, a process prints its answer as one line: this prefix, then JSON."""
 READY = "READY"
 """A worker process prints this word once it is consuming, then the time (:data:`now`)."""
 
@@ -60,12 +64,13 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
 
 
 def emit(result: dict[str, Any], out: TextIO | None = None) -> None:
-    """Print a process's answer for the runner."""
+    """Hand the process's answer to the runner (see RESULT_FILE_ENV)."""
+    path = os.environ.get(RESULT_FILE_ENV)
+    if path and out is None:
+        Path(path + ".tmp").write_text(json.dumps(result))
+        os.replace(path + ".tmp", path)
+        return
     stream = out or sys.stdout
-    # An event loop may have left the pipe non-blocking: a long answer would then stop at
-    # the pipe's 64 KiB with BlockingIOError.
-    with contextlib.suppress(OSError, ValueError):
-        os.set_blocking(stream.fileno(), True)
     stream.write(RESULT_PREFIX + json.dumps(result) + "\n")
     stream.flush()
 
@@ -171,12 +176,16 @@ class Processes:
         self._started: list[subprocess.Popen[str]] = []
         self._errors: dict[int, IO[str]] = {}
         self._outputs: dict[int, Output] = {}
+        self._results: dict[int, str] = {}
 
     def start(
         self, command: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None
     ) -> subprocess.Popen[str]:
         # stderr goes to a file: a chatty process must never block on a full pipe.
         errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by forget)
+        handle, result_path = tempfile.mkstemp(prefix="jbbench-", suffix=".json")
+        os.close(handle)
+        os.unlink(result_path)  # the process makes it when it answers
         proc = subprocess.Popen(
             list(command),
             stdin=subprocess.DEVNULL,
@@ -184,9 +193,10 @@ class Processes:
             stderr=errors,
             text=True,
             start_new_session=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {}), RESULT_FILE_ENV: result_path},
             cwd=cwd,
         )
+        self._results[proc.pid] = result_path
         self._started.append(proc)
         self._errors[proc.pid] = errors
         self._outputs[proc.pid] = Output(proc)
@@ -223,6 +233,12 @@ class Processes:
         if errors is not None:
             errors.close()
         self._outputs.pop(proc.pid, None)
+        result_path = self._results.pop(proc.pid, None)
+        if result_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(result_path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(result_path + ".tmp")
 
     def kill_all(self) -> None:
         for proc in list(self._started):
@@ -289,9 +305,13 @@ class Processes:
             self.stop(proc)
             err = self.stderr(proc)
             out = output.text()
+            result_path = Path(self._results.get(proc.pid, "/nonexistent"))
+            written = result_path.read_text() if result_path.is_file() else ""
             self.forget(proc)
         if timed_out:
             raise ProcessError(f"{_show(command)}: no answer within {timeout:.0f} s\n{_tail(err)}")
+        if written:
+            out = RESULT_PREFIX + written + "\n"
         return answer(command, proc.returncode, out, err)
 
 

@@ -8,6 +8,7 @@
 // in seconds. The worker runs at concurrency 100; "done" counts its `completed` events.
 'use strict';
 
+const fs = require('fs');
 const { Queue, Worker } = require('bullmq');
 const IORedis = require('ioredis');
 
@@ -57,9 +58,15 @@ function parse(argv) {
   return args;
 }
 
-// Resolves once the line is written: stdout to a pipe is asynchronous in Node, and
-// process.exit() would cut a long line short.
+// The answer goes to the file the runner names in JBBENCH_RESULT_FILE (else to stdout, once
+// written: stdout to a pipe is asynchronous in Node, and process.exit() would cut it short).
 function emit(result) {
+  const path = process.env.JBBENCH_RESULT_FILE;
+  if (path) {
+    fs.writeFileSync(path + '.tmp', JSON.stringify(result));
+    fs.renameSync(path + '.tmp', path);
+    return Promise.resolve();
+  }
   return new Promise((resolve) => {
     process.stdout.write('RESULT ' + JSON.stringify(result) + '\n', resolve);
   });
