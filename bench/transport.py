@@ -1,0 +1,84 @@
+"""The transport floor: a bare grpc.aio unary call between two Python processes, with no
+project code: a generic-handler echo service (raw bytes, no protobuf) and a client that keeps
+``--in-flight`` calls going for ``--duration`` seconds. Both sides on uvloop when it is there,
+like the broker and the worker SDK.
+
+    python -m bench.transport serve              # prints "listening on 127.0.0.1:PORT"
+    python -m bench.transport call --address A --in-flight 100 --duration 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import grpc
+
+from bench.common import emit, now, run_loop
+
+METHOD = "/bench.Echo/Echo"
+PAYLOAD = b'{"queue":"bench","name":"noop","data":{"i":1,"t":1.0}}'
+"""About the size of an Add request."""
+
+
+def _identity(value: bytes) -> bytes:
+    return value
+
+
+async def _echo(request: bytes, context: Any) -> bytes:
+    return request
+
+
+async def serve() -> None:
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo",
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(
+                _echo, request_deserializer=_identity, response_serializer=_identity
+            )
+        },
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"echo listening on 127.0.0.1:{port}", flush=True)
+    await server.wait_for_termination()
+
+
+async def call(address: str, in_flight: int, duration: float) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        echo = channel.unary_unary(
+            METHOD, request_serializer=_identity, response_deserializer=_identity
+        )
+        await echo(PAYLOAD)  # connected
+        deadline = now() + duration
+
+        async def lane() -> int:
+            calls = 0
+            while now() < deadline:
+                await echo(PAYLOAD)
+                calls += 1
+            return calls
+
+        started = now()
+        counts = await asyncio.gather(*(lane() for _ in range(in_flight)))
+        return {"count": sum(counts), "seconds": now() - started}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the bare grpc.aio unary floor")
+    parser.add_argument("command", choices=["serve", "call"])
+    parser.add_argument("--address", default="")
+    parser.add_argument("--in-flight", type=int, default=100)
+    parser.add_argument("--duration", type=float, default=3.0)
+    args = parser.parse_args()
+    if args.command == "serve":
+        run_loop(serve())
+    else:
+        emit(run_loop(call(args.address, args.in_flight, args.duration)))
+
+
+if __name__ == "__main__":
+    main()
