@@ -20,9 +20,8 @@ from jobbroker import AsyncClient, Event
 from bench.common import Processes, latency_summary, now, run_loop
 from bench.scenarios import ROOT, PeerRunner, Sizes, peer_specs
 
-DURABILITY_FLAGS: tuple[str, ...] | None = None
-"""The broker's flags for its durability option, measured against the default broker when set
-(for example ``("--durability", "fsync")``); None while the broker has no such option."""
+DURABILITY_FLAGS: tuple[str, ...] = ("--durability", "replicas", "--durability-replicas", "1")
+"""The broker's flags for its durability option, measured against the default broker."""
 
 
 def broker_command(redis_url: str, flags: Sequence[str] = ()) -> list[str]:
@@ -34,17 +33,6 @@ def start_broker(
     procs: Processes, redis_url: str, flags: Sequence[str] = ()
 ) -> tuple[subprocess.Popen[str], str]:
     return procs.start_server(broker_command(redis_url, flags), cwd=str(ROOT))
-
-
-def durability_option() -> str:
-    """The broker's help lines that mention durability, if any."""
-    help_text = subprocess.run(
-        [sys.executable, "-m", "jobbroker_broker", "--help"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    return " ".join(line.strip() for line in help_text.splitlines() if "durab" in line.lower())
 
 
 class Extras:

