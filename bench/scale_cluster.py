@@ -28,23 +28,10 @@ from pathlib import Path
 import grpc
 from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from quick_throughput import work
-from support import preload, start_broker
+from support import broker_command, preload, start_broker
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "scale"))
 from topologies import Cluster, Server, free_ports
-
-
-def broker_command(redis_url: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "jobbroker_broker",
-        "--port",
-        "0",
-        "--redis-url",
-        redis_url,
-        *extra,
-    ]
 
 
 def throughput(redis_url: str, jobs: int) -> tuple[float, float]:

@@ -13,21 +13,27 @@ import redis
 from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 
+def broker_command(redis_url: str, *extra: str) -> list[str]:
+    """``python -m jobbroker_broker`` on a free port over ``redis_url``, with ``extra`` flags."""
+    return [
+        sys.executable,
+        "-m",
+        "jobbroker_broker",
+        "--port",
+        "0",
+        "--redis-url",
+        redis_url,
+        *extra,
+    ]
+
+
 def start_broker(
     command: list[str] | None = None, redis_url: str = ""
 ) -> tuple[subprocess.Popen[str], str]:
-    """Start a broker process (by default `python -m jobbroker_broker --port 0`); returns it and
-    the address it printed."""
+    """Start a broker process (by default :func:`broker_command`); returns it and the address it
+    printed."""
     if command is None:
-        command = [
-            sys.executable,
-            "-m",
-            "jobbroker_broker",
-            "--port",
-            "0",
-            "--redis-url",
-            redis_url,
-        ]
+        command = broker_command(redis_url)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
