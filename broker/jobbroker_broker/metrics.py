@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import redis.exceptions
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -136,15 +136,23 @@ class Metrics:
             registry=registry,
         )
 
-    def attempt_ended(self, queue: str, state: str, run_ms: int) -> None:
-        """A worker completed or failed an attempt; ``state`` is the job's state after it."""
-        if state == "completed":
-            self.completed.labels(queue).inc()
-        elif state == "failed":
-            self.failed.labels(queue).inc()
-        elif state in ("waiting", "delayed"):
-            self.retried.labels(queue).inc()
-        self.run_seconds.labels(queue).observe(max(0, run_ms) / 1000)
+    def attempts_ended(self, queue: str, ended: Sequence[tuple[bytes | str, int]]) -> None:
+        """Workers completed or failed attempts: each the job's state after it, and how long
+        the attempt ran in ms. One call per batch: label lookups cost more than the counting."""
+        if not ended:
+            return
+        states = Tally(state.decode() if isinstance(state, bytes) else state for state, _ in ended)
+        for counter, names in (
+            (self.completed, ("completed",)),
+            (self.failed, ("failed",)),
+            (self.retried, ("waiting", "delayed")),
+        ):
+            count = sum(states[name] for name in names)
+            if count:
+                counter.labels(queue).inc(count)
+        histogram = self.run_seconds.labels(queue)
+        for _, run_ms in ended:
+            histogram.observe(max(0, run_ms) / 1000)
 
     def leased(self, queue: str, wait_ms: Iterable[int]) -> None:
         """Jobs were leased; a wait of -1 is not a first start."""

@@ -346,6 +346,7 @@ class Store:
             args += [item.job_id, item.token, *item.args]
         out = await self.call(script, queue, args)
         results = []
+        ended: list[tuple[bytes | str, int]] = []
         for i, item in enumerate(items):
             row = out[i * width : (i + 1) * width]
             if row[0]:
@@ -354,7 +355,8 @@ class Store:
                 continue
             results.append(ItemResult(None, _state(row[1]), int(row[2]) if width > 3 else 0))
             if width > 2:  # complete and fail rows end with the attempt's run time
-                self.metrics.attempt_ended(queue, _decode(row[1]), int(row[-1]))
+                ended.append((row[1], int(row[-1])))
+        self.metrics.attempts_ended(queue, ended)
         return results
 
     async def complete(self, queue: str, items: Sequence[Outcome]) -> list[ItemResult]:
