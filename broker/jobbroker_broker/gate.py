@@ -16,7 +16,7 @@ Health checks pass untouched, so load balancers can probe a broker without a tok
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -25,6 +25,7 @@ import grpc
 from . import access
 from .access import Identity
 from .errors import BrokerError, LimitExceeded, Unauthenticated, Unavailable, abort
+from .interceptors import WrappingInterceptor, rebuild
 from .loops import wait_set
 from .settings import Settings
 from .tokens import TOKEN_RE, TokenBook
@@ -80,13 +81,13 @@ def bearer_token(context: Context) -> str:
     )
 
 
-class Gate(grpc.aio.ServerInterceptor):
+class Gate(WrappingInterceptor):
     def __init__(self, settings: Settings, book: TokenBook | None) -> None:
+        super().__init__()
         self.settings = settings
         self.book = book
         """The tokens in force; None: authentication is off. Replaced on reload."""
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_limit_burst)
-        self._handlers: dict[str, Handler] = {}
         self.closing = False
         """Set on shutdown: new calls are refused with UNAVAILABLE / SHUTTING_DOWN (before
         they do anything, so clients may send them again elsewhere)."""
@@ -149,19 +150,20 @@ class Gate(grpc.aio.ServerInterceptor):
 
     # --- wrapping handlers -----------------------------------------------------------------
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        method: str = details.method
-        wrapped = self._handlers.get(method)
-        if wrapped is None:
-            handler = await continuation(details)
-            if handler is None or method in access.OPEN_METHODS:
-                return handler
-            wrapped = self._handlers[method] = self._wrap(method, handler)
-        return wrapped
+    def wrap_handler(self, method: str, handler: Handler) -> Handler:
+        if method in access.OPEN_METHODS:
+            return handler
+        wrappers = {
+            "unary_unary": self._unary,
+            "unary_stream": self._server_stream,
+            "stream_stream": self._bidi_stream,
+        }
+        # No client-streaming method exists; were one added, it would need its own wrapper.
+        return rebuild(
+            handler,
+            lambda kind, behavior: wrappers[kind](method, behavior),
+            self._deserializer(handler),
+        )
 
     def _deserializer(self, handler: Handler) -> Callable[[bytes], Any]:
         parse = handler.request_deserializer
@@ -173,23 +175,6 @@ class Gate(grpc.aio.ServerInterceptor):
             return parse(data) if parse is not None else data
 
         return deserialize
-
-    def _wrap(self, method: str, handler: Handler) -> Handler:
-        deserialize = self._deserializer(handler)
-        serialize = handler.response_serializer
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary), deserialize, serialize
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._server_stream(method, handler.unary_stream), deserialize, serialize
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._bidi_stream(method, handler.stream_stream), deserialize, serialize
-            )
-        return handler  # no client-streaming method exists
 
     def _unary(self, method: str, behavior: Any) -> Any:
         async def unary(request: Any, context: Context) -> Any:

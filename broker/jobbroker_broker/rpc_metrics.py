@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from .interceptors import WrappingInterceptor, rebuild
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -36,11 +37,10 @@ def _method(full: str) -> str:
     return full[1:] if full.startswith("/") else full
 
 
-class RpcMetrics(grpc.aio.ServerInterceptor):
+class RpcMetrics(WrappingInterceptor):
     def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
         self.metrics = metrics
-        # Wrapped once per method, not per call: the servicers' handlers do not change.
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     def _observe(self, method: str, context: Context, started: float, error: Any) -> None:
         self.metrics.rpc_seconds.labels(method, _code(context, error)).observe(
@@ -85,40 +85,9 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
 
         return timed_stream if inspect.isasyncgenfunction(behavior) else timed
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        known = self._wrapped.get(handler_call_details.method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self._wrap_handler(_method(handler_call_details.method), handler)
-        self._wrapped[handler_call_details.method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap_handler(self, method: str, handler: Handler) -> Handler:
-        serializers = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap(method, handler.unary_unary, False), **serializers
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._wrap(method, handler.stream_unary, True), **serializers
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap(method, handler.unary_stream, True), **serializers
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._wrap(method, handler.stream_stream, True), **serializers
-            )
-        return handler
+    def wrap_handler(self, method: str, handler: Handler) -> Handler:
+        name = _method(method)
+        return rebuild(
+            handler,
+            lambda kind, behavior: self._wrap(name, behavior, kind != "unary_unary"),
+        )
