@@ -79,8 +79,6 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             validation.MAX_LEASE_MS,
         )
         wait_ms = validation.bounded(request.wait_ms, "wait_ms", 0, 0, validation.MAX_WAIT_MS)
-        if self.parts.streams.closing:  # shutting down: lease nothing more here
-            return worker_service_pb2.LeaseResponse()
         jobs, held = await self._lease_once(queue, worker_id, max_jobs, lease_ms)
         if jobs or not wait_ms:
             return worker_service_pb2.LeaseResponse(jobs=jobs)
@@ -100,7 +98,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         try:
             while True:
                 ready.clear()
-                if self.parts.streams.closing:
+                if self.parts.streams.closing:  # shutting down: a long poll ends empty
                     return worker_service_pb2.LeaseResponse()
                 jobs, held = await self._lease_once(queue, worker_id, max_jobs, lease_ms)
                 remaining = deadline - loop.time()
