@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -234,23 +235,34 @@ def durability(
 ) -> dict[str, Any]:
     """The cost of ``--durability replicas``: adds one by one and 100 in flight through a
     broker on a private primary with one replica, with the option off and on. (The shared
-    Redis has no replica to wait for; this pair lives only for the step.)"""
+    Redis has no replica to wait for; this pair lives only for the step.)
+
+    Each server gets a directory of its own: a replica writes the RDB of its full sync into
+    its ``--dir`` even with ``--save ""``, and the default is the current directory."""
     primary_port, replica_port = free_port(), free_port()
     common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     common += ["--repl-diskless-sync-delay", "0"]
     binary = redis_server_binary()
+    scratch = Path(tempfile.mkdtemp(prefix="jbbench-durability-"))
     servers = [
-        procs.start([binary, "--port", str(primary_port), *common]),
+        procs.start(
+            [binary, "--port", str(primary_port), *common, "--dir", str(scratch)], cwd=str(scratch)
+        ),
         procs.start(
             [
                 binary,
                 "--port",
                 str(replica_port),
                 *common,
+                "--dir",
+                str(scratch),
+                "--dbfilename",
+                "replica.rdb",
                 "--replicaof",
                 "127.0.0.1",
                 str(primary_port),
-            ]
+            ],
+            cwd=str(scratch),
         ),
     ]
     url = f"redis://127.0.0.1:{primary_port}/0"
@@ -276,6 +288,7 @@ def durability(
         for server in servers:
             procs.stop(server)
             procs.forget(server)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def redis_server_binary() -> str:

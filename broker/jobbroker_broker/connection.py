@@ -156,7 +156,7 @@ def _no_ssl_flag(options: dict[str, Any]) -> dict[str, Any]:
 def make_sentinel(target: RedisTarget, settings: Settings) -> Sentinel:
     """A client of the Sentinels a ``redis+sentinel://`` URL names."""
     options = _no_ssl_flag(target.options)
-    return Sentinel(  # type: ignore[no-untyped-call]
+    return Sentinel(
         list(target.nodes),
         sentinel_kwargs={
             "socket_connect_timeout": settings.redis_connect_timeout,

@@ -5,8 +5,10 @@ The peers (BullMQ, arq, ...) are not needed.
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -16,7 +18,7 @@ from bench.cleanup import new_token, remove_run_keys
 from bench.common import Processes, percentile
 from bench.extras import Extras, start_broker
 from bench.scenarios import PeerRunner, Sizes, peer_specs
-from bench.suite import transport
+from bench.suite import durability, transport
 
 SIZES = Sizes(
     enqueue_s=0.3,
@@ -110,6 +112,23 @@ def test_extras_measure_real_events_and_memory(
         assert not any(token in m.decode() for m in client.smembers("jb:queues"))
     finally:
         client.close()
+
+
+def test_durability_step_leaves_no_redis_files_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step's primary and replica write nothing into the directory the suite runs from
+    (its replica's full-sync RDB once landed in the repository as ``dump.rdb``)."""
+    monkeypatch.chdir(tmp_path)
+    procs = Processes()
+    token = new_token()
+    try:
+        result = durability(procs, argparse.Namespace(), SIZES, token)
+    finally:
+        procs.kill_all()
+    assert result["off"]["seq"] > 0
+    assert result["on"]["inflight"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -91,6 +91,23 @@ def readme_commands(readme: str) -> list[str]:
     return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
 
 
+def run_demo_job(command: str, bin_dir: Path, cwd: Path, env: dict[str, str]) -> None:
+    """Run a ``jobbroker add demo sleep ... --watch`` command with the CLI of ``bin_dir``; it
+    must see the job complete."""
+    watched = subprocess.run(
+        command,
+        shell=True,
+        cwd=cwd,
+        env={**env, "PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert watched.returncode == 0, (watched.stdout, watched.stderr)
+    assert "completed" in watched.stdout
+
+
 def test_the_readme_run_command_on_a_clean_checkout(tmp_path: Path, children: Children) -> None:
     repo = checkout(tmp_path / "jobbroker")
     commands = readme_commands((repo / "README.md").read_text())
@@ -108,18 +125,37 @@ def test_the_readme_run_command_on_a_clean_checkout(tmp_path: Path, children: Ch
 
     # The example command as printed, run with the CLI of the new venv.
     command = example.group(1).replace('{"seconds": 3}', '{"seconds": 1}')
-    watched = subprocess.run(
-        command,
-        shell=True,
-        cwd=repo,
-        env={**env, "PATH": f"{repo / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert watched.returncode == 0, (watched.stdout, watched.stderr)
-    assert "completed" in watched.stdout
+    run_demo_job(command, repo / ".venv" / "bin", repo, env)
     assert (repo / ".jobbroker" / "data" / "appendonly.aof").exists()
 
+    assert serve.terminate() == 0, serve.stderr()
+
+
+def test_the_dependency_ranges_install_and_run(tmp_path: Path, children: Children) -> None:
+    """What a user's ``pip install jobbroker`` gets: the newest releases pyproject.toml's ranges
+    allow, not the lock's pins (./scripts/test and ./scripts/run install those). The broker, its
+    embedded Redis, the demo worker and the CLI run a job on them."""
+    repo = checkout(tmp_path / "jobbroker")
+    env = fresh_env()
+    venv = tmp_path / "venv"
+    subprocess.run([env["PYTHON"], "-m", "venv", str(venv)], check=True, timeout=120)
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(repo)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr[-4000:]
+    port = free_port()
+    serve = children.start(
+        "serve",
+        [str(venv / "bin" / "jobbroker"), "serve", "--demo", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+    )
+    serve.expect(LISTENING, 60)
+    command = "jobbroker add demo sleep --data '{\"seconds\": 1}' --watch"
+    run_demo_job(command, venv / "bin", tmp_path, {**env, "JOBBROKER_ADDRESS": f"127.0.0.1:{port}"})
     assert serve.terminate() == 0, serve.stderr()

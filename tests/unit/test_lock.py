@@ -1,0 +1,58 @@
+"""requirements/lock.txt, the pinned set ./scripts/test and ./scripts/run install, is in step with
+pyproject.toml's ranges: every dependency of every extra is pinned, at a version its range
+allows. (A dependency missing from the lock would be installed at whatever is newest, which is
+how a new release broke a fresh clone once.) ./scripts/lock refreshes the lock."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parents[2]
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
+
+
+def pinned() -> dict[str, Version]:
+    pins: dict[str, Version] = {}
+    for line in (ROOT / "requirements" / "lock.txt").read_text().splitlines():
+        match = PIN.match(line)
+        if match:
+            pins[canonicalize_name(match.group(1))] = Version(match.group(2))
+    return pins
+
+
+def declared() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = list(project["dependencies"])
+    for extra in project.get("optional-dependencies", {}).values():
+        names += extra
+    return [Requirement(name) for name in names]
+
+
+def test_every_declared_dependency_is_pinned_within_its_range() -> None:
+    pins = pinned()
+    problems = []
+    for requirement in declared():
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        version = pins.get(canonicalize_name(requirement.name))
+        if version is None:
+            problems.append(f"{requirement}: not in the lock")
+        elif not requirement.specifier.contains(version, prereleases=True):
+            problems.append(f"{requirement}: the lock pins {version}")
+    assert problems == [], "run ./scripts/lock: " + "; ".join(problems)
+
+
+def test_the_lock_pins_exact_versions_only() -> None:
+    lines = [
+        line
+        for line in (ROOT / "requirements" / "lock.txt").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert lines
+    assert all(PIN.match(line) for line in lines), [line for line in lines if not PIN.match(line)]
