@@ -19,6 +19,7 @@ import grpc_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
+OWN_PROTOS = PROTO_ROOT / "jobbroker"
 OUT_PACKAGE = ROOT / "clients" / "python" / "jobbroker" / "v1"
 INIT = '"""Generated gRPC stubs of jobbroker.v1 (do not edit; run scripts/gen_protos.py)."""\n'
 
@@ -31,7 +32,10 @@ def _plugin(name: str) -> str:
 
 
 def generate(out_root: Path) -> None:
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    # Only our package: the vendored google/rpc and grpc/health protos beside it are for other
+    # languages' generators; Python gets them from googleapis-common-protos and
+    # grpcio-health-checking.
+    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in OWN_PROTOS.rglob("*.proto"))
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     cmd = [
         sys.executable,

@@ -33,9 +33,11 @@ EVENT_TYPES: dict[bytes, int] = {
     b"paused": events_pb2.EVENT_TYPE_PAUSED,
     b"resumed": events_pb2.EVENT_TYPE_RESUMED,
     b"cleaned": events_pb2.EVENT_TYPE_CLEANED,
+    b"purged": events_pb2.EVENT_TYPE_PURGED,
     b"drained": events_pb2.EVENT_TYPE_DRAINED,
 }
-EVENT_NAMES: dict[int, bytes] = {v: k for k, v in EVENT_TYPES.items()}
+FINAL_EVENTS = frozenset({b"completed", b"cancelled", b"removed", b"retries-exhausted"})
+"""Events after which a job's progress stream ends (``JobEvent.final``)."""
 TERMINAL_STATES = frozenset(
     {job_pb2.JOB_STATE_COMPLETED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
 )
@@ -154,11 +156,20 @@ def stream_id_key(event_id: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def _event_type(name: bytes, fields: Fields) -> int:
+    if name == b"drained" and b"c" in fields:
+        # Written by a broker from before `purged`: DrainQueue's event (with a count) was
+        # named `drained`, which now means BullMQ's "ran empty" (never with a count).
+        return events_pb2.EVENT_TYPE_PURGED
+    return EVENT_TYPES.get(name, events_pb2.EVENT_TYPE_UNSPECIFIED)
+
+
 def event(queue: str, event_id: bytes, fields: Fields) -> events_pb2.JobEvent:
     """A queue event from its stream entry."""
+    name = fields.get(b"e", b"")
     ev = events_pb2.JobEvent(
         event_id=event_id.decode(),
-        type=EVENT_TYPES.get(fields.get(b"e", b""), events_pb2.EVENT_TYPE_UNSPECIFIED),  # type: ignore[arg-type]
+        type=_event_type(name, fields),  # type: ignore[arg-type]
         queue=queue,
         job_id=_text(fields, b"j"),
         timestamp_ms=stream_id_key(event_id)[0],
@@ -169,6 +180,7 @@ def event(queue: str, event_id: bytes, fields: Fields) -> events_pb2.JobEvent:
         fence=_int(fields, b"f"),
         name=_text(fields, b"n"),
         count=_int(fields, b"c"),
+        final=name in FINAL_EVENTS,
     )
     if b"pp" in fields or b"pv" in fields:
         ev.progress.CopyFrom(progress(fields))

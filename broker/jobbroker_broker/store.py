@@ -255,16 +255,19 @@ class Store:
         """Up to `count` events of a queue after an id (exclusive), oldest first, and whether
         events after that id were trimmed away, both read in one MULTI (count 0: only the
         latter)."""
-        key = self.keys(queue).key("events")
+        keys = self.keys(queue)
+        key = keys.key("events")
         with redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.xinfo_stream(key)
+                pipe.hget(keys.key("meta"), "trimmed")
                 if count:
                     pipe.xrange(key, min=f"({after_id}", count=count)
-                info, *rows = await pipe.execute(raise_on_error=False)
+                info, trimmed, *rows = await pipe.execute(raise_on_error=False)
         if rows and isinstance(rows[0], Exception):
             raise rows[0]
-        return list(rows[0] or []) if rows else [], _lost_after(info, after_id)
+        lost = _lost_after(info, trimmed if isinstance(trimmed, bytes) else None, after_id)
+        return list(rows[0] or []) if rows else [], lost
 
     async def newest_event_id(self, queue: str) -> str:
         """The id of the newest event the queue keeps ('' when it keeps none)."""
@@ -466,14 +469,20 @@ async def iterate_events(
         position = _decode(rows[-1][0])
 
 
-def _lost_after(info: Any, position: str) -> bool:
+def _lost_after(info: Any, trimmed: bytes | None, position: str) -> bool:
     """True when the stream was trimmed and `position` is older than the oldest event it keeps
-    (trimming removes the oldest events first and does not record what it removed, so "0-0" on
-    a never-trimmed stream is not flagged, an older id on a trimmed one is)."""
+    (trimming removes the oldest events first, so "0-0" on a never-trimmed stream is not
+    flagged, an older id on a trimmed one is). Whether anything was ever removed: Redis 7
+    counts what was added (`entries-added` > `length`); Redis 6.2 does not, and there the
+    count the scripts keep of what they trimmed (`trimmed` in the queue's meta hash) says."""
     if not isinstance(info, dict):
         return False  # no stream: no event was ever kept, none was lost
     added, length = info.get("entries-added"), info.get("length")
-    if added is not None and length is not None and int(added) <= int(length):
-        return False  # nothing ever removed (Redis 7 counts what was added)
+    if added is not None and length is not None:
+        removed = int(added) - int(length)
+    else:
+        removed = int(trimmed or 0)
+    if removed <= 0:
+        return False
     first: Any = info.get("first-entry")
     return bool(first) and codec.stream_id_key(first[0]) > codec.stream_id_key(position)

@@ -89,7 +89,7 @@ def is_json(content_type: str) -> bool:
 
 
 def payload(value: job_pb2.Payload, field: str, settings: Settings) -> tuple[bytes, str]:
-    """Check a payload; returns its body and stored content type ('' for JSON)."""
+    """Check a payload; returns its body and content type, as sent (read back unchanged)."""
     body = value.body
     if len(body) > settings.max_payload_bytes:
         raise LimitExceeded(
@@ -108,7 +108,7 @@ def payload(value: job_pb2.Payload, field: str, settings: Settings) -> tuple[byt
                 raise InvalidArgument(
                     f"{field}.body", f"nests deeper than {settings.max_json_depth} levels"
                 )
-        return body, "" if content_type in ("", JSON) else content_type
+        return body, content_type
     if len(content_type) > 128 or _CONTROL.search(content_type):
         raise InvalidArgument(f"{field}.content_type", "must be a MIME type of at most 128 chars")
     return body, content_type

@@ -222,7 +222,7 @@ async def test_watch_events_streams_the_queue_and_resumes_after_an_id(
     stream = _events(client, queue, after_event_id="0-0", timeout=10)
     seen = [await asyncio.wait_for(anext(stream), 5) for _ in range(3)]
     await stream.aclose()  # type: ignore[attr-defined]
-    assert [e.type for e in seen] == [EventType.ADDED, EventType.PAUSED, EventType.DRAINED]
+    assert [e.type for e in seen] == [EventType.ADDED, EventType.PAUSED, EventType.PURGED]
     assert seen[0].job_id == added.job_id
     assert seen[2].count == 1
 

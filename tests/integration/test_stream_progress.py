@@ -116,6 +116,8 @@ async def test_retries_and_final_failure_are_streamed(broker: Running, queue: st
     )
     exhausted = rest[-1].event
     assert (exhausted.failure.message, exhausted.attempt) == ("second", 2)
+    # The event that ends the stream says so on the wire; the last attempt's FAILED does not.
+    assert [item.event.final for item in rest] == [False] * 5 + [True]
 
 
 async def test_resume_after_an_event_gets_exactly_the_events_after_it(
@@ -133,6 +135,7 @@ async def test_resume_after_an_event_gets_exactly_the_events_after_it(
         await complete(broker, leased)
     full = [item.event for item in await subscriber.rest()]
     assert len(full) == 7
+    assert [e.final for e in full] == [False] * 6 + [True]
 
     for k in (0, 3, 5, 6):
         resumed = await stream_all(broker, queue, job_id, after=full[k].event_id)
@@ -294,13 +297,15 @@ async def test_stream_ends_when_the_job_is_cancelled_or_removed(
     subscriber = ProgressSubscriber(broker, queue, cancelled)
     await subscriber.next()
     await cancel(broker, queue, cancelled)
-    assert event_types(await subscriber.rest()) == [E.EVENT_TYPE_CANCELLED]
+    [ended] = await subscriber.rest()
+    assert (ended.event.type, ended.event.final) == (E.EVENT_TYPE_CANCELLED, True)
 
     removed = await add_id(broker, queue)
     subscriber = ProgressSubscriber(broker, queue, removed)
     await subscriber.next()
     await broker.jobs.Remove(job_service_pb2.RemoveRequest(queue=queue, job_id=removed))
-    assert event_types(await subscriber.rest()) == [E.EVENT_TYPE_REMOVED]
+    [ended] = await subscriber.rest()
+    assert (ended.event.type, ended.event.final) == (E.EVENT_TYPE_REMOVED, True)
 
 
 async def test_subscriber_on_one_replica_sees_progress_reported_on_another(

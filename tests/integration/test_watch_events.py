@@ -21,6 +21,7 @@ from helpers import (
     error_info,
     expect_error,
     fail,
+    lease,
     lease_one,
     payload,
     private_broker,
@@ -115,16 +116,20 @@ async def _lifecycle(running: Running, queue: str) -> dict[str, str]:
     return {"done": done, "failing": failing, "cancelled": cancelled}
 
 
+# Each lease takes the queue's only waiting job: BullMQ's `drained` follows its `active`.
 LIFECYCLE_TYPES = [
     E.EVENT_TYPE_ADDED,
     E.EVENT_TYPE_ACTIVE,
+    E.EVENT_TYPE_DRAINED,
     E.EVENT_TYPE_PROGRESS,
     E.EVENT_TYPE_COMPLETED,
     E.EVENT_TYPE_ADDED,
     E.EVENT_TYPE_ACTIVE,
+    E.EVENT_TYPE_DRAINED,
     E.EVENT_TYPE_FAILED,
     E.EVENT_TYPE_WAITING,
     E.EVENT_TYPE_ACTIVE,
+    E.EVENT_TYPE_DRAINED,
     E.EVENT_TYPE_FAILED,
     E.EVENT_TYPE_RETRIES_EXHAUSTED,
     E.EVENT_TYPE_ADDED,
@@ -142,8 +147,13 @@ async def test_a_queues_events_arrive_in_order_with_their_payloads(
         await watcher.nothing_more()
     assert types(items) == LIFECYCLE_TYPES
     assert not any(item.resume_point_trimmed for item in items)
-    events = [item.event for item in items]
-    assert all(e.queue == queue for e in events)
+    assert all(item.event.queue == queue for item in items)
+    # A job's last event says so itself: a client needs no list of final types.
+    assert [item.event.final for item in items] == [
+        t in (E.EVENT_TYPE_COMPLETED, E.EVENT_TYPE_RETRIES_EXHAUSTED, E.EVENT_TYPE_CANCELLED)
+        for t in LIFECYCLE_TYPES
+    ]
+    events = [item.event for item in items if item.event.type != E.EVENT_TYPE_DRAINED]
     assert [e.job_id for e in events] == [ids["done"]] * 4 + [ids["failing"]] * 7 + [
         ids["cancelled"]
     ] * 2 + [ids["failing"]]
@@ -167,10 +177,10 @@ async def test_a_queues_events_arrive_in_order_with_their_payloads(
     )
     assert (exhausted.failure.message, exhausted.attempt) == ("second", 2)
     assert events[12].state == S.JOB_STATE_CANCELLED
-    event_ids = [e.event_id for e in events]
+    event_ids = [item.event.event_id for item in items]
     assert event_ids == sorted(event_ids, key=_id_key)
     assert len(set(event_ids)) == len(event_ids)
-    assert all(e.timestamp_ms == _id_key(e.event_id)[0] for e in events)
+    assert all(i.event.timestamp_ms == _id_key(i.event.event_id)[0] for i in items)
 
 
 async def test_resume_after_an_event_gets_exactly_the_events_after_it(
@@ -244,36 +254,39 @@ async def test_a_trimmed_resume_point_is_flagged_on_the_first_message(
         assert not any(item.resume_point_trimmed for item in replayed)
 
 
-async def test_queue_events_paused_resumed_drained_cleaned(broker: Running, queue: str) -> None:
+async def test_queue_events_paused_resumed_purged_drained_cleaned(
+    broker: Running, queue: str
+) -> None:
+    """An operator's DrainQueue is `purged` (with the count); `drained` is BullMQ's: the lease
+    that took the last waiting job emits it, once."""
     stub = queues(broker)
     async with watching(broker, queue) as watcher:
         await stub.PauseQueue(Q.PauseQueueRequest(queue=queue))
         await stub.ResumeQueue(Q.ResumeQueueRequest(queue=queue))
         for _ in range(3):
             await add_id(broker, queue)
-        drained = await stub.DrainQueue(Q.DrainQueueRequest(queue=queue))
-        assert drained.removed == 3
+        purged = await stub.DrainQueue(Q.DrainQueueRequest(queue=queue))
+        assert purged.removed == 3
         for _ in range(2):
             await add_id(broker, queue)
             await complete(broker, await lease_one(broker, queue))
+            assert await lease(broker, queue) == []  # an empty queue: no second `drained`
         cleaned = await stub.CleanQueue(
             Q.CleanQueueRequest(queue=queue, state=S.JOB_STATE_COMPLETED, grace_ms=0)
         )
         assert len(cleaned.job_ids) == 2
         items = await watcher.until(E.EVENT_TYPE_CLEANED)
-    queue_level = [
-        item.event
-        for item in items
-        if item.event.type
-        in (E.EVENT_TYPE_PAUSED, E.EVENT_TYPE_RESUMED, E.EVENT_TYPE_DRAINED, E.EVENT_TYPE_CLEANED)
+    queue_level = [item.event for item in items if not item.event.job_id]
+    assert [(e.type, e.count) for e in queue_level] == [
+        (E.EVENT_TYPE_PAUSED, 0),
+        (E.EVENT_TYPE_RESUMED, 0),
+        (E.EVENT_TYPE_PURGED, 3),
+        (E.EVENT_TYPE_DRAINED, 0),
+        (E.EVENT_TYPE_DRAINED, 0),
+        (E.EVENT_TYPE_CLEANED, 2),
     ]
-    assert [(e.type, e.count, e.job_id) for e in queue_level] == [
-        (E.EVENT_TYPE_PAUSED, 0, ""),
-        (E.EVENT_TYPE_RESUMED, 0, ""),
-        (E.EVENT_TYPE_DRAINED, 3, ""),
-        (E.EVENT_TYPE_CLEANED, 2, ""),
-    ]
-    assert types(items)[:2] == [E.EVENT_TYPE_PAUSED, E.EVENT_TYPE_RESUMED]
+    kinds = types(items)
+    assert kinds.index(E.EVENT_TYPE_DRAINED) == kinds.index(E.EVENT_TYPE_ACTIVE) + 1
     assert queue_level[-1].state == S.JOB_STATE_COMPLETED
 
 
@@ -287,9 +300,14 @@ async def test_events_caused_on_one_broker_reach_a_watcher_on_another(
         # The watcher is live now: what follows comes through the other broker's fan-out.
         await complete(broker, await lease_one(broker, queue), {"y": 2})
         await queues(broker).PauseQueue(Q.PauseQueueRequest(queue=queue))
-        items = await watcher.take(3)
-    assert types(items) == [E.EVENT_TYPE_ACTIVE, E.EVENT_TYPE_COMPLETED, E.EVENT_TYPE_PAUSED]
-    assert decoded(items[1].event.result) == {"y": 2}
+        items = await watcher.take(4)
+    assert types(items) == [
+        E.EVENT_TYPE_ACTIVE,
+        E.EVENT_TYPE_DRAINED,
+        E.EVENT_TYPE_COMPLETED,
+        E.EVENT_TYPE_PAUSED,
+    ]
+    assert decoded(items[2].event.result) == {"y": 2}
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """drain.lua: waiting jobs (and delayed ones when asked) are removed for good, a bounded batch
-per call; the call that finds fewer than a batch emits one `drained` event with the total."""
+per call; the call that finds fewer than a batch emits one `purged` event with the total."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_drain_removes_waiting_jobs_and_their_keys(lua: LuaQueue) -> None:
     assert lua.where("later") == ["delayed"], "delayed jobs stay unless asked"
     assert lua.where("busy") == ["active"], "active jobs are not drained"
     assert [(e.type, e.job, e.fields) for e in lua.events(after=last)] == [
-        ("drained", "", {"c": "2"})
+        ("purged", "", {"c": "2"})
     ]
 
 
@@ -58,14 +58,14 @@ def test_drain_is_bounded_and_emits_one_event_with_the_total(lua: LuaQueue) -> N
 
     assert drain_all(lua, batch=2) == [2, 2, 1]
     assert lua.members("waiting") == []
-    assert [(e.type, e.fields) for e in lua.events(after=last)] == [("drained", {"c": "5"})]
+    assert [(e.type, e.fields) for e in lua.events(after=last)] == [("purged", {"c": "5"})]
 
 
 def test_drain_of_a_multiple_of_the_batch_ends_with_an_empty_call(lua: LuaQueue) -> None:
     lua.add_all(*(JobSpec(id=f"j{i}") for i in range(4)))
     last = lua.last_event_id()
     assert drain_all(lua, batch=2) == [2, 2, 0]
-    assert [(e.type, e.fields) for e in lua.events(after=last)] == [("drained", {"c": "4"})]
+    assert [(e.type, e.fields) for e in lua.events(after=last)] == [("purged", {"c": "4"})]
 
 
 def test_drain_takes_the_jobs_that_would_be_leased_first(lua: LuaQueue) -> None:
@@ -78,4 +78,4 @@ def test_drain_takes_the_jobs_that_would_be_leased_first(lua: LuaQueue) -> None:
 
 def test_drain_of_an_empty_queue(lua: LuaQueue) -> None:
     assert lua.drain(delayed=True) == 0
-    assert [(e.type, e.fields) for e in lua.events()] == [("drained", {"c": "0"})]
+    assert [(e.type, e.fields) for e in lua.events()] == [("purged", {"c": "0"})]

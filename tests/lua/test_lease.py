@@ -151,3 +151,28 @@ def test_job_that_started_in_time_is_leased_again_after_its_lifespan(
 
     again = lua.lease()
     assert ids(again) == ["j"], lua.job("j")
+
+
+def test_the_lease_that_takes_the_last_waiting_job_emits_drained(lua: LuaQueue) -> None:
+    """BullMQ's `drained`: the queue ran empty. Once per emptying, after the `active` events."""
+    lua.add_all(
+        JobSpec(id="a"), JobSpec(id="b"), JobSpec(id="c"), JobSpec(id="later", delay_ms=60_000)
+    )
+    start = lua.last_event_id()
+    assert ids(lua.lease(max_jobs=2)) == ["a", "b"]
+    assert lua.event_types(after=start) == ["active", "active"], "a job still waits"
+    start = lua.last_event_id()
+    assert ids(lua.lease(max_jobs=5)) == ["c"]
+    assert [(e.type, e.job) for e in lua.events(after=start)] == [("active", "c"), ("drained", "")]
+    start = lua.last_event_id()
+    assert lua.lease(max_jobs=5) == []
+    assert lua.events(after=start) == [], "an empty queue stays quiet"
+
+
+def test_jobs_parked_by_a_group_limit_keep_the_queue_from_draining(lua: LuaQueue) -> None:
+    lua.r.hset(lua.keys.key("meta"), mapping={"glm": 1, "gld": 60_000})
+    lua.add_all(JobSpec(id="a", group="g"), JobSpec(id="b", group="g"))
+    start = lua.last_event_id()
+    assert ids(lua.lease(max_jobs=5)) == ["a"]
+    assert lua.members("waiting") == []
+    assert lua.event_types(after=start) == ["active"], "b is parked: still waiting"

@@ -42,7 +42,7 @@ for i = 0, n - 1 do
   if id ~= '' then
     local prev = seen[id]
     if prev then
-      if prev[1] ~= name or prev[2] ~= data or prev[3] ~= dct then
+      if not same_job(prev[1], prev[2], prev[3], name, data, dct) then
         conflict = true
       else
         dup[i] = true
@@ -50,7 +50,7 @@ for i = 0, n - 1 do
     else
       local sname, sdata, sdct, st = existing_job(prefix, id)
       if st then
-        if sname ~= name or sdata ~= data or sdct ~= dct then
+        if not same_job(sname, sdata, sdct, name, data, dct) then
           conflict = true
         else
           dup[i] = st

@@ -1,8 +1,8 @@
 --[[
   Drain a queue: remove waiting jobs (those parked by a group rate limit too) and delayed ones
   when asked, a bounded batch per call.
-  The caller repeats until a call removes fewer than the batch; that call emits one `drained`
-  event with the total.
+  The caller repeats until a call removes fewer than the batch; that call emits one `purged`
+  event with the total (not `drained`: that is BullMQ's "ran empty", emitted by lease.lua).
   Keys: prefix waiting delayed expiring events meta groups
   Input:
     ARGV[1] events maxlen
@@ -35,6 +35,6 @@ if removed < batch then
   removed = removed + drop_parked(prefix, KEYS[6], KEYS[7], KEYS[4], batch - removed)
 end
 if removed < batch then
-  emit(KEYS[5], ARGV[1], 'drained', '', {'c', removed + tonumber(ARGV[4])})
+  emit(KEYS[5], ARGV[1], 'purged', '', {'c', removed + tonumber(ARGV[4])})
 end
 return done(removed)

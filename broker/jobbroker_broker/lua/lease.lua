@@ -5,7 +5,8 @@
   a paused queue, at most `conc` jobs are active at once, and at most `rlm` jobs start per
   `rld` ms (a fixed window counted in `limiter`), and at most `glm` jobs of one group start per
   `gld` ms: a job of a group over its limit is parked until the group's window ends
-  (lib/groups.lua).
+  (lib/groups.lua). A call that takes the last waiting job emits `drained` (BullMQ's meaning:
+  nothing left to lease; jobs parked by a group limit still count as waiting).
   Keys: prefix waiting active expiring failed events seq meta limiter groups
   Input:
     ARGV[1] events maxlen
@@ -34,6 +35,7 @@ local lease_deadline = now + lease_ms
 local lease_deadline_s = tostring(lease_deadline)
 local out = {}
 local leased = 0
+local took = false -- whether this call found waiting jobs (to tell when it emptied the set)
 -- (deadline, id) pairs: the active set gets one ZADD per call, not one per job.
 local entered = {}
 
@@ -101,6 +103,7 @@ while leased < max_jobs and budget > 0 do
   if #popped == 0 then
     break
   end
+  took = true
   for i = 1, #popped, 2 do
     budget = budget - 1
     local id = popped[i]
@@ -170,6 +173,9 @@ call_many('ZADD', active, entered)
 if redis.call('ZCARD', waiting) == 0 then
   -- An empty waiting set restarts the FIFO sequence, keeping scores far from 2^53.
   redis.call('DEL', KEYS[7])
+  if took and (tonumber(redis.call('HGET', KEYS[8], 'parked')) or 0) == 0 then
+    emit_fields(events, maxlen, 'drained', '')
+  end
 end
 if rate_max > 0 and leased > 0 then
   if redis.call('INCRBY', KEYS[9], leased) == leased then

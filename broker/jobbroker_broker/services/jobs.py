@@ -17,8 +17,6 @@ from .common import Parts, server_stream, unary
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-# Events after which a job's progress stream ends.
-_FINAL_EVENTS = frozenset({b"completed", b"cancelled", b"removed", b"retries-exhausted"})
 MAX_REASON = 1024
 
 
@@ -153,7 +151,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 async for event in iterate_events(self.store, queue, after, position or after):
                     if event.job_id == job_id:
                         yield job_service_pb2.StreamProgressResponse(event=event)
-                        if _is_final(event):
+                        if event.final:
                             return
                 if job is None:
                     raise job_not_found(queue, job_id)
@@ -173,10 +171,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 event_id, fields = await live.get()
                 if codec.stream_id_key(event_id) <= seen:
                     continue
-                yield job_service_pb2.StreamProgressResponse(
-                    event=codec.event(queue, event_id, fields)
-                )
-                if fields.get(b"e") in _FINAL_EVENTS:
+                event = codec.event(queue, event_id, fields)
+                yield job_service_pb2.StreamProgressResponse(event=event)
+                if event.final:
                     return
         finally:
             unsubscribe()
@@ -238,7 +235,3 @@ def _add_error(reply: job_service_pb2.AddBulkResponse, index: int, error: Broker
         message=error.message,
         metadata=error.metadata,
     )
-
-
-def _is_final(event: Any) -> bool:
-    return codec.EVENT_NAMES.get(event.type, b"") in _FINAL_EVENTS

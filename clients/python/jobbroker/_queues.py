@@ -191,7 +191,7 @@ class QueueCalls:
         self, queue: str, *, after_event_id: str = "", timeout: float | None = None
     ) -> AsyncGenerator[Event, None]:
         """Every event of a queue as it happens (Bull's ``QueueEvents``): job events and the
-        queue's own (paused, resumed, cleaned, drained). Without an end: stop iterating (or
+        queue's own (paused, resumed, cleaned, purged, drained). Without an end: stop iterating (or
         give ``timeout``, which bounds the whole stream) to stop.
 
         With ``after_event_id`` (an event's ``id``) it starts after that event; without, with

@@ -152,6 +152,8 @@ class Leasing:
         """One Lease call for as many jobs as there are free slots; runs what it got."""
         long_poll = state.single or state.dry
         want = min(self.free_slots, MAX_LEASE_JOBS)
+        if want <= 0:
+            return  # a call started just before took the slots; max_jobs 0 would lease one
         held = want if state.single or not state.dry else 0
         self.free_slots -= held
         request = ws.LeaseRequest(

@@ -61,7 +61,10 @@ class EventType(enum.StrEnum):
     PAUSED = "paused"
     RESUMED = "resumed"
     CLEANED = "cleaned"
+    PURGED = "purged"
+    """An operator's drain (``DrainQueue``, ``jobbroker queue drain``) removed waiting jobs."""
     DRAINED = "drained"
+    """BullMQ's ``drained``: workers took the last waiting job, the queue ran empty."""
     UNKNOWN = "unknown"
 
 
@@ -308,17 +311,10 @@ class Event:
     run_at: datetime | None = None
     worker_id: str = ""
     count: int = 0
-    """For queue events CLEANED and DRAINED: how many jobs were removed."""
-
-    @property
-    def final(self) -> bool:
-        """Whether the job's progress stream ends with this event."""
-        return self.type in (
-            EventType.COMPLETED,
-            EventType.CANCELLED,
-            EventType.REMOVED,
-            EventType.RETRIES_EXHAUSTED,
-        )
+    """For queue events CLEANED and PURGED: how many jobs were removed."""
+    final: bool = False
+    """Whether the job's progress stream ends with this event (the job finished or was
+    removed), as the broker says."""
 
     @classmethod
     def from_proto(cls, event: events_pb2.JobEvent) -> Event:
@@ -338,6 +334,7 @@ class Event:
             run_at=_time(event.run_at_ms),
             worker_id=event.worker_id,
             count=event.count,
+            final=event.final,
         )
 
 

@@ -10,6 +10,17 @@ local ADD_OPTIONAL = {'pri', 'lifo', 'dly', 'atm', 'bt', 'bd', 'bj', 'bx', 'tmo'
   'grp'}
 local ADD_WIDTH = 17
 
+-- Whether two content types name the same kind of payload: each is kept as sent, but '' and
+-- 'application/json' both mean JSON, so re-adding a job with the other spelling is a duplicate.
+local function same_type(a, b)
+  return a == b or ((a == '' or a == 'application/json') and (b == '' or b == 'application/json'))
+end
+
+-- Whether an add of (name, data, dct) repeats the job stored as (sname, sdata, sdct).
+local function same_job(sname, sdata, sdct, name, data, dct)
+  return sname == name and sdata == data and same_type(sdct, dct)
+end
+
 -- The stored name, data, content type and state of job `id` (state nil when there is none).
 local function existing_job(prefix, id)
   local f = redis.call('HMGET', job_key(prefix, id), 'name', 'data', 'dct', 'st')

@@ -60,10 +60,16 @@ local function call_many(cmd, key, args)
   end
 end
 
--- Every script returns through done(): it caps the event stream if the script emitted.
+-- Every script returns through done(): it caps the event stream if the script emitted, and
+-- adds what the cap removed to the `trimmed` count of the queue's meta hash (KEYS[1] is every
+-- script's queue prefix): Redis 6.2's XINFO STREAM does not say whether anything was ever
+-- removed, and a subscriber resuming from an old id must be told of a loss only if there was one.
 local function done(result)
   if emitted_to then
-    redis.call('XTRIM', emitted_to, 'MAXLEN', '~', emitted_maxlen)
+    local removed = redis.call('XTRIM', emitted_to, 'MAXLEN', '~', emitted_maxlen)
+    if removed > 0 then
+      redis.call('HINCRBY', KEYS[1] .. 'meta', 'trimmed', removed)
+    end
   end
   return result
 end

@@ -68,9 +68,26 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
-    """Why a call failed. Errors carry a `google.rpc.ErrorInfo` whose `reason` is one of these names
-    without the `ERROR_REASON_` prefix (for example "LEASE_EXPIRED") and whose `domain` is
-    "jobbroker.v1"; stream items carry the same name in `ItemError.reason`.
+    """Why a call failed.
+
+    Where to find it: every error the broker answers (all the reasons below) follows gRPC's
+    richer error model. Besides the status code and message, the call's trailing metadata holds
+    `grpc-status-details-bin`: a serialized `google.rpc.Status` (google/rpc/status.proto) whose
+    `code` and `message` repeat the call's, and whose `details` hold one `google.protobuf.Any` of
+    type URL "type.googleapis.com/google.rpc.ErrorInfo" packing a `google.rpc.ErrorInfo`
+    (google/rpc/error_details.proto) with:
+      domain:   "jobbroker.v1"
+      reason:   one of these names without the `ERROR_REASON_` prefix (for example
+                "LEASE_EXPIRED");
+      metadata: the keys named on each reason below ("field", "limit", "queue", "permission"),
+                and the job's "queue" and "job_id" where one is concerned.
+    An item refused inside a successful call carries the same name in its own `reason` field
+    instead: `AddBulkError` (AddBulk with `each`, with the metadata too) and `ItemError` (the
+    worker stream's updates and outcomes). Errors that did not
+    come from the broker (a deadline passed, a connection refused) or an INTERNAL error carry no
+    details. The google/rpc protos ship beside this package (protos/google/rpc, vendored from
+    googleapis, Apache-2.0) for generators in any language; Python has them in
+    googleapis-common-protos and grpcio-status.
     """
 
 ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0

@@ -60,11 +60,31 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """The queue was resumed (no job id)."""
     EVENT_TYPE_CLEANED: _EventType.ValueType  # 17
     """Jobs were cleaned from the queue; `count` says how many (no job id)."""
-    EVENT_TYPE_DRAINED: _EventType.ValueType  # 18
-    """The queue was drained; `count` says how many jobs were removed (no job id)."""
+    EVENT_TYPE_PURGED: _EventType.ValueType  # 18
+    """An operator's DrainQueue removed the waiting jobs (and the delayed ones, when asked);
+    `count` says how many (no job id). Not BullMQ's `drained`: that is DRAINED. (Before DRAINED
+    took BullMQ's meaning, this value was named EVENT_TYPE_DRAINED; its number is unchanged.)
+    """
+    EVENT_TYPE_DRAINED: _EventType.ValueType  # 19
+    """BullMQ's `drained`: workers took the last waiting job, so the queue has nothing left to
+    lease (delayed jobs may remain; jobs parked by a group rate limit count as waiting). Sent
+    once each time a Lease empties the waiting jobs, not again while the queue stays empty; a
+    queue emptied by Cancel, Remove, CleanQueue or DrainQueue does not send it. No job id.
+    """
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """Events: what happened to a job or a queue, as recorded in the queue's event stream.
+
+    A job's StreamProgress stream ends after its final event, one of COMPLETED, CANCELLED,
+    RETRIES_EXHAUSTED (which follows the FAILED of the last attempt) and REMOVED; each carries
+    `final = true`, on WatchEvents too. Rely on `final` rather than on this list: types added
+    later set it as well. A Retry of a failed or cancelled job starts a new run whose events
+    follow in the same way.
+
+    Counting: each ACTIVE event is one start of an attempt by a worker. A job can have two
+    ACTIVE events for one `attempt` only when its worker gave it back between them (RELEASED:
+    shutdown, or a worker leasing from several queues that got more jobs than free slots) or
+    its lease ran out (STALLED into waiting).
 
     The kind of an event.
     """
@@ -105,8 +125,17 @@ EVENT_TYPE_RESUMED: EventType.ValueType  # 16
 """The queue was resumed (no job id)."""
 EVENT_TYPE_CLEANED: EventType.ValueType  # 17
 """Jobs were cleaned from the queue; `count` says how many (no job id)."""
-EVENT_TYPE_DRAINED: EventType.ValueType  # 18
-"""The queue was drained; `count` says how many jobs were removed (no job id)."""
+EVENT_TYPE_PURGED: EventType.ValueType  # 18
+"""An operator's DrainQueue removed the waiting jobs (and the delayed ones, when asked);
+`count` says how many (no job id). Not BullMQ's `drained`: that is DRAINED. (Before DRAINED
+took BullMQ's meaning, this value was named EVENT_TYPE_DRAINED; its number is unchanged.)
+"""
+EVENT_TYPE_DRAINED: EventType.ValueType  # 19
+"""BullMQ's `drained`: workers took the last waiting job, so the queue has nothing left to
+lease (delayed jobs may remain; jobs parked by a group rate limit count as waiting). Sent
+once each time a Lease empties the waiting jobs, not again while the queue stays empty; a
+queue emptied by Cancel, Remove, CleanQueue or DrainQueue does not send it. No job id.
+"""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 @_typing.final
@@ -130,6 +159,7 @@ class JobEvent(_message.Message):
     FENCE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The event's id in the queue's stream; pass it back to resume after this event."""
     type: Global___EventType.ValueType
@@ -153,7 +183,12 @@ class JobEvent(_message.Message):
     name: _builtins.str
     """For ADDED: the job's name."""
     count: _builtins.int
-    """For CLEANED and DRAINED: how many jobs were removed."""
+    """For CLEANED and PURGED: how many jobs were removed."""
+    final: _builtins.bool
+    """True on the event that ends the job's StreamProgress stream: the job finished (COMPLETED,
+    CANCELLED, RETRIES_EXHAUSTED) or was removed (REMOVED). Set by the broker on every event,
+    WatchEvents included, so a caller in any language needs no list of types.
+    """
     @_builtins.property
     def progress(self) -> _job_pb2.Progress:
         """For PROGRESS: the progress reported."""
@@ -184,10 +219,11 @@ class JobEvent(_message.Message):
         fence: _builtins.int = ...,
         name: _builtins.str = ...,
         count: _builtins.int = ...,
+        final: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "count", b"count", "event_id", b"event_id", "failure", b"failure", "fence", b"fence", "job_id", b"job_id", "name", b"name", "progress", b"progress", "queue", b"queue", "result", b"result", "run_at_ms", b"run_at_ms", "state", b"state", "timestamp_ms", b"timestamp_ms", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "count", b"count", "event_id", b"event_id", "failure", b"failure", "fence", b"fence", "final", b"final", "job_id", b"job_id", "name", b"name", "progress", b"progress", "queue", b"queue", "result", b"result", "run_at_ms", b"run_at_ms", "state", b"state", "timestamp_ms", b"timestamp_ms", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

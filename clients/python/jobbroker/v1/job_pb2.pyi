@@ -127,7 +127,9 @@ class Payload(_message.Message):
     content_type: _builtins.str
     """MIME type of `body`. Empty means "application/json"; JSON bodies (also "application/json"
     with parameters such as a charset) are validated by the broker (size and nesting limits),
-    every other type is carried as opaque bytes.
+    every other type is carried as opaque bytes. The broker keeps it as sent: every read of the
+    payload returns this exact string ("" stays "", "application/json" stays
+    "application/json"). For a custom job id, "" and "application/json" count as one type.
     """
     body: _builtins.bytes
     """The encoded payload. Empty is allowed and means "no value"."""

@@ -122,7 +122,9 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamProgress(self, request, context):
-        """Streams a job's snapshot, then each of its events in order; ends after the terminal event.
+        """Streams a job's snapshot, then each of its events in order; ends after the event with
+        `final = true` (COMPLETED, CANCELLED, RETRIES_EXHAUSTED or REMOVED; see events.proto), or
+        right after the snapshot of a job that already finished.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,7 +46,10 @@ class JobServiceStub:
     and ends CANCELLED when the worker acknowledges or its lease runs out.
     """
     StreamProgress: _grpc.UnaryStreamMultiCallable[_job_service_pb2.StreamProgressRequest, _job_service_pb2.StreamProgressResponse]
-    """Streams a job's snapshot, then each of its events in order; ends after the terminal event."""
+    """Streams a job's snapshot, then each of its events in order; ends after the event with
+    `final = true` (COMPLETED, CANCELLED, RETRIES_EXHAUSTED or REMOVED; see events.proto), or
+    right after the snapshot of a job that already finished.
+    """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]
     """Lists the jobs of a queue in one state, a page at a time."""
     Retry: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.RetryRequest, _job_service_pb2.RetryResponse]
@@ -76,7 +79,10 @@ class JobServiceAsyncStub(JobServiceStub):
     and ends CANCELLED when the worker acknowledges or its lease runs out.
     """
     StreamProgress: _aio.UnaryStreamMultiCallable[_job_service_pb2.StreamProgressRequest, _job_service_pb2.StreamProgressResponse]  # type: ignore[assignment]
-    """Streams a job's snapshot, then each of its events in order; ends after the terminal event."""
+    """Streams a job's snapshot, then each of its events in order; ends after the event with
+    `final = true` (COMPLETED, CANCELLED, RETRIES_EXHAUSTED or REMOVED; see events.proto), or
+    right after the snapshot of a job that already finished.
+    """
     ListJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]  # type: ignore[assignment]
     """Lists the jobs of a queue in one state, a page at a time."""
     Retry: _aio.UnaryUnaryMultiCallable[_job_service_pb2.RetryRequest, _job_service_pb2.RetryResponse]  # type: ignore[assignment]
@@ -133,7 +139,10 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.StreamProgressRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_job_service_pb2.StreamProgressResponse], _abc.AsyncIterator[_job_service_pb2.StreamProgressResponse]]:
-        """Streams a job's snapshot, then each of its events in order; ends after the terminal event."""
+        """Streams a job's snapshot, then each of its events in order; ends after the event with
+        `final = true` (COMPLETED, CANCELLED, RETRIES_EXHAUSTED or REMOVED; see events.proto), or
+        right after the snapshot of a job that already finished.
+        """
 
     @_abc_1.abstractmethod
     def ListJobs(
