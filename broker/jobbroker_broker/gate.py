@@ -1,4 +1,4 @@
-"""The door every call passes: message size, token, permission and request rate.
+"""The door every call passes: message size and form, token, permission and request rate.
 
 A gRPC server interceptor wraps each method's handler once (the wrapped handlers are cached by
 method). Per call it refuses, in this order:
@@ -6,15 +6,17 @@ method). Per call it refuses, in this order:
 - a request message over ``max_message_bytes``: RESOURCE_EXHAUSTED (checked on the serialized
   bytes, before they are parsed);
 - a request message that does not parse as its type: INVALID_ARGUMENT (gRPC parses a request
-  before any interceptor or handler runs, so without this an unparsable body became UNKNOWN
-  with an ERROR traceback in the log, from anyone, authenticated or not);
+  with the handler's deserializer before the handler runs, and a deserializer that raised made
+  the call UNKNOWN with an ERROR traceback in the log, from anyone, authenticated or not; the
+  gate's deserializer hands a refusal to the handler instead);
 - a missing, malformed, unknown or revoked token: UNAUTHENTICATED (when a token file is set);
 - a method or queue the token's grants do not cover: PERMISSION_DENIED (each message of the
   worker stream is checked too);
 - a caller over ``rate_limit`` requests per second: RESOURCE_EXHAUSTED.
 
-Health checks need no token, so load balancers can probe a broker without one; only their
-request bodies are checked.
+The messages of a bidirectional stream arrive after it opens: its token is checked first, then
+each message's size, form and queues as it is read. Health checks need no token, so load
+balancers can probe a broker without one; only their request bodies are checked.
 """
 
 from __future__ import annotations
