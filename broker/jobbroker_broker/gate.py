@@ -22,6 +22,7 @@ balancers can probe a broker without one; only their request bodies are checked.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -246,6 +247,9 @@ class Gate(WrappingInterceptor):
         return unary
 
     def _open_server_stream(self, method: str, behavior: Any) -> Any:
+        if not inspect.isasyncgenfunction(behavior):
+            return self._open_unary(method, behavior)  # Health.Watch writes with context.write
+
         async def server_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             if isinstance(request, Refused):
                 await abort(context, request.error)

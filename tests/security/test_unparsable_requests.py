@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jobbroker.v1 import worker_service_pb2
 
 from .conftest import Secured, start_secured
@@ -134,3 +135,14 @@ async def test_a_flood_of_unparsable_requests_logs_one_line(
     lines = [r for r in caplog.records if "not valid protobuf messages" in r.getMessage()]
     assert len(lines) == 1
     assert "\n" not in lines[0].getMessage()
+
+
+async def test_valid_health_checks_still_pass_without_a_token(gated: Secured) -> None:
+    async with grpc.aio.insecure_channel(gated.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=10)
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
