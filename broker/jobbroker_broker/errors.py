@@ -98,6 +98,7 @@ class Unavailable(BrokerError):
 # Script reasons for an item that could not be applied -> (status code, ErrorInfo reason).
 ITEM_REASONS: dict[str, tuple[grpc.StatusCode, str]] = {
     "NOT_FOUND": (grpc.StatusCode.NOT_FOUND, "JOB_NOT_FOUND"),
+    "NOT_ISSUED": (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD"),
     "LEASE_EXPIRED": (grpc.StatusCode.FAILED_PRECONDITION, "LEASE_EXPIRED"),
     "LEASE_SUPERSEDED": (grpc.StatusCode.FAILED_PRECONDITION, "LEASE_SUPERSEDED"),
     "ACTIVE": (grpc.StatusCode.FAILED_PRECONDITION, "JOB_ACTIVE"),
@@ -108,6 +109,7 @@ ITEM_REASONS: dict[str, tuple[grpc.StatusCode, str]] = {
 
 _ITEM_MESSAGES = {
     "NOT_FOUND": "job {job} not found in queue {queue}",
+    "NOT_ISSUED": "token: no lease on job {job} was given with this token (job is {state})",
     "LEASE_EXPIRED": "the lease on job {job} is no longer valid (job is {state})",
     "LEASE_SUPERSEDED": "job {job} was leased again since this lease was given (job is {state})",
     "ACTIVE": "job {job} is active; cancel it first",
@@ -123,6 +125,8 @@ def item_error(script_reason: str, queue: str, job_id: str, state: str) -> Broke
     message = _ITEM_MESSAGES[script_reason].format(job=job_id, queue=queue, state=state or "gone")
     error = FailedPrecondition(message, reason, queue=queue, job_id=job_id)
     error.code = code
+    if reason == InvalidArgument.reason:
+        error.metadata["field"] = "token"  # the only field a script judges
     return error
 
 

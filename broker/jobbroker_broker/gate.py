@@ -1,46 +1,95 @@
-"""The door every call passes: message size, token, permission and request rate.
+"""The door every call passes: message size and form, token, permission and request rate.
 
 A gRPC server interceptor wraps each method's handler once (the wrapped handlers are cached by
 method). Per call it refuses, in this order:
 
 - a request message over ``max_message_bytes``: RESOURCE_EXHAUSTED (checked on the serialized
   bytes, before they are parsed);
+- a request message that does not parse as its type: INVALID_ARGUMENT (gRPC parses a request
+  with the handler's deserializer before the handler runs, and a deserializer that raised made
+  the call UNKNOWN with an ERROR traceback in the log, from anyone, authenticated or not; the
+  gate's deserializer hands a refusal to the handler instead);
 - a missing, malformed, unknown or revoked token: UNAUTHENTICATED (when a token file is set);
 - a method or queue the token's grants do not cover: PERMISSION_DENIED (each message of the
   worker stream is checked too);
 - a caller over ``rate_limit`` requests per second: RESOURCE_EXHAUSTED.
 
-Health checks pass untouched, so load balancers can probe a broker without a token.
+The messages of a bidirectional stream arrive after it opens: its token is checked first, then
+each message's size, form and queues as it is read. Health checks need no token, so load
+balancers can probe a broker without one; only their request bodies are checked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from . import access
 from .access import Identity
-from .errors import BrokerError, LimitExceeded, Unauthenticated, Unavailable, abort
+from .errors import BrokerError, InvalidArgument, LimitExceeded, Unauthenticated, Unavailable, abort
 from .interceptors import WrappingInterceptor, rebuild
 from .loops import wait_set
 from .settings import Settings
 from .tokens import TOKEN_RE, TokenBook
 
+log = logging.getLogger(__name__)
+
 Context = grpc.aio.ServicerContext[Any, Any]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 _BEARER = "bearer "
 _MAX_BUCKETS = 100_000
+UNREADABLE_LOG_INTERVAL = 60.0
+"""Seconds between two log lines about unparsable requests (each line counts those since the
+last), so nobody can flood the log by sending garbage."""
 
 
 @dataclass(slots=True)
-class TooLarge:
-    """Stands for a request message over the size limit (never parsed)."""
+class Refused:
+    """Stands for a request message refused before it was handed to a handler (too large, or
+    unparsable), with the error the call gets."""
 
-    size: int
+    error: BrokerError
+
+
+class UnparsableRequests:
+    """Counts unparsable requests and logs them as one warning line per interval at most."""
+
+    def __init__(self, interval: float = UNREADABLE_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self.unlogged = 0
+        self._next_line = 0.0
+
+    def seen(self, method: str, problem: str) -> None:
+        self.unlogged += 1
+        now = time.monotonic()
+        if now < self._next_line:
+            return
+        self._next_line = now + self.interval
+        count, self.unlogged = self.unlogged, 0
+        log.warning(
+            "refused %d request(s) that are not valid protobuf messages (latest: %s: %s); "
+            "next such line in %.0f s at the earliest",
+            count,
+            method,
+            problem,
+            self.interval,
+        )
+
+
+def unparsable_request(method: str, problem: str) -> InvalidArgument:
+    error = InvalidArgument(
+        "request", f"the bytes sent are not a valid request message of {method} ({problem})"
+    )
+    error.metadata["method"] = method
+    return error
 
 
 class RateLimiter:
@@ -93,6 +142,7 @@ class Gate(WrappingInterceptor):
         they do anything, so clients may send them again elsewhere)."""
         self.in_flight = 0
         self._drained = asyncio.Event()
+        self.unparsable = UnparsableRequests()
 
     def close(self) -> None:
         self.closing = True
@@ -121,8 +171,8 @@ class Gate(WrappingInterceptor):
 
     def admit(self, method: str, request: Any, context: Context) -> None:
         """Let the call in, or raise the error it gets; sets the call's identity."""
-        if isinstance(request, TooLarge):
-            raise self.too_large(request)
+        if isinstance(request, Refused):
+            raise request.error
         identity = self.identify(context)
         access.set_caller(identity)
         permission = access.METHODS.get(method)
@@ -131,18 +181,18 @@ class Gate(WrappingInterceptor):
         if self.settings.rate_limit > 0:
             self.limiter.admit(identity.token_id if identity is not None else context.peer())
 
-    def too_large(self, request: TooLarge) -> LimitExceeded:
+    def too_large(self, size: int) -> LimitExceeded:
         return LimitExceeded(
             "max_message_bytes",
-            f"the request message has {request.size} bytes, over {self.settings.max_message_bytes}",
+            f"the request message has {size} bytes, over {self.settings.max_message_bytes}",
         )
 
     async def checked(self, method: str, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """A client stream's messages, each checked like a unary request."""
         permission = access.METHODS.get(method)
         async for request in requests:
-            if isinstance(request, TooLarge):
-                raise self.too_large(request)
+            if isinstance(request, Refused):
+                raise request.error
             identity = access.caller()
             if identity is not None and permission is not None:
                 access.authorize(identity, permission, request)
@@ -151,30 +201,62 @@ class Gate(WrappingInterceptor):
     # --- wrapping handlers -----------------------------------------------------------------
 
     def wrap_handler(self, method: str, handler: Handler) -> Handler:
-        if method in access.OPEN_METHODS:
-            return handler
-        wrappers = {
-            "unary_unary": self._unary,
-            "unary_stream": self._server_stream,
-            "stream_stream": self._bidi_stream,
-        }
+        wrappers = (
+            {"unary_unary": self._open_unary, "unary_stream": self._open_server_stream}
+            if method in access.OPEN_METHODS
+            else {
+                "unary_unary": self._unary,
+                "unary_stream": self._server_stream,
+                "stream_stream": self._bidi_stream,
+            }
+        )
         # No client-streaming method exists; were one added, it would need its own wrapper.
         return rebuild(
             handler,
             lambda kind, behavior: wrappers[kind](method, behavior),
-            self._deserializer(handler),
+            self._deserializer(method, handler),
         )
 
-    def _deserializer(self, handler: Handler) -> Callable[[bytes], Any]:
+    def _deserializer(self, method: str, handler: Handler) -> Callable[[bytes], Any]:
+        """Parse a request message; what cannot be handed to the handler becomes a Refused,
+        which the call's wrapper answers (a deserializer that raises gets UNKNOWN and an
+        ERROR traceback from grpc.aio)."""
         parse = handler.request_deserializer
         limit = self.settings.max_message_bytes
+        name = method.lstrip("/")
 
         def deserialize(data: bytes) -> Any:
             if len(data) > limit:
-                return TooLarge(len(data))
-            return parse(data) if parse is not None else data
+                return Refused(self.too_large(len(data)))
+            if parse is None:
+                return data
+            try:
+                return parse(data)
+            except DecodeError as exc:
+                self.unparsable.seen(name, str(exc))
+                return Refused(unparsable_request(name, str(exc)))
 
         return deserialize
+
+    def _open_unary(self, method: str, behavior: Any) -> Any:
+        async def unary(request: Any, context: Context) -> Any:
+            if isinstance(request, Refused):
+                await abort(context, request.error)
+            return await behavior(request, context)
+
+        return unary
+
+    def _open_server_stream(self, method: str, behavior: Any) -> Any:
+        if not inspect.isasyncgenfunction(behavior):
+            return self._open_unary(method, behavior)  # Health.Watch writes with context.write
+
+        async def server_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            if isinstance(request, Refused):
+                await abort(context, request.error)
+            async for item in behavior(request, context):
+                yield item
+
+        return server_stream
 
     def _unary(self, method: str, behavior: Any) -> Any:
         async def unary(request: Any, context: Context) -> Any:
@@ -211,7 +293,12 @@ class Gate(WrappingInterceptor):
                 self.admit(method, None, context)
             except BrokerError as error:
                 await abort(context, error)
-            async for item in behavior(self.checked(method, requests), context):
-                yield item
+            try:
+                async for item in behavior(self.checked(method, requests), context):
+                    yield item
+            except BrokerError as error:
+                # The broker's own streams answer their errors themselves; server reflection
+                # does not, and would let a refused message out as UNKNOWN and a traceback.
+                await abort(context, error)
 
         return bidi_stream

@@ -16,6 +16,8 @@ JSON = "application/json"
 QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ID_FORBIDDEN = re.compile(r"[\x00-\x20\x7f-\x9f{}]")
+MAX_JOB_ID = 256
+MAX_GROUP = 128
 MAX_PRIORITY = 1_000_000
 MAX_ATTEMPTS = 10_000
 MAX_DURATION_MS = 10 * 365 * 24 * 3600 * 1000  # ten years
@@ -40,12 +42,24 @@ def job_name(value: str, field: str) -> str:
     return value
 
 
-def job_id(value: str, field: str = "job_id") -> str:
+def _key(value: str, field: str, longest: int) -> str:
+    """A name that becomes part of Redis keys: no spaces, braces (the hash tag) or controls."""
     if not value:
         raise InvalidArgument(field, "is required")
-    if len(value) > 256 or _ID_FORBIDDEN.search(value):
-        raise InvalidArgument(field, "must be 1-256 characters without spaces, braces or controls")
+    if len(value) > longest or _ID_FORBIDDEN.search(value):
+        raise InvalidArgument(
+            field, f"must be 1-{longest} characters without spaces, braces or controls"
+        )
     return value
+
+
+def job_id(value: str, field: str = "job_id") -> str:
+    return _key(value, field, MAX_JOB_ID)
+
+
+def group(value: str, field: str) -> str:
+    """A job's group (JobOptions.group): 1-128 characters, as the proto says."""
+    return _key(value, field, MAX_GROUP)
 
 
 def custom_job_id(value: str, field: str) -> str:
@@ -141,9 +155,7 @@ def options(opts: job_pb2.JobOptions, field: str) -> Sequence[str]:
     if opts.priority > MAX_PRIORITY:
         raise InvalidArgument(f"{field}.priority", f"must be 0 (none) or 1-{MAX_PRIORITY}")
     if opts.group:
-        job_id(opts.group, f"{field}.group")
-        if len(opts.group) > 128:
-            raise InvalidArgument(f"{field}.group", "must be at most 128 characters")
+        group(opts.group, f"{field}.group")
     if opts.attempts > MAX_ATTEMPTS:
         raise InvalidArgument(f"{field}.attempts", f"must be at most {MAX_ATTEMPTS}")
     backoff = opts.backoff

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from jobbroker.v1 import job_pb2, worker_service_pb2
@@ -16,6 +17,7 @@ MAX_MESSAGE = 65_536
 MAX_ERROR_TYPE = 256
 MAX_STACK = 262_144
 MAX_TOKEN = 64
+_LEASE_TOKEN = re.compile(r"[1-9][0-9]*-[!-~]+")
 
 CompleteRequest = worker_service_pb2.CompleteRequest
 FailRequest = worker_service_pb2.FailRequest
@@ -24,10 +26,14 @@ Report = CompleteRequest | FailRequest | ReleaseRequest
 
 
 def token(value: str, field: str) -> str:
+    """A lease token's shape: ``<fence>-<id>`` as Lease hands them out. Whether the broker gave
+    it for the job is the script's to judge (NOT_ISSUED), but a token of another shape is
+    refused here, before the check that a lease belongs to the caller's API token, which would
+    otherwise answer that it was "taken with another token"."""
     if not value:
         raise InvalidArgument(field, "is required (the token the job was leased with)")
-    if len(value) > MAX_TOKEN:
-        raise InvalidArgument(field, "is not a lease token")
+    if len(value) > MAX_TOKEN or not _LEASE_TOKEN.fullmatch(value):
+        raise InvalidArgument(field, "is not a lease token (Lease gives them as <fence>-<id>)")
     return value
 
 

@@ -136,8 +136,9 @@ local function retain(prefix, set_key, id, policy, now)
 end
 
 -- Check that `token` holds the live lease on a job, reading the fields named after `now` in
--- the same HMGET. Returns nil when it does, else a reason (NOT_FOUND, LEASE_EXPIRED or
--- LEASE_SUPERSEDED); then the job's state, and the fields read (the extra ones from index 4).
+-- the same HMGET. Returns nil when it does, else a reason (NOT_FOUND, NOT_ISSUED,
+-- LEASE_EXPIRED or LEASE_SUPERSEDED); then the job's state, and the fields read (the extra ones
+-- from index 4).
 local function check_lease(jkey, token, now, ...)
   local f = redis.call('HMGET', jkey, 'st', 'tok', 'le', ...)
   local st, tok, le = f[1], f[2], f[3]
@@ -145,10 +146,15 @@ local function check_lease(jkey, token, now, ...)
     return 'NOT_FOUND', ''
   end
   if tok ~= token then
-    if fence_of(tok) > fence_of(token) then
-      return 'LEASE_SUPERSEDED', st
+    -- Each lease of a job takes the next fence and the job keeps the token of its newest one,
+    -- so a token without a fence, with a fence above the newest, or with the newest fence but
+    -- not its token, was never issued for this job. Only a lower fence can be a real lease
+    -- that another one replaced.
+    local given = fence_of(token)
+    if given == 0 or given >= fence_of(tok) then
+      return 'NOT_ISSUED', st
     end
-    return 'LEASE_EXPIRED', st
+    return 'LEASE_SUPERSEDED', st
   end
   if st ~= 'active' or tonumber(le) <= now then
     return 'LEASE_EXPIRED', st
