@@ -14,11 +14,11 @@ import sys
 from typing import Any
 
 import grpc
+from jobbroker._channel import ADDRESS_ENV
 from jobbroker._logs import configure as configure_logging
 from jobbroker.worker import Worker
 
 DEFAULT_ATTRIBUTE = "worker"
-ADDRESS_ENV = "JOBBROKER_ADDRESS"
 
 
 class RunnerError(Exception):

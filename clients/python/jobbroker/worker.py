@@ -31,8 +31,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ._calls import target
-from ._channel import open_channel
+from ._channel import ConnectionSettings, open_channel, target
 from ._worker_context import DoNotRetry, JobContext
 from ._worker_jobs import Jobs
 from ._worker_leasing import Leasing
@@ -74,7 +73,7 @@ class Worker:
         self,
         queues: str | Sequence[str],
         *,
-        address: str | Sequence[str] = "127.0.0.1:50051",
+        address: str | Sequence[str] | None = None,
         concurrency: int = 10,
         lease: Seconds = 30.0,
         grace: Seconds = 30.0,
@@ -88,14 +87,17 @@ class Worker:
         :param queues: the queue (or queues) to lease from.
         :param address: the broker, ``host:port`` (any gRPC target, e.g. ``dns:///brokers:50051``),
             or several brokers (a list, or ``host:port`` addresses separated by commas): calls
-            are balanced round robin over the live ones.
+            are balanced round robin over the live ones. Default: ``JOBBROKER_ADDRESS``, else
+            ``127.0.0.1:50051``.
         :param concurrency: handlers running at once at most (also the thread pool's size).
         :param lease: how long a lease lasts without renewal, 1 s - 1 h; renewed every third.
         :param grace: on stop, how long running jobs may take to finish before they are given back.
         :param worker_id: unique per process; default ``host:pid:random``.
         :param wait: how long one ``Lease`` long-poll waits for a job, 0-300 s.
-        :param credentials: TLS credentials (:func:`jobbroker.tls_credentials`); default plaintext.
-        :param token: API token (``jobbroker token create``) sent with every call.
+        :param credentials: TLS credentials (:func:`jobbroker.tls_credentials`); default: from
+            ``JOBBROKER_TLS``/``JOBBROKER_TLS_CA``/``_CERT``/``_KEY``, else plaintext.
+        :param token: API token (``jobbroker token create``) sent with every call; default:
+            ``JOBBROKER_TOKEN``.
         :param channel_options: extra gRPC channel options.
         """
         names = [queues] if isinstance(queues, str) else list(queues)
@@ -112,9 +114,12 @@ class Worker:
         self.wait_ms = ms(wait)
         if self.wait_ms > 300_000:
             raise ValueError("wait must be at most 300 s")
+        settings = ConnectionSettings.from_env(
+            address=address, token=token, credentials=credentials
+        )
         self.queues: list[str] = list(dict.fromkeys(names))
         """The queues this worker leases from."""
-        self.address = target(address)
+        self.address = settings.target
         """The broker's gRPC target."""
         self.concurrency = concurrency
         """Handlers running at once at most."""
@@ -122,8 +127,8 @@ class Worker:
         """Seconds running jobs get to finish when the worker stops."""
         self.worker_id = worker_id or default_worker_id()
         """This worker's id, as the broker records it on the jobs it runs."""
-        self._credentials = credentials
-        self._token = token
+        self._credentials = settings.channel_credentials()
+        self._token = settings.token
         self._channel_options = list(channel_options)
         self._handlers: dict[str, tuple[Handler, bool]] = {}
         self._default: tuple[Handler, bool] | None = None
