@@ -162,6 +162,21 @@ def work(
         str,
         typer.Option(envvar="JOBBROKER_LOG_LEVEL", help="debug, info, warning or error."),
     ] = "info",
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            envvar="JOBBROKER_WORKER_METRICS_PORT",
+            help="Serve the worker's Prometheus metrics on this port (/metrics); 0: off.",
+            min=0,
+            max=65535,
+        ),
+    ] = 0,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            envvar="JOBBROKER_WORKER_METRICS_HOST", help="Address the metrics endpoint binds."
+        ),
+    ] = "127.0.0.1",
 ) -> None:
     """Run a worker process (like celery -A / arq): Ctrl-C or SIGTERM stops it gracefully."""
     from jobbroker_worker.runner import RunnerError, run_worker
@@ -176,6 +191,8 @@ def work(
             credentials=connection.credentials(settings),
             log_format=log_format,
             log_level=log_level,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
         )
     except RunnerError as exc:
         fail(ExitCode.USAGE, str(exc))
