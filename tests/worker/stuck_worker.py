@@ -2,13 +2,15 @@
 MODE``.
 
 ``thread``: a plain-function handler that sleeps forever (a thread cannot be interrupted);
-``loop``: an async handler that, once cancelled, blocks the event loop for good. It prints
-``started <job id>`` when the handler starts and ``exited`` once ``run()`` returned.
+``loop``: an async handler that, once cancelled, blocks the event loop for good; ``swallow``:
+an async handler that catches every cancellation and goes on waiting. It prints ``started <job
+id>`` when the handler starts and ``exited`` once ``run()`` returned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -33,6 +35,13 @@ def main(address: str, queue: str, mode: str) -> None:
             await asyncio.Event().wait()
         finally:
             time.sleep(3600)  # noqa: ASYNC251 - on purpose: blocks the event loop once cancelled
+
+    @worker.handler("swallow")
+    async def swallower(ctx: JobContext) -> None:
+        print(f"started {ctx.id}", flush=True)
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
 
     worker.run()
     print("exited", flush=True)

@@ -115,15 +115,6 @@ class ConnectionSettings:
                 f"{TLS_KEY_ENV}): {exc}"
             ) from None
 
-    def open(self, options: Sequence[tuple[str, Any]]) -> grpc.aio.Channel:
-        """A channel to the broker with these settings."""
-        return open_channel(
-            self.target,
-            credentials=self.channel_credentials(),
-            options=options,
-            token=self.token or None,
-        )
-
 
 def target(address: str | Sequence[str]) -> str:
     """The gRPC target for one address (``host:port`` or any gRPC target such as

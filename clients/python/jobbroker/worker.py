@@ -159,6 +159,7 @@ class Worker:
         self._main: asyncio.Task[None] | None = None
         self._stop_requested: asyncio.Event | None = None
         self._deadline = float("inf")
+        self._watchdog: threading.Timer | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self.worker_id} queues={self.queues} concurrency={self.concurrency}>"
@@ -196,16 +197,21 @@ class Worker:
             import uvloop
 
             loop_factory = uvloop.new_event_loop
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(self._serve_until_signal())
+        try:
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                runner.run(self._serve_until_signal())
+        finally:
+            # Only now: closing the runner cancels and awaits every task left, and a handler
+            # that swallows its cancellation would make that wait forever.
+            if self._watchdog is not None:
+                self._watchdog.cancel()
 
     async def _serve_until_signal(self) -> None:
         loop = asyncio.get_running_loop()
         received = 0
-        watchdog: threading.Timer | None = None
 
         def on_signal(sig: signal.Signals) -> None:
-            nonlocal received, watchdog
+            nonlocal received
             received += 1
             if received == 1:
                 log.info(
@@ -217,9 +223,9 @@ class Worker:
                 )
                 self._request_stop(self.grace)
                 limit = self.grace + UNWIND_S + FLUSH_TIMEOUT_S + WATCHDOG_MARGIN_S
-                watchdog = threading.Timer(limit, self._exit_now, (sig.name, limit))
-                watchdog.daemon = True
-                watchdog.start()
+                self._watchdog = threading.Timer(limit, self._exit_now, (sig.name, limit))
+                self._watchdog.daemon = True
+                self._watchdog.start()
             else:
                 self._request_stop(0.0)
 
@@ -231,18 +237,17 @@ class Worker:
         try:
             await self.serve()
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
             for sig in installed:
                 loop.remove_signal_handler(sig)
 
     def _exit_now(self, signal_name: str, limit: float) -> None:
-        """The watchdog: the stop did not finish in time (the event loop is blocked, by an
-        async handler that never yields, say); leave without reporting anything more."""
+        """The watchdog: the stop did not finish in time (an async handler blocks the event
+        loop, or swallows its cancellation); leave without reporting anything more."""
         running = ", ".join(f"{ctx.queue}/{ctx.id}" for ctx in self._running_contexts())
         log.critical(
-            "worker %s: not stopped %.0f s after %s (grace %.0f s): the event loop is blocked; "
-            "exiting now. Jobs still held (%s) go back to waiting when their leases run out",
+            "worker %s: not stopped %.0f s after %s (grace %.0f s): an async handler blocks "
+            "the event loop or ignores its cancellation; exiting now. Jobs still held (%s) go "
+            "back to waiting when their leases run out",
             self.worker_id,
             limit,
             signal_name,
@@ -256,7 +261,9 @@ class Worker:
     def _running_contexts(self) -> list[JobContext]:
         # Read from another thread (the watchdog): copy first, the loop may be changing it.
         jobs = self._jobs
-        return [] if jobs is None else [c for c in list(jobs.leases.values()) if not c._settled]
+        if jobs is None:
+            return []
+        return [ctx for ctx in list(jobs.leases.values()) if not ctx._settled]
 
     async def serve(self) -> None:
         """Serve until :meth:`stop`; raises a :class:`~jobbroker.JobBrokerError` when the
