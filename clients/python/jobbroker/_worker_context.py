@@ -125,7 +125,7 @@ class JobContext:
         self._handler_done = False
         self._settled = False
         self._slot_held = True
-        self._timeout_at = _datetime(job.timeout_at_ms)
+        self._timeout_at: datetime | None = None  # the worker's default timeout, when it applies
         self._timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
@@ -154,7 +154,7 @@ class JobContext:
     def timeout_at(self) -> datetime | None:
         """When the attempt times out: the job's ``timeout`` option, else the worker's
         ``default_attempt_timeout``; None without either."""
-        return self._timeout_at
+        return self._timeout_at or _datetime(self._job.timeout_at_ms)
 
     @property
     def previous_progress(self) -> Progress:
