@@ -109,3 +109,22 @@ async def test_the_error_is_the_one_the_broker_answers(broker: RunningBroker, qu
         from_broker.field,
     )
     assert mine.message.startswith(from_broker.message)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"every": 0}, "schedule.every_ms"),
+        ({"every": 0.0004}, "schedule.every_ms"),
+        ({"every": -60}, "schedule.every_ms"),
+        ({"every": 0.5}, "schedule.every_ms"),  # the broker's minimum is 1 s
+        ({"every": 60, "limit": -1}, "schedule.limit"),
+    ],
+)
+async def test_schedule_values_are_checked_before_calling(
+    make_client: ClientFactory, fields: dict[str, Any], field: str, queue: str
+) -> None:
+    client = make_client("127.0.0.1:1", retries=0, timeout=1)
+    with pytest.raises(InvalidArgument) as raised:
+        await client.upsert_schedule(queue, "k", "job", **fields)
+    assert raised.value.field == field

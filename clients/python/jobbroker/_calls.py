@@ -6,11 +6,13 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from .errors import JobBrokerError, JobCancelled, JobFailed
 from .models import (
+    MAX_DURATION_MS,
+    MAX_UINT32,
     Backoff,
     Event,
     EventType,
@@ -20,6 +22,7 @@ from .models import (
     Retention,
     Seconds,
     encode,
+    invalid,
     ms,
 )
 from .queue_models import QueueSettings, RateLimit, Schedule
@@ -71,6 +74,9 @@ class OptionFields(TypedDict, total=False):
     lifo: bool
     group: str | None
 
+
+MIN_EVERY_MS = 1_000
+"""The shortest ``every`` of a schedule the broker takes."""
 
 BulkItem = tuple[str, Any] | tuple[str, Any, JobOptions | None]
 """One job of ``add_bulk()``: ``(name, data)`` or ``(name, data, options)``."""
@@ -195,6 +201,16 @@ def schedule(
     """The schedule of ``upsert_schedule()``: exactly one of ``cron`` and ``every``."""
     if bool(cron) == (every is not None):
         raise ValueError("upsert_schedule: give exactly one of cron= and every=")
+    if every is not None:
+        seconds = every.total_seconds() if isinstance(every, timedelta) else float(every)
+        # The wire's 0 means "not set": say what is wrong with the value given instead.
+        if not MIN_EVERY_MS <= round(seconds * 1000) <= MAX_DURATION_MS:
+            raise invalid(
+                "schedule.every_ms",
+                f"must be between {MIN_EVERY_MS} and {MAX_DURATION_MS} (got {every!r} s)",
+            )
+    if isinstance(limit, bool) or not 0 <= limit <= MAX_UINT32:
+        raise invalid("schedule.limit", f"must be 0 (no limit) or more (got {limit!r})")
     return Schedule(
         key=key,
         queue=queue,
