@@ -30,7 +30,7 @@ from .models import MAX_ATTEMPTS, MAX_PRIORITY
 if TYPE_CHECKING:
     from .client import Client
 
-ADDRESS_HELP = f"The broker's host:port [env {ADDRESS_ENV}; default {DEFAULT_ADDRESS}]."
+ADDRESS_HELP = f"The broker's host:port (env {ADDRESS_ENV}; default {DEFAULT_ADDRESS})."
 Address = Annotated[
     str | None,
     typer.Option("--address", "-a", help=ADDRESS_HELP, show_default=False),

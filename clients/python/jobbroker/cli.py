@@ -61,7 +61,8 @@ class StateName(enum.StrEnum):
 app = typer.Typer(
     cls=ConnectingGroup,
     name="jobbroker",
-    help="jobbroker: a gRPC job broker on Redis. Run a broker, run workers, manage jobs.",
+    help="jobbroker: a gRPC job broker on Redis. Run a broker, run workers, manage jobs. "
+    "The connection options below also work after the command.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -78,30 +79,30 @@ def main_options(
     token: Annotated[
         str | None,
         typer.Option(
-            help=f"API token sent with every call (jobbroker token create) [env {TOKEN_ENV}].",
+            help=f"API token sent with every call, from jobbroker token create (env {TOKEN_ENV}).",
             show_default=False,
         ),
     ] = None,
     tls: Annotated[
         bool,
-        typer.Option("--tls", help=f"Connect with TLS, trusting the system's CAs [env {TLS_ENV}]."),
+        typer.Option("--tls", help=f"Connect with TLS, trusting the system's CAs (env {TLS_ENV})."),
     ] = False,
     tls_ca: Annotated[
         str | None,
         typer.Option(
-            help=f"PEM CA of the broker's certificate (implies --tls) [env {TLS_CA_ENV}].",
+            help=f"PEM CA of the broker's certificate; implies --tls (env {TLS_CA_ENV}).",
             show_default=False,
         ),
     ] = None,
     tls_cert: Annotated[
         str | None,
         typer.Option(
-            help=f"PEM client certificate (mutual TLS) [env {TLS_CERT_ENV}].", show_default=False
+            help=f"PEM client certificate, for mutual TLS (env {TLS_CERT_ENV}).", show_default=False
         ),
     ] = None,
     tls_key: Annotated[
         str | None,
-        typer.Option(help=f"PEM key of --tls-cert [env {TLS_KEY_ENV}].", show_default=False),
+        typer.Option(help=f"PEM key of --tls-cert (env {TLS_KEY_ENV}).", show_default=False),
     ] = None,
 ) -> None:
     """How every command connects: these options go before the command or after it; what is
