@@ -32,7 +32,7 @@ from .queue_models import JobCounts, QueueInfo, QueueSettings, RateLimit, Schedu
 
 if TYPE_CHECKING:
     from .client import AsyncClient, Client
-    from .worker import DoNotRetry, JobContext, Worker
+    from .worker import DoNotRetry, JobContext, Worker, WorkerStats
 
 __version__ = "0.1.0"
 
@@ -42,6 +42,7 @@ _LAZY = {
     "Worker": "worker",
     "JobContext": "worker",
     "DoNotRetry": "worker",
+    "WorkerStats": "worker",
 }
 
 
@@ -89,6 +90,7 @@ __all__ = [
     "Unavailable",
     "Worker",
     "WorkerInfo",
+    "WorkerStats",
     "__version__",
     "tls_credentials",
 ]
