@@ -89,18 +89,41 @@ def test_data_from_a_file_and_from_stdin(cli: Cli, queue: str, tmp_path: Path) -
         (["--backoff", "linear:5s"], "--backoff"),
         (["--remove-on-complete", "sometimes"], "--remove-on-complete"),
         (["--priority", "high"], "priority"),
+        (["--priority", "-1"], "--priority"),
+        (["--priority", "1000001"], "--priority"),
+        (["--attempts", "-1"], "--attempts"),
+        (["--attempts", "0"], "--attempts"),
+        (["--backoff-jitter", "-0.5"], "--backoff-jitter"),
+        (["--timeout", "0"], "--timeout: must be at least 1 ms"),
+        (["--lifespan", "0.0001"], "--lifespan: must be at least 1 ms"),
+        (["--backoff", "fixed:1s", "--backoff-max", "0"], "--backoff-max: must be at least 1 ms"),
+        (["--remove-on-fail", "10,0s"], "--remove-on-fail: must be at least 1 ms"),
     ],
 )
 def test_bad_options_are_usage_errors(cli: Cli, queue: str, args: list[str], message: str) -> None:
+    # A traceback would surface here as the exception (Cli re-raises anything but an exit).
     result = cli("add", queue, "job", *args)
     assert result.exit_code == 2
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [(["--priority", "-1"], "--priority"), (["--attempts", "0"], "--attempts")],
+)
+def test_bad_schedule_options_are_usage_errors(
+    cli: Cli, queue: str, args: list[str], option: str
+) -> None:
+    result = cli("schedules", "add", queue, "nightly", "job", "--every", "1h", *args)
+    assert result.exit_code == 2
+    assert option in result.stderr
 
 
 def test_an_option_the_broker_rejects_is_a_usage_error(cli: Cli, queue: str) -> None:
-    result = cli("add", queue, "job", "--priority", "2000000")
+    result = cli("add", queue, "job", "--group", "has space")
     assert result.exit_code == 2
-    assert "priority" in result.stderr
+    assert "group" in result.stderr
 
 
 def test_unknown_job_exits_3(cli: Cli, queue: str) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import textwrap
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from jobbroker import Client, Event, EventType, JobCancelled, JobFailed
 
-from .helpers import Cli, ThreadedBroker, child_env, jobbroker_command, terminate
+from .helpers import Cli, ThreadedBroker, child_env, free_address, jobbroker_command, terminate
 
 APP = """
 from jobbroker import Worker
@@ -118,3 +120,41 @@ def test_the_demo_worker(cli_broker: ThreadedBroker, queue: str) -> None:
         code = terminate(worker)
         stderr = worker.stderr.read().decode() if worker.stderr else ""
     assert code == 0, stderr
+
+
+def test_work_finds_the_broker_in_the_environment_and_serves_metrics(
+    app_dir: Path, cli_broker: ThreadedBroker, queue: str
+) -> None:
+    port = free_address().rsplit(":", 1)[1]
+    worker = subprocess.Popen(
+        [*jobbroker_command(), "work", "app", "--metrics-port", port],
+        cwd=app_dir,
+        env=child_env(JOBBROKER_ADDRESS=cli_broker.address),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with Client(cli_broker.address) as client:
+            added = client.add(queue, "double", 4)
+            assert client.wait(queue, added.job_id, timeout=20) == 8
+        text = _scrape(f"http://127.0.0.1:{port}/metrics", within=10)
+        assert "jobbroker_worker_concurrency 10.0" in text
+        assert 'jobbroker_worker_handlers{state="abandoned"} 0.0' in text
+        assert "jobbroker_worker_jobs_leased_total 1.0" in text
+    finally:
+        code = terminate(worker)
+        stderr = worker.stderr.read().decode() if worker.stderr else ""
+    assert code == 0, stderr
+    assert cli_broker.address in stderr  # "serving [...] at <address>"
+
+
+def _scrape(url: str, within: float) -> str:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return str(response.read().decode())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

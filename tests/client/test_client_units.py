@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from jobbroker import AsyncClient, Client, JobOptions, JobState
-from jobbroker._calls import bulk_request, job_options, retry_delay, state_arg, target
+from jobbroker._calls import bulk_request, job_options, retry_delay, state_arg
+from jobbroker._channel import target
 from jobbroker.client import OptionFields
 
 from .conftest import ClientFactory, RunningBroker

@@ -12,8 +12,9 @@ Run it on its own with ``jobbroker work jobbroker_worker.demo``. Its jobs:
 
 any other name fails at once, without retries.
 
-``JOBBROKER_ADDRESS`` (default ``127.0.0.1:50051``) names the broker and ``JOBBROKER_DEMO_QUEUE``
-(default ``demo``) the queue.
+``JOBBROKER_ADDRESS`` (default ``127.0.0.1:50051``; with ``JOBBROKER_TOKEN`` and the TLS
+variables, read by ``Worker``) names the broker and ``JOBBROKER_DEMO_QUEUE`` (default ``demo``)
+the queue.
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ from typing import Any
 from jobbroker.worker import DoNotRetry, JobContext, Worker
 
 QUEUE = os.environ.get("JOBBROKER_DEMO_QUEUE", "demo")
-ADDRESS = os.environ.get("JOBBROKER_ADDRESS", "127.0.0.1:50051")
 NAMES = ("sleep", "fail", "flaky", "echo", "tokens")
 
-worker = Worker(QUEUE, address=ADDRESS, concurrency=10, grace=5.0)
+worker = Worker(QUEUE, concurrency=10, grace=5.0)
 
 
 class DemoError(Exception):

@@ -14,11 +14,11 @@ import sys
 from typing import Any
 
 import grpc
+from jobbroker._channel import ADDRESS_ENV
 from jobbroker._logs import configure as configure_logging
-from jobbroker.worker import Worker
+from jobbroker.worker import Worker, serve_metrics
 
 DEFAULT_ATTRIBUTE = "worker"
-ADDRESS_ENV = "JOBBROKER_ADDRESS"
 
 
 class RunnerError(Exception):
@@ -89,6 +89,8 @@ def run_worker(
     credentials: grpc.ChannelCredentials | None = None,
     log_format: str = "console",
     log_level: str = "info",
+    metrics_port: int = 0,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
     """Load the Worker and run it until SIGTERM or SIGINT (a second signal stops at once).
 
@@ -96,7 +98,8 @@ def run_worker(
     it is also exported as ``JOBBROKER_ADDRESS`` before the module is imported, for modules
     that read it (to build a Client, say). ``token`` and ``credentials`` (the CLI's ``--token``
     and TLS options), when given, replace the Worker's own. ``log_format`` (console or json)
-    and ``log_level`` set the process' log output.
+    and ``log_level`` set the process' log output. ``metrics_port`` (0: none) serves the
+    worker's Prometheus metrics on ``metrics_host``.
     """
     try:
         configure_logging(log_format, log_level)
@@ -106,4 +109,17 @@ def run_worker(
         os.environ[ADDRESS_ENV] = address
     worker = load_worker(target)
     worker.connect_with(address=address, token=token, credentials=credentials)
-    worker.run()
+    server = None
+    if metrics_port:
+        try:
+            server = serve_metrics(worker.stats, metrics_port, metrics_host)
+        except OSError as exc:
+            raise RunnerError(
+                f"--metrics-port {metrics_port}: cannot listen on {metrics_host}: {exc.strerror}"
+            ) from None
+    try:
+        worker.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()

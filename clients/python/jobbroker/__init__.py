@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._channel import tls_credentials
+from ._channel import ConnectionSettings, tls_credentials
 from .errors import (
     InvalidArgument,
     JobBrokerError,
@@ -32,7 +32,7 @@ from .queue_models import JobCounts, QueueInfo, QueueSettings, RateLimit, Schedu
 
 if TYPE_CHECKING:
     from .client import AsyncClient, Client
-    from .worker import DoNotRetry, JobContext, Worker
+    from .worker import DoNotRetry, JobContext, Worker, WorkerStats
 
 __version__ = "0.1.0"
 
@@ -42,6 +42,7 @@ _LAZY = {
     "Worker": "worker",
     "JobContext": "worker",
     "DoNotRetry": "worker",
+    "WorkerStats": "worker",
 }
 
 
@@ -58,6 +59,7 @@ __all__ = [
     "AsyncClient",
     "Backoff",
     "Client",
+    "ConnectionSettings",
     "DoNotRetry",
     "Event",
     "EventType",
@@ -88,6 +90,7 @@ __all__ = [
     "Unavailable",
     "Worker",
     "WorkerInfo",
+    "WorkerStats",
     "__version__",
     "tls_credentials",
 ]

@@ -18,8 +18,8 @@ import grpc
 
 from . import _calls
 from ._add_batch import AddBatcher
-from ._calls import DEFAULT_ADDRESS, BulkItem, OptionFields
-from ._channel import open_channel
+from ._calls import BulkItem, OptionFields
+from ._channel import ConnectionSettings, open_channel
 from ._queues import QueueCalls
 from .errors import JobBrokerError, JobNotFound, ShuttingDown, Unavailable, from_rpc_error
 from .models import Added, Event, EventType, Job, JobOptions, JobState
@@ -63,6 +63,9 @@ class AsyncClient(QueueCalls):
     ``address`` is ``host:port``, any gRPC target (``dns:///brokers:50051``), or several IP
     ``host:port`` addresses (a list, or a comma-separated string): calls are spread round robin
     over the brokers. Use ``async with AsyncClient(...) as client:`` or ``await client.close()``.
+    Without an address, ``JOBBROKER_ADDRESS`` names it (else ``127.0.0.1:50051``); ``token``
+    and TLS likewise come from ``JOBBROKER_TOKEN`` and ``JOBBROKER_TLS``/``_TLS_CA``/
+    ``_TLS_CERT``/``_TLS_KEY`` when not given (:class:`~jobbroker.ConnectionSettings`).
 
     Every unary call has a deadline: ``timeout`` seconds unless the call's own ``timeout=`` says
     otherwise. Retries spend that same budget. A call that fails with UNAVAILABLE (broker or
@@ -81,7 +84,7 @@ class AsyncClient(QueueCalls):
 
     def __init__(
         self,
-        address: str | Sequence[str] = DEFAULT_ADDRESS,
+        address: str | Sequence[str] | None = None,
         *,
         timeout: float = 10.0,
         retries: int = 3,
@@ -96,14 +99,17 @@ class AsyncClient(QueueCalls):
             raise ValueError("timeout: must be more than 0 seconds")
         if retries < 0 or retry_backoff < 0 or retry_backoff_max < 0:
             raise ValueError("retries, retry_backoff and retry_backoff_max must not be negative")
-        self.target = _calls.target(address)
+        settings = ConnectionSettings.from_env(
+            address=address, token=token, credentials=credentials
+        )
+        self.target = settings.target
         """The gRPC target the client connects to."""
         self.timeout = timeout
         self.retries = retries
         self.retry_backoff = retry_backoff
         self.retry_backoff_max = retry_backoff_max
-        self._credentials = credentials
-        self._token = token
+        self._credentials = settings.channel_credentials()
+        self._token = settings.token
         self._metadata = tuple(metadata) or None
         self._options = _calls.channel_options(channel_options)
         # The channel is made on first use, inside the event loop that will use it.

@@ -1,17 +1,18 @@
-"""What the clients share besides the calls themselves: where to connect, how to build requests
+"""What the clients share besides the calls themselves: channel options, how to build requests
 from Python values, how to read replies, and how long to wait before a retry."""
 
 from __future__ import annotations
 
-import ipaddress
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from .errors import JobBrokerError, JobCancelled, JobFailed
 from .models import (
+    MAX_DURATION_MS,
+    MAX_UINT32,
     Backoff,
     Event,
     EventType,
@@ -21,12 +22,11 @@ from .models import (
     Retention,
     Seconds,
     encode,
+    invalid,
     ms,
 )
 from .queue_models import QueueSettings, RateLimit, Schedule
 from .v1 import job_service_pb2, queue_service_pb2
-
-DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """The broker's own message size limit; gRPC's default (4 MiB) is too small for bulk adds."""
@@ -41,40 +41,6 @@ CHANNEL_OPTIONS: dict[str, Any] = {
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
 }
-
-
-def target(address: str | Sequence[str]) -> str:
-    """The gRPC target for one address (``host:port`` or any gRPC target such as
-    ``dns:///brokers:50051``) or several IP ``host:port`` addresses (a list, or one string
-    separated by commas), which become one ``ipv4:``/``ipv6:`` target balanced round robin."""
-    if isinstance(address, str):
-        if "," not in address or ":///" in address or address.startswith(("ipv4:", "ipv6:")):
-            return address
-        address = address.split(",")
-    addresses = [a.strip() for a in address if a.strip()]
-    if not addresses:
-        raise ValueError("address: give at least one broker address")
-    if len(addresses) == 1:
-        return addresses[0]
-    versions = {_ip_version(a) for a in addresses}
-    if len(versions) > 1:
-        raise ValueError("address: do not mix IPv4 and IPv6 addresses in one list")
-    return f"ipv{versions.pop()}:" + ",".join(addresses)
-
-
-def _ip_version(address: str) -> int:
-    host, _, port = address.rpartition(":")
-    version: int
-    try:
-        version = ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).version
-    except ValueError:
-        version = 0
-    if not version or not port.isdigit():
-        raise ValueError(
-            f"address: {address!r} is not an IP:port address; a list of brokers must name IP "
-            "addresses (for host names give one DNS name: calls are spread over its addresses)"
-        )
-    return version
 
 
 def channel_options(extra: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -108,6 +74,9 @@ class OptionFields(TypedDict, total=False):
     lifo: bool
     group: str | None
 
+
+MIN_EVERY_MS = 1_000
+"""The shortest ``every`` of a schedule the broker takes."""
 
 BulkItem = tuple[str, Any] | tuple[str, Any, JobOptions | None]
 """One job of ``add_bulk()``: ``(name, data)`` or ``(name, data, options)``."""
@@ -232,6 +201,16 @@ def schedule(
     """The schedule of ``upsert_schedule()``: exactly one of ``cron`` and ``every``."""
     if bool(cron) == (every is not None):
         raise ValueError("upsert_schedule: give exactly one of cron= and every=")
+    if every is not None:
+        seconds = every.total_seconds() if isinstance(every, timedelta) else float(every)
+        # The wire's 0 means "not set": say what is wrong with the value given instead.
+        if not MIN_EVERY_MS <= round(seconds * 1000) <= MAX_DURATION_MS:
+            raise invalid(
+                "schedule.every_ms",
+                f"must be between {MIN_EVERY_MS} and {MAX_DURATION_MS} (got {every!r} s)",
+            )
+    if isinstance(limit, bool) or not 0 <= limit <= MAX_UINT32:
+        raise invalid("schedule.limit", f"must be 0 (no limit) or more (got {limit!r})")
     return Schedule(
         key=key,
         queue=queue,

@@ -1,11 +1,162 @@
-"""Opening a channel to the broker: plaintext or TLS, with the caller's API token on every call."""
+"""How to reach the broker: where it is, the API token and TLS (from arguments or the
+environment, the same for the clients, the worker and the CLI), and opening the channel."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ipaddress
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+ADDRESS_ENV = "JOBBROKER_ADDRESS"
+TOKEN_ENV = "JOBBROKER_TOKEN"
+TLS_ENV = "JOBBROKER_TLS"
+TLS_CA_ENV = "JOBBROKER_TLS_CA"
+TLS_CERT_ENV = "JOBBROKER_TLS_CERT"
+TLS_KEY_ENV = "JOBBROKER_TLS_KEY"
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """Where the broker is and how to authenticate to it.
+
+    :meth:`from_env` fills each setting from its argument when one is given, else from its
+    environment variable, else the default: ``Client()``, ``AsyncClient()``, ``Worker()`` and
+    the ``jobbroker`` CLI all read the same variables this way.
+    """
+
+    address: str | Sequence[str] | None = None
+    """The broker (``host:port``, any gRPC target, or a list of IP ``host:port``);
+    None: :data:`DEFAULT_ADDRESS`. Environment: ``JOBBROKER_ADDRESS``."""
+    token: str | None = None
+    """API token sent with every call (``jobbroker token create``); None or empty: none.
+    Environment: ``JOBBROKER_TOKEN``."""
+    tls: bool = False
+    """Connect with TLS, trusting the system's CAs (implied by the files below).
+    Environment: ``JOBBROKER_TLS`` (1/true/yes/on or 0/false/no/off)."""
+    tls_ca: str | None = None
+    """PEM file of the CA that signed the broker's certificate. Environment:
+    ``JOBBROKER_TLS_CA``."""
+    tls_cert: str | None = None
+    """PEM file of this client's certificate, for mutual TLS. Environment:
+    ``JOBBROKER_TLS_CERT``."""
+    tls_key: str | None = None
+    """PEM file of that certificate's key. Environment: ``JOBBROKER_TLS_KEY``."""
+    credentials: grpc.ChannelCredentials | None = None
+    """Ready-made TLS credentials; when set, the TLS settings above are not used."""
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        address: str | Sequence[str] | None = None,
+        token: str | None = None,
+        tls: bool | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> ConnectionSettings:
+        """Each setting from its argument when not None, else from its ``JOBBROKER_*``
+        variable (``environ``, default ``os.environ``), else its default. Ready-made
+        ``credentials`` replace every TLS setting, the environment's included."""
+        env = os.environ if environ is None else environ
+
+        def pick(given: str | None, name: str) -> str | None:
+            return given if given is not None else (env.get(name) or None)
+
+        if credentials is not None:
+            tls, tls_ca, tls_cert, tls_key = True, None, None, None
+        else:
+            tls_ca = pick(tls_ca, TLS_CA_ENV)
+            tls_cert = pick(tls_cert, TLS_CERT_ENV)
+            tls_key = pick(tls_key, TLS_KEY_ENV)
+            if tls is None:
+                tls = _flag(env.get(TLS_ENV, ""), TLS_ENV)
+        chosen: str | Sequence[str] | None = address
+        if chosen is None or (isinstance(chosen, str) and not chosen):
+            chosen = env.get(ADDRESS_ENV) or None
+        return cls(
+            address=chosen,
+            token=pick(token, TOKEN_ENV),
+            tls=tls,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            credentials=credentials,
+        )
+
+    @property
+    def target(self) -> str:
+        """The gRPC target of :attr:`address` (the default when not set)."""
+        return target(DEFAULT_ADDRESS if self.address is None else self.address)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """The TLS credentials to connect with; None for plaintext. Raises ``ValueError``
+        naming the settings when a PEM file cannot be read."""
+        if self.credentials is not None:
+            return self.credentials
+        if not (self.tls or self.tls_ca or self.tls_cert or self.tls_key):
+            return None
+        try:
+            return tls_credentials(self.tls_ca, self.tls_cert, self.tls_key)
+        except OSError as exc:
+            raise ValueError(
+                f"TLS files (tls_ca/tls_cert/tls_key, {TLS_CA_ENV}/{TLS_CERT_ENV}/"
+                f"{TLS_KEY_ENV}): {exc}"
+            ) from None
+
+
+def target(address: str | Sequence[str]) -> str:
+    """The gRPC target for one address (``host:port`` or any gRPC target such as
+    ``dns:///brokers:50051``) or several IP ``host:port`` addresses (a list, or one string
+    separated by commas), which become one ``ipv4:``/``ipv6:`` target balanced round robin."""
+    if isinstance(address, str):
+        if "," not in address or ":///" in address or address.startswith(("ipv4:", "ipv6:")):
+            return address
+        address = address.split(",")
+    addresses = [a.strip() for a in address if a.strip()]
+    if not addresses:
+        raise ValueError("address: give at least one broker address")
+    if len(addresses) == 1:
+        return addresses[0]
+    versions = {_ip_version(a) for a in addresses}
+    if len(versions) > 1:
+        raise ValueError("address: do not mix IPv4 and IPv6 addresses in one list")
+    return f"ipv{versions.pop()}:" + ",".join(addresses)
+
+
+def _ip_version(address: str) -> int:
+    host, _, port = address.rpartition(":")
+    version: int
+    try:
+        version = ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).version
+    except ValueError:
+        version = 0
+    if not version or not port.isdigit():
+        raise ValueError(
+            f"address: {address!r} is not an IP:port address; a list of brokers must name IP "
+            "addresses (for host names give one DNS name: calls are spread over its addresses)"
+        )
+    return version
+
+
+def _flag(value: str, name: str) -> bool:
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{name}={value!r}: use 1, true, yes or on (or 0, false, no, off)")
 
 
 class _Bearer:

@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-from .models import Backoff, Keep, Retention
+from .errors import InvalidArgument
+from .models import Backoff, JobOptions, Keep, Retention
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -95,3 +96,20 @@ def json_data(value: str | None, option: str = "--data") -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise OptionError(f"{option}: not valid JSON ({exc})") from None
+
+
+def _flag(field: str) -> str:
+    """The option of ``add`` that sets a JobOptions field (``options.timeout_ms``)."""
+    path = field.removeprefix("options.")
+    special = {"backoff.jitter": "--backoff-jitter", "backoff.max_delay_ms": "--backoff-max"}
+    return special.get(path) or "--" + path.split(".")[0].removesuffix("_ms").replace("_", "-")
+
+
+def job_options(**fields: Any) -> JobOptions:
+    """The JobOptions of the options given; a value it refuses is an :class:`OptionError`
+    naming the option (``--timeout: must be at least 1 ms ...``)."""
+    try:
+        return JobOptions(**fields)
+    except InvalidArgument as exc:
+        problem = exc.message.removeprefix(f"{exc.field}: ")
+        raise OptionError(f"{_flag(exc.field)}: {problem}") from None

@@ -14,9 +14,9 @@ from rich.table import Table
 
 from . import _cli_options as opts
 from . import _cli_output as out
-from ._cli_common import DEFAULT_ADDRESS, Address, ExitCode, Json, Queue, connected, fail
+from ._cli_common import Address, Attempts, ExitCode, Json, Priority, Queue, connected, fail
 from .errors import Unavailable
-from .models import JobOptions, JobState
+from .models import JobState
 from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def _grid(rows: list[tuple[str, str]]) -> Table:
     return table
 
 
-def queues(address: Address = DEFAULT_ADDRESS, as_json: Json = False) -> None:
+def queues(address: Address = None, as_json: Json = False) -> None:
     """List every queue with its job counts."""
     with connected(address) as client:
         found = client.queues()
@@ -117,7 +117,7 @@ def _print_info(info: QueueInfo) -> None:
 
 
 @queue_app.command("info")
-def info(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = False) -> None:
+def info(queue: Queue, address: Address = None, as_json: Json = False) -> None:
     """Show a queue: job counts, pause flag and settings."""
     with connected(address) as client:
         found = client.queue(queue)
@@ -135,7 +135,7 @@ def _done(as_json: bool, document: dict[str, object], text: str) -> None:
 
 
 @queue_app.command("pause")
-def pause(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = False) -> None:
+def pause(queue: Queue, address: Address = None, as_json: Json = False) -> None:
     """Pause a queue: no worker gets a job from it until it is resumed."""
     with connected(address) as client:
         client.pause(queue)
@@ -143,7 +143,7 @@ def pause(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = Fals
 
 
 @queue_app.command("resume")
-def resume(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = False) -> None:
+def resume(queue: Queue, address: Address = None, as_json: Json = False) -> None:
     """Resume a paused queue."""
     with connected(address) as client:
         client.resume(queue)
@@ -156,7 +156,7 @@ def drain(
     delayed: Annotated[
         bool, typer.Option("--delayed", help="Remove the delayed jobs too.")
     ] = False,
-    address: Address = DEFAULT_ADDRESS,
+    address: Address = None,
     as_json: Json = False,
 ) -> None:
     """Remove a queue's waiting jobs (and delayed ones with --delayed)."""
@@ -181,7 +181,7 @@ def clean(
         str, typer.Option(help="Only jobs in the state for at least this long (1h, 7d).")
     ] = "0",
     limit: Annotated[int, typer.Option(help="At most this many jobs.", min=1, max=100_000)] = 1000,
-    address: Address = DEFAULT_ADDRESS,
+    address: Address = None,
     as_json: Json = False,
 ) -> None:
     """Remove jobs of one state older than a grace period, up to a limit."""
@@ -208,7 +208,7 @@ def obliterate(
         bool, typer.Option("--force", help="Even while jobs are active (their workers fail).")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    address: Address = DEFAULT_ADDRESS,
+    address: Address = None,
     as_json: Json = False,
 ) -> None:
     """Remove everything of a queue: jobs, logs, events, settings and schedules."""
@@ -229,7 +229,7 @@ def obliterate(
 
 
 @queue_app.command("retry-failed")
-def retry_failed(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = False) -> None:
+def retry_failed(queue: Queue, address: Address = None, as_json: Json = False) -> None:
     """Move every failed job back to waiting, with fresh attempts."""
     with connected(address) as client:
         retried = client.retry_failed(queue)
@@ -237,9 +237,7 @@ def retry_failed(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json
 
 
 @queue_app.command("promote-delayed")
-def promote_delayed(
-    queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = False
-) -> None:
+def promote_delayed(queue: Queue, address: Address = None, as_json: Json = False) -> None:
     """Make every delayed job waiting now."""
     with connected(address) as client:
         promoted = client.promote_delayed(queue)
@@ -267,7 +265,7 @@ def settings(
         int | None,
         typer.Option(help="Stalls a job survives; 0 for the broker default.", min=0),
     ] = None,
-    address: Address = DEFAULT_ADDRESS,
+    address: Address = None,
     as_json: Json = False,
 ) -> None:
     """Show a queue's settings, or change those given (the others stay as they are)."""
@@ -307,7 +305,7 @@ def events(
             "--after", help="Start after this event id (default: from now on).", show_default=False
         ),
     ] = "",
-    address: Address = DEFAULT_ADDRESS,
+    address: Address = None,
     as_json: Json = False,
 ) -> None:
     """Print a queue's events live (Ctrl-C to stop), resuming across broker restarts."""
@@ -335,7 +333,7 @@ def events(
                 time.sleep(0.5)
 
 
-def workers(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = False) -> None:
+def workers(queue: Queue, address: Address = None, as_json: Json = False) -> None:
     """List the workers seen leasing from a queue in the last minute."""
     with connected(address) as client:
         found = client.workers(queue)
@@ -370,7 +368,7 @@ def _schedule_rows(schedule: Schedule) -> list[tuple[str, str]]:
 
 
 @schedules_app.command("list")
-def schedules_list(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Json = False) -> None:
+def schedules_list(queue: Queue, address: Address = None, as_json: Json = False) -> None:
     """List a queue's repeatable jobs, by next run time."""
     with connected(address) as client:
         found = client.schedules(queue)
@@ -389,9 +387,7 @@ def schedules_list(queue: Queue, address: Address = DEFAULT_ADDRESS, as_json: Js
 
 
 @schedules_app.command("get")
-def schedules_get(
-    queue: Queue, key: Key, address: Address = DEFAULT_ADDRESS, as_json: Json = False
-) -> None:
+def schedules_get(queue: Queue, key: Key, address: Address = None, as_json: Json = False) -> None:
     """Show one repeatable job."""
     with connected(address) as client:
         found = client.schedule(queue, key)
@@ -435,8 +431,8 @@ def schedules_add(
     end_at: Annotated[
         str | None, typer.Option(help="No job after (ISO 8601; UTC if no offset).")
     ] = None,
-    priority: Annotated[int, typer.Option(help="Each job's priority (as for add).")] = 0,
-    attempts: Annotated[int, typer.Option(help="Each job's total attempts.")] = 1,
+    priority: Priority = 0,
+    attempts: Attempts = 1,
     backoff: Annotated[
         str | None, typer.Option(help="fixed:5s or exponential:5s.", show_default=False)
     ] = None,
@@ -447,7 +443,7 @@ def schedules_add(
         str, typer.Option(help="true, false, N, an age, or N,AGE (as for add).")
     ] = "false",
     remove_on_fail: Annotated[str, typer.Option(help="The same, for failed jobs.")] = "false",
-    address: Address = DEFAULT_ADDRESS,
+    address: Address = None,
     as_json: Json = False,
 ) -> None:
     """Add (or replace) a repeatable job: --cron or --every."""
@@ -455,7 +451,7 @@ def schedules_add(
         usage("give exactly one of --cron and --every")
     try:
         value = opts.json_data(data)
-        options = JobOptions(
+        options = opts.job_options(
             priority=priority,
             attempts=attempts,
             backoff=opts.backoff(backoff, 0.0, None) if backoff else None,
@@ -489,7 +485,7 @@ def schedules_add(
 
 @schedules_app.command("remove")
 def schedules_remove(
-    queue: Queue, key: Key, address: Address = DEFAULT_ADDRESS, as_json: Json = False
+    queue: Queue, key: Key, address: Address = None, as_json: Json = False
 ) -> None:
     """Remove a repeatable job (the jobs it already added stay)."""
     with connected(address) as client:

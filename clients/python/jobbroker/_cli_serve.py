@@ -14,6 +14,8 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+from ._channel import DEFAULT_ADDRESS
+
 if TYPE_CHECKING:
     from jobbroker_broker.settings import Settings
 
@@ -22,7 +24,6 @@ log = logging.getLogger("jobbroker.serve")
 DEMO_TARGET = "jobbroker_worker.demo:worker"
 DEMO_STOP_TIMEOUT = 15.0
 """Seconds the demo worker gets to finish or hand back its jobs on shutdown."""
-DEFAULT_ADDRESS = "127.0.0.1:50051"
 EXAMPLE = """jobbroker add demo sleep --data '{"seconds": 3}' --watch"""
 
 

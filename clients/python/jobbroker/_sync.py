@@ -15,7 +15,7 @@ from typing import Any, Self, TypeVar, Unpack
 import grpc
 
 from ._async import AsyncClient, Logs, Page
-from ._calls import DEFAULT_ADDRESS, BulkItem, OptionFields
+from ._calls import BulkItem, OptionFields
 from .models import Added, Event, Job, JobOptions, JobState, Seconds
 from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule, WorkerInfo
 
@@ -32,7 +32,7 @@ class Client:
 
     def __init__(
         self,
-        address: str | Sequence[str] = DEFAULT_ADDRESS,
+        address: str | Sequence[str] | None = None,
         *,
         timeout: float = 10.0,
         retries: int = 3,

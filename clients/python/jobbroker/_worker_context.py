@@ -63,6 +63,8 @@ class JobContext:
         "_stream",
         "_task",
         "_threaded",
+        "_timeout_at",
+        "_timer",
         "attempt",
         "data",
         "id",
@@ -123,6 +125,8 @@ class JobContext:
         self._handler_done = False
         self._settled = False
         self._slot_held = True
+        self._timeout_at: datetime | None = None  # the worker's default timeout, when it applies
+        self._timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"<JobContext {self.queue}/{self.id} {self.name!r} attempt {self.attempt}>"
@@ -131,8 +135,9 @@ class JobContext:
 
     @property
     def cancelled(self) -> threading.Event:
-        """Set when the job should stop: a Cancel arrived, the lease was lost (timeout) or
-        the worker is shutting down and the grace period ran out. Sync handlers poll it; an
+        """Set when the job should stop: a Cancel arrived, the lease was lost (timeout), the
+        worker's ``default_attempt_timeout`` passed, or the worker is shutting down and the
+        grace period ran out. Sync handlers poll it; an
         async handler is cancelled as well (``asyncio.CancelledError``)."""
         if self._cancelled is None:
             self._cancelled = threading.Event()
@@ -147,8 +152,9 @@ class JobContext:
 
     @property
     def timeout_at(self) -> datetime | None:
-        """When the attempt times out (the job's ``timeout`` option); None without one."""
-        return _datetime(self._job.timeout_at_ms)
+        """When the attempt times out: the job's ``timeout`` option, else the worker's
+        ``default_attempt_timeout``; None without either."""
+        return self._timeout_at or _datetime(self._job.timeout_at_ms)
 
     @property
     def previous_progress(self) -> Progress:

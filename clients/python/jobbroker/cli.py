@@ -12,6 +12,10 @@ Exit codes (every command):
 - 130: interrupted (Ctrl-C)
 
 Read commands take ``--json``: one JSON document per line on stdout, for scripts.
+
+Connection options (``--address``, ``--token``, ``--tls``, ``--tls-ca``, ``--tls-cert``,
+``--tls-key``) go before the command or after it; what is not given comes from the
+environment (``JOBBROKER_ADDRESS``, ``JOBBROKER_TOKEN``, ``JOBBROKER_TLS``, ...).
 """
 
 from __future__ import annotations
@@ -25,17 +29,21 @@ from rich.markup import escape
 from . import _cli_options as opts
 from . import _cli_output as out
 from . import _cli_queues, _cli_tokens
+from ._channel import TLS_CA_ENV, TLS_CERT_ENV, TLS_ENV, TLS_KEY_ENV, TOKEN_ENV
 from ._cli_common import (
-    DEFAULT_ADDRESS,
+    ADDRESS_HELP,
     Address,
+    Attempts,
+    ConnectingGroup,
     ExitCode,
     Json,
+    Priority,
     Queue,
     connected,
     connection,
     fail,
 )
-from .models import JobOptions, JobState
+from .models import JobState
 
 if TYPE_CHECKING:
     from .client import Client
@@ -51,8 +59,10 @@ class StateName(enum.StrEnum):
 
 
 app = typer.Typer(
+    cls=ConnectingGroup,
     name="jobbroker",
-    help="jobbroker: a gRPC job broker on Redis. Run a broker, run workers, manage jobs.",
+    help="jobbroker: a gRPC job broker on Redis. Run a broker, run workers, manage jobs. "
+    "The connection options below also work after the command.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -65,32 +75,39 @@ app.add_typer(_cli_tokens.app)
 
 @app.callback()
 def main_options(
+    address: Address = None,
     token: Annotated[
         str | None,
         typer.Option(
-            envvar="JOBBROKER_TOKEN",
-            help="API token sent with every call (jobbroker token create).",
+            help=f"API token sent with every call, from jobbroker token create (env {TOKEN_ENV}).",
             show_default=False,
         ),
     ] = None,
     tls: Annotated[
-        bool, typer.Option("--tls", help="Connect with TLS, trusting the system's CAs.")
+        bool,
+        typer.Option("--tls", help=f"Connect with TLS, trusting the system's CAs (env {TLS_ENV})."),
     ] = False,
     tls_ca: Annotated[
         str | None,
         typer.Option(
-            envvar="JOBBROKER_TLS_CA", help="PEM CA of the broker's certificate (implies --tls)."
+            help=f"PEM CA of the broker's certificate; implies --tls (env {TLS_CA_ENV}).",
+            show_default=False,
         ),
     ] = None,
     tls_cert: Annotated[
         str | None,
-        typer.Option(envvar="JOBBROKER_TLS_CERT", help="PEM client certificate (mutual TLS)."),
+        typer.Option(
+            help=f"PEM client certificate, for mutual TLS (env {TLS_CERT_ENV}).", show_default=False
+        ),
     ] = None,
     tls_key: Annotated[
-        str | None, typer.Option(envvar="JOBBROKER_TLS_KEY", help="PEM key of --tls-cert.")
+        str | None,
+        typer.Option(help=f"PEM key of --tls-cert (env {TLS_KEY_ENV}).", show_default=False),
     ] = None,
 ) -> None:
-    """How every command connects: token and TLS (also from the environment)."""
+    """How every command connects: these options go before the command or after it; what is
+    not given comes from the environment."""
+    connection.address = address
     connection.token = token
     connection.tls = tls
     connection.tls_ca, connection.tls_cert, connection.tls_key = tls_ca, tls_cert, tls_key
@@ -134,8 +151,7 @@ def work(
         typer.Option(
             "--address",
             "-a",
-            envvar="JOBBROKER_ADDRESS",
-            help="The broker's host:port; overrides the Worker's own address.",
+            help=f"{ADDRESS_HELP.removesuffix('.')}; overrides the Worker's own address.",
             show_default=False,
         ),
     ] = None,
@@ -147,18 +163,37 @@ def work(
         str,
         typer.Option(envvar="JOBBROKER_LOG_LEVEL", help="debug, info, warning or error."),
     ] = "info",
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            envvar="JOBBROKER_WORKER_METRICS_PORT",
+            help="Serve the worker's Prometheus metrics on this port (/metrics); 0: off.",
+            min=0,
+            max=65535,
+        ),
+    ] = 0,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            envvar="JOBBROKER_WORKER_METRICS_HOST", help="Address the metrics endpoint binds."
+        ),
+    ] = "127.0.0.1",
 ) -> None:
     """Run a worker process (like celery -A / arq): Ctrl-C or SIGTERM stops it gracefully."""
     from jobbroker_worker.runner import RunnerError, run_worker
 
+    # What the command line or the environment says replaces what the module's Worker says.
+    settings = connection.settings(address)
     try:
         run_worker(
             target,
-            address=address,
-            token=connection.token,
-            credentials=connection.credentials(),
+            address=None if settings.address is None else str(settings.address),
+            token=settings.token,
+            credentials=connection.credentials(settings),
             log_format=log_format,
             log_level=log_level,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
         )
     except RunnerError as exc:
         fail(ExitCode.USAGE, str(exc))
@@ -182,13 +217,11 @@ def add(
             "--job-id", help="Custom job id: adding it again is idempotent.", show_default=False
         ),
     ] = None,
-    priority: Annotated[
-        int, typer.Option(help="1 (highest) to 1,000,000; 0 = unprioritized, served first.")
-    ] = 0,
+    priority: Priority = 0,
     delay: Annotated[
         str | None, typer.Option(help="Run after this long: 30s, 5m, 1h ...", show_default=False)
     ] = None,
-    attempts: Annotated[int, typer.Option(help="Total attempts, the first included.")] = 1,
+    attempts: Attempts = 1,
     backoff: Annotated[
         str | None,
         typer.Option(
@@ -196,7 +229,8 @@ def add(
         ),
     ] = None,
     backoff_jitter: Annotated[
-        float, typer.Option(help="0-1: draw each retry delay between d*(1-j) and d.")
+        float,
+        typer.Option(help="0-1: draw each retry delay between d*(1-j) and d.", min=0, max=1),
     ] = 0.0,
     backoff_max: Annotated[
         str | None, typer.Option(help="Longest retry delay.", show_default=False)
@@ -222,13 +256,13 @@ def add(
     watch_: Annotated[
         bool, typer.Option("--watch", "-w", help="Then follow the job until it ends (like watch).")
     ] = False,
-    address: Address = DEFAULT_ADDRESS,
+    address: Address = None,
     as_json: Json = False,
 ) -> None:
     """Add a job. Prints its id (with --watch, follows it; exit 1 if it fails)."""
     try:
         value = opts.json_data(data)
-        options = JobOptions(
+        options = opts.job_options(
             job_id=job_id,
             priority=priority,
             delay=opts.maybe_duration(delay, "--delay"),
@@ -257,9 +291,7 @@ def add(
 
 
 @app.command()
-def status(
-    queue: Queue, job_id: JobId, address: Address = DEFAULT_ADDRESS, as_json: Json = False
-) -> None:
+def status(queue: Queue, job_id: JobId, address: Address = None, as_json: Json = False) -> None:
     """Show a job: state, attempts, progress, data, result or failure."""
     with connected(address) as client:
         job = client.get_status(queue, job_id)
@@ -270,9 +302,7 @@ def status(
 
 
 @app.command()
-def watch(
-    queue: Queue, job_id: JobId, address: Address = DEFAULT_ADDRESS, as_json: Json = False
-) -> None:
+def watch(queue: Queue, job_id: JobId, address: Address = None, as_json: Json = False) -> None:
     """Follow a job's progress live until it ends: exit 0 completed, 1 failed or cancelled."""
     with connected(address) as client:
         _watch(client, queue, job_id, as_json)
@@ -302,7 +332,7 @@ def cancel(
     queue: Queue,
     job_id: JobId,
     reason: Annotated[str, typer.Option(help="Why; kept on the job.")] = "",
-    address: Address = DEFAULT_ADDRESS,
+    address: Address = None,
     as_json: Json = False,
 ) -> None:
     """Cancel a job: waiting/delayed at once; active: its worker is told to stop."""
@@ -314,9 +344,7 @@ def cancel(
 
 
 @app.command()
-def retry(
-    queue: Queue, job_id: JobId, address: Address = DEFAULT_ADDRESS, as_json: Json = False
-) -> None:
+def retry(queue: Queue, job_id: JobId, address: Address = None, as_json: Json = False) -> None:
     """Run a failed or cancelled job again, with fresh attempts."""
     with connected(address) as client:
         state = client.retry(queue, job_id)
@@ -324,9 +352,7 @@ def retry(
 
 
 @app.command()
-def promote(
-    queue: Queue, job_id: JobId, address: Address = DEFAULT_ADDRESS, as_json: Json = False
-) -> None:
+def promote(queue: Queue, job_id: JobId, address: Address = None, as_json: Json = False) -> None:
     """Make a delayed job waiting now."""
     with connected(address) as client:
         state = client.promote(queue, job_id)
@@ -334,9 +360,7 @@ def promote(
 
 
 @app.command()
-def remove(
-    queue: Queue, job_id: JobId, address: Address = DEFAULT_ADDRESS, as_json: Json = False
-) -> None:
+def remove(queue: Queue, job_id: JobId, address: Address = None, as_json: Json = False) -> None:
     """Delete a job that is not active."""
     with connected(address) as client:
         state = client.remove(queue, job_id)
@@ -361,7 +385,7 @@ def jobs(
         str, typer.Option(help="Continue from a previous page's next_page_token.")
     ] = "",
     descending: Annotated[bool, typer.Option("--desc", help="Newest first.")] = False,
-    address: Address = DEFAULT_ADDRESS,
+    address: Address = None,
     as_json: Json = False,
 ) -> None:
     """List a queue's jobs in one state, a page at a time."""
@@ -390,7 +414,7 @@ def logs(
     job_id: JobId,
     offset: Annotated[int, typer.Option(help="First line (0 = oldest kept).", min=0)] = 0,
     limit: Annotated[int, typer.Option(help="Lines to show.", min=1)] = 100,
-    address: Address = DEFAULT_ADDRESS,
+    address: Address = None,
     as_json: Json = False,
 ) -> None:
     """Print the log lines a job's worker wrote."""

@@ -1,6 +1,7 @@
 """Python-side types: job options in, jobs and events out, payloads encoded as JSON for you.
 
-Durations are seconds (``float``) or :class:`datetime.timedelta`; the wire carries milliseconds.
+Durations are seconds (``float``) or :class:`datetime.timedelta`; the wire carries whole
+milliseconds (rounded to the nearest).
 """
 
 from __future__ import annotations
@@ -12,10 +13,18 @@ from typing import Any, Literal
 
 import orjson
 
+from .errors import InvalidArgument
 from .v1 import events_pb2, job_pb2
 
 JSON = "application/json"
 Seconds = float | timedelta
+
+# The broker's limits on job options (broker/jobbroker_broker/validation.py), checked here too
+# so that a bad value fails at once with the error the broker would answer.
+MAX_PRIORITY = 1_000_000
+MAX_ATTEMPTS = 10_000
+MAX_DURATION_MS = 10 * 365 * 24 * 3600 * 1000  # ten years
+MAX_UINT32 = 2**32 - 1
 
 
 class JobState(enum.StrEnum):
@@ -76,6 +85,48 @@ class Raw:
     content_type: str = "application/octet-stream"
 
 
+def invalid(field: str, problem: str) -> InvalidArgument:
+    """The error the broker answers for a bad request field, raised before the call."""
+    return InvalidArgument(f"{field}: {problem}", metadata={"field": field})
+
+
+def _seconds(value: Seconds, field: str) -> float:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid(field, f"must be seconds (a number) or a timedelta, not {value!r}")
+    return float(value)
+
+
+def _check_wait(value: Seconds | None, field: str) -> None:
+    """A wait (delay, backoff delay): None or 0 for none, up to ten years."""
+    if value is None:
+        return
+    seconds = _seconds(value, field)
+    if not seconds >= 0:  # NaN too
+        raise invalid(field, f"must not be negative (got {value!r})")
+    if round(seconds * 1000) > MAX_DURATION_MS:
+        raise invalid(field, f"must be at most {MAX_DURATION_MS} ms (ten years)")
+
+
+def _check_limit(value: Seconds | None, field: str, unset: str) -> None:
+    """A time limit (timeout, lifespan, age): None for none, else at least 1 ms. The wire's 0
+    means "none", so a shorter limit would silently become no limit at all."""
+    if value is None:
+        return
+    _check_wait(value, field)
+    if _seconds(value, field) < 0.001:
+        raise invalid(
+            field,
+            f"must be at least 1 ms, the broker's resolution (got {value!r}; {unset})",
+        )
+
+
+def _check_whole(value: int, field: str, low: int, high: int, problem: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise invalid(field, f"{problem} (got {value!r})")
+
+
 def ms(value: Seconds | None) -> int:
     """Seconds or a timedelta as whole milliseconds (None and 0 mean "not set")."""
     if value is None:
@@ -122,6 +173,15 @@ class Backoff:
     max_delay: Seconds | None = None
     """Upper bound on any one delay."""
 
+    def check(self, field: str) -> None:
+        """Raise :class:`~jobbroker.InvalidArgument` for a value the broker would refuse."""
+        if self.type not in ("fixed", "exponential"):
+            raise invalid(f"{field}.type", f"must be 'fixed' or 'exponential' (got {self.type!r})")
+        _check_wait(self.delay, f"{field}.delay_ms")
+        if not 0.0 <= self.jitter <= 1.0:  # NaN too
+            raise invalid(f"{field}.jitter", f"must be between 0 and 1 (got {self.jitter!r})")
+        _check_limit(self.max_delay, f"{field}.max_delay_ms", "leave it unset for no cap")
+
     def to_proto(self) -> job_pb2.Backoff:
         kind = (
             job_pb2.BACKOFF_TYPE_FIXED if self.type == "fixed" else job_pb2.BACKOFF_TYPE_EXPONENTIAL
@@ -140,13 +200,28 @@ class Keep:
 
 
 Retention = bool | int | Keep
-"""``True``: remove at once; ``False``: keep (default); an int N: keep the last N; :class:`Keep`."""
+"""``True``: remove at once; ``False``: keep (default); an int N: keep the last N (0: keep none,
+like ``True``); :class:`Keep`."""
+
+
+def _check_retention(value: Retention, field: str) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        _check_whole(value, f"{field}.keep_last", 0, MAX_UINT32, "must be 0 or more")
+        return
+    if not isinstance(value, Keep):
+        raise invalid(field, f"must be True, False, a count or a Keep (got {value!r})")
+    _check_whole(value.last, f"{field}.keep_last", 0, MAX_UINT32, "must be 0 or more")
+    _check_limit(value.age, f"{field}.keep_age_ms", "leave it unset for no age limit")
+    if not value.last and value.age is None:
+        raise invalid(field, "Keep() needs last=N and/or age=...; True removes at once")
 
 
 def _retention(value: Retention | None) -> job_pb2.RetentionPolicy | None:
     if value is None or value is False:
         return None
-    if value is True:
+    if value is True or value == 0:  # keeping the last 0 is removing at once
         return job_pb2.RetentionPolicy(remove=True)
     if isinstance(value, int):
         return job_pb2.RetentionPolicy(keep_last=value)
@@ -155,7 +230,13 @@ def _retention(value: Retention | None) -> job_pb2.RetentionPolicy | None:
 
 @dataclass(frozen=True, slots=True)
 class JobOptions:
-    """Options of one job, Bull's full list. Every field is optional."""
+    """Options of one job, Bull's full list. Every field is optional.
+
+    A value the broker would refuse, or one the wire would turn into something else (a
+    negative delay, ``attempts=0``, a timeout under the broker's 1 ms resolution), raises
+    :class:`~jobbroker.InvalidArgument` at once, naming the field as the broker would
+    (``options.priority``).
+    """
 
     job_id: str | None = None
     """Idempotent add: the same id with the same name and data returns the existing job."""
@@ -164,13 +245,15 @@ class JobOptions:
     delay: Seconds | None = None
     """Wait this long before the job becomes waiting."""
     attempts: int = 1
-    """Total attempts, the first included."""
+    """Total attempts, the first included: 1 to 10,000."""
     backoff: Backoff | None = None
     """The wait before each retry; default: retry at once."""
     timeout: Seconds | None = None
-    """How long one attempt may run; the worker is told to stop and the attempt fails."""
+    """How long one attempt may run (at least 1 ms; None: no limit); the worker is told to
+    stop and the attempt fails."""
     lifespan: Seconds | None = None
-    """A job not started within this time of its creation fails with reason EXPIRED."""
+    """A job not started within this time of its creation fails with reason EXPIRED (at least
+    1 ms; None: no limit)."""
     remove_on_complete: Retention = False
     """What to keep once the job completed."""
     remove_on_fail: Retention = False
@@ -179,6 +262,37 @@ class JobOptions:
     """Serve before the jobs of the same priority already waiting."""
     group: str | None = None
     """A group key (a tenant, a user): the queue's group rate limit applies per group."""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self, field: str = "options") -> None:
+        """Raise :class:`~jobbroker.InvalidArgument` for a value the broker would refuse or
+        that would not reach it as given; ``field`` prefixes the field names."""
+        _check_whole(
+            self.priority,
+            f"{field}.priority",
+            0,
+            MAX_PRIORITY,
+            f"must be 0 (none) or 1-{MAX_PRIORITY}",
+        )
+        # The wire's 0 means "not set", which the broker reads as 1: say so instead.
+        _check_whole(
+            self.attempts,
+            f"{field}.attempts",
+            1,
+            MAX_ATTEMPTS,
+            f"must be 1-{MAX_ATTEMPTS} (the first attempt included)",
+        )
+        _check_wait(self.delay, f"{field}.delay_ms")
+        _check_limit(self.timeout, f"{field}.timeout_ms", "leave it unset for no timeout")
+        _check_limit(self.lifespan, f"{field}.lifespan_ms", "leave it unset for no lifespan")
+        if self.backoff is not None:
+            if not isinstance(self.backoff, Backoff):
+                raise invalid(f"{field}.backoff", f"must be a Backoff (got {self.backoff!r})")
+            self.backoff.check(f"{field}.backoff")
+        _check_retention(self.remove_on_complete, f"{field}.remove_on_complete")
+        _check_retention(self.remove_on_fail, f"{field}.remove_on_fail")
 
     def to_proto(self) -> job_pb2.JobOptions:
         opts = job_pb2.JobOptions(

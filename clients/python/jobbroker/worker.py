@@ -24,24 +24,26 @@ import re
 import secrets
 import signal
 import socket
+import sys
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
 
-from ._calls import target
-from ._channel import open_channel
+from ._channel import ConnectionSettings, open_channel, target
 from ._worker_context import DoNotRetry, JobContext
 from ._worker_jobs import Jobs
 from ._worker_leasing import Leasing
+from ._worker_metrics import WorkerStats, serve_metrics
 from ._worker_runner import Handler, is_async
 from ._worker_stream import WorkerStream
+from ._worker_threads import HandlerThreads
 from .models import Seconds, ms
 from .v1.worker_service_pb2_grpc import WorkerServiceStub
 
-__all__ = ["DoNotRetry", "Handler", "JobContext", "Worker"]
+__all__ = ["DoNotRetry", "Handler", "JobContext", "Worker", "WorkerStats", "serve_metrics"]
 
 log = logging.getLogger("jobbroker.worker")
 
@@ -52,6 +54,11 @@ FLUSH_TIMEOUT_S = 5.0
 """At shutdown, how long outcomes may take to be acknowledged before the worker gives up."""
 UNWIND_S = 1.0
 """At shutdown, how long stopped handlers get to unwind before their jobs are given back."""
+WATCHDOG_MARGIN_S = 5.0
+"""Under :meth:`Worker.run`, how long past grace + unwinding + flushing a stop may take before
+the process exits anyway (an async handler blocking the event loop stops everything)."""
+WATCHDOG_EXIT_CODE = 70
+"""The exit status when the watchdog ends the process (EX_SOFTWARE)."""
 
 
 def default_worker_id() -> str:
@@ -67,19 +74,21 @@ class Worker:
     functions in a pool of ``concurrency`` threads. Leases are renewed for you; progress, logs
     and outcomes travel batched on one stream. Stop with :meth:`stop` (or SIGTERM/SIGINT under
     :meth:`run`): leasing stops, running jobs get ``grace`` seconds, the rest go back to waiting
-    without spending an attempt.
+    without spending an attempt. Handler threads that ignore the stop do not keep the process
+    alive: they are daemon threads.
     """
 
     def __init__(
         self,
         queues: str | Sequence[str],
         *,
-        address: str | Sequence[str] = "127.0.0.1:50051",
+        address: str | Sequence[str] | None = None,
         concurrency: int = 10,
         lease: Seconds = 30.0,
         grace: Seconds = 30.0,
         worker_id: str | None = None,
         wait: Seconds = 5.0,
+        default_attempt_timeout: Seconds | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
@@ -88,14 +97,22 @@ class Worker:
         :param queues: the queue (or queues) to lease from.
         :param address: the broker, ``host:port`` (any gRPC target, e.g. ``dns:///brokers:50051``),
             or several brokers (a list, or ``host:port`` addresses separated by commas): calls
-            are balanced round robin over the live ones.
+            are balanced round robin over the live ones. Default: ``JOBBROKER_ADDRESS``, else
+            ``127.0.0.1:50051``.
         :param concurrency: handlers running at once at most (also the thread pool's size).
         :param lease: how long a lease lasts without renewal, 1 s - 1 h; renewed every third.
         :param grace: on stop, how long running jobs may take to finish before they are given back.
         :param worker_id: unique per process; default ``host:pid:random``.
         :param wait: how long one ``Lease`` long-poll waits for a job, 0-300 s.
-        :param credentials: TLS credentials (:func:`jobbroker.tls_credentials`); default plaintext.
-        :param token: API token (``jobbroker token create``) sent with every call.
+        :param default_attempt_timeout: the longest an attempt of a job without a ``timeout``
+            of its own may run on this worker; then the worker fails the attempt
+            (``TimeoutError``, retried while attempts are left) and stops the handler. A job's
+            own timeout always wins. None (default): no limit, and a handler that hangs keeps
+            its job as long as the worker lives (the lease is renewed).
+        :param credentials: TLS credentials (:func:`jobbroker.tls_credentials`); default: from
+            ``JOBBROKER_TLS``/``JOBBROKER_TLS_CA``/``_CERT``/``_KEY``, else plaintext.
+        :param token: API token (``jobbroker token create``) sent with every call; default:
+            ``JOBBROKER_TOKEN``.
         :param channel_options: extra gRPC channel options.
         """
         names = [queues] if isinstance(queues, str) else list(queues)
@@ -112,9 +129,18 @@ class Worker:
         self.wait_ms = ms(wait)
         if self.wait_ms > 300_000:
             raise ValueError("wait must be at most 300 s")
+        self.default_attempt_timeout: float | None = None
+        """Seconds an attempt of a job without its own timeout may run; None: no limit."""
+        if default_attempt_timeout is not None:
+            self.default_attempt_timeout = ms(default_attempt_timeout) / 1000
+            if self.default_attempt_timeout <= 0:
+                raise ValueError("default_attempt_timeout must be at least 1 ms (None: no limit)")
+        settings = ConnectionSettings.from_env(
+            address=address, token=token, credentials=credentials
+        )
         self.queues: list[str] = list(dict.fromkeys(names))
         """The queues this worker leases from."""
-        self.address = target(address)
+        self.address = settings.target
         """The broker's gRPC target."""
         self.concurrency = concurrency
         """Handlers running at once at most."""
@@ -122,15 +148,18 @@ class Worker:
         """Seconds running jobs get to finish when the worker stops."""
         self.worker_id = worker_id or default_worker_id()
         """This worker's id, as the broker records it on the jobs it runs."""
-        self._credentials = credentials
-        self._token = token
+        self._credentials = settings.channel_credentials()
+        self._token = settings.token
         self._channel_options = list(channel_options)
         self._handlers: dict[str, tuple[Handler, bool]] = {}
         self._default: tuple[Handler, bool] | None = None
         self._jobs: Jobs | None = None
+        self._leasing: Leasing | None = None
+        self._stream: WorkerStream | None = None
         self._main: asyncio.Task[None] | None = None
         self._stop_requested: asyncio.Event | None = None
         self._deadline = float("inf")
+        self._watchdog: threading.Timer | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self.worker_id} queues={self.queues} concurrency={self.concurrency}>"
@@ -168,8 +197,14 @@ class Worker:
             import uvloop
 
             loop_factory = uvloop.new_event_loop
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(self._serve_until_signal())
+        try:
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                runner.run(self._serve_until_signal())
+        finally:
+            # Only now: closing the runner cancels and awaits every task left, and a handler
+            # that swallows its cancellation would make that wait forever.
+            if self._watchdog is not None:
+                self._watchdog.cancel()
 
     async def _serve_until_signal(self) -> None:
         loop = asyncio.get_running_loop()
@@ -187,6 +222,10 @@ class Worker:
                     self.grace,
                 )
                 self._request_stop(self.grace)
+                limit = self.grace + UNWIND_S + FLUSH_TIMEOUT_S + WATCHDOG_MARGIN_S
+                self._watchdog = threading.Timer(limit, self._exit_now, (sig.name, limit))
+                self._watchdog.daemon = True
+                self._watchdog.start()
             else:
                 self._request_stop(0.0)
 
@@ -200,6 +239,31 @@ class Worker:
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
+
+    def _exit_now(self, signal_name: str, limit: float) -> None:
+        """The watchdog: the stop did not finish in time (an async handler blocks the event
+        loop, or swallows its cancellation); leave without reporting anything more."""
+        running = ", ".join(f"{ctx.queue}/{ctx.id}" for ctx in self._running_contexts())
+        log.critical(
+            "worker %s: not stopped %.0f s after %s (grace %.0f s): an async handler blocks "
+            "the event loop or ignores its cancellation; exiting now. Jobs still held (%s) go "
+            "back to waiting when their leases run out",
+            self.worker_id,
+            limit,
+            signal_name,
+            self.grace,
+            running or "none",
+        )
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(WATCHDOG_EXIT_CODE)
+
+    def _running_contexts(self) -> list[JobContext]:
+        # Read from another thread (the watchdog): copy first, the loop may be changing it.
+        jobs = self._jobs
+        if jobs is None:
+            return []
+        return [ctx for ctx in list(jobs.leases.values()) if not ctx._settled]
 
     async def serve(self) -> None:
         """Serve until :meth:`stop`; raises a :class:`~jobbroker.JobBrokerError` when the
@@ -248,6 +312,18 @@ class Worker:
         """Leases the worker holds now (jobs running or being reported)."""
         return len(self._jobs.leases) if self._jobs is not None else 0
 
+    def stats(self) -> WorkerStats:
+        """What the worker is doing now (the numbers of its Prometheus metrics)."""
+        jobs, leasing, stream = self._jobs, self._leasing, self._stream
+        return WorkerStats(
+            concurrency=self.concurrency,
+            busy=jobs.busy if jobs is not None else 0,
+            abandoned=len(jobs.abandoned) if jobs is not None else 0,
+            leases=len(jobs.leases) if jobs is not None else 0,
+            leased=leasing.leased if leasing is not None else 0,
+            outcomes=stream.sent_outcomes if stream is not None else 0,
+        )
+
     def _request_stop(self, grace: float) -> None:
         if self._stop_requested is None:
             return
@@ -293,7 +369,7 @@ class Worker:
         entries = [*self._handlers.values(), *([self._default] if self._default else [])]
         executor = None
         if any(threaded for _, threaded in entries):
-            executor = ThreadPoolExecutor(self.concurrency, "jobbroker-worker")
+            executor = HandlerThreads(self.concurrency, "jobbroker-worker")
         jobs = self._jobs = Jobs(
             self.worker_id,
             self.concurrency,
@@ -301,9 +377,11 @@ class Worker:
             self._lookup,
             lambda: list(self._handlers),
             executor,
+            self.default_attempt_timeout,
         )
         stream = jobs.stream = WorkerStream(stub, self.worker_id, self.queues, self.lease_ms, jobs)
-        leasing = Leasing(
+        self._stream = stream
+        leasing = self._leasing = Leasing(
             stub,
             stream,
             self.queues,
@@ -337,6 +415,15 @@ class Worker:
             await channel.close()
             if executor is not None:
                 executor.shutdown(wait=False, cancel_futures=True)
+            if jobs.abandoned:
+                log.warning(
+                    "worker %s: %d handler(s) still running, ignoring the stop (jobs %s); "
+                    "their jobs were given back or failed; not waiting for them (their "
+                    "threads end with the process)",
+                    self.worker_id,
+                    len(jobs.abandoned),
+                    ", ".join(f"{ctx.queue}/{ctx.id}" for ctx in jobs.abandoned),
+                )
             log.info(
                 "worker %s stopped (%d jobs leased in %d Lease calls, %d outcomes sent in %d "
                 "stream messages)",
@@ -351,8 +438,8 @@ class Worker:
 
     async def _finish_jobs(self, jobs: Jobs) -> None:
         """Give running handlers the grace period, then stop them and give their jobs back."""
-        if jobs.running:
-            log.info("worker %s: waiting for %d running job(s)", self.worker_id, jobs.running)
+        if jobs.busy:
+            log.info("worker %s: waiting for %d running job(s)", self.worker_id, jobs.busy)
         await jobs.wait_idle(lambda: self._deadline)
         running = jobs.stop_all("worker shutting down")
         if not running:
