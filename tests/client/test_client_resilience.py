@@ -20,7 +20,8 @@ PATIENT: dict[str, Any] = {
     # second after each restart; the tests do not need to wait for it.
     "channel_options": [("grpc.max_reconnect_backoff_ms", 250)],
 }
-"""Client settings that ride out a broker restart (several seconds, on a busy machine)."""
+"""Client settings with which unary calls ride out a broker restart (several seconds, on a busy
+machine); streams and wait() need none."""
 
 DOWN = 1.0
 """Seconds a broker stays away while a get_status waits for it."""
@@ -122,7 +123,8 @@ async def test_stream_progress_resumes_across_a_broker_restart_without_gap_or_re
     queue: str,
 ) -> None:
     broker = await start_broker()
-    client: Api = make_client(broker.address, **PATIENT)
+    # Default settings: a stream reconnects until its own timeout, whatever `retries` says.
+    client: Api = make_client(broker.address)
     # The worker goes through a broker of its own, which stays up all along, so events happen
     # while the client's broker is down.
     steady = await start_broker()
