@@ -44,7 +44,8 @@ workers are back within about this long."""
 RECONNECT_OPTIONS: dict[str, Any] = {
     # gRPC waits 1 s, then up to 120 s, between connection attempts: a broker restarting in a
     # second would stay unused for minutes. (Not grpc.min_reconnect_backoff_ms: despite its
-    # name it is the time a connection attempt may take, and a short one breaks slow links.)
+    # name it is the least time a connection attempt is given, 20 s by default; cut to the
+    # backoff, a link whose handshake takes longer than a second would never connect.)
     "grpc.initial_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": int(RECONNECT_MAX_S * 1000),
 }
