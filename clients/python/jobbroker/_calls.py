@@ -104,7 +104,9 @@ def channel_options(extra: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
 def retry_delay(attempt: int, base: float, cap: float) -> float:
     """Seconds to wait before retry ``attempt`` (0-based): exponential, capped, with jitter
     (drawn from the upper half, so concurrent clients do not retry in step)."""
-    delay = min(cap, base * 2**attempt)
+    # The exponent stops growing long before the cap matters: a stream or worker reconnects
+    # for as long as it takes, and 2**1024 would overflow a float.
+    delay = min(cap, base * 2.0 ** min(attempt, 64))
     return random.uniform(delay / 2, delay)
 
 
