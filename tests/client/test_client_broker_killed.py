@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,46 +61,61 @@ async def until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.02)
 
 
-def progressed(items: list[Any], job_id: str, percent: float) -> bool:
-    """Whether the items include the job's progress event of ``percent``."""
-    return any(
-        isinstance(i, Event)
-        and i.job_id == job_id
-        and i.progress is not None
-        and i.progress.percent == percent
-        for i in items
-    )
+@dataclass
+class Seen:
+    """What a stream delivered, and when (``time.monotonic()``, the event loop's clock)."""
+
+    items: list[Any] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+
+    def add(self, item: Any) -> None:
+        self.items.append(item)
+        self.times.append(time.monotonic())
+
+    def progressed(self, job_id: str, percent: float) -> bool:
+        """Whether the job's progress event of ``percent`` came."""
+        return any(
+            isinstance(i, Event)
+            and i.job_id == job_id
+            and i.progress is not None
+            and i.progress.percent == percent
+            for i in self.items
+        )
+
+    def back(self, since: float) -> float:
+        """Seconds from ``since`` to the first item delivered after it."""
+        return next(t for t in self.times if t >= since) - since
 
 
 def ends(event: Event, job_id: str) -> bool:
     return event.job_id == job_id and event.type is EventType.COMPLETED
 
 
-async def watch_async(client: AsyncClient, queue: str, job_id: str, into: list[Any]) -> None:
+async def watch_async(client: AsyncClient, queue: str, job_id: str, into: Seen) -> None:
     events = client.watch_events(queue, after_event_id="0-0")
     async with contextlib.aclosing(events):
         async for event in events:
-            into.append(event)
+            into.add(event)
             if ends(event, job_id):
                 return
 
 
-def watch_sync(client: Client, queue: str, job_id: str, into: list[Any]) -> None:
+def watch_sync(client: Client, queue: str, job_id: str, into: Seen) -> None:
     with contextlib.closing(client.watch_events(queue, after_event_id="0-0")) as events:
         for event in events:
-            into.append(event)
+            into.add(event)
             if ends(event, job_id):
                 return
 
 
-async def follow_async(client: AsyncClient, queue: str, job_id: str, into: list[Any]) -> None:
+async def follow_async(client: AsyncClient, queue: str, job_id: str, into: Seen) -> None:
     async for item in client.stream_progress(queue, job_id):
-        into.append(item)
+        into.add(item)
 
 
-def follow_sync(client: Client, queue: str, job_id: str, into: list[Any]) -> None:
+def follow_sync(client: Client, queue: str, job_id: str, into: Seen) -> None:
     for item in client.stream_progress(queue, job_id):
-        into.append(item)
+        into.add(item)
 
 
 def event_ids(r: redis.Redis, queue: str, job_id: str) -> list[str]:
@@ -137,10 +154,7 @@ async def test_default_clients_ride_out_a_killed_broker_without_gap_or_repeat(
     # wait() follows the job with stream_progress: know when each wait's stream is open.
     wait_async_open = await stream_opened(AsyncApi(waiting_async))
     wait_sync_open = await stream_opened(SyncApi(waiting_sync))
-    streamed_async: list[Any] = []
-    streamed_sync: list[Any] = []
-    watched_async: list[Any] = []
-    watched_sync: list[Any] = []
+    streamed_async, streamed_sync, watched_async, watched_sync = Seen(), Seen(), Seen(), Seen()
     followers = {
         "async wait": asyncio.ensure_future(waiting_async.wait(queue, job_id)),
         "sync wait": loop.run_in_executor(threads, waiting_sync.wait, queue, job_id),
@@ -160,13 +174,17 @@ async def test_default_clients_ride_out_a_killed_broker_without_gap_or_repeat(
     streams = [streamed_async, streamed_sync, watched_async, watched_sync]
     try:
         await until(
-            lambda: wait_async_open.is_set() and wait_sync_open.is_set() and all(streams),
+            lambda: (
+                wait_async_open.is_set()
+                and wait_sync_open.is_set()
+                and all(s.items for s in streams)
+            ),
             "every follower under way",
         )
         leased = await worker.lease(lease_ms=120_000)
         await worker.report(leased, percent=10)
         await until(
-            lambda: all(progressed(s, job_id, 10) for s in streams), "progress 10 everywhere"
+            lambda: all(s.progressed(job_id, 10) for s in streams), "progress 10 everywhere"
         )
 
         flaky.kill()  # SIGKILL: no goodbye to the clients
@@ -174,6 +192,7 @@ async def test_default_clients_ride_out_a_killed_broker_without_gap_or_repeat(
         await worker.report(leased, percent=30)
         await asyncio.sleep(down)
         await loop.run_in_executor(threads, flaky.start)  # same port; returns once serving
+        serving_again = loop.time()
         await worker.report(leased, percent=40)
         await worker.complete(leased, RESULT)
 
@@ -192,8 +211,8 @@ async def test_default_clients_ride_out_a_killed_broker_without_gap_or_repeat(
     assert results["async wait"] == RESULT
     assert results["sync wait"] == RESULT
     for streamed in (streamed_async, streamed_sync):
-        assert isinstance(streamed[0], Job)
-        events = streamed[1:]
+        assert isinstance(streamed.items[0], Job)
+        events = streamed.items[1:]
         assert all(isinstance(e, Event) for e in events), events
         assert [(e.type, e.progress.percent if e.progress else None) for e in events] == [
             (EventType.ACTIVE, None),
@@ -205,8 +224,8 @@ async def test_default_clients_ride_out_a_killed_broker_without_gap_or_repeat(
         ]
     # The watchers saw the queue's events exactly as Redis keeps them: none lost, none twice.
     kept = event_ids(r, queue, job_id)
-    assert [e.id for e in watched_async] == kept
-    assert [e.id for e in watched_sync] == kept
+    assert [e.id for e in watched_async.items] == kept
+    assert [e.id for e in watched_sync.items] == kept
     # The outage is logged once per client (four of them), not once per stream.
     logged = [
         (rec.levelno, rec.getMessage()) for rec in caplog.records if rec.name == "jobbroker.client"
@@ -217,3 +236,5 @@ async def test_default_clients_ride_out_a_killed_broker_without_gap_or_repeat(
     assert all(m.startswith(f"broker {flaky.address} unreachable") for m in warned), warned
     assert len(back) == 4, back
     assert all(m == f"broker {flaky.address} reachable again; streams resumed" for m in back)
+    shown = ", ".join(f"{s.back(serving_again):.2f}" for s in streams)
+    print(f"streams delivered again {shown} s after the broker served again")
