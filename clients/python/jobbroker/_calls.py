@@ -129,7 +129,8 @@ class Outage:
         self._streams += 1
         if self._streams == 1:
             log.warning(
-                "broker %s unreachable (%s: %s); streams and wait() reconnect and resume",
+                "streams from %s interrupted (%s: %s); they reconnect and resume after their "
+                "last event",
                 self._target,
                 error.code.name,
                 error.message,
@@ -139,7 +140,7 @@ class Outage:
         """A reconnecting stream got a message again."""
         self._streams -= 1
         if self._streams == 0:
-            log.info("broker %s reachable again; streams resumed", self._target)
+            log.info("streams from %s resumed", self._target)
 
     def gone(self) -> None:
         """A reconnecting stream ended (its timeout, or the caller stopped it)."""
