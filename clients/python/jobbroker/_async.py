@@ -21,7 +21,14 @@ from ._add_batch import AddBatcher
 from ._calls import DEFAULT_ADDRESS, BulkItem, OptionFields
 from ._channel import open_channel
 from ._queues import QueueCalls
-from .errors import JobBrokerError, JobNotFound, ShuttingDown, Unavailable, from_rpc_error
+from .errors import (
+    DeadlineExceeded,
+    JobBrokerError,
+    JobNotFound,
+    ShuttingDown,
+    Unavailable,
+    from_rpc_error,
+)
 from .models import Added, Event, EventType, Job, JobOptions, JobState
 from .v1 import job_service_pb2 as pb
 from .v1 import job_service_pb2_grpc
@@ -299,6 +306,7 @@ class AsyncClient(QueueCalls):
         deadline = None if timeout is None else loop.time() + timeout
         last = after_event_id
         failures = 0
+        cause: JobBrokerError | None = None
         try:
             while True:
                 remaining = None if deadline is None else max(0.0, deadline - loop.time())
@@ -319,10 +327,17 @@ class AsyncClient(QueueCalls):
                     raise
                 except grpc.RpcError as exc:
                     error = from_rpc_error(exc)
+                    if failures and cause is not None and isinstance(error, DeadlineExceeded):
+                        # "Deadline Exceeded" alone would hide why the stream got nowhere.
+                        raise DeadlineExceeded(
+                            f"the stream's timeout passed while it reconnected; last error "
+                            f"{cause.code.name}: {cause.message}"
+                        ) from exc
                     if not _calls.retryable(error):
                         raise error from exc
                     if not failures:
                         self._outage.lost(error)
+                    cause = error
                 finally:
                     call.cancel()
                 await asyncio.sleep(self._reconnect_delay(failures, deadline))
