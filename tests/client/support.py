@@ -16,7 +16,7 @@ from jobbroker.v1 import worker_service_pb2, worker_service_pb2_grpc
 
 LeasedJob = worker_service_pb2.LeasedJob
 
-_STREAMING = frozenset({"stream_progress", "iter_jobs"})
+_STREAMING = frozenset({"stream_progress", "iter_jobs", "watch_events"})
 _END = object()
 
 

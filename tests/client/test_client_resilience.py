@@ -4,10 +4,13 @@ non-idempotent add fails fast, and a progress stream resumes where it left off."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
+from deploy.brokers import free_port
 from jobbroker import Event, EventType, Job, JobOptions, JobState, errors
+from jobbroker.errors import DeadlineExceeded
 
 from .conftest import BrokerFactory, BrokerHost, ClientFactory, RunningBroker
 from .support import Api, FakeWorker, Timer
@@ -20,7 +23,8 @@ PATIENT: dict[str, Any] = {
     # second after each restart; the tests do not need to wait for it.
     "channel_options": [("grpc.max_reconnect_backoff_ms", 250)],
 }
-"""Client settings that ride out a broker restart (several seconds, on a busy machine)."""
+"""Client settings with which unary calls ride out a broker restart (several seconds, on a busy
+machine); streams and wait() need none."""
 
 DOWN = 1.0
 """Seconds a broker stays away while a get_status waits for it."""
@@ -122,7 +126,8 @@ async def test_stream_progress_resumes_across_a_broker_restart_without_gap_or_re
     queue: str,
 ) -> None:
     broker = await start_broker()
-    client: Api = make_client(broker.address, **PATIENT)
+    # Default settings: a stream reconnects until its own timeout, whatever `retries` says.
+    client: Api = make_client(broker.address)
     # The worker goes through a broker of its own, which stays up all along, so events happen
     # while the client's broker is down.
     steady = await start_broker()
@@ -202,3 +207,33 @@ async def test_redis_down_fails_concurrent_plain_adds_and_retries_idempotent_one
     assert [getattr(r, "job_id", r) for r in results[5:]] == [f"keep-{n}" for n in range(5)]
     for n in range(5):
         assert (await client.get_status(queue, f"keep-{n}")).state is JobState.WAITING
+
+
+PATIENCE = 1.5
+"""Seconds the streams below are given."""
+
+
+async def test_streams_and_wait_keep_reconnecting_until_their_own_timeout(
+    make_client: ClientFactory, queue: str
+) -> None:
+    """With default settings (3 retries, about 0.6 s of them) and no broker at all: the streams
+    and wait() keep trying for their whole timeout, then say so; `retries` does not cut them."""
+    client = make_client(f"127.0.0.1:{free_port()}")
+
+    async def drain(stream: AsyncIterator[Any]) -> None:
+        async for _ in stream:
+            pass
+
+    async def timed(call: Awaitable[Any], error: type[Exception]) -> float:
+        with Timer() as timer, pytest.raises(error) as raised:
+            await call
+        if error is DeadlineExceeded:  # and it says why the stream got nowhere
+            assert "while it reconnected; last error UNAVAILABLE" in str(raised.value)
+        return timer.elapsed
+
+    elapsed = await asyncio.gather(
+        timed(drain(client.stream_progress(queue, "job-1", timeout=PATIENCE)), DeadlineExceeded),
+        timed(drain(client.watch_events(queue, timeout=PATIENCE)), DeadlineExceeded),
+        timed(client.wait(queue, "job-1", timeout=PATIENCE), TimeoutError),
+    )
+    assert all(PATIENCE * 0.9 <= e < PATIENCE + 5 for e in elapsed), elapsed

@@ -21,13 +21,24 @@ from ._add_batch import AddBatcher
 from ._calls import BulkItem, OptionFields
 from ._channel import ConnectionSettings, open_channel
 from ._queues import QueueCalls
-from .errors import JobBrokerError, JobNotFound, ShuttingDown, Unavailable, from_rpc_error
+from .errors import (
+    DeadlineExceeded,
+    JobBrokerError,
+    JobNotFound,
+    ShuttingDown,
+    Unavailable,
+    from_rpc_error,
+)
 from .models import Added, Event, EventType, Job, JobOptions, JobState
 from .v1 import job_service_pb2 as pb
 from .v1 import job_service_pb2_grpc
 
 if TYPE_CHECKING:
     from .v1.job_service_pb2_grpc import JobServiceAsyncStub
+
+RECONNECT_MIN_S = 0.01
+"""The shortest wait between a stream's reconnections, even with ``retry_backoff=0``: a broker
+that refuses at once (shutting down) is not called in a tight loop."""
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -75,8 +86,9 @@ class AsyncClient(QueueCalls):
     every job carries a custom ``job_id``: an idempotent add) and the bulk queue operations
     (``drain``, ``clean``, ``obliterate``, ``retry_failed``, ``promote_delayed``). A refusal
     from a broker that is shutting down (reason SHUTTING_DOWN) is retried for every call: the
-    broker refused it before doing anything. Errors are
-    raised as :mod:`jobbroker.errors` exceptions, one per error reason.
+    broker refused it before doing anything. Streams (``stream_progress``, ``watch_events``)
+    and ``wait`` are not limited by ``retries``: they reconnect and resume until their own
+    timeout. Errors are raised as :mod:`jobbroker.errors` exceptions, one per error reason.
 
     ``credentials`` turns TLS on (:func:`jobbroker.tls_credentials` builds them from PEM files);
     ``token`` is an API token (``jobbroker token create``) sent with every call.
@@ -117,6 +129,7 @@ class AsyncClient(QueueCalls):
         self._stub_: JobServiceAsyncStub | None = None
         self._closed = False
         self._adds = AddBatcher(self)
+        self._outage = _calls.Outage(self.target)
 
     def _stub(self) -> JobServiceAsyncStub:
         if self._closed:
@@ -150,10 +163,8 @@ class AsyncClient(QueueCalls):
             raise RuntimeError("the client was closed during the call")
 
     def _retry_delay(self, error: JobBrokerError, attempt: int, deadline: float | None) -> float:
-        """Seconds to wait before retrying after ``error``, or -1 not to retry. A CANCELLED
-        the broker sent (a call cut off as it stopped) counts as UNAVAILABLE."""
-        retryable = isinstance(error, Unavailable) or error.code == grpc.StatusCode.CANCELLED
-        if not retryable or attempt >= self.retries:
+        """Seconds to wait before retrying a unary call after ``error``, or -1 not to retry."""
+        if not _calls.retryable(error) or attempt >= self.retries:
             return -1.0
         delay = _calls.retry_delay(attempt, self.retry_backoff, self.retry_backoff_max)
         if deadline is not None and asyncio.get_running_loop().time() + delay >= deadline:
@@ -262,8 +273,9 @@ class AsyncClient(QueueCalls):
         event that ends the job (``event.final``). On a finished job: the snapshot, then the end.
 
         With ``after_event_id`` (an event's ``id``) it starts with the events after that one and
-        no snapshot. If the broker becomes unreachable mid-stream, the client reconnects with
-        backoff and resumes after the last event it delivered: nothing is lost or repeated.
+        no snapshot. If the broker becomes unreachable, the client reconnects (whatever
+        ``retries`` says, until ``timeout``) and resumes after the last event it delivered:
+        nothing is lost or repeated.
         Should the broker no longer keep that event (or the first reconnection comes before any
         event was seen), the iteration goes on with a fresh snapshot (a ``Job`` again).
 
@@ -271,9 +283,11 @@ class AsyncClient(QueueCalls):
         stream lasts as long as the job does.
         """
 
-        def open_call(after: str, remaining: float | None) -> Any:
+        def open_call(after: str, remaining: float | None, wait_for_ready: bool) -> Any:
             request = pb.StreamProgressRequest(queue=queue, job_id=job_id, after_event_id=after)
-            return self._stub().StreamProgress(request, timeout=remaining, metadata=self._metadata)
+            return self._stub().StreamProgress(
+                request, timeout=remaining, metadata=self._metadata, wait_for_ready=wait_for_ready
+            )
 
         def convert(item: pb.StreamProgressResponse, last: str) -> tuple[Job | Event, str]:
             if item.HasField("event"):
@@ -285,39 +299,69 @@ class AsyncClient(QueueCalls):
 
     async def _resumable(
         self,
-        open_call: Callable[[str, float | None], Any],
+        open_call: Callable[[str, float | None, bool], Any],
         convert: Callable[[Any, str], tuple[T, str]],
         after_event_id: str,
         timeout: float | None,
     ) -> AsyncGenerator[T, None]:
-        """A server stream that resumes after the last event it delivered when the broker
-        becomes unreachable (with backoff; the retry count restarts with every message).
+        """A server stream that, whenever the broker becomes unreachable, reconnects and resumes
+        after the last event it delivered: until ``timeout`` passes (default: for as long as it
+        takes), whatever ``retries`` says, since giving up would lose the caller's place.
         ``convert`` turns a message into the value to yield and the new resume point."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         last = after_event_id
         failures = 0
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            call = open_call(last, remaining)
-            try:
-                async for item in call:
-                    failures = 0
-                    value, last = convert(item, last)
-                    yield value
-                return
-            except asyncio.CancelledError:
-                self._raise_if_closed()
-                raise
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
-                delay = self._retry_delay(error, failures, deadline)
-                if delay < 0:
-                    raise error from exc
-            finally:
-                call.cancel()
-            await asyncio.sleep(delay)
-            failures += 1
+        cause: JobBrokerError | None = None
+        try:
+            while True:
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                # A reconnection waits for the channel to connect (gRPC tries again at most
+                # every RECONNECT_MAX_S) rather than failing at once while the broker is away;
+                # the first attempt fails fast, so that an outage is noticed and logged.
+                call = open_call(last, remaining, failures > 0)
+                try:
+                    async for item in call:
+                        if failures:
+                            self._outage.back()
+                            failures = 0
+                        value, last = convert(item, last)
+                        yield value
+                    return
+                except asyncio.CancelledError:
+                    self._raise_if_closed()
+                    raise
+                except grpc.RpcError as exc:
+                    error = from_rpc_error(exc)
+                    if failures and cause is not None and isinstance(error, DeadlineExceeded):
+                        # "Deadline Exceeded" alone would hide why the stream got nowhere.
+                        raise DeadlineExceeded(
+                            f"the stream's timeout passed while it reconnected; last error "
+                            f"{cause.code.name}: {cause.message}"
+                        ) from exc
+                    if not _calls.retryable(error):
+                        raise error from exc
+                    if not failures:
+                        self._outage.lost(error)
+                    cause = error
+                finally:
+                    call.cancel()
+                await asyncio.sleep(self._reconnect_delay(failures, deadline))
+                failures += 1
+        finally:
+            if failures:
+                self._outage.gone()
+
+    def _reconnect_delay(self, failures: int, deadline: float | None) -> float:
+        """Seconds before a stream's next reconnection: the retry backoff, but capped at
+        RECONNECT_MAX_S (a broker that is back is used within a second) and at the deadline
+        (the attempt made then raises DeadlineExceeded)."""
+        base = max(self.retry_backoff, RECONNECT_MIN_S)
+        cap = max(base, min(self.retry_backoff_max, _calls.RECONNECT_MAX_S))
+        delay = _calls.retry_delay(failures, base, cap)
+        if deadline is not None:
+            delay = min(delay, max(0.0, deadline - asyncio.get_running_loop().time()))
+        return delay
 
     async def wait(self, queue: str, job_id: str, timeout: float | None = None) -> Any:
         """Wait until the job ends; return its result (decoded, as ``Job.result``).
@@ -345,7 +389,9 @@ class AsyncClient(QueueCalls):
                         elif _calls.ends_run(item):
                             try:
                                 fresh: Job | None = await self.get_status(queue, job_id)
-                            except JobNotFound:
+                            except (JobNotFound, Unavailable):
+                                # Removed, or the broker went away right after the event:
+                                # the event itself says how the job ended.
                                 fresh = None
                             return _calls.outcome(_calls.finished_job(snapshot, item, fresh))
                 # The stream ended without an ending event (it should not): look again.

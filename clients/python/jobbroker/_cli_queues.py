@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -15,15 +14,11 @@ from rich.table import Table
 from . import _cli_options as opts
 from . import _cli_output as out
 from ._cli_common import Address, Attempts, ExitCode, Json, Priority, Queue, connected, fail
-from .errors import Unavailable
 from .models import JobState
 from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule
 
 if TYPE_CHECKING:
     from .client import Client
-
-RECONNECT_FOR = 30.0
-"""Seconds ``events`` keeps resuming a broken stream once the client's own retries gave up."""
 
 Key = Annotated[str, typer.Argument(metavar="KEY", help="Schedule key.", show_default=False)]
 
@@ -311,26 +306,14 @@ def events(
     """Print a queue's events live (Ctrl-C to stop), resuming across broker restarts."""
     with connected(address) as client:
         console = out.stdout()
-        broken_since: float | None = None
-        while True:
-            try:
-                for event in client.watch_events(queue, after_event_id=after):
-                    broken_since = None
-                    after = event.id or after
-                    if as_json:
-                        out.print_json({"event": event})
-                        continue
-                    job = f"{escape(event.job_id)} " if event.job_id else ""
-                    count = f" ({event.count} jobs)" if event.count else ""
-                    line = out.event_line(event)
-                    console.print(f"{job}{line}{count}")
-                return
-            except Unavailable:
-                now = time.monotonic()
-                broken_since = broken_since or now
-                if now - broken_since > RECONNECT_FOR:
-                    raise
-                time.sleep(0.5)
+        for event in client.watch_events(queue, after_event_id=after):
+            if as_json:
+                out.print_json({"event": event})
+                continue
+            job = f"{escape(event.job_id)} " if event.job_id else ""
+            count = f" ({event.count} jobs)" if event.count else ""
+            line = out.event_line(event)
+            console.print(f"{job}{line}{count}")
 
 
 def workers(queue: Queue, address: Address = None, as_json: Json = False) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -10,15 +9,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from . import _cli_output as out
-from .errors import Unavailable
 from .models import Event, EventType, Failure, Job, JobState
 
 if TYPE_CHECKING:
     from .client import Client
-
-RECONNECT_FOR = 30.0
-"""Seconds ``watch`` keeps resuming a broken stream (a broker restart) once the client's own
-retries gave up."""
 
 _FINAL_STATE = {
     EventType.COMPLETED: JobState.COMPLETED,
@@ -109,44 +103,32 @@ def _outcome_of(job: Job) -> Outcome | None:
 
 
 def watch(client: Client, queue: str, job_id: str, *, as_json: bool) -> Outcome:
-    """Follow the job until its stream ends; resume after a broken connection."""
-    after = ""
+    """Follow the job until its stream ends (the client resumes it across broker restarts)."""
     outcome: Outcome | None = None
     last_failure: Failure | None = None
-    broken_since: float | None = None
     display: _Display | None = None if as_json else _Display(f"{queue}/{job_id}")
     try:
         if display is not None:
             display.__enter__()
-        while True:
-            try:
-                for item in client.stream_progress(queue, job_id, after_event_id=after):
-                    broken_since = None
-                    if isinstance(item, Job):
-                        if as_json:
-                            out.print_json({"snapshot": item})
-                        elif display is not None:
-                            display.snapshot(item)
-                        outcome = _outcome_of(item)
-                        continue
-                    after = item.id or after
-                    if as_json:
-                        out.print_json({"event": item})
-                    elif display is not None:
-                        display.event(item)
-                    if item.failure is not None:
-                        last_failure = item.failure
-                    ended = item.state if item.state is not None and item.state.terminal else None
-                    if item.final or ended is not None:
-                        state = _FINAL_STATE.get(item.type, ended)
-                        outcome = Outcome(state, item.result, item.failure or last_failure)
-                return outcome or Outcome(None)
-            except Unavailable:
-                now = time.monotonic()
-                broken_since = broken_since or now
-                if now - broken_since > RECONNECT_FOR:
-                    raise
-                time.sleep(0.5)
+        for item in client.stream_progress(queue, job_id):
+            if isinstance(item, Job):
+                if as_json:
+                    out.print_json({"snapshot": item})
+                elif display is not None:
+                    display.snapshot(item)
+                outcome = _outcome_of(item)
+                continue
+            if as_json:
+                out.print_json({"event": item})
+            elif display is not None:
+                display.event(item)
+            if item.failure is not None:
+                last_failure = item.failure
+            ended = item.state if item.state is not None and item.state.terminal else None
+            if item.final or ended is not None:
+                state = _FINAL_STATE.get(item.type, ended)
+                outcome = Outcome(state, item.result, item.failure or last_failure)
+        return outcome or Outcome(None)
     finally:
         if display is not None:
             display.__exit__(None, None, None)

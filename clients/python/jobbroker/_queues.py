@@ -55,7 +55,7 @@ class QueueCalls:
 
         def _resumable(
             self,
-            open_call: Callable[[str, float | None], Any],
+            open_call: Callable[[str, float | None, bool], Any],
             convert: Callable[[Any, str], tuple[T, str]],
             after_event_id: str,
             timeout: float | None,
@@ -195,16 +195,17 @@ class QueueCalls:
         give ``timeout``, which bounds the whole stream) to stop.
 
         With ``after_event_id`` (an event's ``id``) it starts after that event; without, with
-        the events from now on. If the broker becomes unreachable, the client reconnects with
-        backoff and resumes after the last event it delivered. Should the broker no longer keep
-        that event, the stream goes on from the oldest event it keeps (a warning is logged on
-        ``jobbroker.client``: events were lost in between).
+        the events from now on. If the broker becomes unreachable, the client reconnects
+        (whatever ``retries`` says, until ``timeout``) and resumes after the last event it
+        delivered (before the first event there is none: it starts from now again). Should the
+        broker no longer keep that event, the stream goes on from the oldest event it keeps (a
+        warning is logged on ``jobbroker.client``: events were lost in between).
         """
 
-        def open_call(after: str, remaining: float | None) -> Any:
+        def open_call(after: str, remaining: float | None, wait_for_ready: bool) -> Any:
             request = pb.WatchEventsRequest(queue=queue, after_event_id=after)
             return self._queue_stub().WatchEvents(
-                request, timeout=remaining, metadata=self._metadata
+                request, timeout=remaining, metadata=self._metadata, wait_for_ready=wait_for_ready
             )
 
         def convert(item: pb.WatchEventsResponse, last: str) -> tuple[Event, str]:

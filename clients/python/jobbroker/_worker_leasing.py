@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from ._calls import RECONNECT_MAX_S
 from ._worker_runner import Backoff, release
 from ._worker_stream import PERMANENT, WorkerStream
 from .errors import from_rpc_error
@@ -55,7 +56,7 @@ class _PollState:
     """The last reply had fewer jobs than asked: no second call while one is out."""
     failing: bool = False
     """The last call failed: back off before the next."""
-    backoff: Backoff = field(default_factory=Backoff)
+    backoff: Backoff = field(default_factory=lambda: Backoff(cap=RECONNECT_MAX_S))
 
 
 class Leasing:

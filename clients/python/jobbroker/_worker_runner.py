@@ -7,7 +7,6 @@ import asyncio.futures
 import asyncio.tasks
 import concurrent.futures.thread
 import inspect
-import random
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -16,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from ._calls import retry_delay
 from ._worker_context import DoNotRetry, JobContext
 from .models import Raw
 from .v1 import worker_service_pb2 as ws
@@ -205,9 +205,9 @@ class Backoff:
         self.failures = 0
 
     def next_delay(self) -> float:
-        delay = min(self.cap, self.first * 2**self.failures)
+        delay = retry_delay(self.failures, self.first, self.cap)
         self.failures += 1
-        return random.uniform(delay / 2, delay)
+        return delay
 
     def reset(self) -> None:
         self.failures = 0

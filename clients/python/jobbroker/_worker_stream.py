@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
+from ._calls import RECONNECT_MAX_S
 from ._worker_context import JobContext
 from ._worker_runner import Backoff, Report
 from .errors import from_rpc_error
@@ -294,9 +295,12 @@ class WorkerStream:
         return self._task
 
     async def _run(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(cap=RECONNECT_MAX_S)
         while not self._closed:
-            call = self._call = self._stub.ReportProgress()
+            # Once a stream failed, the next one waits for the channel to connect (gRPC tries
+            # again at most every RECONNECT_MAX_S) and opens the moment it does, instead of
+            # failing at once until a backoff happens to end after the broker is back.
+            call = self._call = self._stub.ReportProgress(wait_for_ready=self._failing)
             try:
                 await self._session(call)
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
@@ -345,8 +349,9 @@ class WorkerStream:
         hello = ws.ReportProgressRequest(
             seq=self._seq, worker_id=self.worker_id, queues=self._queues
         )
-        self._inflight[self._seq] = _Sent(self._loop.time(), [], [])
+        sent = self._inflight[self._seq] = _Sent(self._loop.time(), [], [])
         await call.write(hello)
+        sent.at = self._loop.time()  # the write waited for the broker: the ack clock starts now
         reader = asyncio.create_task(self._read(call))
         writer = asyncio.create_task(self._write(call))
         try:

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from ._calls import RECONNECT_OPTIONS
 from ._channel import ConnectionSettings, open_channel, target
 from ._worker_context import DoNotRetry, JobContext
 from ._worker_jobs import Jobs
@@ -355,9 +356,7 @@ class Worker:
         assert self._stop_requested is not None
         options = [
             ("grpc.lb_policy_name", "round_robin"),
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 2_000),
+            *RECONNECT_OPTIONS.items(),
             ("grpc.max_receive_message_length", 256 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             *self._channel_options,
