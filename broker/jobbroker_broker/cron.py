@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
-MIN_EVERY_MS = 1_000
 _HOUR = 1  # croniter's `expanded` lists minute, hour, day, month, weekday[, second]
 _MAX_SKIPS = 8  # restarts of croniter past repeated wall times before giving up
 

@@ -7,6 +7,13 @@ import re
 from collections.abc import Sequence
 
 import orjson
+from jobbroker.limits import (
+    MAX_ATTEMPTS,
+    MAX_DURATION_MS,
+    MAX_GROUP,
+    MAX_JOB_ID,
+    MAX_PRIORITY,
+)
 from jobbroker.v1 import job_pb2
 
 from .errors import InvalidArgument, LimitExceeded
@@ -16,14 +23,6 @@ JSON = "application/json"
 QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ID_FORBIDDEN = re.compile(r"[\x00-\x20\x7f-\x9f{}]")
-MAX_JOB_ID = 256
-MAX_GROUP = 128
-MAX_PRIORITY = 1_000_000
-MAX_ATTEMPTS = 10_000
-MAX_DURATION_MS = 10 * 365 * 24 * 3600 * 1000  # ten years
-MIN_LEASE_MS, MAX_LEASE_MS = 1_000, 3_600_000
-MAX_WAIT_MS = 300_000
-MAX_LEASE_JOBS = 1_000
 
 
 def queue_name(value: str, field: str = "queue") -> str:

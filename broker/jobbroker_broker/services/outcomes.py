@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from jobbroker import limits
 from jobbroker.v1 import job_pb2, worker_service_pb2
 
 from .. import access, validation
@@ -62,7 +63,7 @@ def check(report: Report, field: str, settings: Settings) -> tuple[str, Outcome]
             "1" if report.no_retry else "",
         ]
     else:
-        if report.delay_ms > validation.MAX_DURATION_MS:
+        if report.delay_ms > limits.MAX_DURATION_MS:
             raise InvalidArgument(f"{prefix}delay_ms", "must be at most ten years")
         args = [report.delay_ms]
     return queue, Outcome(job_id, lease, args)

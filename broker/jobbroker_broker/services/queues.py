@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from jobbroker import limits
 from jobbroker.v1 import job_pb2, queue_service_pb2, queue_service_pb2_grpc
 
 from .. import access, validation
@@ -87,7 +88,7 @@ class QueueService(queue_service_pb2_grpc.QueueServiceServicer):
             raise InvalidArgument(
                 "state", "must be waiting, delayed, completed, failed or cancelled"
             )
-        if request.grace_ms > validation.MAX_DURATION_MS:
+        if request.grace_ms > limits.MAX_DURATION_MS:
             raise InvalidArgument("grace_ms", "must be at most ten years")
         limit = validation.bounded(request.limit, "limit", 1_000, 1, MAX_CLEAN)
         ids = await self.queues.clean(queue, request.state, request.grace_ms, limit)

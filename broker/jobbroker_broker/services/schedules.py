@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jobbroker import limits
 from jobbroker.v1 import queue_service_pb2 as pb
 
 from .. import cron, validation
@@ -44,10 +45,10 @@ def normalized(request: pb.UpsertScheduleRequest) -> pb.Schedule:
     if not schedule.cron:
         if not schedule.every_ms:
             raise InvalidArgument(f"{F}.cron", "one of cron and every_ms is required")
-        if not cron.MIN_EVERY_MS <= schedule.every_ms <= validation.MAX_DURATION_MS:
+        if not limits.MIN_EVERY_MS <= schedule.every_ms <= limits.MAX_DURATION_MS:
             raise InvalidArgument(
                 f"{F}.every_ms",
-                f"must be between {cron.MIN_EVERY_MS} and {validation.MAX_DURATION_MS}",
+                f"must be between {limits.MIN_EVERY_MS} and {limits.MAX_DURATION_MS}",
             )
     schedule.timezone = schedule.timezone or "UTC"
     if schedule.start_at_ms < 0:

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from jobbroker import limits
 from jobbroker.v1 import worker_service_pb2 as pb
 
 from .. import access, streams, validation
@@ -143,8 +144,8 @@ class WorkerSession:
                         update.lease_ms,
                         f"updates[{i}].lease_ms",
                         0,
-                        validation.MIN_LEASE_MS,
-                        validation.MAX_LEASE_MS,
+                        limits.MIN_LEASE_MS,
+                        limits.MAX_LEASE_MS,
                     )
                 if update.HasField("percent") and not 0 <= update.percent <= 100:
                     raise InvalidArgument(f"updates[{i}].percent", "must be between 0 and 100")

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from jobbroker import limits
 from jobbroker.v1 import worker_service_pb2, worker_service_pb2_grpc
 
 from .. import access, validation
@@ -70,15 +71,15 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         if not request.worker_id:
             raise InvalidArgument("worker_id", "is required")
         worker_id = validation.job_id(request.worker_id, "worker_id")
-        max_jobs = validation.bounded(request.max_jobs, "max_jobs", 1, 1, validation.MAX_LEASE_JOBS)
+        max_jobs = validation.bounded(request.max_jobs, "max_jobs", 1, 1, limits.MAX_LEASE_JOBS)
         lease_ms = validation.bounded(
             request.lease_ms,
             "lease_ms",
             self.settings.default_lease_ms,
-            validation.MIN_LEASE_MS,
-            validation.MAX_LEASE_MS,
+            limits.MIN_LEASE_MS,
+            limits.MAX_LEASE_MS,
         )
-        wait_ms = validation.bounded(request.wait_ms, "wait_ms", 0, 0, validation.MAX_WAIT_MS)
+        wait_ms = validation.bounded(request.wait_ms, "wait_ms", 0, 0, limits.MAX_WAIT_MS)
         jobs, held = await self._lease_once(queue, worker_id, max_jobs, lease_ms)
         if jobs or not wait_ms:
             return worker_service_pb2.LeaseResponse(jobs=jobs)

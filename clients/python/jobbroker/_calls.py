@@ -13,9 +13,8 @@ from typing import Any, TypedDict
 import grpc
 
 from .errors import JobBrokerError, JobCancelled, JobFailed, Unavailable
+from .limits import MAX_DURATION_MS, MAX_UINT32, MIN_EVERY_MS
 from .models import (
-    MAX_DURATION_MS,
-    MAX_UINT32,
     Backoff,
     Event,
     EventType,
@@ -130,9 +129,6 @@ class OptionFields(TypedDict, total=False):
     lifo: bool
     group: str | None
 
-
-MIN_EVERY_MS = 1_000
-"""The shortest ``every`` of a schedule the broker takes."""
 
 BulkItem = tuple[str, Any] | tuple[str, Any, JobOptions | None]
 """One job of ``add_bulk()``: ``(name, data)`` or ``(name, data, options)``."""

@@ -25,7 +25,7 @@ from .errors import (
     ScheduleNotFound,
     Unavailable,
 )
-from .models import MAX_ATTEMPTS, MAX_PRIORITY
+from .limits import MAX_ATTEMPTS, MAX_PRIORITY
 
 if TYPE_CHECKING:
     from .client import Client

@@ -23,6 +23,7 @@ from ._calls import RECONNECT_MAX_S
 from ._worker_runner import Backoff, release
 from ._worker_stream import PERMANENT, WorkerStream
 from .errors import from_rpc_error
+from .limits import MAX_LEASE_JOBS
 from .v1 import worker_service_pb2 as ws
 
 if TYPE_CHECKING:
@@ -32,8 +33,6 @@ log = logging.getLogger("jobbroker.worker")
 
 BATCH_WAIT_S = 0.002
 """How long a poller waits for more slots to free up before leasing fewer."""
-MAX_LEASE_JOBS = 1_000
-"""The most jobs one Lease call may ask for."""
 LEASE_DEADLINE_MARGIN_S = 10.0
 """A Lease call's deadline is its long-poll wait plus this, so a hung broker is noticed."""
 MAX_CALLS = 2

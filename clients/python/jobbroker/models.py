@@ -14,17 +14,11 @@ from typing import Any, Literal
 import orjson
 
 from .errors import InvalidArgument
+from .limits import MAX_ATTEMPTS, MAX_DURATION_MS, MAX_PRIORITY, MAX_UINT32
 from .v1 import events_pb2, job_pb2
 
 JSON = "application/json"
 Seconds = float | timedelta
-
-# The broker's limits on job options (broker/jobbroker_broker/validation.py), checked here too
-# so that a bad value fails at once with the error the broker would answer.
-MAX_PRIORITY = 1_000_000
-MAX_ATTEMPTS = 10_000
-MAX_DURATION_MS = 10 * 365 * 24 * 3600 * 1000  # ten years
-MAX_UINT32 = 2**32 - 1
 
 
 class JobState(enum.StrEnum):
