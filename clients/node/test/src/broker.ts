@@ -62,8 +62,13 @@ export class Broker {
 
   static async start(options: BrokerOptions = {}): Promise<Broker> {
     const args = ["serve", "--port", String(options.port ?? 0), "--shutdown-grace", "1"];
-    if (await localRedis()) args.push("--redis-url", "redis://127.0.0.1:6379/0");
-    else args.push("--data-dir", options.dataDir ?? mkdtempSync(join(tmpdir(), "jobbroker-data-")));
+    if (await localRedis()) {
+      args.push("--redis-url", "redis://127.0.0.1:6379/0");
+    } else {
+      // The embedded Redis keeps its data here: a restart (same options) finds the jobs again.
+      options = { ...options, dataDir: options.dataDir ?? mkdtempSync(join(tmpdir(), "jobbroker-data-")) };
+      args.push("--data-dir", options.dataDir as string);
+    }
     args.push(...(options.args ?? []));
     const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("JOBBROKER_")));
     const child = spawn(join(VENV_BIN, "jobbroker"), args, {

@@ -21,3 +21,7 @@ export type {
   Progress,
 } from "./models.js";
 export type { JobCounts, QueueInfo, QueueSettings, RateLimit, Schedule, ScheduleSpec, WorkerInfo } from "./queues.js";
+export { Worker, defaultWorkerId } from "./worker/worker.js";
+export type { Processor, WorkerOptions } from "./worker/worker.js";
+export { DoNotRetry, JobStopped, UnrecoverableError, WorkerJob } from "./worker/job.js";
+export type { StopReason } from "./worker/job.js";

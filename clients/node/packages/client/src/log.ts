@@ -1,5 +1,6 @@
 // Where the client and the worker report what a caller cannot catch (a stream that reconnects,
-// a refused report): console by default, or the application's logger (`setLogger`).
+// a refused report): warnings and errors on the console by default (as Python's logging does
+// without configuration), or everything to the application's logger (`setLogger`).
 
 /** What the package logs with; Nest's `Logger`, pino and console all fit. */
 export interface Logger {
@@ -10,7 +11,7 @@ export interface Logger {
 }
 
 let current: Logger = {
-  log: (message) => console.log(`jobbroker: ${message}`),
+  log: () => undefined,
   warn: (message) => console.warn(`jobbroker: ${message}`),
   error: (message) => console.error(`jobbroker: ${message}`),
 };
