@@ -90,6 +90,8 @@ export class Worker implements StreamListener {
   private ticker: NodeJS.Timeout | undefined;
   private main: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
+  /** What ended the worker when the broker refused it. */
+  private failure: Error | undefined;
 
   constructor(
     queues: string | readonly string[],
@@ -163,6 +165,7 @@ export class Worker implements StreamListener {
     this.ticker.unref();
     const leasing = this.leasing.start();
     this.main = Promise.race([leasing, fatal]).catch(async (error: unknown) => {
+      this.failure = error instanceof Error ? error : new Error(String(error));
       logError(`worker ${this.workerId}: ${String(error)}; stopping`);
       await this.shutdown(0);
       throw error;
@@ -170,6 +173,8 @@ export class Worker implements StreamListener {
     this.main.catch(() => undefined);
     info(`worker ${this.workerId} serving ${this.queues.join(", ")} at ${this.target}`);
     await Promise.race([stream.whenReady(), this.main]);
+    // Closing on a refusal also wakes whoever waits for the stream: say why it closed.
+    if (this.failure !== undefined) throw this.failure;
   }
 
   /** Start, and resolve once the worker is closed (reject if the broker refused it). */
