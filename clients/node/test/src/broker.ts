@@ -44,6 +44,8 @@ export interface BrokerOptions {
   port?: number;
   /** The embedded Redis' data directory, to keep jobs across a restart without a local Redis. */
   dataDir?: string;
+  /** Use an embedded Redis of its own even when a local one answers (for fixed queue names). */
+  embedded?: boolean;
 }
 
 /** A running broker process. */
@@ -62,7 +64,7 @@ export class Broker {
 
   static async start(options: BrokerOptions = {}): Promise<Broker> {
     const args = ["serve", "--port", String(options.port ?? 0), "--shutdown-grace", "1"];
-    if (await localRedis()) {
+    if (!options.embedded && (await localRedis())) {
       args.push("--redis-url", "redis://127.0.0.1:6379/0");
     } else {
       // The embedded Redis keeps its data here: a restart (same options) finds the jobs again.
