@@ -41,7 +41,8 @@ class Tasks {
     most = Math.max(most, running);
     await job.progress(50);
     await job.log(`working on ${job.data.n}`);
-    await new Promise((done) => setTimeout(done, 100));
+    // Long enough for the other jobs' adds to land while the first ones run.
+    await new Promise((done) => setTimeout(done, 300));
     running--;
     return { doubled: job.data.n * 2 };
   }
