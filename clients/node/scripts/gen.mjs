@@ -4,9 +4,8 @@
 //   node scripts/gen.mjs           rewrite packages/client/src/gen
 //   node scripts/gen.mjs --check   exit 1 if the committed code is stale
 //
-// Inputs: the repository's protos/ and, until protos/ carries google/rpc itself, the copy of
-// google/rpc/{status,error_details}.proto in proto-vendor/ (the error details the broker sends
-// in the grpc-status-details-bin trailer).
+// Input: the repository's protos/, which carries the google.rpc error details the broker sends
+// in the grpc-status-details-bin trailer (protos/google/rpc, vendored) beside jobbroker.v1.
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, cpSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,7 +14,6 @@ import { fileURLToPath } from "node:url";
 
 const HERE = dirname(dirname(fileURLToPath(import.meta.url)));
 const PROTOS = join(HERE, "..", "..", "protos");
-const VENDOR = join(HERE, "proto-vendor");
 const OUT = join(HERE, "packages", "client", "src", "gen");
 const BUF = join(HERE, "node_modules", ".bin", "buf");
 
@@ -29,14 +27,10 @@ function files(root) {
 }
 
 function generate(into) {
-  const inputs = [PROTOS];
-  if (!existsSync(join(PROTOS, "google", "rpc", "status.proto"))) inputs.push(VENDOR);
-  for (const input of inputs) {
-    execFileSync(BUF, ["generate", input, "--template", "buf.gen.yaml", "--output", into], {
-      cwd: HERE,
-      stdio: "inherit",
-    });
-  }
+  execFileSync(BUF, ["generate", PROTOS, "--template", "buf.gen.yaml", "--output", into], {
+    cwd: HERE,
+    stdio: "inherit",
+  });
 }
 
 const check = process.argv.includes("--check");

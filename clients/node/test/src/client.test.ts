@@ -181,12 +181,13 @@ describe("jobs", () => {
     const seen: string[] = [];
     const stream = (async () => {
       for await (const item of client.streamProgress(queue, jobId)) {
-        seen.push(item.kind === "job" ? `job:${item.job.state}` : item.event.type);
+        seen.push(item.kind === "job" ? `job:${item.job.state}` : `${item.event.type}${item.event.final ? " (final)" : ""}`);
         if (item.kind === "job") await client.cancel(queue, jobId);
       }
     })();
     await stream;
-    assert.deepEqual(seen, ["job:waiting", "cancelled"]);
+    // The broker marks the event that ends the stream (the wire's final flag).
+    assert.deepEqual(seen, ["job:waiting", "cancelled (final)"]);
     await assert.rejects(client.wait(queue, jobId), (error: Error) => error.name === "JobCancelled");
   });
 

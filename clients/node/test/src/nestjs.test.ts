@@ -16,6 +16,7 @@ import {
   JobBrokerModule,
   OnQueueActive,
   OnQueueCompleted,
+  OnQueueDrained,
   OnQueueFailed,
   OnQueueProgress,
   OnQueueStalled,
@@ -72,6 +73,11 @@ class Tasks {
     seen.push(`failed:${job.id}:${error.name}:${error.message}`);
   }
 
+  @OnQueueDrained()
+  drained() {
+    seen.push("drained");
+  }
+
 }
 
 const STALL_QUEUE = queueName("nest-stall");
@@ -119,6 +125,8 @@ describe("JobBrokerModule", () => {
     await eventually(() => jobs.every((j) => seen.includes(`completed:${j.id}:${Number(j.data.n) * 2}`)), 20_000, "completed listeners");
     assert.ok(seen.includes(`active:${first.id}`));
     assert.ok(seen.includes(`progress:${first.id}:50`));
+    // Bull's drained: the queue ran empty once its last waiting job was taken.
+    await eventually(() => seen.includes("drained"), 20_000, "a drained event");
     const fetched = await queue.getJob(first.id);
     assert.equal(await fetched?.getState(), "completed");
     assert.equal(fetched?.progress(), 50);

@@ -9,7 +9,8 @@ import {
   DoNotRetry,
   JobActive,
   type JobStopped,
-  LeaseExpired,
+  InvalidArgument,
+  LeaseSuperseded,
   Worker,
   type Event,
   type WorkerJob,
@@ -252,20 +253,31 @@ describe("worker", () => {
     assert.equal(w.active, 0);
   });
 
-  it("refuses to remove an active job, and a stale lease changes nothing", async () => {
+  it("refuses to remove an active job, and a stale or made-up lease changes nothing", async () => {
     const queue = queueName();
     const { jobId } = await client.add(queue, "x");
     const channel = openChannel({ address });
     const service = new ServiceClient(channel, WorkerService, baseMetadata(undefined));
-    try {
+    const lease = async () => {
       const leased = await service.unary("lease", { queue, workerId: "test:1:abc", maxJobs: 1, waitMs: 5_000, leaseMs: 30_000 });
       assert.equal(leased.jobs[0]?.jobId, jobId);
+      return leased.jobs[0]?.token ?? "";
+    };
+    try {
+      const first = await lease();
       await assert.rejects(client.remove(queue, jobId), JobActive);
-      const stale = await service
-        .unary("complete", { queue, jobId, token: "1-nottheone" })
-        .catch((e: unknown) => fromServiceError(e));
-      assert.ok(stale instanceof LeaseExpired || stale?.constructor.name === "LeaseSuperseded", String(stale));
-      await service.unary("release", { queue, jobId, token: leased.jobs[0]?.token ?? "" });
+      await service.unary("release", { queue, jobId, token: first });
+      const second = await lease();
+      // A real token of an earlier lease is superseded; one the broker never issued (here a
+      // fence above the job's) is invalid.
+      const stale = await service.unary("complete", { queue, jobId, token: first }).catch((e: unknown) => fromServiceError(e));
+      // (fromServiceError comes from the package's dist by path: compare class names.)
+      assert.equal(stale?.constructor.name, LeaseSuperseded.name, String(stale));
+      const forged = await service.unary("complete", { queue, jobId, token: "99-nottheone" }).catch((e: unknown) => fromServiceError(e));
+      assert.equal(forged?.constructor.name, InvalidArgument.name, String(forged));
+      assert.equal((forged as InvalidArgument).field, "token");
+      assert.equal((await client.getJob(queue, jobId)).state, "active");
+      await service.unary("release", { queue, jobId, token: second });
       assert.equal((await client.getJob(queue, jobId)).state, "waiting");
     } finally {
       channel.close();

@@ -99,7 +99,7 @@ export function channelOptions(connection: ConnectionOptions): grpc.ChannelOptio
     // gRPC waits 1 s, then up to 120 s, between reconnection attempts; a broker restarting
     // in a second would keep failing our retries long after it is back.
     "grpc.initial_reconnect_backoff_ms": 100,
-    "grpc.max_reconnect_backoff_ms": 2_000,
+    "grpc.max_reconnect_backoff_ms": 1_000,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     ...(serverName ? { "grpc.ssl_target_name_override": serverName } : {}),

@@ -45,6 +45,7 @@ export type EventType =
   | "paused"
   | "resumed"
   | "cleaned"
+  | "purged"
   | "drained"
   | "unknown";
 
@@ -321,7 +322,7 @@ export interface Event {
   id: string;
   type: EventType;
   queue: string;
-  /** The job concerned (empty for queue events: paused, resumed, cleaned, drained). */
+  /** The job concerned (empty for queue events: paused, resumed, cleaned, purged, drained). */
   jobId: string;
   timestamp?: Date;
   /** The job's state after the event, when the event changed it. */
@@ -335,13 +336,11 @@ export interface Event {
   workerId: string;
   /** For `added`: the job's name. */
   name: string;
-  /** For `cleaned` and `drained`: how many jobs were removed. */
+  /** For `cleaned` and `purged`: how many jobs were removed. */
   count: number;
-  /** Whether a job's progress stream ends with this event. */
+  /** Whether a job's progress stream ends with this event (set by the broker). */
   final: boolean;
 }
-
-const FINAL: ReadonlySet<EventType> = new Set(["completed", "cancelled", "removed", "retries-exhausted"]);
 
 /** An event message as an `Event`. */
 export function eventFromProto(event: JobEvent): Event {
@@ -355,7 +354,7 @@ export function eventFromProto(event: JobEvent): Event {
     workerId: event.workerId,
     name: event.name,
     count: Number(event.count),
-    final: FINAL.has(type),
+    final: event.final,
   };
   const timestamp = time(event.timestampMs);
   if (timestamp) out.timestamp = timestamp;

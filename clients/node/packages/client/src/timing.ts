@@ -34,7 +34,7 @@ export class Backoff {
 
   constructor(
     private readonly first = 50,
-    private readonly cap = 2_000,
+    private readonly cap = 1_000,
   ) {}
 
   next(): number {

@@ -44,7 +44,7 @@ export function InjectQueue(name: string): ParameterDecorator & PropertyDecorato
 }
 
 /** The queue events a `@Processor` class may listen to, fed by the broker's WatchEvents. */
-export type QueueEventName = "active" | "completed" | "failed" | "progress" | "stalled" | "waiting" | "paused" | "resumed" | "removed" | "error";
+export type QueueEventName = "active" | "completed" | "failed" | "progress" | "stalled" | "waiting" | "paused" | "resumed" | "removed" | "drained" | "error";
 
 /** Calls the method on `event` of the class's queue (`@OnQueueCompleted()` and the like). */
 export function OnQueueEvent(event: QueueEventName): MethodDecorator {
@@ -69,5 +69,7 @@ export const OnQueuePaused = (): MethodDecorator => OnQueueEvent("paused");
 export const OnQueueResumed = (): MethodDecorator => OnQueueEvent("resumed");
 /** `(job)` when a job is removed. */
 export const OnQueueRemoved = (): MethodDecorator => OnQueueEvent("removed");
+/** `()` when the queue ran empty: a worker took its last waiting job (Bull's `drained`). */
+export const OnQueueDrained = (): MethodDecorator => OnQueueEvent("drained");
 /** `(error)` when the queue's event feed fails for good. */
 export const OnQueueError = (): MethodDecorator => OnQueueEvent("error");

@@ -11,6 +11,7 @@ export {
   OnQueuePaused,
   OnQueueProgress,
   OnQueueRemoved,
+  OnQueueDrained,
   OnQueueResumed,
   OnQueueStalled,
   OnQueueWaiting,

@@ -27,6 +27,7 @@ const BULL_EVENTS: Partial<Record<Event["type"], string>> = {
   paused: "paused",
   resumed: "resumed",
   removed: "removed",
+  drained: "drained",
 };
 
 /** Job counts per state, as Bull's `getJobCounts()` names them (and jobbroker's cancelled). */

@@ -12,9 +12,26 @@ export const file_jobbroker_v1_error_reason: GenFile = /*@__PURE__*/
   fileDesc("Ch9qb2Jicm9rZXIvdjEvZXJyb3JfcmVhc29uLnByb3RvEgxqb2Jicm9rZXIudjEqogUKC0Vycm9yUmVhc29uEhwKGEVSUk9SX1JFQVNPTl9VTlNQRUNJRklFRBAAEh4KGkVSUk9SX1JFQVNPTl9JTlZBTElEX0ZJRUxEEAESHgoaRVJST1JfUkVBU09OX0pPQl9OT1RfRk9VTkQQAhIgChxFUlJPUl9SRUFTT05fSk9CX0lEX0NPTkZMSUNUEAMSHgoaRVJST1JfUkVBU09OX0xFQVNFX0VYUElSRUQQBBIhCh1FUlJPUl9SRUFTT05fTEVBU0VfU1VQRVJTRURFRBAFEhsKF0VSUk9SX1JFQVNPTl9KT0JfQUNUSVZFEAYSHQoZRVJST1JfUkVBU09OX0pPQl9GSU5JU0hFRBAHEiAKHEVSUk9SX1JFQVNPTl9KT0JfTk9UX0RFTEFZRUQQCBIiCh5FUlJPUl9SRUFTT05fSk9CX05PVF9SRVRSWUFCTEUQCRIfChtFUlJPUl9SRUFTT05fTElNSVRfRVhDRUVERUQQChIiCh5FUlJPUl9SRUFTT05fUkVESVNfVU5BVkFJTEFCTEUQCxIeChpFUlJPUl9SRUFTT05fU0hVVFRJTkdfRE9XThAMEiMKH0VSUk9SX1JFQVNPTl9TQ0hFRFVMRV9OT1RfRk9VTkQQDRIeChpFUlJPUl9SRUFTT05fVE9LRU5fTUlTU0lORxAOEiAKHEVSUk9SX1JFQVNPTl9UT0tFTl9NQUxGT1JNRUQQDxIeChpFUlJPUl9SRUFTT05fVE9LRU5fVU5LTk9XThAQEh4KGkVSUk9SX1JFQVNPTl9UT0tFTl9SRVZPS0VEEBESHgoaRVJST1JfUkVBU09OX1RPS0VOX0NIQU5HRUQQEhIiCh5FUlJPUl9SRUFTT05fUEVSTUlTU0lPTl9ERU5JRUQQE2IGcHJvdG8z");
 
 /**
- * Why a call failed. Errors carry a `google.rpc.ErrorInfo` whose `reason` is one of these names
- * without the `ERROR_REASON_` prefix (for example "LEASE_EXPIRED") and whose `domain` is
- * "jobbroker.v1"; stream items carry the same name in `ItemError.reason`.
+ * Why a call failed.
+ *
+ * Where to find it: every error the broker answers (all the reasons below) follows gRPC's
+ * richer error model. Besides the status code and message, the call's trailing metadata holds
+ * `grpc-status-details-bin`: a serialized `google.rpc.Status` (google/rpc/status.proto) whose
+ * `code` and `message` repeat the call's, and whose `details` hold one `google.protobuf.Any` of
+ * type URL "type.googleapis.com/google.rpc.ErrorInfo" packing a `google.rpc.ErrorInfo`
+ * (google/rpc/error_details.proto) with:
+ *   domain:   "jobbroker.v1"
+ *   reason:   one of these names without the `ERROR_REASON_` prefix (for example
+ *             "LEASE_EXPIRED");
+ *   metadata: the keys named on each reason below ("field", "limit", "queue", "permission"),
+ *             and the job's "queue" and "job_id" where one is concerned.
+ * An item refused inside a successful call carries the same name in its own `reason` field
+ * instead: `AddBulkError` (AddBulk with `each`, with the metadata too) and `ItemError` (the
+ * worker stream's updates and outcomes). Errors that did not
+ * come from the broker (a deadline passed, a connection refused) or an INTERNAL error carry no
+ * details. The google/rpc protos ship beside this package (protos/google/rpc, vendored from
+ * googleapis, Apache-2.0) for generators in any language; Python has them in
+ * googleapis-common-protos and grpcio-status.
  *
  * @generated from enum jobbroker.v1.ErrorReason
  */

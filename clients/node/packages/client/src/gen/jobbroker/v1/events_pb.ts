@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file jobbroker/v1/events.proto.
  */
 export const file_jobbroker_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Chlqb2Jicm9rZXIvdjEvZXZlbnRzLnByb3RvEgxqb2Jicm9rZXIudjEi+wIKCEpvYkV2ZW50EhAKCGV2ZW50X2lkGAEgASgJEiUKBHR5cGUYAiABKA4yFy5qb2Jicm9rZXIudjEuRXZlbnRUeXBlEg0KBXF1ZXVlGAMgASgJEg4KBmpvYl9pZBgEIAEoCRIUCgx0aW1lc3RhbXBfbXMYBSABKAMSJQoFc3RhdGUYBiABKA4yFi5qb2Jicm9rZXIudjEuSm9iU3RhdGUSDwoHYXR0ZW1wdBgHIAEoDRIoCghwcm9ncmVzcxgIIAEoCzIWLmpvYmJyb2tlci52MS5Qcm9ncmVzcxIlCgZyZXN1bHQYCSABKAsyFS5qb2Jicm9rZXIudjEuUGF5bG9hZBImCgdmYWlsdXJlGAogASgLMhUuam9iYnJva2VyLnYxLkZhaWx1cmUSEQoJcnVuX2F0X21zGAsgASgDEhEKCXdvcmtlcl9pZBgMIAEoCRINCgVmZW5jZRgNIAEoBBIMCgRuYW1lGA4gASgJEg0KBWNvdW50GA8gASgEKu4DCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhQKEEVWRU5UX1RZUEVfQURERUQQARIWChJFVkVOVF9UWVBFX1dBSVRJTkcQAhIWChJFVkVOVF9UWVBFX0RFTEFZRUQQAxIVChFFVkVOVF9UWVBFX0FDVElWRRAEEhcKE0VWRU5UX1RZUEVfUFJPR1JFU1MQBRIYChRFVkVOVF9UWVBFX0NPTVBMRVRFRBAGEhUKEUVWRU5UX1RZUEVfRkFJTEVEEAcSIAocRVZFTlRfVFlQRV9SRVRSSUVTX0VYSEFVU1RFRBAIEhYKEkVWRU5UX1RZUEVfU1RBTExFRBAJEhgKFEVWRU5UX1RZUEVfQ0FOQ0VMTEVEEAoSHwobRVZFTlRfVFlQRV9DQU5DRUxfUkVRVUVTVEVEEAsSFgoSRVZFTlRfVFlQRV9SRU1PVkVEEAwSGQoVRVZFTlRfVFlQRV9EVVBMSUNBVEVEEA0SFwoTRVZFTlRfVFlQRV9SRUxFQVNFRBAOEhUKEUVWRU5UX1RZUEVfUEFVU0VEEA8SFgoSRVZFTlRfVFlQRV9SRVNVTUVEEBASFgoSRVZFTlRfVFlQRV9DTEVBTkVEEBESFgoSRVZFTlRfVFlQRV9EUkFJTkVEEBJiBnByb3RvMw", [file_jobbroker_v1_job]);
+  fileDesc("Chlqb2Jicm9rZXIvdjEvZXZlbnRzLnByb3RvEgxqb2Jicm9rZXIudjEiigMKCEpvYkV2ZW50EhAKCGV2ZW50X2lkGAEgASgJEiUKBHR5cGUYAiABKA4yFy5qb2Jicm9rZXIudjEuRXZlbnRUeXBlEg0KBXF1ZXVlGAMgASgJEg4KBmpvYl9pZBgEIAEoCRIUCgx0aW1lc3RhbXBfbXMYBSABKAMSJQoFc3RhdGUYBiABKA4yFi5qb2Jicm9rZXIudjEuSm9iU3RhdGUSDwoHYXR0ZW1wdBgHIAEoDRIoCghwcm9ncmVzcxgIIAEoCzIWLmpvYmJyb2tlci52MS5Qcm9ncmVzcxIlCgZyZXN1bHQYCSABKAsyFS5qb2Jicm9rZXIudjEuUGF5bG9hZBImCgdmYWlsdXJlGAogASgLMhUuam9iYnJva2VyLnYxLkZhaWx1cmUSEQoJcnVuX2F0X21zGAsgASgDEhEKCXdvcmtlcl9pZBgMIAEoCRINCgVmZW5jZRgNIAEoBBIMCgRuYW1lGA4gASgJEg0KBWNvdW50GA8gASgEEg0KBWZpbmFsGBAgASgIKoUECglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhQKEEVWRU5UX1RZUEVfQURERUQQARIWChJFVkVOVF9UWVBFX1dBSVRJTkcQAhIWChJFVkVOVF9UWVBFX0RFTEFZRUQQAxIVChFFVkVOVF9UWVBFX0FDVElWRRAEEhcKE0VWRU5UX1RZUEVfUFJPR1JFU1MQBRIYChRFVkVOVF9UWVBFX0NPTVBMRVRFRBAGEhUKEUVWRU5UX1RZUEVfRkFJTEVEEAcSIAocRVZFTlRfVFlQRV9SRVRSSUVTX0VYSEFVU1RFRBAIEhYKEkVWRU5UX1RZUEVfU1RBTExFRBAJEhgKFEVWRU5UX1RZUEVfQ0FOQ0VMTEVEEAoSHwobRVZFTlRfVFlQRV9DQU5DRUxfUkVRVUVTVEVEEAsSFgoSRVZFTlRfVFlQRV9SRU1PVkVEEAwSGQoVRVZFTlRfVFlQRV9EVVBMSUNBVEVEEA0SFwoTRVZFTlRfVFlQRV9SRUxFQVNFRBAOEhUKEUVWRU5UX1RZUEVfUEFVU0VEEA8SFgoSRVZFTlRfVFlQRV9SRVNVTUVEEBASFgoSRVZFTlRfVFlQRV9DTEVBTkVEEBESFQoRRVZFTlRfVFlQRV9QVVJHRUQQEhIWChJFVkVOVF9UWVBFX0RSQUlORUQQE2IGcHJvdG8z", [file_jobbroker_v1_job]);
 
 /**
  * One event of a queue's event stream.
@@ -119,11 +119,20 @@ export type JobEvent = Message<"jobbroker.v1.JobEvent"> & {
   name: string;
 
   /**
-   * For CLEANED and DRAINED: how many jobs were removed.
+   * For CLEANED and PURGED: how many jobs were removed.
    *
    * @generated from field: uint64 count = 15;
    */
   count: bigint;
+
+  /**
+   * True on the event that ends the job's StreamProgress stream: the job finished (COMPLETED,
+   * CANCELLED, RETRIES_EXHAUSTED) or was removed (REMOVED). Set by the broker on every event,
+   * WatchEvents included, so a caller in any language needs no list of types.
+   *
+   * @generated from field: bool final = 16;
+   */
+  final: boolean;
 };
 
 /**
@@ -266,11 +275,23 @@ export enum EventType {
   CLEANED = 17,
 
   /**
-   * The queue was drained; `count` says how many jobs were removed (no job id).
+   * An operator's DrainQueue removed the waiting jobs (and the delayed ones, when asked);
+   * `count` says how many (no job id). Not BullMQ's `drained`: that is DRAINED. (Before DRAINED
+   * took BullMQ's meaning, this value was named EVENT_TYPE_DRAINED; its number is unchanged.)
    *
-   * @generated from enum value: EVENT_TYPE_DRAINED = 18;
+   * @generated from enum value: EVENT_TYPE_PURGED = 18;
    */
-  DRAINED = 18,
+  PURGED = 18,
+
+  /**
+   * BullMQ's `drained`: workers took the last waiting job, so the queue has nothing left to
+   * lease (delayed jobs may remain; jobs parked by a group rate limit count as waiting). Sent
+   * once each time a Lease empties the waiting jobs, not again while the queue stays empty; a
+   * queue emptied by Cancel, Remove, CleanQueue or DrainQueue does not send it. No job id.
+   *
+   * @generated from enum value: EVENT_TYPE_DRAINED = 19;
+   */
+  DRAINED = 19,
 }
 
 /**

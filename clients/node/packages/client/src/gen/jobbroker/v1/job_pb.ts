@@ -21,7 +21,9 @@ export type Payload = Message<"jobbroker.v1.Payload"> & {
   /**
    * MIME type of `body`. Empty means "application/json"; JSON bodies (also "application/json"
    * with parameters such as a charset) are validated by the broker (size and nesting limits),
-   * every other type is carried as opaque bytes.
+   * every other type is carried as opaque bytes. The broker keeps it as sent: every read of the
+   * payload returns this exact string ("" stays "", "application/json" stays
+   * "application/json"). For a custom job id, "" and "application/json" count as one type.
    *
    * @generated from field: string content_type = 1;
    */

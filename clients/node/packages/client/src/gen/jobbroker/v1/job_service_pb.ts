@@ -780,7 +780,9 @@ export const JobService: GenService<{
     output: typeof CancelResponseSchema;
   },
   /**
-   * Streams a job's snapshot, then each of its events in order; ends after the terminal event.
+   * Streams a job's snapshot, then each of its events in order; ends after the event with
+   * `final = true` (COMPLETED, CANCELLED, RETRIES_EXHAUSTED or REMOVED; see events.proto), or
+   * right after the snapshot of a job that already finished.
    *
    * @generated from rpc jobbroker.v1.JobService.StreamProgress
    */
