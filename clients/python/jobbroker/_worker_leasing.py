@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from ._calls import RECONNECT_MAX_S
-from ._worker_runner import Backoff, release
-from ._worker_stream import PERMANENT, WorkerStream
+from ._transport import PERMANENT, RetryBackoff
+from ._worker_outcomes import release
+from ._worker_stream import WorkerStream
 from .errors import from_rpc_error
 from .limits import MAX_LEASE_JOBS
 from .v1 import worker_service_pb2 as ws
@@ -55,7 +55,7 @@ class _PollState:
     """The last reply had fewer jobs than asked: no second call while one is out."""
     failing: bool = False
     """The last call failed: back off before the next."""
-    backoff: Backoff = field(default_factory=lambda: Backoff(cap=RECONNECT_MAX_S))
+    backoff: RetryBackoff = field(default_factory=RetryBackoff)
 
 
 class Leasing:
