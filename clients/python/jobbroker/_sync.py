@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import inspect
 import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
@@ -48,6 +49,12 @@ def iterating(
         return self._iterate(method(self._async, *args, **kwargs))
 
     call.__qualname__ = f"Client.{method.__name__}"
+    # What help() and inspect show: AsyncClient's parameters, but an Iterator of its items.
+    signature = inspect.signature(method)
+    returns = signature.return_annotation
+    if isinstance(returns, str) and returns.startswith("AsyncGenerator["):
+        returns = "Iterator[" + returns.removeprefix("AsyncGenerator[").rsplit(",", 1)[0] + "]"
+    call.__signature__ = signature.replace(return_annotation=returns)  # type: ignore[attr-defined]
     return call
 
 
