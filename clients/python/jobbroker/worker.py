@@ -351,7 +351,7 @@ class Worker:
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         """Replace the address, token and TLS credentials given at construction (those given);
-        before the worker starts."""
+        before the worker starts (after: ``RuntimeError``)."""
         if self._main is not None:
             raise RuntimeError("connect_with: the worker was started already")
         given = {"address": address or None, "token": token, "credentials": credentials}
