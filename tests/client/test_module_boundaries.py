@@ -13,10 +13,18 @@ from pathlib import Path
 import jobbroker
 
 PACKAGE = Path(jobbroker.__file__).parent
+
+
+def _dotted(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 MODULES = {
-    path.stem: path
-    for path in sorted(PACKAGE.glob("*.py"))
-    if path.stem != "__init__"  # it only re-exports, lazily
+    _dotted(path): path
+    for path in sorted(PACKAGE.rglob("*.py"))
+    # v1: generated; the package's own __init__ only re-exports, lazily.
+    if path.relative_to(PACKAGE).parts[0] != "v1" and path != PACKAGE / "__init__.py"
 }
 
 ALLOWED_PRIVATE = {"_exit"}
@@ -31,13 +39,17 @@ def tree(name: str) -> ast.Module:
 def package_imports(name: str) -> set[str]:
     """The modules of the package that module ``name`` imports (under TYPE_CHECKING too: an
     import only for type hints is still an arrow between the two)."""
+    is_package = MODULES[name].name == "__init__.py"
+    here = name.split(".") if is_package else name.split(".")[:-1]
     found: set[str] = set()
     for node in ast.walk(tree(name)):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module is None:  # from . import _calls, _cli_output
-                found.update(alias.name for alias in node.names if alias.name in MODULES)
-            elif node.module.split(".")[0] in MODULES:
-                found.add(node.module.split(".")[0])
+        if not isinstance(node, ast.ImportFrom) or node.level == 0:
+            continue
+        base = here[: len(here) - (node.level - 1)] if node.level > 1 else here
+        module = [*base, *(node.module.split(".") if node.module else [])]
+        candidates = [".".join(module)]
+        candidates += [".".join([*module, alias.name]) for alias in node.names]
+        found.update(candidate for candidate in candidates if candidate in MODULES)
     return found - {name}
 
 
