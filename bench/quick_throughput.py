@@ -102,15 +102,15 @@ async def add_singly(address: str, queue: str, count: int, in_flight: int, stub:
     """Add `count` jobs one ``add`` call (or one Add RPC) each, `in_flight` at a time; returns
     seconds."""
     from jobbroker import AsyncClient
-    from jobbroker.v1 import job_pb2, job_service_pb2
+    from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
     request = job_service_pb2.AddRequest(
         queue=queue, name="noop", data=job_pb2.Payload(body=b'{"n":1}')
     )
-    async with AsyncClient(address) as client:
-        await client.add(queue, "noop", {"n": 1})  # connect first
+    async with AsyncClient(address) as client, grpc.aio.insecure_channel(address) as channel:
+        add_rpc = job_service_pb2_grpc.JobServiceStub(channel).Add
+        await (add_rpc(request) if stub else client.add(queue, "noop", {"n": 1}))  # connect
         left = count - 1
-        add_rpc = client._stub().Add
 
         async def one_by_one() -> None:
             nonlocal left

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from jobbroker import (
-    AsyncClient,
+    ConnectionSettings,
     Event,
     EventType,
     JobCounts,
@@ -20,6 +20,8 @@ from jobbroker import (
     RateLimit,
     Schedule,
 )
+from jobbroker._queues import QueueCalls
+from jobbroker._transport import Transport
 from jobbroker.errors import InvalidArgument, JobActive, JobNotFound, ScheduleNotFound
 
 from .support import Api, AsyncApi, FakeWorker
@@ -127,13 +129,18 @@ async def test_group_rate_limit_is_stored(client: Api, queue: str) -> None:
 async def test_only_repeatable_queue_calls_are_retried(queue: str) -> None:
     """Reads, pause/resume, settings and schedules go out idempotent; bulk operations not."""
     seen: dict[str, bool] = {}
-    client = AsyncClient("127.0.0.1:1")
 
-    async def unary(method: Any, request: Any, *, idempotent: bool = True, **_: Any) -> Any:
-        seen[type(request).__name__] = idempotent
-        return _Empty()
+    class Recording(Transport):
+        """Answers every unary call at once, noting whether it may be retried."""
 
-    client._unary = unary  # type: ignore[method-assign,assignment]
+        async def unary(
+            self, method: Any, request: Any, *, idempotent: bool = True, **_: Any
+        ) -> Any:
+            seen[type(request).__name__] = idempotent
+            return _Empty()
+
+    transport = Recording(ConnectionSettings(address="127.0.0.1:1"))
+    client = QueueCalls(transport)
     try:
         await client.queues()
         await client.queue(queue)
@@ -151,7 +158,7 @@ async def test_only_repeatable_queue_calls_are_retried(queue: str) -> None:
         await client.retry_failed(queue)
         await client.promote_delayed(queue)
     finally:
-        await client.close()
+        await transport.close()
     retried = {name for name, idempotent in seen.items() if idempotent}
     assert retried == {
         "ListQueuesRequest",

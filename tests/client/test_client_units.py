@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from jobbroker import AsyncClient, Client, JobOptions, JobState
-from jobbroker._calls import bulk_request, job_options, retry_delay, state_arg
+from jobbroker._calls import bulk_request, job_options, state_arg
 from jobbroker._channel import target
-from jobbroker._worker_runner import Backoff
+from jobbroker._transport import RetryBackoff, retry_delay
 from jobbroker.client import OptionFields
 
 from .conftest import ClientFactory, RunningBroker
@@ -52,7 +52,7 @@ def test_retry_delays_grow_exponentially_with_jitter_up_to_the_cap() -> None:
 def test_retry_delays_stay_at_the_cap_however_many_attempts_failed() -> None:
     """Streams and workers reconnect for as long as it takes: thousands of failed attempts
     must still give the capped delay (2**1100 overflows a float)."""
-    backoff = Backoff(first=0.05, cap=1.0)
+    backoff = RetryBackoff(first=0.05, cap=1.0)
     backoff.failures = 5_000
     for delay in (retry_delay(5_000, 0.1, 1.0), backoff.next_delay()):
         assert 0.5 <= delay <= 1.0

@@ -123,3 +123,34 @@ async def test_the_token_comes_from_jobbroker_token_unless_given(
     async with AsyncClient(retries=0, token="jbt_not_a_real_token") as overridden:
         with pytest.raises(Unauthenticated):
             await overridden.add(queue, "job")
+
+
+def test_metadata_and_channel_options_travel_with_the_settings() -> None:
+    settings = ConnectionSettings.from_env(
+        metadata=[("x-team", "a")], channel_options=[("grpc.enable_retries", 0)], environ={}
+    )
+    assert settings.metadata == (("x-team", "a"),)
+    assert settings.channel_options == (("grpc.enable_retries", 0),)
+
+
+async def test_a_worker_takes_new_connection_settings_only_before_it_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JOBBROKER_ADDRESS", "from-env:1")
+    worker = Worker("q")
+    worker.connect_with(token="t")  # what is not given stays
+    assert worker.address == "from-env:1"
+    worker.connect_with(address="127.0.0.1:1")
+    assert worker.address == "127.0.0.1:1"
+
+    @worker.handler()
+    async def handle(ctx: object) -> None:
+        return None
+
+    await worker.start()
+    try:
+        with pytest.raises(RuntimeError, match="started already"):
+            worker.connect_with(address="elsewhere:2")
+        assert worker.address == "127.0.0.1:1"
+    finally:
+        await asyncio.wait_for(worker.stop(0), 10)

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 import grpc
 
+from ._transport import Transport
 from .errors import error_from_reason, from_rpc_error
 from .v1 import job_service_pb2 as pb
+from .v1.job_service_pb2_grpc import JobServiceStub
 
 if TYPE_CHECKING:
     from .v1.job_service_pb2_grpc import JobServiceAsyncStub
@@ -35,17 +37,6 @@ MAX_BATCH = 1_000
 """Jobs per AddBulk at most (the broker's default bulk limit)."""
 _MAYBE_STORED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
-
-
-class _Client(Protocol):
-    timeout: float
-    _metadata: Any
-
-    def _stub(self) -> JobServiceAsyncStub: ...
-
-    async def _unary(
-        self, method: Any, request: Any, *, timeout: float | None, idempotent: bool = True
-    ) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -59,11 +50,14 @@ class _Waiting:
 class AddBatcher:
     """Gathers one client's concurrent adds per queue; one RPC in flight per queue."""
 
-    def __init__(self, client: _Client) -> None:
-        self._client = client
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
         self._waiting: dict[str, list[_Waiting]] = {}
         """Per queue with an add in flight: the adds waiting for the next call."""
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def _jobs(self) -> JobServiceAsyncStub:
+        return self._transport.stub(JobServiceStub)
 
     async def add(
         self, request: pb.AddRequest, timeout: float | None, idempotent: bool
@@ -73,14 +67,14 @@ class AddBatcher:
         if waiting is None:
             self._waiting[queue] = []
             try:
-                reply: pb.AddResponse = await self._client._unary(
-                    self._client._stub().Add, request, timeout=timeout, idempotent=idempotent
+                reply: pb.AddResponse = await self._transport.unary(
+                    self._jobs().Add, request, timeout=timeout, idempotent=idempotent
                 )
                 return reply
             finally:
                 self._next(queue)
         loop = asyncio.get_running_loop()
-        budget = self._client.timeout if timeout is None else timeout
+        budget = self._transport.policy.timeout if timeout is None else timeout
         future: asyncio.Future[pb.AddResponse] = loop.create_future()
         waiting.append(_Waiting(request, loop.time() + budget, idempotent, future))
         return await future
@@ -124,8 +118,8 @@ class AddBatcher:
         loop = asyncio.get_running_loop()
         remaining = max(0.0, min(w.deadline for w in batch) - loop.time())
         try:
-            reply = await self._client._stub().AddBulk(
-                request, timeout=remaining, metadata=self._client._metadata
+            reply = await self._jobs().AddBulk(
+                request, timeout=remaining, metadata=self._transport.metadata
             )
         except grpc.RpcError as exc:
             error = from_rpc_error(exc)
@@ -156,8 +150,8 @@ class AddBatcher:
         """Send one waiting add as a plain Add, with the client's retries."""
         remaining = max(0.0, waiting.deadline - asyncio.get_running_loop().time())
         try:
-            reply = await self._client._unary(
-                self._client._stub().Add,
+            reply = await self._transport.unary(
+                self._jobs().Add,
                 waiting.request,
                 timeout=remaining,
                 idempotent=waiting.idempotent,

@@ -10,39 +10,25 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Self, Unpack
 
 import grpc
 
 from . import _calls
 from ._add_batch import AddBatcher
 from ._calls import BulkItem, OptionFields
-from ._channel import ConnectionSettings, open_channel
+from ._channel import ConnectionSettings
 from ._queues import QueueCalls
-from .errors import (
-    DeadlineExceeded,
-    JobBrokerError,
-    JobNotFound,
-    ShuttingDown,
-    Unavailable,
-    from_rpc_error,
-)
+from ._transport import CallPolicy, Transport
+from .errors import JobNotFound, Unavailable
 from .models import Added, Event, EventType, Job, JobOptions, JobState
 from .v1 import job_service_pb2 as pb
-from .v1 import job_service_pb2_grpc
+from .v1.job_service_pb2_grpc import JobServiceStub
 
 if TYPE_CHECKING:
     from .v1.job_service_pb2_grpc import JobServiceAsyncStub
-
-RECONNECT_MIN_S = 0.01
-"""The shortest wait between a stream's reconnections, even with ``retry_backoff=0``: a broker
-that refuses at once (shutting down) is not called in a tight loop."""
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,98 +93,55 @@ class AsyncClient(QueueCalls):
         metadata: Sequence[tuple[str, str]] = (),
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout: must be more than 0 seconds")
-        if retries < 0 or retry_backoff < 0 or retry_backoff_max < 0:
-            raise ValueError("retries, retry_backoff and retry_backoff_max must not be negative")
+        policy = CallPolicy(timeout, retries, retry_backoff, retry_backoff_max)
         settings = ConnectionSettings.from_env(
-            address=address, token=token, credentials=credentials
+            address=address,
+            token=token,
+            credentials=credentials,
+            metadata=metadata,
+            channel_options=channel_options,
         )
-        self.target = settings.target
-        """The gRPC target the client connects to."""
-        self.timeout = timeout
-        self.retries = retries
-        self.retry_backoff = retry_backoff
-        self.retry_backoff_max = retry_backoff_max
-        self._credentials = settings.channel_credentials()
-        self._token = settings.token
-        self._metadata = tuple(metadata) or None
-        self._options = _calls.channel_options(channel_options)
-        # The channel is made on first use, inside the event loop that will use it.
-        self._channel: grpc.aio.Channel | None = None
-        self._stub_: JobServiceAsyncStub | None = None
-        self._closed = False
-        self._adds = AddBatcher(self)
-        self._outage = _calls.Outage(self.target)
+        transport = Transport(settings, policy)
+        super().__init__(transport)
+        self._adds = AddBatcher(transport)
 
-    def _stub(self) -> JobServiceAsyncStub:
-        if self._closed:
-            raise RuntimeError("the client is closed")
-        if self._stub_ is None:
-            channel = open_channel(
-                self.target, credentials=self._credentials, options=self._options, token=self._token
-            )
-            self._channel = channel
-            self._stub_ = job_service_pb2_grpc.JobServiceStub(channel)
-        return self._stub_
+    @property
+    def target(self) -> str:
+        """The gRPC target the client connects to."""
+        return self._transport.target
+
+    @property
+    def timeout(self) -> float:
+        """Deadline of each unary call in seconds, unless the call's ``timeout=`` says otherwise."""
+        return self._transport.policy.timeout
+
+    @property
+    def retries(self) -> int:
+        """Retries of a unary call that may be repeated (see the class's description)."""
+        return self._transport.policy.retries
+
+    @property
+    def retry_backoff(self) -> float:
+        """First retry delay in seconds."""
+        return self._transport.policy.retry_backoff
+
+    @property
+    def retry_backoff_max(self) -> float:
+        """Longest retry delay in seconds."""
+        return self._transport.policy.retry_backoff_max
+
+    def _jobs(self) -> JobServiceAsyncStub:
+        return self._transport.stub(JobServiceStub)
 
     async def close(self) -> None:
         """Close the connection; calls in flight are cancelled."""
-        self._closed = True
-        channel, self._channel, self._stub_ = self._channel, None, None
-        if channel is not None:
-            await channel.close()
+        await self._transport.close()
 
     async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-    def _raise_if_closed(self) -> None:
-        """Closing the channel cancels its calls: say so, rather than let a CancelledError out
-        of a task nobody cancelled."""
-        task = asyncio.current_task()
-        if self._closed and task is not None and not task.cancelling():
-            raise RuntimeError("the client was closed during the call")
-
-    def _retry_delay(self, error: JobBrokerError, attempt: int, deadline: float | None) -> float:
-        """Seconds to wait before retrying a unary call after ``error``, or -1 not to retry."""
-        if not _calls.retryable(error) or attempt >= self.retries:
-            return -1.0
-        delay = _calls.retry_delay(attempt, self.retry_backoff, self.retry_backoff_max)
-        if deadline is not None and asyncio.get_running_loop().time() + delay >= deadline:
-            return -1.0
-        return delay
-
-    async def _unary(
-        self,
-        method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp],
-        request: Req,
-        *,
-        timeout: float | None,
-        idempotent: bool = True,
-    ) -> Resp:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self.timeout if timeout is None else timeout)
-        attempt = 0
-        while True:
-            remaining = max(0.0, deadline - loop.time())
-            try:
-                return await method(request, timeout=remaining, metadata=self._metadata)
-            except asyncio.CancelledError:
-                self._raise_if_closed()
-                raise
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
-                # A broker that is shutting down refuses calls before doing anything: always
-                # safe to send again (to another broker, or this one once it is back).
-                safe = idempotent or isinstance(error, ShuttingDown)
-                delay = self._retry_delay(error, attempt, deadline) if safe else -1.0
-                if delay < 0:
-                    raise error from exc
-            await asyncio.sleep(delay)
-            attempt += 1
 
     async def add(
         self,
@@ -226,7 +169,7 @@ class AsyncClient(QueueCalls):
         try:
             reply = await self._adds.add(request, timeout, bool(opts.job_id))
         except asyncio.CancelledError:
-            self._raise_if_closed()
+            self._transport.raise_if_closed()
             raise
         return Added(reply.job_id, _calls.state_of(reply.state), reply.duplicate)
 
@@ -239,15 +182,15 @@ class AsyncClient(QueueCalls):
         the same order. Retried on UNAVAILABLE only when every job has a custom ``job_id``.
         """
         request, idempotent = _calls.bulk_request(queue, jobs)
-        reply = await self._unary(
-            self._stub().AddBulk, request, timeout=timeout, idempotent=idempotent
+        reply = await self._transport.unary(
+            self._jobs().AddBulk, request, timeout=timeout, idempotent=idempotent
         )
         return [Added(r.job_id, _calls.state_of(r.state), r.duplicate) for r in reply.results]
 
     async def get_status(self, queue: str, job_id: str, *, timeout: float | None = None) -> Job:
         """The job's current snapshot. Raises :class:`~jobbroker.JobNotFound`."""
         request = pb.GetStatusRequest(queue=queue, job_id=job_id)
-        reply = await self._unary(self._stub().GetStatus, request, timeout=timeout)
+        reply = await self._transport.unary(self._jobs().GetStatus, request, timeout=timeout)
         return Job.from_proto(reply.job)
 
     async def cancel(
@@ -257,7 +200,7 @@ class AsyncClient(QueueCalls):
         one answers ACTIVE: its worker is told to stop and the job ends CANCELLED shortly.
         Raises :class:`~jobbroker.errors.JobFinished` for a job that already ended."""
         request = pb.CancelRequest(queue=queue, job_id=job_id, reason=reason)
-        reply = await self._unary(self._stub().Cancel, request, timeout=timeout)
+        reply = await self._transport.unary(self._jobs().Cancel, request, timeout=timeout)
         return _calls.state_of(reply.state)
 
     async def stream_progress(
@@ -283,85 +226,20 @@ class AsyncClient(QueueCalls):
         stream lasts as long as the job does.
         """
 
-        def open_call(after: str, remaining: float | None, wait_for_ready: bool) -> Any:
-            request = pb.StreamProgressRequest(queue=queue, job_id=job_id, after_event_id=after)
-            return self._stub().StreamProgress(
-                request, timeout=remaining, metadata=self._metadata, wait_for_ready=wait_for_ready
-            )
+        def request(after: str) -> pb.StreamProgressRequest:
+            return pb.StreamProgressRequest(queue=queue, job_id=job_id, after_event_id=after)
 
         def convert(item: pb.StreamProgressResponse, last: str) -> tuple[Job | Event, str]:
             if item.HasField("event"):
                 return Event.from_proto(item.event), item.event.event_id
             return Job.from_proto(item.snapshot), item.snapshot_event_id or last
 
-        async for value in self._resumable(open_call, convert, after_event_id, timeout):
-            yield value
-
-    async def _resumable(
-        self,
-        open_call: Callable[[str, float | None, bool], Any],
-        convert: Callable[[Any, str], tuple[T, str]],
-        after_event_id: str,
-        timeout: float | None,
-    ) -> AsyncGenerator[T, None]:
-        """A server stream that, whenever the broker becomes unreachable, reconnects and resumes
-        after the last event it delivered: until ``timeout`` passes (default: for as long as it
-        takes), whatever ``retries`` says, since giving up would lose the caller's place.
-        ``convert`` turns a message into the value to yield and the new resume point."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        last = after_event_id
-        failures = 0
-        cause: JobBrokerError | None = None
-        try:
-            while True:
-                remaining = None if deadline is None else max(0.0, deadline - loop.time())
-                # A reconnection waits for the channel to connect (gRPC tries again at most
-                # every RECONNECT_MAX_S) rather than failing at once while the broker is away;
-                # the first attempt fails fast, so that an outage is noticed and logged.
-                call = open_call(last, remaining, failures > 0)
-                try:
-                    async for item in call:
-                        if failures:
-                            self._outage.back()
-                            failures = 0
-                        value, last = convert(item, last)
-                        yield value
-                    return
-                except asyncio.CancelledError:
-                    self._raise_if_closed()
-                    raise
-                except grpc.RpcError as exc:
-                    error = from_rpc_error(exc)
-                    if failures and cause is not None and isinstance(error, DeadlineExceeded):
-                        # "Deadline Exceeded" alone would hide why the stream got nowhere.
-                        raise DeadlineExceeded(
-                            f"the stream's timeout passed while it reconnected; last error "
-                            f"{cause.code.name}: {cause.message}"
-                        ) from exc
-                    if not _calls.retryable(error):
-                        raise error from exc
-                    if not failures:
-                        self._outage.lost(error)
-                    cause = error
-                finally:
-                    call.cancel()
-                await asyncio.sleep(self._reconnect_delay(failures, deadline))
-                failures += 1
-        finally:
-            if failures:
-                self._outage.gone()
-
-    def _reconnect_delay(self, failures: int, deadline: float | None) -> float:
-        """Seconds before a stream's next reconnection: the retry backoff, but capped at
-        RECONNECT_MAX_S (a broker that is back is used within a second) and at the deadline
-        (the attempt made then raises DeadlineExceeded)."""
-        base = max(self.retry_backoff, RECONNECT_MIN_S)
-        cap = max(base, min(self.retry_backoff_max, _calls.RECONNECT_MAX_S))
-        delay = _calls.retry_delay(failures, base, cap)
-        if deadline is not None:
-            delay = min(delay, max(0.0, deadline - asyncio.get_running_loop().time()))
-        return delay
+        stream = self._transport.resumable(
+            lambda: self._jobs().StreamProgress, request, convert, after_event_id, timeout
+        )
+        async with contextlib.aclosing(stream):
+            async for value in stream:
+                yield value
 
     async def wait(self, queue: str, job_id: str, timeout: float | None = None) -> Any:
         """Wait until the job ends; return its result (decoded, as ``Job.result``).
@@ -398,7 +276,7 @@ class AsyncClient(QueueCalls):
                 job = await self.get_status(queue, job_id)
                 if job.state.terminal:
                     return _calls.outcome(job)
-                await asyncio.sleep(self.retry_backoff)
+                await asyncio.sleep(self._transport.policy.retry_backoff)
 
     async def list(
         self,
@@ -420,7 +298,7 @@ class AsyncClient(QueueCalls):
             page_token=page_token,
             descending=descending,
         )
-        reply = await self._unary(self._stub().ListJobs, request, timeout=timeout)
+        reply = await self._transport.unary(self._jobs().ListJobs, request, timeout=timeout)
         jobs = [Job.from_proto(job) for job in reply.jobs]
         return Page(jobs, reply.next_page_token, reply.total)
 
@@ -454,21 +332,21 @@ class AsyncClient(QueueCalls):
         """Move a failed or cancelled job back to waiting with fresh attempts; its new state.
         Raises :class:`~jobbroker.errors.JobNotRetryable` for a job in another state."""
         request = pb.RetryRequest(queue=queue, job_id=job_id)
-        reply = await self._unary(self._stub().Retry, request, timeout=timeout)
+        reply = await self._transport.unary(self._jobs().Retry, request, timeout=timeout)
         return _calls.state_of(reply.state)
 
     async def promote(self, queue: str, job_id: str, *, timeout: float | None = None) -> JobState:
         """Make a delayed job waiting now; its new state. Raises
         :class:`~jobbroker.errors.JobNotDelayed` for a job that is not delayed."""
         request = pb.PromoteRequest(queue=queue, job_id=job_id)
-        reply = await self._unary(self._stub().Promote, request, timeout=timeout)
+        reply = await self._transport.unary(self._jobs().Promote, request, timeout=timeout)
         return _calls.state_of(reply.state)
 
     async def remove(self, queue: str, job_id: str, *, timeout: float | None = None) -> JobState:
         """Remove a job and its logs; the state it was in. Raises
         :class:`~jobbroker.errors.JobActive` for an active job (cancel it first)."""
         request = pb.RemoveRequest(queue=queue, job_id=job_id)
-        reply = await self._unary(self._stub().Remove, request, timeout=timeout)
+        reply = await self._transport.unary(self._jobs().Remove, request, timeout=timeout)
         return _calls.state_of(reply.state)
 
     async def logs(
@@ -482,5 +360,5 @@ class AsyncClient(QueueCalls):
     ) -> Logs:
         """Up to ``limit`` (1-1,000) of the job's log lines from line ``offset`` (0-based)."""
         request = pb.GetLogsRequest(queue=queue, job_id=job_id, offset=offset, limit=limit)
-        reply = await self._unary(self._stub().GetLogs, request, timeout=timeout)
+        reply = await self._transport.unary(self._jobs().GetLogs, request, timeout=timeout)
         return Logs(builtins.list(reply.lines), reply.total)

@@ -1,18 +1,14 @@
-"""What the clients share besides the calls themselves: channel options, how to build requests
-from Python values, how to read replies, and how long to wait before a retry."""
+"""What the clients' calls share besides the transport: how to build requests from Python
+values and how to read replies."""
 
 from __future__ import annotations
 
-import logging
-import random
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
-import grpc
-
-from .errors import JobBrokerError, JobCancelled, JobFailed, Unavailable
+from .errors import JobBrokerError, JobCancelled, JobFailed
 from .limits import MAX_DURATION_MS, MAX_UINT32, MIN_EVERY_MS
 from .models import (
     Backoff,
@@ -29,87 +25,6 @@ from .models import (
 )
 from .queue_models import QueueSettings, RateLimit, Schedule
 from .v1 import job_service_pb2, queue_service_pb2
-
-log = logging.getLogger("jobbroker.client")
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""The broker's own message size limit; gRPC's default (4 MiB) is too small for bulk adds."""
-
-RECONNECT_MAX_S = 1.0
-"""The longest wait between two attempts to reach a broker that is away, for the channel and
-for a stream's reconnections alike: once a broker answers again, streams, ``wait()`` and
-workers are back within about this long."""
-
-RECONNECT_OPTIONS: dict[str, Any] = {
-    # gRPC waits 1 s, then up to 120 s, between connection attempts: a broker restarting in a
-    # second would stay unused for minutes. (Not grpc.min_reconnect_backoff_ms: despite its
-    # name it is the least time a connection attempt is given, 20 s by default; cut to the
-    # backoff, a link whose handshake takes longer than a second would never connect.)
-    "grpc.initial_reconnect_backoff_ms": 100,
-    "grpc.max_reconnect_backoff_ms": int(RECONNECT_MAX_S * 1000),
-}
-"""The channel's reconnection backoff, shared by the clients and the worker."""
-
-CHANNEL_OPTIONS: dict[str, Any] = {
-    # Spread calls over every address the target resolves to (or lists).
-    "grpc.lb_policy_name": "round_robin",
-    **RECONNECT_OPTIONS,
-    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
-    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
-}
-
-
-def channel_options(extra: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """The client's channel options, overridden by the caller's."""
-    options = dict(CHANNEL_OPTIONS)
-    options.update(extra)
-    return list(options.items())
-
-
-def retry_delay(attempt: int, base: float, cap: float) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): exponential, capped, with jitter
-    (drawn from the upper half, so concurrent clients do not retry in step)."""
-    # The exponent stops growing long before the cap matters: a stream or worker reconnects
-    # for as long as it takes, and 2**1024 would overflow a float.
-    delay = min(cap, base * 2.0 ** min(attempt, 64))
-    return random.uniform(delay / 2, delay)
-
-
-def retryable(error: JobBrokerError) -> bool:
-    """Whether sending the call again may succeed: the broker (or its Redis) was unreachable
-    or stopping. A CANCELLED the broker sent (a call cut off as it stopped) counts too."""
-    return isinstance(error, Unavailable) or error.code == grpc.StatusCode.CANCELLED
-
-
-class Outage:
-    """A client's streams that are reconnecting, so that an outage is logged once (when the
-    first stream loses the broker, and when the last one is back), not once per stream."""
-
-    def __init__(self, target: str) -> None:
-        self._target = target
-        self._streams = 0
-
-    def lost(self, error: JobBrokerError) -> None:
-        """A stream lost the broker and reconnects."""
-        self._streams += 1
-        if self._streams == 1:
-            log.warning(
-                "streams from %s interrupted (%s: %s); they reconnect and resume after their "
-                "last event",
-                self._target,
-                error.code.name,
-                error.message,
-            )
-
-    def back(self) -> None:
-        """A reconnecting stream got a message again."""
-        self._streams -= 1
-        if self._streams == 0:
-            log.info("streams from %s resumed", self._target)
-
-    def gone(self) -> None:
-        """A reconnecting stream ended (its timeout, or the caller stopped it)."""
-        self._streams -= 1
 
 
 class OptionFields(TypedDict, total=False):

@@ -1,17 +1,42 @@
 """How to reach the broker: where it is, the API token and TLS (from arguments or the
-environment, the same for the clients, the worker and the CLI), and opening the channel."""
+environment, the same for the clients, the worker and the CLI), and opening the channel with
+the one set of channel options they all use."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""The largest message sent or received: what the broker itself sends at most. gRPC's default
+(4 MiB) is too small for bulk adds, a page of large jobs or a Lease reply of many."""
+
+RECONNECT_MAX_S = 1.0
+"""The longest wait between two attempts to reach a broker that is away, for the channel and
+for a stream's reconnections alike: once a broker answers again, streams, ``wait()`` and
+workers are back within about this long."""
+
+CHANNEL_OPTIONS: dict[str, Any] = {
+    # Spread calls over every address the target resolves to (or lists).
+    "grpc.lb_policy_name": "round_robin",
+    # gRPC waits 1 s, then up to 120 s, between connection attempts: a broker restarting in a
+    # second would stay unused for minutes. (Not grpc.min_reconnect_backoff_ms: despite its
+    # name it is the least time a connection attempt is given, 20 s by default; cut to the
+    # backoff, a link whose handshake takes longer than a second would never connect.)
+    "grpc.initial_reconnect_backoff_ms": 100,
+    "grpc.max_reconnect_backoff_ms": int(RECONNECT_MAX_S * 1000),
+    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+}
+"""The channel options of the clients and the worker; a caller's ``channel_options`` override
+them one by one."""
 
 ADDRESS_ENV = "JOBBROKER_ADDRESS"
 TOKEN_ENV = "JOBBROKER_TOKEN"
@@ -52,6 +77,11 @@ class ConnectionSettings:
     """PEM file of that certificate's key. Environment: ``JOBBROKER_TLS_KEY``."""
     credentials: grpc.ChannelCredentials | None = None
     """Ready-made TLS credentials; when set, the TLS settings above are not used."""
+    metadata: tuple[tuple[str, str], ...] = ()
+    """Other ``(key, value)`` pairs sent with every call."""
+    channel_options: tuple[tuple[str, Any], ...] = ()
+    """Extra gRPC channel options; each overrides the one of that name in
+    :data:`CHANNEL_OPTIONS`."""
 
     @classmethod
     def from_env(
@@ -64,11 +94,14 @@ class ConnectionSettings:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+        channel_options: Sequence[tuple[str, Any]] = (),
         environ: Mapping[str, str] | None = None,
     ) -> ConnectionSettings:
         """Each setting from its argument when not None, else from its ``JOBBROKER_*``
         variable (``environ``, default ``os.environ``), else its default. Ready-made
-        ``credentials`` replace every TLS setting, the environment's included."""
+        ``credentials`` replace every TLS setting, the environment's included; ``metadata``
+        and ``channel_options`` come from the arguments only."""
         env = os.environ if environ is None else environ
 
         def pick(given: str | None, name: str) -> str | None:
@@ -93,6 +126,8 @@ class ConnectionSettings:
             tls_cert=tls_cert,
             tls_key=tls_key,
             credentials=credentials,
+            metadata=tuple(metadata),
+            channel_options=tuple(channel_options),
         )
 
     @property
@@ -202,6 +237,13 @@ def bearer_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
     return [cls(token) for cls in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
 
 
+def channel_options(extra: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """:data:`CHANNEL_OPTIONS`, overridden by the caller's."""
+    options = dict(CHANNEL_OPTIONS)
+    options.update(extra)
+    return list(options.items())
+
+
 def open_channel(
     target: str,
     *,
@@ -209,8 +251,9 @@ def open_channel(
     options: Sequence[tuple[str, Any]],
     token: str | None,
 ) -> grpc.aio.Channel:
-    """A channel to ``target``: TLS with ``credentials``, else plaintext; ``token`` (an API token
-    from ``jobbroker token create``) goes with every call."""
+    """A channel to ``target`` with ``options`` (see :func:`channel_options`): TLS with
+    ``credentials``, else plaintext; ``token`` (an API token from ``jobbroker token create``)
+    goes with every call."""
     interceptors = bearer_interceptors(token) if token else None
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)

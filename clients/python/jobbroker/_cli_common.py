@@ -49,6 +49,21 @@ Attempts = Annotated[
 Json = Annotated[
     bool, typer.Option("--json", help="Print JSON (one document per line) for scripts.")
 ]
+Data = Annotated[
+    str | None,
+    typer.Option(help="Job data: JSON, @file.json, or - for standard input.", show_default=False),
+]
+BackoffSpec = Annotated[
+    str | None,
+    typer.Option(help="Wait before each retry: fixed:5s or exponential:5s.", show_default=False),
+]
+AttemptTimeout = Annotated[
+    str | None, typer.Option(help="Longest run of one attempt.", show_default=False)
+]
+RemoveOnComplete = Annotated[
+    str, typer.Option(help="true, false, N (keep last N), an age (1h), or N,AGE.")
+]
+RemoveOnFail = Annotated[str, typer.Option(help="The same, for failed and cancelled jobs.")]
 Queue = Annotated[str, typer.Argument(metavar="QUEUE", help="Queue name.", show_default=False)]
 
 

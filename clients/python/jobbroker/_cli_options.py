@@ -98,6 +98,25 @@ def json_data(value: str | None, option: str = "--data") -> Any:
         raise OptionError(f"{option}: not valid JSON ({exc})") from None
 
 
+def attempt_fields(
+    *,
+    backoff_spec: str | None,
+    timeout: str | None,
+    remove_on_complete: str,
+    remove_on_fail: str,
+    backoff_jitter: float = 0.0,
+    backoff_max: str | None = None,
+) -> dict[str, Any]:
+    """The JobOptions fields ``add`` and ``schedules add`` share (retries, the attempt's
+    time limit, retention), from their options' text."""
+    return {
+        "backoff": backoff(backoff_spec, backoff_jitter, backoff_max) if backoff_spec else None,
+        "timeout": maybe_duration(timeout, "--timeout"),
+        "remove_on_complete": retention(remove_on_complete, "--remove-on-complete"),
+        "remove_on_fail": retention(remove_on_fail, "--remove-on-fail"),
+    }
+
+
 def _flag(field: str) -> str:
     """The option of ``add`` that sets a JobOptions field (``options.timeout_ms``)."""
     path = field.removeprefix("options.")

@@ -13,7 +13,21 @@ from rich.table import Table
 
 from . import _cli_options as opts
 from . import _cli_output as out
-from ._cli_common import Address, Attempts, ExitCode, Json, Priority, Queue, connected, fail
+from ._cli_common import (
+    Address,
+    Attempts,
+    AttemptTimeout,
+    BackoffSpec,
+    Data,
+    ExitCode,
+    Json,
+    Priority,
+    Queue,
+    RemoveOnComplete,
+    RemoveOnFail,
+    connected,
+    fail,
+)
 from .models import JobState
 from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule
 
@@ -403,10 +417,7 @@ def schedules_add(
         str | None, typer.Option(help="Or add a job every: 30s, 5m, 1h ...", show_default=False)
     ] = None,
     tz: Annotated[str, typer.Option("--tz", help="IANA time zone of --cron (default UTC).")] = "",
-    data: Annotated[
-        str | None,
-        typer.Option(help="Job data: JSON, @file.json, or - for stdin.", show_default=False),
-    ] = None,
+    data: Data = None,
     limit: Annotated[int, typer.Option(help="Stop after this many jobs; 0: no limit.", min=0)] = 0,
     start_at: Annotated[
         str | None, typer.Option(help="No job before (ISO 8601; UTC if no offset).")
@@ -416,16 +427,10 @@ def schedules_add(
     ] = None,
     priority: Priority = 0,
     attempts: Attempts = 1,
-    backoff: Annotated[
-        str | None, typer.Option(help="fixed:5s or exponential:5s.", show_default=False)
-    ] = None,
-    timeout: Annotated[
-        str | None, typer.Option(help="Longest run of one attempt.", show_default=False)
-    ] = None,
-    remove_on_complete: Annotated[
-        str, typer.Option(help="true, false, N, an age, or N,AGE (as for add).")
-    ] = "false",
-    remove_on_fail: Annotated[str, typer.Option(help="The same, for failed jobs.")] = "false",
+    backoff: BackoffSpec = None,
+    timeout: AttemptTimeout = None,
+    remove_on_complete: RemoveOnComplete = "false",
+    remove_on_fail: RemoveOnFail = "false",
     address: Address = None,
     as_json: Json = False,
 ) -> None:
@@ -437,10 +442,12 @@ def schedules_add(
         options = opts.job_options(
             priority=priority,
             attempts=attempts,
-            backoff=opts.backoff(backoff, 0.0, None) if backoff else None,
-            timeout=opts.maybe_duration(timeout, "--timeout"),
-            remove_on_complete=opts.retention(remove_on_complete, "--remove-on-complete"),
-            remove_on_fail=opts.retention(remove_on_fail, "--remove-on-fail"),
+            **opts.attempt_fields(
+                backoff_spec=backoff,
+                timeout=timeout,
+                remove_on_complete=remove_on_complete,
+                remove_on_fail=remove_on_fail,
+            ),
         )
         interval = opts.maybe_duration(every, "--every")
         start, end = _moment(start_at, "--start-at"), _moment(end_at, "--end-at")

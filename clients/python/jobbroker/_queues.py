@@ -1,8 +1,12 @@
 """QueueCalls: AsyncClient's operator calls on the broker's QueueService (queue counts, pause and
 resume, bulk clean-ups, settings, workers, the queue-wide event feed and schedules).
 
-A mixin of :class:`~jobbroker.AsyncClient`, kept apart so each module holds one concept; it
-uses the client's channel, deadlines and retry policy.
+A base class of :class:`~jobbroker.AsyncClient`, kept apart so each module holds one concept;
+its calls go through the client's :class:`~jobbroker._transport.Transport` (channel, deadlines,
+retries, stream resumption). A new queue call is one method here: build the request, call
+``self._transport.unary(self._queues().Method, request, timeout=timeout)`` (``idempotent=False``
+when repeating it could do its work twice), convert the reply; the synchronous ``Client``
+gets it with one line in ``_sync.py`` (a test checks that none is missing).
 """
 
 # `timeout=` is a call's gRPC deadline (see _async.py).
@@ -11,31 +15,26 @@ uses the client's channel, deadlines and retry policy.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import grpc
+from typing import TYPE_CHECKING, Any
 
 from . import _calls
+from ._transport import ServiceCalls
 from .models import Event, JobOptions, JobState, Seconds
 from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule, WorkerInfo
 from .v1 import queue_service_pb2 as pb
-from .v1 import queue_service_pb2_grpc
+from .v1.queue_service_pb2_grpc import QueueServiceStub
 
 if TYPE_CHECKING:
-    from .v1.job_service_pb2_grpc import JobServiceAsyncStub
     from .v1.queue_service_pb2_grpc import QueueServiceAsyncStub
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-T = TypeVar("T")
 
 log = logging.getLogger("jobbroker.client")
 
 
-class QueueCalls:
+class QueueCalls(ServiceCalls):
     """The operators' calls of :class:`~jobbroker.AsyncClient` (see docs/client.md, "Queues").
 
     Reads, pause/resume, settings and schedule calls are retried on UNAVAILABLE; the bulk
@@ -43,64 +42,32 @@ class QueueCalls:
     answer was lost may have done its work, and a repeat would act on jobs added since.
     """
 
-    _queue_stubs: tuple[grpc.aio.Channel, QueueServiceAsyncStub] | None = None
-
-    if TYPE_CHECKING:
-        _channel: grpc.aio.Channel | None
-        _metadata: tuple[tuple[str, str], ...] | None
-
-        def _stub(self) -> JobServiceAsyncStub: ...
-
-        def _raise_if_closed(self) -> None: ...
-
-        def _resumable(
-            self,
-            open_call: Callable[[str, float | None, bool], Any],
-            convert: Callable[[Any, str], tuple[T, str]],
-            after_event_id: str,
-            timeout: float | None,
-        ) -> AsyncGenerator[T, None]: ...
-
-        async def _unary(
-            self,
-            method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp],
-            request: Req,
-            *,
-            timeout: float | None,
-            idempotent: bool = True,
-        ) -> Resp: ...
-
-    def _queue_stub(self) -> QueueServiceAsyncStub:
-        self._stub()  # makes the channel (or raises once the client is closed)
-        channel = self._channel
-        assert channel is not None
-        if self._queue_stubs is None or self._queue_stubs[0] is not channel:
-            self._queue_stubs = (channel, queue_service_pb2_grpc.QueueServiceStub(channel))
-        return self._queue_stubs[1]
+    def _queues(self) -> QueueServiceAsyncStub:
+        return self._transport.stub(QueueServiceStub)
 
     async def queues(self, *, timeout: float | None = None) -> builtins.list[QueueInfo]:
         """Every queue the broker knows, by name, with its counts, pause flag and settings."""
-        reply = await self._unary(
-            self._queue_stub().ListQueues, pb.ListQueuesRequest(), timeout=timeout
+        reply = await self._transport.unary(
+            self._queues().ListQueues, pb.ListQueuesRequest(), timeout=timeout
         )
         return [QueueInfo.from_proto(info) for info in reply.queues]
 
     async def queue(self, queue: str, *, timeout: float | None = None) -> QueueInfo:
         """One queue's counts, pause flag and settings (a queue never used has zero counts)."""
         request = pb.GetQueueRequest(queue=queue)
-        reply = await self._unary(self._queue_stub().GetQueue, request, timeout=timeout)
+        reply = await self._transport.unary(self._queues().GetQueue, request, timeout=timeout)
         return QueueInfo.from_proto(reply.queue)
 
     async def pause(self, queue: str, *, timeout: float | None = None) -> None:
         """Pause a queue: no worker of any broker replica gets a job from it until resumed.
         Jobs can still be added; active jobs run on. Pausing a paused queue is harmless."""
         request = pb.PauseQueueRequest(queue=queue)
-        await self._unary(self._queue_stub().PauseQueue, request, timeout=timeout)
+        await self._transport.unary(self._queues().PauseQueue, request, timeout=timeout)
 
     async def resume(self, queue: str, *, timeout: float | None = None) -> None:
         """Resume a paused queue (resuming one that is not paused is harmless)."""
         request = pb.ResumeQueueRequest(queue=queue)
-        await self._unary(self._queue_stub().ResumeQueue, request, timeout=timeout)
+        await self._transport.unary(self._queues().ResumeQueue, request, timeout=timeout)
 
     async def drain(
         self, queue: str, include_delayed: bool = False, *, timeout: float | None = None
@@ -108,8 +75,8 @@ class QueueCalls:
         """Remove the waiting jobs (and the delayed ones with ``include_delayed``); how many.
         Active and finished jobs stay. Not retried."""
         request = pb.DrainQueueRequest(queue=queue, include_delayed=include_delayed)
-        reply = await self._unary(
-            self._queue_stub().DrainQueue, request, timeout=timeout, idempotent=False
+        reply = await self._transport.unary(
+            self._queues().DrainQueue, request, timeout=timeout, idempotent=False
         )
         return reply.removed
 
@@ -126,8 +93,8 @@ class QueueCalls:
         waiting or delayed; not active) that entered it at least ``grace`` seconds ago; the ids
         removed. Not retried."""
         request = _calls.clean_request(queue, state, grace, limit)
-        reply = await self._unary(
-            self._queue_stub().CleanQueue, request, timeout=timeout, idempotent=False
+        reply = await self._transport.unary(
+            self._queues().CleanQueue, request, timeout=timeout, idempotent=False
         )
         return builtins.list(reply.job_ids)
 
@@ -138,24 +105,24 @@ class QueueCalls:
         of jobs removed. With active jobs it raises :class:`~jobbroker.errors.JobActive`
         unless ``force`` (their workers' calls then fail with NOT_FOUND). Not retried."""
         request = pb.ObliterateQueueRequest(queue=queue, force=force)
-        reply = await self._unary(
-            self._queue_stub().ObliterateQueue, request, timeout=timeout, idempotent=False
+        reply = await self._transport.unary(
+            self._queues().ObliterateQueue, request, timeout=timeout, idempotent=False
         )
         return reply.removed
 
     async def retry_failed(self, queue: str, *, timeout: float | None = None) -> int:
         """Move every failed job back to waiting with fresh attempts; how many. Not retried."""
         request = pb.RetryFailedJobsRequest(queue=queue)
-        reply = await self._unary(
-            self._queue_stub().RetryFailedJobs, request, timeout=timeout, idempotent=False
+        reply = await self._transport.unary(
+            self._queues().RetryFailedJobs, request, timeout=timeout, idempotent=False
         )
         return reply.retried
 
     async def promote_delayed(self, queue: str, *, timeout: float | None = None) -> int:
         """Make every delayed job waiting now; how many. Not retried."""
         request = pb.PromoteDelayedJobsRequest(queue=queue)
-        reply = await self._unary(
-            self._queue_stub().PromoteDelayedJobs, request, timeout=timeout, idempotent=False
+        reply = await self._transport.unary(
+            self._queues().PromoteDelayedJobs, request, timeout=timeout, idempotent=False
         )
         return reply.promoted
 
@@ -176,7 +143,9 @@ class QueueCalls:
         ``JobOptions.group``, ``max_stalled`` is the stalls a job survives."""
         settings = _calls.queue_settings(rate_limit, concurrency, group_rate_limit, max_stalled)
         request = pb.UpdateQueueSettingsRequest(queue=queue, settings=settings.to_proto())
-        reply = await self._unary(self._queue_stub().UpdateQueueSettings, request, timeout=timeout)
+        reply = await self._transport.unary(
+            self._queues().UpdateQueueSettings, request, timeout=timeout
+        )
         return QueueSettings.from_proto(reply.settings)
 
     async def workers(
@@ -184,7 +153,7 @@ class QueueCalls:
     ) -> builtins.list[WorkerInfo]:
         """The workers seen leasing from a queue in the last minute, most recent first."""
         request = pb.ListWorkersRequest(queue=queue)
-        reply = await self._unary(self._queue_stub().ListWorkers, request, timeout=timeout)
+        reply = await self._transport.unary(self._queues().ListWorkers, request, timeout=timeout)
         return [WorkerInfo.from_proto(worker) for worker in reply.workers]
 
     async def watch_events(
@@ -202,11 +171,8 @@ class QueueCalls:
         warning is logged on ``jobbroker.client``: events were lost in between).
         """
 
-        def open_call(after: str, remaining: float | None, wait_for_ready: bool) -> Any:
-            request = pb.WatchEventsRequest(queue=queue, after_event_id=after)
-            return self._queue_stub().WatchEvents(
-                request, timeout=remaining, metadata=self._metadata, wait_for_ready=wait_for_ready
-            )
+        def request(after: str) -> pb.WatchEventsRequest:
+            return pb.WatchEventsRequest(queue=queue, after_event_id=after)
 
         def convert(item: pb.WatchEventsResponse, last: str) -> tuple[Event, str]:
             if item.resume_point_trimmed:
@@ -218,8 +184,12 @@ class QueueCalls:
                 )
             return Event.from_proto(item.event), item.event.event_id or last
 
-        async for event in self._resumable(open_call, convert, after_event_id, timeout):
-            yield event
+        stream = self._transport.resumable(
+            lambda: self._queues().WatchEvents, request, convert, after_event_id, timeout
+        )
+        async with contextlib.aclosing(stream):
+            async for event in stream:
+                yield event
 
     async def upsert_schedule(
         self,
@@ -256,7 +226,7 @@ class QueueCalls:
             options=options,
         )
         request = pb.UpsertScheduleRequest(schedule=schedule.to_proto())
-        reply = await self._unary(self._queue_stub().UpsertSchedule, request, timeout=timeout)
+        reply = await self._transport.unary(self._queues().UpsertSchedule, request, timeout=timeout)
         return Schedule.from_proto(reply.schedule)
 
     async def schedules(
@@ -264,16 +234,16 @@ class QueueCalls:
     ) -> builtins.list[Schedule]:
         """A queue's repeatable jobs, by next run time."""
         request = pb.ListSchedulesRequest(queue=queue)
-        reply = await self._unary(self._queue_stub().ListSchedules, request, timeout=timeout)
+        reply = await self._transport.unary(self._queues().ListSchedules, request, timeout=timeout)
         return [Schedule.from_proto(schedule) for schedule in reply.schedules]
 
     async def schedule(self, queue: str, key: str, *, timeout: float | None = None) -> Schedule:
         """One repeatable job. Raises :class:`~jobbroker.JobNotFound` (NOT_FOUND) for none."""
         request = pb.GetScheduleRequest(queue=queue, key=key)
-        reply = await self._unary(self._queue_stub().GetSchedule, request, timeout=timeout)
+        reply = await self._transport.unary(self._queues().GetSchedule, request, timeout=timeout)
         return Schedule.from_proto(reply.schedule)
 
     async def remove_schedule(self, queue: str, key: str, *, timeout: float | None = None) -> None:
         """Remove a repeatable job; the jobs it already added stay."""
         request = pb.RemoveScheduleRequest(queue=queue, key=key)
-        await self._unary(self._queue_stub().RemoveSchedule, request, timeout=timeout)
+        await self._transport.unary(self._queues().RemoveSchedule, request, timeout=timeout)

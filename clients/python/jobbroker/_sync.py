@@ -1,25 +1,75 @@
-"""Client: the synchronous twin of AsyncClient, which it runs on a private event-loop thread."""
+"""Client: the synchronous twin of AsyncClient, which it runs on a private event-loop thread.
+
+Its methods are made from AsyncClient's, not written again: ``blocking(AsyncClient.get_status)``
+is a method that runs the coroutine on the client's thread and returns its result,
+``iterating(AsyncClient.stream_progress)`` one that turns an async generator into an iterator.
+Each keeps the parameters (and docstring) of the method it is made from, for mypy and IDEs
+(through ``ParamSpec``) and for ``inspect.signature``/``help()`` (``__wrapped__``). A method
+added to AsyncClient needs one line here; tests/client/test_client_parity.py fails until it has.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import concurrent.futures
 import contextlib
+import functools
+import inspect
 import threading
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterable, Iterator, Sequence
-from datetime import datetime
-from typing import Any, Self, TypeVar, Unpack
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-import grpc
+from ._async import AsyncClient
 
-from ._async import AsyncClient, Logs, Page
-from ._calls import BulkItem, OptionFields
-from .models import Added, Event, Job, JobOptions, JobState, Seconds
-from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule, WorkerInfo
-
+P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def blocking(
+    method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Client, P], T]:
+    """The :class:`Client` method that runs AsyncClient's coroutine method ``method``."""
+
+    @functools.wraps(method)
+    def call(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(method(self._async, *args, **kwargs))
+
+    call.__qualname__ = f"Client.{method.__name__}"
+    return call
+
+
+def iterating(
+    method: Callable[Concatenate[AsyncClient, P], AsyncGenerator[T, None]],
+) -> Callable[Concatenate[Client, P], Iterator[T]]:
+    """The :class:`Client` method that iterates AsyncClient's async generator ``method``."""
+
+    @functools.wraps(method)
+    def call(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+        return self._iterate(method(self._async, *args, **kwargs))
+
+    call.__qualname__ = f"Client.{method.__name__}"
+    # What help() and inspect show: AsyncClient's parameters, but an Iterator of its items.
+    signature = inspect.signature(method)
+    returns = signature.return_annotation
+    if isinstance(returns, str) and returns.startswith("AsyncGenerator["):
+        returns = "Iterator[" + returns.removeprefix("AsyncGenerator[").rsplit(",", 1)[0] + "]"
+    call.__signature__ = signature.replace(return_annotation=returns)  # type: ignore[attr-defined]
+    return call
+
+
+def _arguments_of(
+    init: Callable[Concatenate[AsyncClient, P], None],
+) -> Callable[[Callable[..., None]], Callable[Concatenate[Client, P], None]]:
+    """Give the decorated ``__init__`` the parameters of ``init`` (AsyncClient's)."""
+
+    def decorate(function: Callable[..., None]) -> Callable[Concatenate[Client, P], None]:
+        wrapped = functools.wraps(init)(function)
+        wrapped.__qualname__ = "Client.__init__"
+        wrapped.__doc__ = function.__doc__
+        return wrapped
+
+    return decorate
 
 
 class Client:
@@ -30,30 +80,10 @@ class Client:
     or call :meth:`close`. One Client may be shared by many threads.
     """
 
-    def __init__(
-        self,
-        address: str | Sequence[str] | None = None,
-        *,
-        timeout: float = 10.0,
-        retries: int = 3,
-        retry_backoff: float = 0.1,
-        retry_backoff_max: float = 2.0,
-        credentials: grpc.ChannelCredentials | None = None,
-        token: str | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-        channel_options: Sequence[tuple[str, Any]] = (),
-    ) -> None:
-        self._async = AsyncClient(
-            address,
-            timeout=timeout,
-            retries=retries,
-            retry_backoff=retry_backoff,
-            retry_backoff_max=retry_backoff_max,
-            credentials=credentials,
-            token=token,
-            metadata=metadata,
-            channel_options=channel_options,
-        )
+    @_arguments_of(AsyncClient.__init__)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """The same arguments as :class:`AsyncClient`."""
+        self._async = AsyncClient(*args, **kwargs)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="jobbroker-client", daemon=True
@@ -102,248 +132,37 @@ class Client:
             if usable:
                 self._run(iterator.aclose())
 
-    def add(
-        self,
-        queue: str,
-        name: str,
-        data: Any = None,
-        *,
-        options: JobOptions | None = None,
-        timeout: float | None = None,
-        **option_fields: Unpack[OptionFields],
-    ) -> Added:
-        """Add one job (see :meth:`AsyncClient.add`); retried only with a custom ``job_id``."""
-        return self._run(
-            self._async.add(queue, name, data, options=options, timeout=timeout, **option_fields)
-        )
-
-    def add_bulk(
-        self, queue: str, jobs: Iterable[BulkItem], *, timeout: float | None = None
-    ) -> builtins.list[Added]:
-        """Add several jobs atomically (see :meth:`AsyncClient.add_bulk`)."""
-        return self._run(self._async.add_bulk(queue, jobs, timeout=timeout))
-
-    def get_status(self, queue: str, job_id: str, *, timeout: float | None = None) -> Job:
-        """The job's current snapshot (see :meth:`AsyncClient.get_status`)."""
-        return self._run(self._async.get_status(queue, job_id, timeout=timeout))
-
-    def cancel(
-        self, queue: str, job_id: str, reason: str = "", *, timeout: float | None = None
-    ) -> JobState:
-        """Cancel a job (see :meth:`AsyncClient.cancel`)."""
-        return self._run(self._async.cancel(queue, job_id, reason, timeout=timeout))
-
-    def stream_progress(
-        self,
-        queue: str,
-        job_id: str,
-        *,
-        after_event_id: str = "",
-        timeout: float | None = None,
-    ) -> Iterator[Job | Event]:
-        """Follow a job: snapshot, then events, resuming across reconnections (see
-        :meth:`AsyncClient.stream_progress`)."""
-        return self._iterate(
-            self._async.stream_progress(
-                queue, job_id, after_event_id=after_event_id, timeout=timeout
-            )
-        )
-
-    def wait(self, queue: str, job_id: str, timeout: float | None = None) -> Any:
-        """Wait until the job ends; its result, or JobFailed / JobCancelled / TimeoutError
-        (see :meth:`AsyncClient.wait`)."""
-        return self._run(self._async.wait(queue, job_id, timeout))
-
-    def list(
-        self,
-        queue: str,
-        state: JobState | str,
-        *,
-        page_size: int = 50,
-        page_token: str = "",
-        descending: bool = False,
-        timeout: float | None = None,
-    ) -> Page:
-        """One page of the jobs in ``state`` (see :meth:`AsyncClient.list`)."""
-        return self._run(
-            self._async.list(
-                queue,
-                state,
-                page_size=page_size,
-                page_token=page_token,
-                descending=descending,
-                timeout=timeout,
-            )
-        )
-
-    def iter_jobs(
-        self,
-        queue: str,
-        state: JobState | str,
-        *,
-        page_size: int = 100,
-        descending: bool = False,
-        timeout: float | None = None,
-    ) -> Iterator[Job]:
-        """Every job in ``state``, page after page (see :meth:`AsyncClient.iter_jobs`)."""
-        return self._iterate(
-            self._async.iter_jobs(
-                queue, state, page_size=page_size, descending=descending, timeout=timeout
-            )
-        )
-
-    def retry(self, queue: str, job_id: str, *, timeout: float | None = None) -> JobState:
-        """Retry a failed or cancelled job (see :meth:`AsyncClient.retry`)."""
-        return self._run(self._async.retry(queue, job_id, timeout=timeout))
-
-    def promote(self, queue: str, job_id: str, *, timeout: float | None = None) -> JobState:
-        """Make a delayed job waiting now (see :meth:`AsyncClient.promote`)."""
-        return self._run(self._async.promote(queue, job_id, timeout=timeout))
-
-    def remove(self, queue: str, job_id: str, *, timeout: float | None = None) -> JobState:
-        """Remove a job that is not active (see :meth:`AsyncClient.remove`)."""
-        return self._run(self._async.remove(queue, job_id, timeout=timeout))
-
-    def logs(
-        self,
-        queue: str,
-        job_id: str,
-        offset: int = 0,
-        limit: int = 100,
-        *,
-        timeout: float | None = None,
-    ) -> Logs:
-        """A range of the job's log lines (see :meth:`AsyncClient.logs`)."""
-        return self._run(self._async.logs(queue, job_id, offset, limit, timeout=timeout))
+    # The producers' calls (JobService): see AsyncClient.
+    add = blocking(AsyncClient.add)
+    add_bulk = blocking(AsyncClient.add_bulk)
+    get_status = blocking(AsyncClient.get_status)
+    cancel = blocking(AsyncClient.cancel)
+    stream_progress = iterating(AsyncClient.stream_progress)
+    wait = blocking(AsyncClient.wait)
+    list = blocking(AsyncClient.list)
+    iter_jobs = iterating(AsyncClient.iter_jobs)
+    retry = blocking(AsyncClient.retry)
+    promote = blocking(AsyncClient.promote)
+    remove = blocking(AsyncClient.remove)
+    logs = blocking(AsyncClient.logs)
 
     # The operators' calls (QueueService): see AsyncClient's QueueCalls.
-
-    def queues(self, *, timeout: float | None = None) -> builtins.list[QueueInfo]:
-        """Every queue with its counts (see :meth:`AsyncClient.queues`)."""
-        return self._run(self._async.queues(timeout=timeout))
-
-    def queue(self, queue: str, *, timeout: float | None = None) -> QueueInfo:
-        """One queue's counts, pause flag and settings (see :meth:`AsyncClient.queue`)."""
-        return self._run(self._async.queue(queue, timeout=timeout))
-
-    def pause(self, queue: str, *, timeout: float | None = None) -> None:
-        """Pause a queue (see :meth:`AsyncClient.pause`)."""
-        self._run(self._async.pause(queue, timeout=timeout))
-
-    def resume(self, queue: str, *, timeout: float | None = None) -> None:
-        """Resume a paused queue (see :meth:`AsyncClient.resume`)."""
-        self._run(self._async.resume(queue, timeout=timeout))
-
-    def drain(
-        self, queue: str, include_delayed: bool = False, *, timeout: float | None = None
-    ) -> int:
-        """Remove the waiting (and delayed) jobs; how many (see :meth:`AsyncClient.drain`)."""
-        return self._run(self._async.drain(queue, include_delayed, timeout=timeout))
-
-    def clean(
-        self,
-        queue: str,
-        state: JobState | str,
-        grace: Seconds = 0,
-        limit: int = 1000,
-        *,
-        timeout: float | None = None,
-    ) -> builtins.list[str]:
-        """Remove old jobs in one state; their ids (see :meth:`AsyncClient.clean`)."""
-        return self._run(self._async.clean(queue, state, grace, limit, timeout=timeout))
-
-    def obliterate(self, queue: str, force: bool = False, *, timeout: float | None = None) -> int:
-        """Remove everything of a queue (see :meth:`AsyncClient.obliterate`)."""
-        return self._run(self._async.obliterate(queue, force, timeout=timeout))
-
-    def retry_failed(self, queue: str, *, timeout: float | None = None) -> int:
-        """Retry every failed job (see :meth:`AsyncClient.retry_failed`)."""
-        return self._run(self._async.retry_failed(queue, timeout=timeout))
-
-    def promote_delayed(self, queue: str, *, timeout: float | None = None) -> int:
-        """Make every delayed job waiting (see :meth:`AsyncClient.promote_delayed`)."""
-        return self._run(self._async.promote_delayed(queue, timeout=timeout))
-
-    def update_settings(
-        self,
-        queue: str,
-        *,
-        rate_limit: RateLimit | None = None,
-        concurrency: int = 0,
-        group_rate_limit: RateLimit | None = None,
-        max_stalled: int = 0,
-        timeout: float | None = None,
-    ) -> QueueSettings:
-        """Replace a queue's settings (see :meth:`AsyncClient.update_settings`)."""
-        return self._run(
-            self._async.update_settings(
-                queue,
-                rate_limit=rate_limit,
-                concurrency=concurrency,
-                group_rate_limit=group_rate_limit,
-                max_stalled=max_stalled,
-                timeout=timeout,
-            )
-        )
-
-    def workers(self, queue: str, *, timeout: float | None = None) -> builtins.list[WorkerInfo]:
-        """The workers seen on a queue lately (see :meth:`AsyncClient.workers`)."""
-        return self._run(self._async.workers(queue, timeout=timeout))
-
-    def watch_events(
-        self, queue: str, *, after_event_id: str = "", timeout: float | None = None
-    ) -> Iterator[Event]:
-        """A queue's events as they happen, resuming across reconnections (see
-        :meth:`AsyncClient.watch_events`)."""
-        return self._iterate(
-            self._async.watch_events(queue, after_event_id=after_event_id, timeout=timeout)
-        )
-
-    def upsert_schedule(
-        self,
-        queue: str,
-        key: str,
-        name: str,
-        data: Any = None,
-        *,
-        cron: str | None = None,
-        every: Seconds | None = None,
-        timezone: str = "",
-        limit: int = 0,
-        start_at: datetime | None = None,
-        end_at: datetime | None = None,
-        options: JobOptions | None = None,
-        timeout: float | None = None,
-    ) -> Schedule:
-        """Create or replace a repeatable job (see :meth:`AsyncClient.upsert_schedule`)."""
-        return self._run(
-            self._async.upsert_schedule(
-                queue,
-                key,
-                name,
-                data,
-                cron=cron,
-                every=every,
-                timezone=timezone,
-                limit=limit,
-                start_at=start_at,
-                end_at=end_at,
-                options=options,
-                timeout=timeout,
-            )
-        )
-
-    def schedules(self, queue: str, *, timeout: float | None = None) -> builtins.list[Schedule]:
-        """A queue's repeatable jobs (see :meth:`AsyncClient.schedules`)."""
-        return self._run(self._async.schedules(queue, timeout=timeout))
-
-    def schedule(self, queue: str, key: str, *, timeout: float | None = None) -> Schedule:
-        """One repeatable job (see :meth:`AsyncClient.schedule`)."""
-        return self._run(self._async.schedule(queue, key, timeout=timeout))
-
-    def remove_schedule(self, queue: str, key: str, *, timeout: float | None = None) -> None:
-        """Remove a repeatable job (see :meth:`AsyncClient.remove_schedule`)."""
-        self._run(self._async.remove_schedule(queue, key, timeout=timeout))
+    queues = blocking(AsyncClient.queues)
+    queue = blocking(AsyncClient.queue)
+    pause = blocking(AsyncClient.pause)
+    resume = blocking(AsyncClient.resume)
+    drain = blocking(AsyncClient.drain)
+    clean = blocking(AsyncClient.clean)
+    obliterate = blocking(AsyncClient.obliterate)
+    retry_failed = blocking(AsyncClient.retry_failed)
+    promote_delayed = blocking(AsyncClient.promote_delayed)
+    update_settings = blocking(AsyncClient.update_settings)
+    workers = blocking(AsyncClient.workers)
+    watch_events = iterating(AsyncClient.watch_events)
+    upsert_schedule = blocking(AsyncClient.upsert_schedule)
+    schedules = blocking(AsyncClient.schedules)
+    schedule = blocking(AsyncClient.schedule)
+    remove_schedule = blocking(AsyncClient.remove_schedule)
 
 
 async def _next(iterator: AsyncIterator[T]) -> tuple[T] | None:

@@ -1,20 +1,22 @@
-"""What a handler gets: the job, progress and log reporting, and the stop flag."""
+"""What a handler gets: the job, progress and log reporting, and the stop flag.
+
+:class:`JobContext` is the handler's view of the worker's :class:`~jobbroker._worker_lease.Lease`
+record: it reads from it what a handler may know and reports through :class:`Reports` (the
+worker's stream), but offers no way to change the lease's state.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Protocol
 
+from ._worker_lease import Lease
 from .models import Progress, decode, encode
-from .v1 import job_pb2, worker_service_pb2
-
-if TYPE_CHECKING:
-    from ._worker_stream import WorkerStream
-
-StopReason = Literal["cancel", "lost", "shutdown"]
+from .v1 import job_pb2
 
 MAX_LOG_LINE_BYTES = 16_384
 """The broker's default ``--max-log-line-bytes``; longer lines are cut to fit."""
@@ -26,6 +28,18 @@ class DoNotRetry(Exception):
     Subclass it for your own permanent errors: the failure's ``error_type`` is the name of the
     class raised (``class InvalidAddress(DoNotRetry)`` reports ``InvalidAddress``).
     """
+
+
+class Reports(Protocol):
+    """Where a handler's reports go: the worker's stream (on the loop's thread only)."""
+
+    def progress(
+        self, lease: Lease, percent: float | None, value: job_pb2.Payload | None
+    ) -> None: ...
+
+    def log(self, lease: Lease, line: str) -> None: ...
+
+    async def flush(self, lease: Lease) -> None: ...
 
 
 def _datetime(value_ms: int) -> datetime | None:
@@ -50,28 +64,16 @@ class JobContext:
     """
 
     __slots__ = (
-        "_cancelled",
-        "_expires_ms",
-        "_handler_done",
-        "_job",
+        "_lease",
         "_loop",
         "_loop_thread",
-        "_renew_at",
-        "_settled",
-        "_slot_held",
-        "_stop_reason",
-        "_stream",
-        "_task",
-        "_threaded",
-        "_timeout_at",
-        "_timer",
+        "_reports",
         "attempt",
         "data",
         "id",
         "max_attempts",
         "name",
         "queue",
-        "stop_detail",
         "worker_id",
     )
 
@@ -89,20 +91,16 @@ class JobContext:
     """Total attempts the job may make."""
     worker_id: str
     """The id of the worker running the job."""
-    stop_detail: str
-    """Why the job was asked to stop (the broker's reason, for example ``TIMEOUT``); empty
-    until then."""
 
     def __init__(
         self,
-        job: worker_service_pb2.LeasedJob,
-        stream: WorkerStream,
+        lease: Lease,
+        reports: Reports,
         worker_id: str,
+        loop: asyncio.AbstractEventLoop,
         loop_thread: int,
-        *,
-        threaded: bool,
     ) -> None:
-        self._job = job
+        job = lease.job
         self.id = job.job_id
         self.queue = job.queue
         self.name = job.name
@@ -110,23 +108,10 @@ class JobContext:
         self.attempt = job.attempt
         self.max_attempts = job.max_attempts
         self.worker_id = worker_id
-        self.stop_detail = ""
-        self._stream = stream
-        self._loop = stream.loop
+        self._lease = lease
+        self._reports = reports
+        self._loop = loop
         self._loop_thread = loop_thread
-        # A thread reads the flag while the loop sets it: create it up front for sync handlers;
-        # async handlers (same thread as the loop) get it on first use.
-        self._cancelled: threading.Event | None = threading.Event() if threaded else None
-        self._threaded = threaded
-        self._expires_ms = job.lease_expires_at_ms
-        self._renew_at = 0.0
-        self._stop_reason: StopReason | None = None
-        self._task: asyncio.Task[Any] | None = None
-        self._handler_done = False
-        self._settled = False
-        self._slot_held = True
-        self._timeout_at: datetime | None = None  # the worker's default timeout, when it applies
-        self._timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"<JobContext {self.queue}/{self.id} {self.name!r} attempt {self.attempt}>"
@@ -139,27 +124,29 @@ class JobContext:
         worker's ``default_attempt_timeout`` passed, or the worker is shutting down and the
         grace period ran out. Sync handlers poll it; an
         async handler is cancelled as well (``asyncio.CancelledError``)."""
-        if self._cancelled is None:
-            self._cancelled = threading.Event()
-            if self._stop_reason is not None:
-                self._cancelled.set()
-        return self._cancelled
+        return self._lease.cancelled
+
+    @property
+    def stop_detail(self) -> str:
+        """Why the job was asked to stop (the broker's reason, for example ``TIMEOUT``); empty
+        until then."""
+        return self._lease.stop_detail
 
     @property
     def lease_expires_at(self) -> datetime | None:
         """When the lease runs out unless renewed (the worker renews it for you)."""
-        return _datetime(self._expires_ms)
+        return _datetime(self._lease.expires_ms)
 
     @property
     def timeout_at(self) -> datetime | None:
         """When the attempt times out: the job's ``timeout`` option, else the worker's
         ``default_attempt_timeout``; None without either."""
-        return self._timeout_at or _datetime(self._job.timeout_at_ms)
+        return self._lease.timeout_at or _datetime(self._lease.job.timeout_at_ms)
 
     @property
     def previous_progress(self) -> Progress:
         """The progress a previous attempt left, to resume from."""
-        return Progress.from_proto(self._job.progress)
+        return Progress.from_proto(self._lease.job.progress)
 
     def raise_if_cancelled(self) -> None:
         """Raise ``asyncio.CancelledError`` once the job was asked to stop.
@@ -167,8 +154,9 @@ class JobContext:
         Raising it (rather than returning) tells the worker the job did not finish: a
         cancelled job ends CANCELLED, one stopped by shutdown goes back to waiting.
         """
-        if self._stop_reason is not None:
-            raise asyncio.CancelledError(self.stop_detail or self._stop_reason)
+        lease = self._lease
+        if lease.stop_reason is not None:
+            raise asyncio.CancelledError(lease.stop_detail or lease.stop_reason)
 
     # --- what a handler reports ----------------------------------------------------------
 
@@ -178,52 +166,23 @@ class JobContext:
         if percent is not None and not 0 <= percent <= 100:
             raise ValueError(f"percent must be between 0 and 100 (got {percent!r})")
         payload: job_pb2.Payload | None = None if value is None else encode(value)
-        self._call(self._stream.progress, self, percent, payload)
+        self._on_loop(self._reports.progress, self._lease, percent, payload)
 
     def log(self, line: str) -> None:
         """Append one line to the job's log (lines over 16 KiB are cut)."""
-        self._call(self._stream.log, self, _fit(str(line)))
+        self._on_loop(self._reports.log, self._lease, _fit(str(line)))
 
     async def flush(self) -> None:
         """Wait until the progress and log lines reported so far reached the broker.
 
         Only for async handlers; there is no need to call it before returning (the worker
         sends reports before the job's outcome)."""
-        await self._stream.flush(self)
+        await self._reports.flush(self._lease)
 
-    def _call(self, method: Any, *args: Any) -> None:
+    def _on_loop(self, method: Callable[..., None], *args: Any) -> None:
         if threading.get_ident() == self._loop_thread:
             method(*args)
             return
         # RuntimeError: the worker's loop is closed, nobody listens anymore.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(method, *args)
-
-    # --- the worker's side ---------------------------------------------------------------
-
-    @property
-    def _token(self) -> str:
-        return self._job.token
-
-    @property
-    def _fence(self) -> int:
-        return self._job.fence
-
-    @property
-    def _finished(self) -> bool:
-        """No more reports are wanted for this lease."""
-        return self._handler_done or self._stop_reason == "lost"
-
-    def _stop(self, reason: StopReason, detail: str = "") -> None:
-        """Ask the handler to stop; a later reason does not undo a lost lease."""
-        if self._stop_reason == "lost":
-            return
-        self._stop_reason = reason
-        if detail:
-            self.stop_detail = detail
-        if self._cancelled is not None:
-            self._cancelled.set()
-        # A thread cannot be interrupted: a sync handler only sees the flag.
-        task = self._task
-        if not self._threaded and task is not None and not task.done() and not self._handler_done:
-            task.cancel()

@@ -17,16 +17,9 @@ import grpc
 
 from ._logs import job_fields
 from ._worker_context import JobContext
-from ._worker_runner import (
-    Handler,
-    Report,
-    fail,
-    failure,
-    release,
-    run_handler,
-    stopped,
-    unknown_name,
-)
+from ._worker_lease import Key, Lease
+from ._worker_outcomes import Report, fail, release, stopped, unknown_name
+from ._worker_runner import Handler, failure, run_handler
 from ._worker_stream import WorkerStream
 from .v1 import worker_service_pb2 as ws
 
@@ -44,9 +37,6 @@ _GONE = frozenset(
 _REFUSED = frozenset(
     {grpc.StatusCode.INVALID_ARGUMENT.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
 )
-
-Key = tuple[str, str, int]
-"""A lease: (queue, job id, fence)."""
 
 
 class Jobs:
@@ -81,10 +71,10 @@ class Jobs:
         self._names = names
         self._executor = executor
         self._default_timeout = default_timeout
-        self.leases: dict[Key, JobContext] = {}
+        self.leases: dict[Key, Lease] = {}
         self.running = 0
         """Handlers running now, abandoned ones included."""
-        self.abandoned: dict[JobContext, float] = {}
+        self.abandoned: dict[Lease, float] = {}
         """Handlers still running whose job the worker no longer holds (each keeps its slot),
         with the loop time they were abandoned at (``inf`` once a warning said so)."""
         self.changed = asyncio.Event()
@@ -109,149 +99,146 @@ class Jobs:
         default_timeout = self._default_timeout
         for job in jobs:
             entry = self._lookup(job.name)
-            threaded = entry is not None and entry[1]
-            ctx = JobContext(job, self.stream, self.worker_id, self._thread, threaded=threaded)
-            key = (ctx.queue, ctx.id, job.fence)
-            self.leases[key] = ctx
-            ctx._renew_at = renew_at
+            lease = Lease(job, threaded=entry is not None and entry[1], renew_at=renew_at)
+            key = lease.key
+            self.leases[key] = lease
             if entry is None:
-                ctx._handler_done = True
-                self.stream.outcome(ctx, unknown_name(ctx, self._names()))
+                lease.handler_done = True
+                self.stream.outcome(lease, unknown_name(lease, self.worker_id, self._names()))
                 continue
             self.running += 1
             if default_timeout is not None and not job.timeout_at_ms:
                 # The broker times out only jobs that carry a timeout; the others this worker
                 # times out itself, or a hung handler would keep its job (renewed) forever.
-                ctx._timer = loop.call_later(default_timeout, self._time_out, ctx)
-                ctx._timeout_at = datetime.now(UTC) + timedelta(seconds=default_timeout)
-            task = loop.create_task(run_handler(ctx, entry[0], threaded, self._executor))
-            ctx._task = task
-            task.add_done_callback(functools.partial(self._handler_done, ctx))
+                lease.timer = loop.call_later(default_timeout, self._time_out, lease)
+                lease.timeout_at = datetime.now(UTC) + timedelta(seconds=default_timeout)
+            ctx = JobContext(lease, self.stream, self.worker_id, loop, self._thread)
+            task = loop.create_task(run_handler(lease, ctx, entry[0], self._executor))
+            lease.task = task
+            task.add_done_callback(functools.partial(self._handler_done, lease))
             if self._early:
                 early = self._early.pop(key, None)
                 if early is not None:
-                    self._signal(ctx, early[0], early[1])
+                    self._signal(lease, early[0], early[1])
 
-    def _handler_done(self, ctx: JobContext, task: asyncio.Task[Report | None]) -> None:
-        ctx._handler_done = True
+    def _handler_done(self, lease: Lease, task: asyncio.Task[Report | None]) -> None:
+        lease.handler_done = True
         self.running -= 1
-        if ctx._timer is not None:
-            ctx._timer.cancel()
-        if self.abandoned.pop(ctx, 0.0) == math.inf:
+        if lease.timer is not None:
+            lease.timer.cancel()
+        if self.abandoned.pop(lease, 0.0) == math.inf:
             log.info(
                 "worker %s: the handler of job %s/%s returned at last; its slot is free again",
                 self.worker_id,
-                ctx.queue,
-                ctx.id,
-                extra=job_fields(ctx.queue, ctx.id, worker_id=self.worker_id),
+                lease.queue,
+                lease.job_id,
+                extra=job_fields(lease.queue, lease.job_id, worker_id=self.worker_id),
             )
-        if ctx._slot_held and (ctx._settled or len(self.leases) <= self._max_leases):
+        if lease.slot_held and (lease.settled or len(self.leases) <= self._max_leases):
             # Free the slot now: the next lease overlaps the outcome's trip to the broker.
-            ctx._slot_held = False
+            lease.slot_held = False
             self.free_slot()
         if not self.busy:
             self.changed.set()
         if task.cancelled():
-            outcome = stopped(ctx)
+            outcome = stopped(lease)
         elif (error := task.exception()) is not None:  # a bug of ours: fail the attempt, go on
             log.error(
                 "worker %s: job %s/%s",
                 self.worker_id,
-                ctx.queue,
-                ctx.id,
+                lease.queue,
+                lease.job_id,
                 exc_info=error,
-                extra=job_fields(ctx.queue, ctx.id, worker_id=self.worker_id),
+                extra=job_fields(lease.queue, lease.job_id, worker_id=self.worker_id),
             )
-            outcome = failure(ctx, error)
+            outcome = failure(lease, error)
         else:
             outcome = task.result()
-        if outcome is None or ctx._stop_reason == "lost":
-            self._settle(ctx)
+        if outcome is None or lease.lost:
+            self._settle(lease)
         else:
-            self.stream.outcome(ctx, outcome)
+            self.stream.outcome(lease, outcome)
 
-    def _settle(self, ctx: JobContext) -> None:
+    def _settle(self, lease: Lease) -> None:
         """The lease is over for this worker: free its slot."""
-        if ctx._settled:
+        if lease.settled:
             return
-        ctx._settled = True
-        self.leases.pop((ctx.queue, ctx.id, ctx._fence), None)
-        self.stream.forget(ctx)
-        if ctx._slot_held and ctx._handler_done:  # else the handler frees it when it returns
-            ctx._slot_held = False
+        lease.settled = True
+        self.leases.pop(lease.key, None)
+        self.stream.forget(lease)
+        if lease.slot_held and lease.handler_done:  # else the handler frees it when it returns
+            lease.slot_held = False
             self.free_slot()
 
-    def stop_all(self, detail: str) -> list[JobContext]:
-        """Ask every running handler to stop (shutdown); return their contexts."""
+    def stop_all(self, detail: str) -> list[Lease]:
+        """Ask every running handler to stop (shutdown); return their leases."""
         running = [
-            ctx
-            for ctx in self.leases.values()
-            if not ctx._handler_done and ctx._stop_reason != "lost"
+            lease for lease in self.leases.values() if not lease.handler_done and not lease.lost
         ]
-        for ctx in running:
-            ctx._stop("shutdown", detail)
+        for lease in running:
+            lease.stop("shutdown", detail)
         return running
 
-    def give_back(self, contexts: list[JobContext]) -> None:
+    def give_back(self, leases: list[Lease]) -> None:
         """Release the leases of handlers that did not stop; whatever they do later is not
         reported."""
-        for ctx in contexts:
-            if not ctx._handler_done and ctx._stop_reason != "lost":
-                self._abandon(ctx, release(ctx.queue, ctx.id, ctx._token))
+        for lease in leases:
+            if not lease.handler_done and not lease.lost:
+                self._abandon(lease, release(lease.queue, lease.job_id, lease.token))
 
-    def _abandon(self, ctx: JobContext, report: Report, detail: str = "") -> None:
+    def _abandon(self, lease: Lease, report: Report, detail: str = "") -> None:
         """Report the end of the job now, without waiting for its handler; whatever the
         handler does later is dropped. Its slot stays taken until it returns."""
-        ctx._stop("lost", detail)
-        self.stream.outcome(ctx, report)
-        self._orphan(ctx)
+        lease.stop("lost", detail)
+        self.stream.outcome(lease, report)
+        self._orphan(lease)
 
-    def _orphan(self, ctx: JobContext) -> None:
-        if ctx._handler_done or ctx in self.abandoned:
+    def _orphan(self, lease: Lease) -> None:
+        if lease.handler_done or lease in self.abandoned:
             return
-        self.abandoned[ctx] = self._loop.time()
+        self.abandoned[lease] = self._loop.time()
         if not self.busy:
             self.changed.set()
 
     def _warn_stuck(self, now: float) -> None:
         """Say once which abandoned handlers did not stop (threads ignoring ``cancelled``)."""
-        for ctx, since in self.abandoned.items():
+        for lease, since in self.abandoned.items():
             if now - since < STUCK_AFTER_S:
                 continue
-            self.abandoned[ctx] = math.inf
+            self.abandoned[lease] = math.inf
             log.warning(
                 "worker %s: the handler of job %s/%s did not stop %.0f s after the job was "
                 "taken from it (%s); it keeps its slot until it returns (%d of %d slots held "
                 "this way)",
                 self.worker_id,
-                ctx.queue,
-                ctx.id,
+                lease.queue,
+                lease.job_id,
                 now - since,
-                ctx.stop_detail or "lease lost",
+                lease.stop_detail or "lease lost",
                 len(self.abandoned),
                 self._concurrency,
-                extra=job_fields(ctx.queue, ctx.id, worker_id=self.worker_id),
+                extra=job_fields(lease.queue, lease.job_id, worker_id=self.worker_id),
             )
 
-    def _time_out(self, ctx: JobContext) -> None:
+    def _time_out(self, lease: Lease) -> None:
         """The worker's ``default_attempt_timeout`` passed: fail the attempt (retried while
         attempts are left) and ask the handler to stop."""
-        if ctx._handler_done or ctx._stop_reason == "lost":
+        if lease.handler_done or lease.lost:
             return
         seconds = self._default_timeout
         log.warning(
             "worker %s: job %s/%s ran past the worker's default_attempt_timeout (%g s); "
             "failing the attempt and stopping its handler",
             self.worker_id,
-            ctx.queue,
-            ctx.id,
+            lease.queue,
+            lease.job_id,
             seconds,
-            extra=job_fields(ctx.queue, ctx.id, worker_id=self.worker_id),
+            extra=job_fields(lease.queue, lease.job_id, worker_id=self.worker_id),
         )
         message = (
             f"the attempt ran longer than the worker's default_attempt_timeout ({seconds:g} s)"
         )
-        self._abandon(ctx, fail(ctx, "TimeoutError", message), "TIMEOUT")
+        self._abandon(lease, fail(lease, "TimeoutError", message), "TIMEOUT")
 
     async def tick(self) -> None:
         """Renew leases a third into their duration; forget stale early signals."""
@@ -259,10 +246,10 @@ class Jobs:
         while True:
             await asyncio.sleep(interval)
             now = self._loop.time()
-            for ctx in self.leases.values():
-                if ctx._renew_at <= now and not ctx._settled and ctx._stop_reason != "lost":
-                    ctx._renew_at = now + self._renew_after
-                    self.stream.renew(ctx)
+            for lease in self.leases.values():
+                if lease.renew_at <= now and not lease.settled and not lease.lost:
+                    lease.renew_at = now + self._renew_after
+                    self.stream.renew(lease)
             for key, (_, _, at) in list(self._early.items()):
                 if now - at > EARLY_SIGNAL_TTL_S:
                     del self._early[key]
@@ -280,69 +267,71 @@ class Jobs:
 
     # --- signals and the stream's answers (a StreamListener) -----------------------------
 
-    def _signal(self, ctx: JobContext, kind: int, reason: str) -> None:
-        if ctx._handler_done:
+    def _signal(self, lease: Lease, kind: int, reason: str) -> None:
+        if lease.handler_done:
             return
         if kind == _CANCEL:
             log.info(
                 "worker %s: job %s/%s cancelled",
                 self.worker_id,
-                ctx.queue,
-                ctx.id,
-                extra=job_fields(ctx.queue, ctx.id, worker_id=self.worker_id),
+                lease.queue,
+                lease.job_id,
+                extra=job_fields(lease.queue, lease.job_id, worker_id=self.worker_id),
             )
-            ctx._stop("cancel", reason)
+            lease.stop("cancel", reason)
         elif kind == _LOST:
             log.warning(
                 "worker %s: lease of job %s/%s lost (%s); stopping it",
                 self.worker_id,
-                ctx.queue,
-                ctx.id,
+                lease.queue,
+                lease.job_id,
                 reason,
-                extra=job_fields(ctx.queue, ctx.id, worker_id=self.worker_id, reason=reason),
+                extra=job_fields(
+                    lease.queue, lease.job_id, worker_id=self.worker_id, reason=reason
+                ),
             )
-            ctx._stop("lost", reason)
-            self._orphan(ctx)
-            self._settle(ctx)  # the lease is gone; its slot waits for the handler to return
+            lease.stop("lost", reason)
+            self._orphan(lease)
+            self._settle(lease)  # the lease is gone; its slot waits for the handler to return
 
     def stream_signal(self, signal: ws.Signal) -> None:
         key = (signal.queue, signal.job_id, signal.fence)
-        ctx = self.leases.get(key)
-        if ctx is not None:
-            self._signal(ctx, signal.type, signal.reason)
+        lease = self.leases.get(key)
+        if lease is not None:
+            self._signal(lease, signal.type, signal.reason)
         elif len(self._early) < 10_000:
             self._early[key] = (signal.type, signal.reason, self._loop.time())
 
-    def stream_update(self, ctx: JobContext, status: ws.LeaseStatus) -> None:
+    def stream_update(self, lease: Lease, status: ws.LeaseStatus) -> None:
         if not status.HasField("error"):
-            ctx._expires_ms = status.lease_expires_at_ms
+            lease.expires_ms = status.lease_expires_at_ms
             return
         error = status.error
         if error.code in _GONE:
-            self._signal(ctx, _LOST, error.reason)
+            self._signal(lease, _LOST, error.reason)
             return
         log.warning(
             "worker %s: report for job %s/%s refused: %s %s",
             self.worker_id,
-            ctx.queue,
-            ctx.id,
+            lease.queue,
+            lease.job_id,
             error.reason,
             error.message,
-            extra=job_fields(ctx.queue, ctx.id, worker_id=self.worker_id, reason=error.reason),
+            extra=job_fields(
+                lease.queue, lease.job_id, worker_id=self.worker_id, reason=error.reason
+            ),
         )
-        ctx._renew_at = 0.0  # the renewal in it was refused too: renew at the next tick
+        lease.renew_at = 0.0  # the renewal in it was refused too: renew at the next tick
 
-    def stream_outcome(
-        self, ctx: JobContext | None, report: Report, result: ws.OutcomeResult
-    ) -> None:
+    def stream_outcome(self, lease: Lease | None, report: Report, result: ws.OutcomeResult) -> None:
         kind = report.kind
         if result.HasField("error"):
             error = result.error
-            if ctx is not None and kind == "complete" and error.code in _REFUSED:
+            if lease is not None and kind == "complete" and error.code in _REFUSED:
                 # The result is over a limit or not valid JSON: fail the attempt instead, or
                 # the job would sit active until its lease ran out.
                 message = f"the broker refused the job's result: {error.message}"
-                self.stream.outcome(ctx, fail(ctx, "ResultRejected", message))
+                self.stream.outcome(lease, fail(lease, "ResultRejected", message))
                 return
             log.warning(
                 "worker %s: %s of job %s/%s refused: %s %s",
@@ -356,5 +345,5 @@ class Jobs:
                     result.queue, result.job_id, worker_id=self.worker_id, reason=error.reason
                 ),
             )
-        if ctx is not None:
-            self._settle(ctx)
+        if lease is not None:
+            self._settle(lease)

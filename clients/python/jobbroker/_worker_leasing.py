@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from ._calls import RECONNECT_MAX_S
-from ._worker_runner import Backoff, release
-from ._worker_stream import PERMANENT, WorkerStream
+from ._transport import PERMANENT, RetryBackoff
+from ._worker_outcomes import release
+from ._worker_stream import WorkerStream
 from .errors import from_rpc_error
 from .limits import MAX_LEASE_JOBS
 from .v1 import worker_service_pb2 as ws
@@ -55,7 +55,7 @@ class _PollState:
     """The last reply had fewer jobs than asked: no second call while one is out."""
     failing: bool = False
     """The last call failed: back off before the next."""
-    backoff: Backoff = field(default_factory=lambda: Backoff(cap=RECONNECT_MAX_S))
+    backoff: RetryBackoff = field(default_factory=RetryBackoff)
 
 
 class Leasing:
@@ -150,7 +150,6 @@ class Leasing:
 
     async def _call(self, queue: str, state: _PollState) -> None:
         """One Lease call for as many jobs as there are free slots; runs what it got."""
-        long_poll = state.single or state.dry
         want = min(self.free_slots, MAX_LEASE_JOBS)
         if want <= 0:
             return  # a call started just before took the slots; max_jobs 0 would lease one
@@ -160,7 +159,7 @@ class Leasing:
             queue=queue,
             worker_id=self._worker_id,
             max_jobs=want,
-            wait_ms=self._wait_ms if long_poll else 0,
+            wait_ms=self._wait_ms if state.single or state.dry else 0,
             lease_ms=self._lease_ms,
         )
         try:
@@ -169,23 +168,32 @@ class Leasing:
             )
         except grpc.aio.AioRpcError as exc:
             self._unhold(held)
-            if exc.code() in PERMANENT:
-                raise from_rpc_error(exc) from None
-            level = logging.DEBUG if state.failing else logging.WARNING
-            log.log(
-                level,
-                "worker %s: Lease on %s failed (%s: %s); retrying",
-                self._worker_id,
-                queue,
-                exc.code().name,
-                exc.details(),
-                extra={"queue": queue, "worker_id": self._worker_id},
-            )
-            state.failing = True
+            self._failed(queue, state, exc)
             return
         except BaseException:
             self._unhold(held)
             raise
+        self.free_slots += held
+        self._received(queue, state, list(reply.jobs), want)
+
+    def _failed(self, queue: str, state: _PollState, exc: grpc.aio.AioRpcError) -> None:
+        """A Lease call failed: end the worker if retrying cannot help, else back off."""
+        if exc.code() in PERMANENT:
+            raise from_rpc_error(exc) from None
+        level = logging.DEBUG if state.failing else logging.WARNING
+        log.log(
+            level,
+            "worker %s: Lease on %s failed (%s: %s); retrying",
+            self._worker_id,
+            queue,
+            exc.code().name,
+            exc.details(),
+            extra={"queue": queue, "worker_id": self._worker_id},
+        )
+        state.failing = True
+
+    def _received(self, queue: str, state: _PollState, jobs: list[ws.LeasedJob], want: int) -> None:
+        """Run the jobs a Lease call got (their slots are free again: take them now)."""
         if state.failing:
             log.info(
                 "worker %s: leasing from %s again",
@@ -195,8 +203,6 @@ class Leasing:
             )
         state.failing = False
         state.backoff.reset()
-        self.free_slots += held
-        jobs = list(reply.jobs)
         self.calls += 1
         self.leased += len(jobs)
         taken = min(len(jobs), max(0, self.free_slots))

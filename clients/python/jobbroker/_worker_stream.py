@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
-from ._calls import RECONNECT_MAX_S
-from ._worker_context import JobContext
-from ._worker_runner import Backoff, Report
+from ._transport import PERMANENT, RetryBackoff
+from ._worker_lease import Lease
+from ._worker_outcomes import Report
 from .errors import from_rpc_error
 from .v1 import job_pb2
 from .v1 import worker_service_pb2 as ws
@@ -43,25 +43,14 @@ ITEM_RETRY_S = 0.5
 """Wait before sending again an item the broker answered UNAVAILABLE (Redis down)."""
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
-PERMANENT = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.OUT_OF_RANGE,
-    }
-)
-"""Status codes that retrying cannot fix; every other one means reconnect and go on."""
-
 
 class StreamListener(Protocol):
     """What the worker does with the broker's answers."""
 
-    def stream_update(self, ctx: JobContext, status: ws.LeaseStatus) -> None: ...
+    def stream_update(self, lease: Lease, status: ws.LeaseStatus) -> None: ...
 
     def stream_outcome(
-        self, ctx: JobContext | None, report: Report, result: ws.OutcomeResult
+        self, lease: Lease | None, report: Report, result: ws.OutcomeResult
     ) -> None: ...
 
     def stream_signal(self, signal: ws.Signal) -> None: ...
@@ -84,8 +73,8 @@ class _Update:
 @dataclass(slots=True)
 class _Sent:
     at: float
-    updates: list[tuple[JobContext, _Update]]
-    outcomes: list[tuple[JobContext | None, Report]]
+    updates: list[tuple[Lease, _Update]]
+    outcomes: list[tuple[Lease | None, Report]]
 
 
 _Call = grpc.aio.StreamStreamCall[ws.ReportProgressRequest, ws.ReportProgressResponse]
@@ -112,18 +101,18 @@ class WorkerStream:
         self._lease_ms = lease_ms
         self._renew_after = lease_ms / 3000
         self._listener = listener
-        self._loop = self.loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         self.ready = asyncio.Event()
         """Set while a stream is open and the broker acknowledged its first message."""
-        self._outcomes: deque[tuple[JobContext | None, Report]] = deque()
-        self._updates: dict[JobContext, _Update] = {}
+        self._outcomes: deque[tuple[Lease | None, Report]] = deque()
+        self._updates: dict[Lease, _Update] = {}
         self._inflight: dict[int, _Sent] = {}
         self._retrying = 0
         self._seq = 0
         self._hello_seq = 0
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
-        self._flushes: dict[JobContext, list[asyncio.Future[None]]] = {}
+        self._flushes: dict[Lease, list[asyncio.Future[None]]] = {}
         self._call: _Call | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -132,56 +121,55 @@ class WorkerStream:
 
     # --- the outbox (loop thread only) -----------------------------------------------------
 
-    def outcome(self, ctx: JobContext | None, report: Report) -> None:
-        """Queue an outcome (ctx None: a lease the worker never ran, given back)."""
-        self._outcomes.append((ctx, report))
+    def outcome(self, lease: Lease | None, report: Report) -> None:
+        """Queue an outcome (lease None: a job the worker never ran, given back)."""
+        self._outcomes.append((lease, report))
         self._wake.set()
 
-    def progress(
-        self, ctx: JobContext, percent: float | None, value: job_pb2.Payload | None
-    ) -> None:
-        if ctx._finished:
+    def progress(self, lease: Lease, percent: float | None, value: job_pb2.Payload | None) -> None:
+        if lease.finished:
             return
-        update = self._updates.get(ctx) or self._updates.setdefault(ctx, _Update())
+        update = self._updates.get(lease) or self._updates.setdefault(lease, _Update())
         if percent is not None:
             update.percent = percent
         if value is not None:
             update.value = value
         self._wake.set()
 
-    def log(self, ctx: JobContext, line: str) -> None:
-        if ctx._finished:
+    def log(self, lease: Lease, line: str) -> None:
+        if lease.finished:
             return
-        (self._updates.get(ctx) or self._updates.setdefault(ctx, _Update())).logs.append(line)
+        update = self._updates.get(lease) or self._updates.setdefault(lease, _Update())
+        update.logs.append(line)
         self._wake.set()
 
-    def renew(self, ctx: JobContext) -> None:
+    def renew(self, lease: Lease) -> None:
         """Renew a lease with the next message (any update of a lease renews it)."""
-        if ctx not in self._updates:
-            self._updates[ctx] = _Update()
+        if lease not in self._updates:
+            self._updates[lease] = _Update()
             self._wake.set()
 
-    def forget(self, ctx: JobContext) -> None:
+    def forget(self, lease: Lease) -> None:
         """Drop the pending reports of a lease that is gone."""
-        self._updates.pop(ctx, None)
-        self._resolve_flushes(ctx)
+        self._updates.pop(lease, None)
+        self._resolve_flushes(lease)
 
-    async def flush(self, ctx: JobContext) -> None:
-        """Wait until the reports of ``ctx`` queued so far were acknowledged."""
-        if not self._holds(ctx) or self._closed:
+    async def flush(self, lease: Lease) -> None:
+        """Wait until the reports of ``lease`` queued so far were acknowledged."""
+        if not self._holds(lease) or self._closed:
             return
         future = self._loop.create_future()
-        self._flushes.setdefault(ctx, []).append(future)
+        self._flushes.setdefault(lease, []).append(future)
         self._wake.set()
         await future
 
-    def _holds(self, ctx: JobContext) -> bool:
-        return ctx in self._updates or any(
-            c is ctx for sent in self._inflight.values() for c, _ in sent.updates
+    def _holds(self, lease: Lease) -> bool:
+        return lease in self._updates or any(
+            held is lease for sent in self._inflight.values() for held, _ in sent.updates
         )
 
-    def _resolve_flushes(self, ctx: JobContext) -> None:
-        for future in self._flushes.pop(ctx, ()):
+    def _resolve_flushes(self, lease: Lease) -> None:
+        for future in self._flushes.pop(lease, ()):
             if not future.done():
                 future.set_result(None)
 
@@ -198,17 +186,17 @@ class WorkerStream:
     def _take(self) -> ws.ReportProgressRequest:
         self._seq += 1
         request = ws.ReportProgressRequest(seq=self._seq)
-        updates: list[tuple[JobContext, _Update]] = []
+        updates: list[tuple[Lease, _Update]] = []
         renew_at = self._loop.time() + self._renew_after
         while self._updates and len(updates) < MAX_ITEMS:
-            ctx, update = next(iter(self._updates.items()))
-            del self._updates[ctx]
-            if ctx._settled or ctx._stop_reason == "lost":
+            lease, update = next(iter(self._updates.items()))
+            del self._updates[lease]
+            if lease.settled or lease.lost:
                 continue
             message = request.updates.add(
-                queue=ctx.queue,
-                job_id=ctx.id,
-                token=ctx._token,
+                queue=lease.queue,
+                job_id=lease.job_id,
+                token=lease.token,
                 lease_ms=self._lease_ms,
                 log_lines=update.logs,
             )
@@ -216,9 +204,9 @@ class WorkerStream:
                 message.percent = update.percent
             if update.value is not None:
                 message.value.CopyFrom(update.value)
-            ctx._renew_at = renew_at
-            updates.append((ctx, update))
-        outcomes: list[tuple[JobContext | None, Report]] = []
+            lease.renew_at = renew_at
+            updates.append((lease, update))
+        outcomes: list[tuple[Lease | None, Report]] = []
         add = request.outcomes.add
         while self._outcomes and len(outcomes) < MAX_ITEMS:
             item = self._outcomes.popleft()
@@ -232,10 +220,10 @@ class WorkerStream:
     def _requeue(self, sent: _Sent) -> None:
         """Put the items of an unacknowledged message back in front of the outbox."""
         self._outcomes.extendleft(reversed(sent.outcomes))
-        for ctx, update in sent.updates:
-            pending = self._updates.get(ctx)
+        for lease, update in sent.updates:
+            pending = self._updates.get(lease)
             if pending is None:
-                self._updates[ctx] = update
+                self._updates[lease] = update
             else:
                 pending.merge_older(update)
 
@@ -252,28 +240,54 @@ class WorkerStream:
                 log.info("worker %s: stream to the broker open again", self.worker_id)
             self._failing = False
             self.ready.set()
-        for (ctx, update), status in zip(sent.updates, response.leases, strict=False):
+        updates, outcomes = sent.updates, sent.outcomes
+        statuses, results = response.leases, response.outcomes
+        if len(statuses) < len(updates) or len(results) < len(outcomes):
+            self._unanswered(response.seq, sent, len(statuses), len(results))
+        for (lease, update), status in zip(updates, statuses, strict=False):
             if status.HasField("error") and status.error.code == _UNAVAILABLE:
-                self._later(self._retry_update, ctx, update)
+                self._later(self._retry_update, lease, update)
                 continue
-            self._listener.stream_update(ctx, status)
-            if ctx in self._flushes and not self._holds(ctx):
-                self._resolve_flushes(ctx)
-        for (maybe_ctx, report), result in zip(sent.outcomes, response.outcomes, strict=False):
+            self._listener.stream_update(lease, status)
+            if lease in self._flushes and not self._holds(lease):
+                self._resolve_flushes(lease)
+        for (maybe_lease, report), result in zip(outcomes, results, strict=False):
             if result.HasField("error") and result.error.code == _UNAVAILABLE:
-                self._later(self.outcome, maybe_ctx, report)
+                self._later(self.outcome, maybe_lease, report)
                 continue
-            self._listener.stream_outcome(maybe_ctx, report, result)
+            self._listener.stream_outcome(maybe_lease, report, result)
         if self.idle:
             self._drained.set()
         self._wake.set()
 
-    def _retry_update(self, ctx: JobContext, update: _Update) -> None:
-        if ctx._finished or ctx._settled:
+    def _unanswered(self, seq: int, sent: _Sent, statuses: int, results: int) -> None:
+        """The acknowledgement of message ``seq`` answered fewer items than it carried (a
+        broker bug, or a broker that does not know some item): send the others again, as
+        after a reconnection, rather than leave their outcomes unreported."""
+        log.warning(
+            "worker %s: the broker acknowledged message %d with %d of its %d lease updates and "
+            "%d of its %d outcomes; sending the others again",
+            self.worker_id,
+            seq,
+            statuses,
+            len(sent.updates),
+            results,
+            len(sent.outcomes),
+        )
+        # Later, like an item answered UNAVAILABLE: a broker that keeps doing it is not sent
+        # the same items in a tight loop.
+        self._later(self._resend, _Sent(sent.at, sent.updates[statuses:], sent.outcomes[results:]))
+
+    def _resend(self, sent: _Sent) -> None:
+        self._requeue(sent)
+        self._wake.set()
+
+    def _retry_update(self, lease: Lease, update: _Update) -> None:
+        if lease.finished or lease.settled:
             return
-        pending = self._updates.get(ctx)
+        pending = self._updates.get(lease)
         if pending is None:
-            self._updates[ctx] = update
+            self._updates[lease] = update
         else:
             pending.merge_older(update)
         self._wake.set()
@@ -295,7 +309,7 @@ class WorkerStream:
         return self._task
 
     async def _run(self) -> None:
-        backoff = Backoff(cap=RECONNECT_MAX_S)
+        backoff = RetryBackoff()
         while not self._closed:
             # Once a stream failed, the next one waits for the channel to connect (gRPC tries
             # again at most every RECONNECT_MAX_S) and opens the moment it does, instead of

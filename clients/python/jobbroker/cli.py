@@ -34,16 +34,21 @@ from ._cli_common import (
     ADDRESS_HELP,
     Address,
     Attempts,
+    AttemptTimeout,
+    BackoffSpec,
     ConnectingGroup,
+    Data,
     ExitCode,
     Json,
     Priority,
     Queue,
+    RemoveOnComplete,
+    RemoveOnFail,
     connected,
     connection,
     fail,
 )
-from .models import JobState
+from .models import Added, JobState
 
 if TYPE_CHECKING:
     from .client import Client
@@ -205,12 +210,7 @@ def add(
     name: Annotated[
         str, typer.Argument(metavar="NAME", help="Job name (workers pick handlers by it).")
     ],
-    data: Annotated[
-        str | None,
-        typer.Option(
-            help="Job data: JSON, @file.json, or - for standard input.", show_default=False
-        ),
-    ] = None,
+    data: Data = None,
     job_id: Annotated[
         str | None,
         typer.Option(
@@ -222,12 +222,7 @@ def add(
         str | None, typer.Option(help="Run after this long: 30s, 5m, 1h ...", show_default=False)
     ] = None,
     attempts: Attempts = 1,
-    backoff: Annotated[
-        str | None,
-        typer.Option(
-            help="Wait before each retry: fixed:5s or exponential:5s.", show_default=False
-        ),
-    ] = None,
+    backoff: BackoffSpec = None,
     backoff_jitter: Annotated[
         float,
         typer.Option(help="0-1: draw each retry delay between d*(1-j) and d.", min=0, max=1),
@@ -235,19 +230,13 @@ def add(
     backoff_max: Annotated[
         str | None, typer.Option(help="Longest retry delay.", show_default=False)
     ] = None,
-    timeout: Annotated[
-        str | None, typer.Option(help="Longest run of one attempt.", show_default=False)
-    ] = None,
+    timeout: AttemptTimeout = None,
     lifespan: Annotated[
         str | None,
         typer.Option(help="Fail the job if not started within this.", show_default=False),
     ] = None,
-    remove_on_complete: Annotated[
-        str, typer.Option(help="true, false, N (keep last N), an age (1h), or N,AGE.")
-    ] = "false",
-    remove_on_fail: Annotated[
-        str, typer.Option(help="The same, for failed and cancelled jobs.")
-    ] = "false",
+    remove_on_complete: RemoveOnComplete = "false",
+    remove_on_fail: RemoveOnFail = "false",
     lifo: Annotated[bool, typer.Option("--lifo", help="Serve before older jobs.")] = False,
     group: Annotated[
         str | None,
@@ -267,27 +256,35 @@ def add(
             priority=priority,
             delay=opts.maybe_duration(delay, "--delay"),
             attempts=attempts,
-            backoff=opts.backoff(backoff, backoff_jitter, backoff_max) if backoff else None,
-            timeout=opts.maybe_duration(timeout, "--timeout"),
             lifespan=opts.maybe_duration(lifespan, "--lifespan"),
-            remove_on_complete=opts.retention(remove_on_complete, "--remove-on-complete"),
-            remove_on_fail=opts.retention(remove_on_fail, "--remove-on-fail"),
             lifo=lifo,
             group=group,
+            **opts.attempt_fields(
+                backoff_spec=backoff,
+                backoff_jitter=backoff_jitter,
+                backoff_max=backoff_max,
+                timeout=timeout,
+                remove_on_complete=remove_on_complete,
+                remove_on_fail=remove_on_fail,
+            ),
         )
     except opts.OptionError as exc:
         fail(ExitCode.USAGE, str(exc))
     with connected(address) as client:
         added = client.add(queue, name, value, options=options)
-        if as_json:
-            out.print_json(added)
-        else:
-            note = " (already there: same id, name and data)" if added.duplicate else ""
-            out.stdout().print(
-                f"added {escape(queue)}/{escape(added.job_id)} {out.state_text(added.state)}{note}"
-            )
+        _print_added(queue, added, as_json)
         if watch_:
             _watch(client, queue, added.job_id, as_json)
+
+
+def _print_added(queue: str, added: Added, as_json: bool) -> None:
+    if as_json:
+        out.print_json(added)
+        return
+    note = " (already there: same id, name and data)" if added.duplicate else ""
+    out.stdout().print(
+        f"added {escape(queue)}/{escape(added.job_id)} {out.state_text(added.state)}{note}"
+    )
 
 
 @app.command()

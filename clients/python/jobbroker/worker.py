@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -28,21 +29,26 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-from ._calls import RECONNECT_OPTIONS
-from ._channel import ConnectionSettings, open_channel, target
+from ._channel import ConnectionSettings
+from ._transport import Transport
 from ._worker_context import DoNotRetry, JobContext
 from ._worker_jobs import Jobs
+from ._worker_lease import Lease
 from ._worker_leasing import Leasing
 from ._worker_metrics import WorkerStats, serve_metrics
 from ._worker_runner import Handler, is_async
 from ._worker_stream import WorkerStream
 from ._worker_threads import HandlerThreads
+from .limits import MAX_LEASE_MS, MAX_WAIT_MS, MIN_LEASE_MS
 from .models import Seconds, ms
 from .v1.worker_service_pb2_grpc import WorkerServiceStub
+
+if TYPE_CHECKING:
+    from .v1.worker_service_pb2_grpc import WorkerServiceAsyncStub
 
 __all__ = ["DoNotRetry", "Handler", "JobContext", "Worker", "WorkerStats", "serve_metrics"]
 
@@ -125,10 +131,10 @@ class Worker:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.lease_ms = ms(lease)
-        if not 1_000 <= self.lease_ms <= 3_600_000:
+        if not MIN_LEASE_MS <= self.lease_ms <= MAX_LEASE_MS:
             raise ValueError("lease must be between 1 s and 1 h")
         self.wait_ms = ms(wait)
-        if self.wait_ms > 300_000:
+        if self.wait_ms > MAX_WAIT_MS:
             raise ValueError("wait must be at most 300 s")
         self.default_attempt_timeout: float | None = None
         """Seconds an attempt of a job without its own timeout may run; None: no limit."""
@@ -137,21 +143,17 @@ class Worker:
             if self.default_attempt_timeout <= 0:
                 raise ValueError("default_attempt_timeout must be at least 1 ms (None: no limit)")
         settings = ConnectionSettings.from_env(
-            address=address, token=token, credentials=credentials
+            address=address, token=token, credentials=credentials, channel_options=channel_options
         )
+        self._transport = Transport(settings)
         self.queues: list[str] = list(dict.fromkeys(names))
         """The queues this worker leases from."""
-        self.address = settings.target
-        """The broker's gRPC target."""
         self.concurrency = concurrency
         """Handlers running at once at most."""
         self.grace = ms(grace) / 1000
         """Seconds running jobs get to finish when the worker stops."""
         self.worker_id = worker_id or default_worker_id()
         """This worker's id, as the broker records it on the jobs it runs."""
-        self._credentials = settings.channel_credentials()
-        self._token = settings.token
-        self._channel_options = list(channel_options)
         self._handlers: dict[str, tuple[Handler, bool]] = {}
         self._default: tuple[Handler, bool] | None = None
         self._jobs: Jobs | None = None
@@ -164,6 +166,11 @@ class Worker:
 
     def __repr__(self) -> str:
         return f"<Worker {self.worker_id} queues={self.queues} concurrency={self.concurrency}>"
+
+    @property
+    def address(self) -> str:
+        """The broker's gRPC target."""
+        return self._transport.target
 
     # --- handlers ------------------------------------------------------------------------
 
@@ -244,7 +251,7 @@ class Worker:
     def _exit_now(self, signal_name: str, limit: float) -> None:
         """The watchdog: the stop did not finish in time (an async handler blocks the event
         loop, or swallows its cancellation); leave without reporting anything more."""
-        running = ", ".join(f"{ctx.queue}/{ctx.id}" for ctx in self._running_contexts())
+        running = ", ".join(f"{lease.queue}/{lease.job_id}" for lease in self._running_leases())
         log.critical(
             "worker %s: not stopped %.0f s after %s (grace %.0f s): an async handler blocks "
             "the event loop or ignores its cancellation; exiting now. Jobs still held (%s) go "
@@ -259,12 +266,12 @@ class Worker:
         sys.stderr.flush()
         os._exit(WATCHDOG_EXIT_CODE)
 
-    def _running_contexts(self) -> list[JobContext]:
+    def _running_leases(self) -> list[Lease]:
         # Read from another thread (the watchdog): copy first, the loop may be changing it.
         jobs = self._jobs
         if jobs is None:
             return []
-        return [ctx for ctx in list(jobs.leases.values()) if not ctx._settled]
+        return [lease for lease in list(jobs.leases.values()) if not lease.settled]
 
     async def serve(self) -> None:
         """Serve until :meth:`stop`; raises a :class:`~jobbroker.JobBrokerError` when the
@@ -344,31 +351,43 @@ class Worker:
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         """Replace the address, token and TLS credentials given at construction (those given);
-        before the worker starts."""
-        if address:
-            self.address = target(address)
-        if token is not None:
-            self._token = token
-        if credentials is not None:
-            self._credentials = credentials
+        before the worker starts (after: ``RuntimeError``)."""
+        if self._main is not None:
+            raise RuntimeError("connect_with: the worker was started already")
+        given = {"address": address or None, "token": token, "credentials": credentials}
+        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        if changes:
+            settings = dataclasses.replace(self._transport.settings, **changes)
+            self._transport = Transport(settings)
 
     async def _serve(self) -> None:
-        assert self._stop_requested is not None
-        options = [
-            ("grpc.lb_policy_name", "round_robin"),
-            *RECONNECT_OPTIONS.items(),
-            ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            *self._channel_options,
-        ]
-        channel = open_channel(
-            self.address, credentials=self._credentials, options=options, token=self._token
-        )
-        stub = WorkerServiceStub(channel)
+        stub = self._transport.stub(WorkerServiceStub)
         entries = [*self._handlers.values(), *([self._default] if self._default else [])]
-        executor = None
-        if any(threaded for _, threaded in entries):
-            executor = HandlerThreads(self.concurrency, "jobbroker-worker")
+        threaded = any(threaded for _, threaded in entries)
+        executor = HandlerThreads(self.concurrency, "jobbroker-worker") if threaded else None
+        jobs, stream, leasing = self._assemble(stub, executor)
+        ticker = asyncio.create_task(jobs.tick())
+        log.info("worker %s serving %s at %s", self.worker_id, self.queues, self.address)
+        try:
+            fatal = await self._until_stopped([stream.start(), *leasing.start()])
+            await leasing.close()
+            await self._finish_jobs(jobs)
+            await stream.close(FLUSH_TIMEOUT_S)
+        finally:
+            ticker.cancel()
+            await leasing.close()
+            await stream.close(0.0)
+            await self._transport.close()
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+            self._log_stopped(jobs, leasing, stream)
+        if fatal is not None:
+            raise fatal
+
+    def _assemble(
+        self, stub: WorkerServiceAsyncStub, executor: HandlerThreads | None
+    ) -> tuple[Jobs, WorkerStream, Leasing]:
+        """The worker's parts, wired together: the leases, the stream, the pollers."""
         jobs = self._jobs = Jobs(
             self.worker_id,
             self.concurrency,
@@ -391,49 +410,44 @@ class Worker:
             jobs.accept,
         )
         jobs.free_slot = leasing.free_slot
-        watched = [stream.start(), *leasing.start()]
-        ticker = asyncio.create_task(jobs.tick())
+        return jobs, stream, leasing
+
+    async def _until_stopped(self, watched: list[asyncio.Task[None]]) -> BaseException | None:
+        """Wait for a stop request, or for the stream or a poller to fail for good (then ask
+        for a graceful stop); that failure, to raise once the worker has stopped."""
+        assert self._stop_requested is not None
         stop = asyncio.create_task(self._stop_requested.wait())
-        log.info("worker %s serving %s at %s", self.worker_id, self.queues, self.address)
         fatal: BaseException | None = None
         try:
             done, _ = await asyncio.wait([stop, *watched], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not stop and not task.cancelled() and task.exception() is not None:
-                    fatal = task.exception()
-                    log.error("worker %s: %s; stopping", self.worker_id, fatal)
-                    self._request_stop(self.grace)
-            await leasing.close()
-            await self._finish_jobs(jobs)
-            await stream.close(FLUSH_TIMEOUT_S)
         finally:
             stop.cancel()
-            ticker.cancel()
-            await leasing.close()
-            await stream.close(0.0)
-            await channel.close()
-            if executor is not None:
-                executor.shutdown(wait=False, cancel_futures=True)
-            if jobs.abandoned:
-                log.warning(
-                    "worker %s: %d handler(s) still running, ignoring the stop (jobs %s); "
-                    "their jobs were given back or failed; not waiting for them (their "
-                    "threads end with the process)",
-                    self.worker_id,
-                    len(jobs.abandoned),
-                    ", ".join(f"{ctx.queue}/{ctx.id}" for ctx in jobs.abandoned),
-                )
-            log.info(
-                "worker %s stopped (%d jobs leased in %d Lease calls, %d outcomes sent in %d "
-                "stream messages)",
+        for task in done:
+            if task is not stop and not task.cancelled() and task.exception() is not None:
+                fatal = task.exception()
+                log.error("worker %s: %s; stopping", self.worker_id, fatal)
+                self._request_stop(self.grace)
+        return fatal
+
+    def _log_stopped(self, jobs: Jobs, leasing: Leasing, stream: WorkerStream) -> None:
+        if jobs.abandoned:
+            log.warning(
+                "worker %s: %d handler(s) still running, ignoring the stop (jobs %s); "
+                "their jobs were given back or failed; not waiting for them (their "
+                "threads end with the process)",
                 self.worker_id,
-                leasing.leased,
-                leasing.calls,
-                stream.sent_outcomes,
-                stream.sent_messages,
+                len(jobs.abandoned),
+                ", ".join(f"{lease.queue}/{lease.job_id}" for lease in jobs.abandoned),
             )
-        if fatal is not None:
-            raise fatal
+        log.info(
+            "worker %s stopped (%d jobs leased in %d Lease calls, %d outcomes sent in %d "
+            "stream messages)",
+            self.worker_id,
+            leasing.leased,
+            leasing.calls,
+            stream.sent_outcomes,
+            stream.sent_messages,
+        )
 
     async def _finish_jobs(self, jobs: Jobs) -> None:
         """Give running handlers the grace period, then stop them and give their jobs back."""
