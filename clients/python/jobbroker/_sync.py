@@ -18,6 +18,7 @@ from ._async import AsyncClient, Logs, Page
 from ._calls import BulkItem, OptionFields
 from .models import Added, Event, Job, JobOptions, JobState, Seconds
 from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule, WorkerInfo
+from .schemas import SchemaLike
 
 T = TypeVar("T")
 
@@ -344,6 +345,16 @@ class Client:
     def remove_schedule(self, queue: str, key: str, *, timeout: float | None = None) -> None:
         """Remove a repeatable job (see :meth:`AsyncClient.remove_schedule`)."""
         self._run(self._async.remove_schedule(queue, key, timeout=timeout))
+
+    def set_job_schema(
+        self, queue: str, name: str, schema: SchemaLike, *, timeout: float | None = None
+    ) -> bool:
+        """Set or remove a job name's data schema (see :meth:`AsyncClient.set_job_schema`)."""
+        return self._run(self._async.set_job_schema(queue, name, schema, timeout=timeout))
+
+    def job_schemas(self, queue: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """A queue's job data schemas (see :meth:`AsyncClient.job_schemas`)."""
+        return self._run(self._async.job_schemas(queue, timeout=timeout))
 
 
 async def _next(iterator: AsyncIterator[T]) -> tuple[T] | None:
