@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
 from jobbroker import AsyncClient
@@ -41,4 +42,19 @@ async def broker(redis_url: str) -> AsyncIterator[Running]:
 @pytest.fixture
 async def client(broker: Running) -> AsyncIterator[AsyncClient]:
     async with AsyncClient(broker.address, retries=0) as made:
+        yield made
+
+
+@pytest.fixture
+async def private_broker(private_redis: Any) -> AsyncIterator[Running]:
+    """A broker over a redis-server of the test's own: jobbroker-worker serves the guide's
+    fixed queue names (ai-tasks, email), which no shared Redis may see."""
+    running = await start_broker(private_redis.url)
+    yield running
+    await running.broker.stop(0.5)
+
+
+@pytest.fixture
+async def private_client(private_broker: Running) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(private_broker.address, retries=0) as made:
         yield made
