@@ -17,9 +17,9 @@ from jobbroker import AsyncClient
 DEADLINE_S = 30.0
 
 
-async def until(check: Callable[[], Awaitable[Any]], what: str, timeout: float = DEADLINE_S) -> Any:
-    """Await ``check()`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+async def until(check: Callable[[], Awaitable[Any]], what: str, within: float = DEADLINE_S) -> Any:
+    """Await ``check()`` until it returns something true; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while True:
         value = await check()
         if value:

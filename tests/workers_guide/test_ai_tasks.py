@@ -124,7 +124,7 @@ async def test_cancel_mid_stream_closes_the_connection(
     await until(first_delta, "the first delta")
     cancelled_at = time.monotonic()
     await private_client.cancel(QUEUE, job_id, "user went away")
-    await until(_event_set(standin), "the stand-in to see the connection close", timeout=10)
+    await until(_event_set(standin), "the stand-in to see the connection close", within=10)
     assert time.monotonic() - cancelled_at < 5
     assert len(standin.disconnects) == 1
     job = await private_client.get_status(QUEUE, job_id)
