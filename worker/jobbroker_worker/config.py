@@ -27,6 +27,8 @@ class Config:
     """The queues to serve: ``ai-tasks``, ``email`` or both."""
     concurrency: int = 10
     """Jobs each queue runs at once."""
+    lease: float = 30.0
+    """Seconds a lease lasts without renewal: how soon a dead worker's jobs run elsewhere."""
     openai_api_key: str = field(default="", repr=False)
     """``OPENAI_API_KEY``; empty: completions and embeddings come from the local stand-in."""
     openai_base_url: str = ""
@@ -64,6 +66,7 @@ ENVIRONMENT = {
     "smtp_url": "JOBBROKER_SMTP_URL",
     "queues": "JOBBROKER_WORKER_QUEUES",
     "concurrency": "JOBBROKER_WORKER_CONCURRENCY",
+    "lease": "JOBBROKER_WORKER_LEASE",
     "model": "JOBBROKER_AI_MODEL",
     "embedding_model": "JOBBROKER_EMBEDDING_MODEL",
     "request_timeout": "JOBBROKER_AI_TIMEOUT",
@@ -101,6 +104,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
             result = float(value)
             if result <= 0:
                 raise ValueError("must be above 0")
+            if name == "lease" and not 1 <= result <= 3600:
+                raise ValueError("must be between 1 and 3600 seconds")
             return result
         if not isinstance(value, str):
             raise ValueError(f"must be a string (got {value!r})")

@@ -81,4 +81,10 @@ async def retried(
         before_sleep=before_sleep,
         reraise=True,
     )
-    return await retrying(call)
+
+    async def once() -> T:
+        # A coroutine function, so tenacity awaits it (a lambda returning an awaitable would
+        # be taken for a plain function and its result returned unawaited).
+        return await call()
+
+    return await retrying(once)

@@ -47,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
     add("--config", help="A TOML file of settings ($JOBBROKER_WORKER_CONFIG).")
     add("--queues", help="ai-tasks, email, or ai-tasks,email (default both).")
     add("--concurrency", help="Jobs each queue runs at once (default 10).")
+    add("--lease", help="Seconds a lease lasts without renewal, 1-3600 (default 30).")
     add("--openai-base-url", help="An OpenAI-compatible API ($OPENAI_BASE_URL).")
     add("--model", help="Chat model for jobs that name none ($JOBBROKER_AI_MODEL).")
     add("--embedding-model", help="Embedding model default ($JOBBROKER_EMBEDDING_MODEL).")
@@ -101,6 +102,7 @@ class Service:
                 queue,
                 address=self.connection.address,
                 concurrency=config.concurrency,
+                lease=config.lease,
                 token=self.connection.token,
                 credentials=credentials,
             )
