@@ -54,7 +54,8 @@ class ServiceProcess:
             await until(registered, f"jobbroker-worker to register its {queue} schemas")
 
     def output(self) -> str:
-        self._out.flush()
+        if not self._out.closed:
+            self._out.flush()
         return self.log.read_text(errors="replace")
 
     def kill(self) -> None:

@@ -71,6 +71,8 @@ class Sink:
 
 def start(sink: Sink, host: str = "127.0.0.1", port: int = 1025) -> Controller:
     """Serve ``sink`` on ``host:port`` from a thread; ``stop()`` the result to end it."""
+    # aiosmtpd logs every connection at INFO ("mail.log"): too chatty beside the tour's output.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     controller = Controller(sink, hostname=host, port=port)
     controller.start()
     return controller
