@@ -234,3 +234,16 @@ async def test_the_worker_registered_schemas_refuse_bad_adds(
     with pytest.raises(InvalidArgument) as empty:
         await private_client.add(QUEUE, "generate-embeddings", {"input": []})
     assert empty.value.field.startswith("data.input")
+
+
+@pytest.mark.usefixtures("service")
+async def test_a_timeout_mid_stream_closes_the_connection(
+    private_broker: Running, private_client: AsyncClient, standin: StandIn
+) -> None:
+    standin.faults.append(Fault(delay=0.3))
+    job_id = await _add(private_broker.address, {**DATA, "maxTokens": 200}, timeout_ms=1500)
+    with pytest.raises(JobFailed) as failed:
+        await private_client.wait(QUEUE, job_id, timeout=60)
+    await until(_event_set(standin), "the stand-in to see the connection close", within=10)
+    assert failed.value.job.failure is not None
+    assert len(await _chat_requests(standin)) == 1
