@@ -4,7 +4,7 @@ Roles, each granted per queue pattern:
 
 - ``read``: status, lists, logs, progress and event streams, queue and worker views;
 - ``producer``: what ``read`` may, plus Add, AddBulk and Cancel;
-- ``worker``: Lease, ReportProgress, Complete, Fail and Release;
+- ``worker``: Lease, ReportProgress, Complete, Fail and Release, and SetJobSchema;
 - ``admin``: everything: queue operations, schedules, Retry, Promote, Remove, and the above.
 
 A lease is bound to the token that took it: the lease token carries the taker's token id, and
@@ -36,6 +36,8 @@ METHODS: dict[str, str] = {
     **{_JOBS + m: PRODUCE for m in ("Add", "AddBulk", "Cancel")},
     **{_JOBS + m: ADMIN for m in ("Retry", "Promote", "Remove")},
     **{_WORKERS + m: WORK for m in ("Lease", "ReportProgress", "Complete", "Fail", "Release")},
+    # A worker declares the data its handlers take (the Worker SDK does at start-up).
+    _QUEUES + "SetJobSchema": WORK,
     **{
         _QUEUES + m: READ
         for m in (
@@ -45,6 +47,7 @@ METHODS: dict[str, str] = {
             "WatchEvents",
             "ListSchedules",
             "GetSchedule",
+            "ListJobSchemas",
         )
     },
     **{

@@ -67,5 +67,6 @@ QUEUE_KEY_NAMES = frozenset(
         "groups",  # zset: groups with parked jobs, by when they may come back (lib/groups.lua)
         "schedules",  # zset: schedule keys by next run ms (+inf once ended)
         "workers",  # hash: worker id -> "<last seen ms>|<queues>" (registry.py)
+        "schemas",  # hash: job name -> JSON Schema of its data (job_schemas.py)
     }
 )

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import grpc
@@ -14,6 +14,7 @@ import grpc
 from .. import access
 from ..errors import BrokerError, abort
 from ..events import EventHub
+from ..job_schemas import JobSchemas
 from ..maintenance import Maintenance
 from ..registry import WorkerRegistry
 from ..settings import Settings
@@ -37,6 +38,11 @@ class Parts:
     maintenance: Maintenance
     registry: WorkerRegistry
     streams: OpenStreams
+    schemas: JobSchemas = field(init=False)
+    """Job data schemas checked at Add (issue 13); shared so SetJobSchema applies at once."""
+
+    def __post_init__(self) -> None:
+        self.schemas = JobSchemas(self.store)
 
 
 def unary(

@@ -39,6 +39,8 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     ) -> job_service_pb2.AddResponse:
         queue = validation.queue_name(request.queue)
         job = validation.new_job(request.name, request.data, request.options, "", self.settings)
+        if schemas := await self.parts.schemas.of(queue):  # job data schemas (job_schemas.py)
+            schemas.check(job)
         job_id, state, duplicate = await self.adds.add(queue, job)
         if state == job_pb2.JOB_STATE_WAITING and not duplicate:
             self.parts.hub.added(queue)
@@ -64,6 +66,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         ]
         if not jobs:
             return job_service_pb2.AddBulkResponse()
+        if schemas := await self.parts.schemas.of(queue):  # job data schemas (job_schemas.py)
+            for i, job in enumerate(jobs):
+                schemas.check(job, f"jobs[{i}].")
         added = await self.store.add(queue, jobs)
         if any(s == job_pb2.JOB_STATE_WAITING and not d for _, s, d in added):
             self.parts.hub.added(queue)
@@ -83,9 +88,13 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         results = [reply.results.add() for _ in request.jobs]
         valid: list[int] = []
         jobs = []
+        schemas = await self.parts.schemas.of(queue)  # job data schemas (job_schemas.py)
         for i, j in enumerate(request.jobs):
             try:
-                jobs.append(validation.new_job(j.name, j.data, j.options, "", self.settings))
+                job = validation.new_job(j.name, j.data, j.options, "", self.settings)
+                if schemas:
+                    schemas.check(job)
+                jobs.append(job)
                 valid.append(i)
             except BrokerError as error:
                 _add_error(reply, i, error)

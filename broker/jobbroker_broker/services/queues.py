@@ -165,3 +165,22 @@ class QueueService(queue_service_pb2_grpc.QueueServiceServicer):
         self, request: pb.RemoveScheduleRequest, context: Context
     ) -> pb.RemoveScheduleResponse:
         return await self.schedules.remove(request)
+
+    @unary
+    async def SetJobSchema(
+        self, request: pb.SetJobSchemaRequest, context: Context
+    ) -> pb.SetJobSchemaResponse:
+        queue = validation.queue_name(request.queue)
+        name = validation.job_name(request.name, "name")
+        changed = await self.parts.schemas.set(queue, name, request.schema)
+        return pb.SetJobSchemaResponse(changed=changed)
+
+    @unary
+    async def ListJobSchemas(
+        self, request: pb.ListJobSchemasRequest, context: Context
+    ) -> pb.ListJobSchemasResponse:
+        queue = validation.queue_name(request.queue)
+        pairs = await self.parts.schemas.list(queue)
+        return pb.ListJobSchemasResponse(
+            schemas=[pb.JobSchema(name=name, schema=text) for name, text in pairs]
+        )

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobbroker.serve")
 
-DEMO_TARGET = "jobbroker_worker.demo:worker"
+
 DEMO_STOP_TIMEOUT = 15.0
 """Seconds the demo worker gets to finish or hand back its jobs on shutdown."""
 EXAMPLE = """jobbroker add demo sleep --data '{"seconds": 3}' --watch"""
@@ -139,7 +139,8 @@ def _start_demo_worker(address: str, settings: Settings) -> subprocess.Popen[byt
     # first, before the broker it reports to.
     return subprocess.Popen(
         die_with_parent(
-            [sys.executable, "-m", "jobbroker.cli", "work", DEMO_TARGET, "--address", address]
+            # The demo worker and, with the demo extra, the guide's (jobbroker_worker/tour.py).
+            [sys.executable, "-m", "jobbroker_worker.tour", "--address", address]
         ),
         stdin=subprocess.DEVNULL,
         start_new_session=True,

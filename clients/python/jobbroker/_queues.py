@@ -21,10 +21,13 @@ from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from . import _calls
 from ._transport import ServiceCalls
 from .models import Event, JobOptions, JobState, Seconds
 from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule, WorkerInfo
+from .schemas import SchemaLike, schema_text
 from .v1 import queue_service_pb2 as pb
 from .v1.queue_service_pb2_grpc import QueueServiceStub
 
@@ -247,3 +250,21 @@ class QueueCalls(ServiceCalls):
         """Remove a repeatable job; the jobs it already added stay."""
         request = pb.RemoveScheduleRequest(queue=queue, key=key)
         await self._transport.unary(self._queues().RemoveSchedule, request, timeout=timeout)
+
+    # --- job data schemas (docs/schemas.md) ---------------------------------------------
+
+    async def set_job_schema(
+        self, queue: str, name: str, schema: SchemaLike, *, timeout: float | None = None
+    ) -> bool:
+        """Make the broker check the data of every job named ``name`` added to ``queue``
+        against ``schema`` (a JSON Schema dict, JSON text or a pydantic model); ``None``
+        removes the check. Whether the stored schema changed."""
+        request = pb.SetJobSchemaRequest(queue=queue, name=name, schema=schema_text(schema))
+        reply = await self._transport.unary(self._queues().SetJobSchema, request, timeout=timeout)
+        return reply.changed
+
+    async def job_schemas(self, queue: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """The queue's job data schemas, by job name."""
+        request = pb.ListJobSchemasRequest(queue=queue)
+        reply = await self._transport.unary(self._queues().ListJobSchemas, request, timeout=timeout)
+        return {item.name: orjson.loads(item.schema) for item in reply.schemas}

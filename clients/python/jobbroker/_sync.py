@@ -164,6 +164,9 @@ class Client:
     schedule = blocking(AsyncClient.schedule)
     remove_schedule = blocking(AsyncClient.remove_schedule)
 
+    set_job_schema = blocking(AsyncClient.set_job_schema)
+    job_schemas = blocking(AsyncClient.job_schemas)
+
 
 async def _next(iterator: AsyncIterator[T]) -> tuple[T] | None:
     """The iterator's next item in a 1-tuple, or None at its end (a StopAsyncIteration cannot

@@ -28,7 +28,7 @@ from rich.markup import escape
 
 from . import _cli_options as opts
 from . import _cli_output as out
-from . import _cli_queues, _cli_tokens
+from . import _cli_queues, _cli_schemas, _cli_tokens
 from ._channel import TLS_CA_ENV, TLS_CERT_ENV, TLS_ENV, TLS_KEY_ENV, TOKEN_ENV
 from ._cli_common import (
     ADDRESS_HELP,
@@ -428,6 +428,7 @@ def logs(
 
 
 _cli_queues.register(app)
+_cli_schemas.register(app)
 
 
 def main() -> None:

@@ -41,10 +41,13 @@ from ._worker_lease import Lease
 from ._worker_leasing import Leasing
 from ._worker_metrics import WorkerStats, serve_metrics
 from ._worker_runner import Handler, is_async
+from ._worker_schemas import register as register_schemas
 from ._worker_stream import WorkerStream
 from ._worker_threads import HandlerThreads
 from .limits import MAX_LEASE_MS, MAX_WAIT_MS, MIN_LEASE_MS
 from .models import Seconds, ms
+from .schemas import SchemaLike, schema_text
+from .v1.queue_service_pb2_grpc import QueueServiceStub
 from .v1.worker_service_pb2_grpc import WorkerServiceStub
 
 if TYPE_CHECKING:
@@ -156,6 +159,9 @@ class Worker:
         """This worker's id, as the broker records it on the jobs it runs."""
         self._handlers: dict[str, tuple[Handler, bool]] = {}
         self._default: tuple[Handler, bool] | None = None
+        self.schemas: dict[str, str] = {}
+        """The data schema (JSON text) of each job name registered with one; the worker sets
+        them on the broker for each of its queues when it starts."""
         self._jobs: Jobs | None = None
         self._leasing: Leasing | None = None
         self._stream: WorkerStream | None = None
@@ -174,12 +180,20 @@ class Worker:
 
     # --- handlers ------------------------------------------------------------------------
 
-    def handler(self, name: str | None = None) -> Callable[[H], H]:
+    def handler(self, name: str | None = None, *, schema: SchemaLike = None) -> Callable[[H], H]:
         """Register the decorated function for jobs named ``name``; without a name, for every
         job no named handler takes. ``def`` handlers run in threads, ``async def`` ones on the
-        loop. The handler gets a :class:`JobContext`; what it returns is the job's result."""
+        loop. The handler gets a :class:`JobContext`; what it returns is the job's result.
+
+        ``schema`` (a pydantic model, a JSON Schema dict or JSON text) describes the job's data:
+        the worker sets it on the broker when it starts, and the broker then refuses Adds of
+        jobs named ``name`` whose data does not match (docs/schemas.md)."""
         if callable(name):
             raise TypeError("use @worker.handler() (with parentheses) for the default handler")
+        if schema is not None:
+            if name is None:
+                raise ValueError("a schema needs a job name: the default handler takes any data")
+            text = schema_text(schema)
 
         def register(function: H) -> H:
             entry = (function, not is_async(function))
@@ -191,6 +205,8 @@ class Worker:
                 if name in self._handlers:
                     raise ValueError(f"a handler for {name!r} is already registered")
                 self._handlers[name] = entry
+                if schema is not None:
+                    self.schemas[name] = text
             return function
 
         return register
@@ -367,6 +383,15 @@ class Worker:
         executor = HandlerThreads(self.concurrency, "jobbroker-worker") if threaded else None
         jobs, stream, leasing = self._assemble(stub, executor)
         ticker = asyncio.create_task(jobs.tick())
+        registering = (
+            asyncio.create_task(
+                register_schemas(
+                    self._transport.stub(QueueServiceStub), self.queues, dict(self.schemas)
+                )
+            )
+            if self.schemas
+            else None
+        )
         log.info("worker %s serving %s at %s", self.worker_id, self.queues, self.address)
         try:
             fatal = await self._until_stopped([stream.start(), *leasing.start()])
@@ -375,6 +400,8 @@ class Worker:
             await stream.close(FLUSH_TIMEOUT_S)
         finally:
             ticker.cancel()
+            if registering is not None:
+                registering.cancel()
             await leasing.close()
             await stream.close(0.0)
             await self._transport.close()

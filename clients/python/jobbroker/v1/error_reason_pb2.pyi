@@ -25,7 +25,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
     """Never sent."""
     ERROR_REASON_INVALID_FIELD: _ErrorReason.ValueType  # 1
-    """INVALID_ARGUMENT: a request field is missing or wrong; ErrorInfo metadata "field" names it."""
+    """INVALID_ARGUMENT: a request field is missing or wrong; ErrorInfo metadata "field" names it.
+    When a job's data breaks the JSON Schema of its name (QueueService.SetJobSchema), "field"
+    is the path inside the data ("data.messages[0].content", "jobs[2].data.userId") and
+    "rule" the schema keyword it broke ("type", "required", "maxLength"...).
+    """
     ERROR_REASON_JOB_NOT_FOUND: _ErrorReason.ValueType  # 2
     """NOT_FOUND: no job with that id in that queue."""
     ERROR_REASON_JOB_ID_CONFLICT: _ErrorReason.ValueType  # 3
@@ -93,7 +97,11 @@ class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
 ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
 """Never sent."""
 ERROR_REASON_INVALID_FIELD: ErrorReason.ValueType  # 1
-"""INVALID_ARGUMENT: a request field is missing or wrong; ErrorInfo metadata "field" names it."""
+"""INVALID_ARGUMENT: a request field is missing or wrong; ErrorInfo metadata "field" names it.
+When a job's data breaks the JSON Schema of its name (QueueService.SetJobSchema), "field"
+is the path inside the data ("data.messages[0].content", "jobs[2].data.userId") and
+"rule" the schema keyword it broke ("type", "required", "maxLength"...).
+"""
 ERROR_REASON_JOB_NOT_FOUND: ErrorReason.ValueType  # 2
 """NOT_FOUND: no job with that id in that queue."""
 ERROR_REASON_JOB_ID_CONFLICT: ErrorReason.ValueType  # 3

@@ -1031,3 +1031,129 @@ class RemoveScheduleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RemoveScheduleResponse: _TypeAlias = RemoveScheduleResponse  # noqa: Y015
+
+@_typing.final
+class JobSchema(_message.Message):
+    """The JSON Schema of the data of one job name of a queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SCHEMA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The job name the schema applies to."""
+    schema: _builtins.str
+    """The schema as JSON text: JSON Schema draft 4, 6 or 7 keywords (draft 7 when `$schema` is
+    absent), plus `$defs`; every `$ref` points inside the schema ("#/...").
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        schema: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "schema", b"schema"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobSchema: _TypeAlias = JobSchema  # noqa: Y015
+
+@_typing.final
+class SetJobSchemaRequest(_message.Message):
+    """Request of SetJobSchema."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SCHEMA_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """The queue."""
+    name: _builtins.str
+    """The job name whose data the schema describes."""
+    schema: _builtins.str
+    """The schema as JSON text (at most 65,536 bytes); empty removes the name's schema."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        name: _builtins.str = ...,
+        schema: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "queue", b"queue", "schema", b"schema"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetJobSchemaRequest: _TypeAlias = SetJobSchemaRequest  # noqa: Y015
+
+@_typing.final
+class SetJobSchemaResponse(_message.Message):
+    """Response of SetJobSchema."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """False when the stored schema was already this one (or, for a removal, there was none)."""
+    def __init__(
+        self,
+        *,
+        changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetJobSchemaResponse: _TypeAlias = SetJobSchemaResponse  # noqa: Y015
+
+@_typing.final
+class ListJobSchemasRequest(_message.Message):
+    """Request of ListJobSchemas."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """The queue."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobSchemasRequest: _TypeAlias = ListJobSchemasRequest  # noqa: Y015
+
+@_typing.final
+class ListJobSchemasResponse(_message.Message):
+    """Response of ListJobSchemas."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEMAS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schemas(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobSchema]:
+        """The queue's schemas, by job name."""
+
+    def __init__(
+        self,
+        *,
+        schemas: _abc.Iterable[Global___JobSchema] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schemas", b"schemas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobSchemasResponse: _TypeAlias = ListJobSchemasResponse  # noqa: Y015

@@ -119,6 +119,16 @@ class QueueServiceStub:
                 request_serializer=jobbroker_dot_v1_dot_queue__service__pb2.RemoveScheduleRequest.SerializeToString,
                 response_deserializer=jobbroker_dot_v1_dot_queue__service__pb2.RemoveScheduleResponse.FromString,
                 _registered_method=True)
+        self.SetJobSchema = channel.unary_unary(
+                '/jobbroker.v1.QueueService/SetJobSchema',
+                request_serializer=jobbroker_dot_v1_dot_queue__service__pb2.SetJobSchemaRequest.SerializeToString,
+                response_deserializer=jobbroker_dot_v1_dot_queue__service__pb2.SetJobSchemaResponse.FromString,
+                _registered_method=True)
+        self.ListJobSchemas = channel.unary_unary(
+                '/jobbroker.v1.QueueService/ListJobSchemas',
+                request_serializer=jobbroker_dot_v1_dot_queue__service__pb2.ListJobSchemasRequest.SerializeToString,
+                response_deserializer=jobbroker_dot_v1_dot_queue__service__pb2.ListJobSchemasResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -241,6 +251,21 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetJobSchema(self, request, context):
+        """Sets the JSON Schema the data of a queue's jobs of one name must match (Add and AddBulk
+        refuse other data with INVALID_ARGUMENT), or removes it when `schema` is empty.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobSchemas(self, request, context):
+        """Lists a queue's job data schemas.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -323,6 +348,16 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.RemoveSchedule,
                     request_deserializer=jobbroker_dot_v1_dot_queue__service__pb2.RemoveScheduleRequest.FromString,
                     response_serializer=jobbroker_dot_v1_dot_queue__service__pb2.RemoveScheduleResponse.SerializeToString,
+            ),
+            'SetJobSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetJobSchema,
+                    request_deserializer=jobbroker_dot_v1_dot_queue__service__pb2.SetJobSchemaRequest.FromString,
+                    response_serializer=jobbroker_dot_v1_dot_queue__service__pb2.SetJobSchemaResponse.SerializeToString,
+            ),
+            'ListJobSchemas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobSchemas,
+                    request_deserializer=jobbroker_dot_v1_dot_queue__service__pb2.ListJobSchemasRequest.FromString,
+                    response_serializer=jobbroker_dot_v1_dot_queue__service__pb2.ListJobSchemasResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -762,6 +797,60 @@ class QueueService:
             '/jobbroker.v1.QueueService/RemoveSchedule',
             jobbroker_dot_v1_dot_queue__service__pb2.RemoveScheduleRequest.SerializeToString,
             jobbroker_dot_v1_dot_queue__service__pb2.RemoveScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetJobSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobbroker.v1.QueueService/SetJobSchema',
+            jobbroker_dot_v1_dot_queue__service__pb2.SetJobSchemaRequest.SerializeToString,
+            jobbroker_dot_v1_dot_queue__service__pb2.SetJobSchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobSchemas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobbroker.v1.QueueService/ListJobSchemas',
+            jobbroker_dot_v1_dot_queue__service__pb2.ListJobSchemasRequest.SerializeToString,
+            jobbroker_dot_v1_dot_queue__service__pb2.ListJobSchemasResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -70,6 +70,12 @@ class QueueServiceStub:
     """Returns one repeatable job."""
     RemoveSchedule: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.RemoveScheduleRequest, _queue_service_pb2.RemoveScheduleResponse]
     """Removes a repeatable job (jobs it already added stay)."""
+    SetJobSchema: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.SetJobSchemaRequest, _queue_service_pb2.SetJobSchemaResponse]
+    """Sets the JSON Schema the data of a queue's jobs of one name must match (Add and AddBulk
+    refuse other data with INVALID_ARGUMENT), or removes it when `schema` is empty.
+    """
+    ListJobSchemas: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ListJobSchemasRequest, _queue_service_pb2.ListJobSchemasResponse]
+    """Lists a queue's job data schemas."""
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -113,6 +119,12 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Returns one repeatable job."""
     RemoveSchedule: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.RemoveScheduleRequest, _queue_service_pb2.RemoveScheduleResponse]  # type: ignore[assignment]
     """Removes a repeatable job (jobs it already added stay)."""
+    SetJobSchema: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.SetJobSchemaRequest, _queue_service_pb2.SetJobSchemaResponse]  # type: ignore[assignment]
+    """Sets the JSON Schema the data of a queue's jobs of one name must match (Add and AddBulk
+    refuse other data with INVALID_ARGUMENT), or removes it when `schema` is empty.
+    """
+    ListJobSchemas: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ListJobSchemasRequest, _queue_service_pb2.ListJobSchemasResponse]  # type: ignore[assignment]
+    """Lists a queue's job data schemas."""
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueueService is what operators use: queue counts, pause and resume, bulk clean-ups, limits,
@@ -249,5 +261,23 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.RemoveScheduleResponse, _abc.Awaitable[_queue_service_pb2.RemoveScheduleResponse]]:
         """Removes a repeatable job (jobs it already added stay)."""
+
+    @_abc_1.abstractmethod
+    def SetJobSchema(
+        self,
+        request: _queue_service_pb2.SetJobSchemaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.SetJobSchemaResponse, _abc.Awaitable[_queue_service_pb2.SetJobSchemaResponse]]:
+        """Sets the JSON Schema the data of a queue's jobs of one name must match (Add and AddBulk
+        refuse other data with INVALID_ARGUMENT), or removes it when `schema` is empty.
+        """
+
+    @_abc_1.abstractmethod
+    def ListJobSchemas(
+        self,
+        request: _queue_service_pb2.ListJobSchemasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.ListJobSchemasResponse, _abc.Awaitable[_queue_service_pb2.ListJobSchemasResponse]]:
+        """Lists a queue's job data schemas."""
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
