@@ -191,6 +191,22 @@ describe("jobs", () => {
     await assert.rejects(client.wait(queue, jobId), (error: Error) => error.name === "JobCancelled");
   });
 
+  it("checks job data against a schema set for its name, naming the field and the rule", async () => {
+    const queue = queueName();
+    const schema = { type: "object", required: ["userId"], properties: { userId: { type: "string" } } };
+    assert.equal(await client.setJobSchema(queue, "send", schema), true);
+    assert.equal(await client.setJobSchema(queue, "send", JSON.stringify(schema)), false);
+    assert.deepEqual(await client.jobSchemas(queue), { send: schema });
+    const bad = await client.add(queue, "send", { userId: 42 }).catch((e: unknown) => e);
+    assert.ok(bad instanceof InvalidArgument, String(bad));
+    assert.equal(bad.field, "data.userId");
+    await client.add(queue, "send", { userId: "u1" });
+    await client.add(queue, "other", { anything: true });
+    assert.equal(await client.setJobSchema(queue, "send", null), true);
+    await client.add(queue, "send", { userId: 42 });
+    assert.deepEqual(await client.jobSchemas(queue), {});
+  });
+
   it("gives up a wait at its deadline, and aborts on its signal", async () => {
     const queue = queueName();
     const { jobId } = await client.add(queue, "x");

@@ -330,4 +330,22 @@ export class QueueCalls extends BaseClient {
   async removeSchedule(queue: string, key: string, call?: CallOptions): Promise<void> {
     await this.unary(this.queueService(), "removeSchedule", { queue, key }, call);
   }
+
+  /**
+   * Make the broker check the data of every job named `name` added to `queue` against a JSON
+   * Schema (an object or JSON text); `null` removes the check. Whether the stored schema
+   * changed. A job whose data breaks it is refused with `InvalidArgument` naming the data's path
+   * (`field`) and the rule (docs/schemas.md).
+   */
+  async setJobSchema(queue: string, name: string, schema: object | string | null, call?: CallOptions): Promise<boolean> {
+    const text = schema === null ? "" : typeof schema === "string" ? schema : JSON.stringify(schema);
+    const reply = await this.unary(this.queueService(), "setJobSchema", { queue, name, schema: text }, call);
+    return reply.changed;
+  }
+
+  /** A queue's job data schemas, by job name. */
+  async jobSchemas(queue: string, call?: CallOptions): Promise<Record<string, unknown>> {
+    const reply = await this.unary(this.queueService(), "listJobSchemas", { queue }, call);
+    return Object.fromEntries(reply.schemas.map((item) => [item.name, JSON.parse(item.schema) as unknown]));
+  }
 }

@@ -45,6 +45,9 @@ export enum ErrorReason {
 
   /**
    * INVALID_ARGUMENT: a request field is missing or wrong; ErrorInfo metadata "field" names it.
+   * When a job's data breaks the JSON Schema of its name (QueueService.SetJobSchema), "field"
+   * is the path inside the data ("data.messages[0].content", "jobs[2].data.userId") and
+   * "rule" the schema keyword it broke ("type", "required", "maxLength"...).
    *
    * @generated from enum value: ERROR_REASON_INVALID_FIELD = 1;
    */
