@@ -170,6 +170,18 @@ async def test_set_refuses_unusable_schemas(
         await client.set_job_schema(queue, "send", [1, 2])
 
 
+async def test_a_schedule_is_checked_when_it_is_set(client: AsyncClient, queue: str) -> None:
+    await client.set_job_schema(queue, "generate-completion", Completion)
+    with pytest.raises(InvalidArgument) as refused:
+        await client.upsert_schedule(
+            queue, "nightly", "generate-completion", {**GOOD, "message": ""}, every=60
+        )
+    assert refused.value.field == "schedule.data.message"
+    assert await client.schedules(queue) == []
+    await client.upsert_schedule(queue, "nightly", "generate-completion", GOOD, every=60)
+    assert [s.key for s in await client.schedules(queue)] == ["nightly"]
+
+
 async def test_remove_and_list(client: AsyncClient, queue: str) -> None:
     await client.set_job_schema(queue, "a", {"type": "object"})
     await client.set_job_schema(queue, "b", Completion)

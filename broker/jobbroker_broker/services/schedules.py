@@ -72,6 +72,9 @@ class Schedules:
         job = validation.new_job(
             schedule.name, schedule.data, schedule.options, F, self.parts.settings
         )
+        # The jobs it adds are checked now, once: a schedule's data never changes between runs.
+        if schemas := await self.parts.schemas.of(schedule.queue):  # job_schemas.py
+            schemas.check(job, f"{F}.")
         stored = await self.store.upsert(schedule, job[1:])
         return pb.UpsertScheduleResponse(schedule=stored)
 
