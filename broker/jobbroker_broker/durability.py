@@ -17,7 +17,7 @@ import redis.exceptions
 from redis.asyncio import RedisCluster
 
 from .connection import Client, RedisConnection
-from .errors import Unavailable
+from .errors import DurabilityTimeout, Unavailable
 from .keys import QueueKeys
 from .scripts import Arg, Scripts
 from .settings import ConfigError, Settings
@@ -130,12 +130,11 @@ class Durability:
             if isinstance(waited, Exception):
                 raise waited
             if not self._acknowledged(waited):
-                raise Unavailable(
+                raise DurabilityTimeout(
                     f"the job was written to the Redis primary but not confirmed "
                     f"{self._what()} within {self.timeout_ms} ms: it may exist, and may be lost "
                     "if the primary fails now. Check with GetStatus, or add it again with the "
                     "same job id",
-                    "DURABILITY_TIMEOUT",
                     queue=queue.queue,
                 )
             return out

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from jobbroker.v1 import job_pb2, queue_service_pb2
 
-from .errors import FailedPrecondition
+from .errors import JobActive
 from .store import Store, redis_errors
 
 BULK_BATCH = 200
@@ -144,10 +144,8 @@ class QueueStore:
                 await self.store.call("obliterate", queue, [self.batch, "1" if force else ""])
             )
             if removed < 0:
-                raise FailedPrecondition(
-                    f"queue {queue} has active jobs; cancel them first or pass force",
-                    "JOB_ACTIVE",
-                    queue=queue,
+                raise JobActive(
+                    f"queue {queue} has active jobs; cancel them first or pass force", queue=queue
                 )
             if removed == 0:
                 await self.store.forget_queue(queue)

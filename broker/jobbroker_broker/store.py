@@ -152,7 +152,7 @@ class Store:
     ) -> list[tuple[str, int, bool]]:
         """Add validated jobs (17 values each) all or none; returns (id, state, duplicate)."""
         out = await self._add(queue, jobs, "")
-        if len(out) == 2:  # {'DUPLICATE', id}: a success has 3 values per job
+        if len(out) == 2:  # {JOB_ID_CONFLICT, id}: a success has 3 values per job
             raise _conflict(queue, _decode(out[1]))
         return [
             (_decode(out[i]), _state(out[i + 1]), out[i + 2] == 1) for i in range(0, len(out), 3)
@@ -167,7 +167,7 @@ class Store:
         results: list[tuple[str, int, bool] | BrokerError] = []
         for i in range(0, len(out), 3):
             job_id = _decode(out[i])
-            if out[i + 1] == b"DUPLICATE":
+            if out[i + 1] == b"JOB_ID_CONFLICT":
                 results.append(_conflict(queue, job_id))
             else:
                 results.append((job_id, _state(out[i + 1]), out[i + 2] == 1))

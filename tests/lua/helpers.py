@@ -200,7 +200,7 @@ class LuaQueue:
 
     def add_all(self, *specs: JobSpec) -> list[Added]:
         out = self.add_raw(*specs)
-        assert out[:1] != ["DUPLICATE"], out
+        assert out[:1] != ["JOB_ID_CONFLICT"], out
         self.registered_now = out.pop() == 1  # the queue was not registered before this add
         return [Added(out[i], out[i + 1], out[i + 2] == 1) for i in range(0, len(out), 3)]
 

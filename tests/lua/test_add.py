@@ -121,7 +121,7 @@ def test_custom_id_conflict_writes_nothing(lua: LuaQueue) -> None:
         JobSpec(id="x", name="charge", data='{"cents": 100}', content_type="text/plain"),
     ):
         out = lua.add_raw(JobSpec(name="innocent"), conflicting, JobSpec(id="y"))
-        assert out == ["DUPLICATE", "x"]
+        assert out == ["JOB_ID_CONFLICT", "x"]
 
     assert lua.r.get(lua.keys.key("ids")) == before_ids
     assert lua.members("waiting") == ["x"]
@@ -139,7 +139,7 @@ def test_same_custom_id_twice_in_one_batch(lua: LuaQueue) -> None:
     assert lua.event_types() == ["added", "duplicated"]
 
     out = lua.add_raw(JobSpec(id="pair", data="1"), JobSpec(id="pair", data="2"))
-    assert out == ["DUPLICATE", "pair"]
+    assert out == ["JOB_ID_CONFLICT", "pair"]
     assert lua.job("pair") == {}
 
 
@@ -220,10 +220,10 @@ def test_each_on_its_own_a_conflict_fails_only_that_job(lua: LuaQueue) -> None:
     assert out.pop() == 0
     assert [tuple(out[i : i + 3]) for i in range(0, len(out), 3)] == [
         ("1", "waiting", 0),
-        ("x", "DUPLICATE", 0),
+        ("x", "JOB_ID_CONFLICT", 0),
         ("x", "waiting", 1),
         ("y", "waiting", 0),
-        ("y", "DUPLICATE", 0),
+        ("y", "JOB_ID_CONFLICT", 0),
         ("2", "waiting", 0),
     ]
     assert lua.job("x")["data"] == '{"cents": 100}'

@@ -67,15 +67,15 @@ def test_cancel_of_a_finished_job(lua: LuaQueue) -> None:
     leased = lua.lease_one()
     lua.complete("j", leased.token)
     last = lua.last_event_id()
-    assert lua.cancel("j") == ["ALREADY_FINISHED", "completed"]
+    assert lua.cancel("j") == ["JOB_FINISHED", "completed"]
     assert lua.state("j") == "completed"
     assert lua.events(after=last) == []
 
     lua.add(JobSpec(id="k"))
     lua.cancel("k")
-    assert lua.cancel("k") == ["ALREADY_FINISHED", "cancelled"]
+    assert lua.cancel("k") == ["JOB_FINISHED", "cancelled"]
 
 
 def test_cancel_of_an_unknown_job(lua: LuaQueue) -> None:
-    assert lua.cancel("nope") == ["NOT_FOUND", ""]
+    assert lua.cancel("nope") == ["JOB_NOT_FOUND", ""]
     assert lua.events() == []

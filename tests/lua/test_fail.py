@@ -180,7 +180,7 @@ def test_fail_with_a_stale_token_changes_nothing(lua: LuaQueue) -> None:
     before = lua.job("j")
     last = lua.last_event_id()
     assert lua.fail("j", old.token) == ("LEASE_SUPERSEDED", "active", 0)
-    assert lua.fail("missing", old.token) == ("NOT_FOUND", "", 0)
+    assert lua.fail("missing", old.token) == ("JOB_NOT_FOUND", "", 0)
     assert lua.job("j") == before
     assert lua.events(after=last) == []
 

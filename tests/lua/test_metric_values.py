@@ -46,7 +46,7 @@ def test_complete_and_fail_report_how_long_the_attempt_ran(lua: LuaQueue) -> Non
     assert out[:3] == ["", "waiting", 0]
     assert before - started <= out[3] <= after - started
 
-    assert lua.complete_rows(("c", "1-forged", "1", "")) == [("NOT_ISSUED", "completed", 0)]
+    assert lua.complete_rows(("c", "1-forged", "1", "")) == [("INVALID_FIELD", "completed", 0)]
 
 
 def test_reap_counts_stalls_failures_and_retries(lua: LuaQueue) -> None:

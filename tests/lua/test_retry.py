@@ -70,13 +70,13 @@ def test_retry_restarts_the_lifespan(lua: LuaQueue) -> None:
 
 def test_retry_of_a_job_that_has_not_finished(lua: LuaQueue) -> None:
     lua.add(JobSpec(id="j"))
-    assert lua.retry("j") == ["NOT_RETRYABLE", "waiting"]
+    assert lua.retry("j") == ["JOB_NOT_RETRYABLE", "waiting"]
     leased = lua.lease_one()
-    assert lua.retry("j") == ["NOT_RETRYABLE", "active"]
+    assert lua.retry("j") == ["JOB_NOT_RETRYABLE", "active"]
     lua.complete("j", leased.token)
-    assert lua.retry("j") == ["NOT_RETRYABLE", "completed"]
+    assert lua.retry("j") == ["JOB_NOT_RETRYABLE", "completed"]
     assert lua.where("j") == ["completed"]
 
 
 def test_retry_of_an_unknown_job(lua: LuaQueue) -> None:
-    assert lua.retry("nope") == ["NOT_FOUND", ""]
+    assert lua.retry("nope") == ["JOB_NOT_FOUND", ""]

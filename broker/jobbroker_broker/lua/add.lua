@@ -14,8 +14,8 @@
   Output: a flat list of {id, state, duplicate (0/1)} per job, then 1 when the queue was not
     registered yet (its meta hash has no `reg` field: new, or obliterated since) else 0. A
     custom id that names an existing job (or an earlier job of the call) with another name or
-    data is a conflict: all or none, {'DUPLICATE', id} and nothing is written; each on its
-    own, that job's state is 'DUPLICATE' and it is not written.
+    data is a conflict: all or none, {'JOB_ID_CONFLICT', id} and nothing is written; each on its
+    own, that job's state is 'JOB_ID_CONFLICT' and it is not written.
 ]]
 -- @include lib/base.lua
 -- @include lib/add_job.lua
@@ -65,9 +65,9 @@ for i = 0, n - 1 do
   end
   if conflict then
     if not each then
-      return done({'DUPLICATE', id})
+      return done({'JOB_ID_CONFLICT', id})
     end
-    dup[i] = 'DUPLICATE'
+    dup[i] = 'JOB_ID_CONFLICT'
   elseif not dup[i] and (tonumber(ARGV[b + 6]) or 0) <= 0 then
     to_wait = to_wait + 1
   end
@@ -89,7 +89,7 @@ for i = 0, n - 1 do
   local b = FIRST + i * ADD_WIDTH
   local id = ARGV[b]
   local prior = dup[i]
-  if prior == 'DUPLICATE' then
+  if prior == 'JOB_ID_CONFLICT' then
     out[#out + 1] = id
     out[#out + 1] = prior
     out[#out + 1] = 0

@@ -6,7 +6,7 @@
     ARGV[1] events maxlen
     ARGV[2] job id
     ARGV[3] reason
-  Output: {'', state after} or {error reason, state}: NOT_FOUND, or ALREADY_FINISHED.
+  Output: {'', state after} or {error reason, state}: JOB_NOT_FOUND, or JOB_FINISHED.
 ]]
 -- @include lib/base.lua
 -- @include lib/finish.lua
@@ -17,7 +17,7 @@ local jkey = job_key(prefix, id)
 local f = redis.call('HMGET', jkey, 'st', 'cr', 'fn', 'w', 'grp')
 local st = f[1]
 if not st then
-  return done({'NOT_FOUND', ''})
+  return done({'JOB_NOT_FOUND', ''})
 end
 local now = now_ms()
 if st == 'waiting' or st == 'delayed' then
@@ -37,4 +37,4 @@ if st == 'active' then
   end
   return done({'', 'active'})
 end
-return done({'ALREADY_FINISHED', st})
+return done({'JOB_FINISHED', st})

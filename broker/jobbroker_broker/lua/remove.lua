@@ -4,7 +4,7 @@
   Input:
     ARGV[1] events maxlen
     ARGV[2] job id
-  Output: {'', state it was in} or {error reason, state}: NOT_FOUND, or ACTIVE.
+  Output: {'', state it was in} or {error reason, state}: JOB_NOT_FOUND, or JOB_ACTIVE.
 ]]
 -- @include lib/base.lua
 -- @include lib/groups.lua
@@ -13,10 +13,10 @@ local prefix, id = KEYS[1], ARGV[2]
 local f = redis.call('HMGET', job_key(prefix, id), 'st', 'grp')
 local st = f[1]
 if not st then
-  return done({'NOT_FOUND', ''})
+  return done({'JOB_NOT_FOUND', ''})
 end
 if st == 'active' then
-  return done({'ACTIVE', st})
+  return done({'JOB_ACTIVE', st})
 end
 for i = 2, 7 do
   redis.call('ZREM', KEYS[i], id)

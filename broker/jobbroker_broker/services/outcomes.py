@@ -28,7 +28,7 @@ Report = CompleteRequest | FailRequest | ReleaseRequest
 
 def token(value: str, field: str) -> str:
     """A lease token's shape: ``<fence>-<id>`` as Lease hands them out. Whether the broker gave
-    it for the job is the script's to judge (NOT_ISSUED), but a token of another shape is
+    it for the job is the script's to judge (INVALID_FIELD), but a token of another shape is
     refused here, before the check that a lease belongs to the caller's API token, which would
     otherwise answer that it was "taken with another token"."""
     if not value:

@@ -136,14 +136,15 @@ local function retain(prefix, set_key, id, policy, now)
 end
 
 -- Check that `token` holds the live lease on a job, reading the fields named after `now` in
--- the same HMGET. Returns nil when it does, else a reason (NOT_FOUND, NOT_ISSUED,
--- LEASE_EXPIRED or LEASE_SUPERSEDED); then the job's state, and the fields read (the extra ones
--- from index 4).
+-- the same HMGET. Returns nil when it does, else a reason (JOB_NOT_FOUND, INVALID_FIELD: the
+-- token was never issued for this job, LEASE_EXPIRED or LEASE_SUPERSEDED); then the job's
+-- state, and the fields read (the extra ones from index 4). Reasons are ErrorReason names
+-- (error_reason.proto), as every script's.
 local function check_lease(jkey, token, now, ...)
   local f = redis.call('HMGET', jkey, 'st', 'tok', 'le', ...)
   local st, tok, le = f[1], f[2], f[3]
   if not st then
-    return 'NOT_FOUND', ''
+    return 'JOB_NOT_FOUND', ''
   end
   if tok ~= token then
     -- Each lease of a job takes the next fence and the job keeps the token of its newest one,
@@ -152,7 +153,7 @@ local function check_lease(jkey, token, now, ...)
     -- that another one replaced.
     local given = fence_of(token)
     if given == 0 or given >= fence_of(tok) then
-      return 'NOT_ISSUED', st
+      return 'INVALID_FIELD', st
     end
     return 'LEASE_SUPERSEDED', st
   end
