@@ -87,7 +87,7 @@ def test_unknown_job(lua: LuaQueue) -> None:
 
 def test_complete_of_a_cancel_requested_job_ends_it_cancelled(lua: LuaQueue) -> None:
     leased = leased_job(lua)
-    assert lua.cancel("j") == ["", "active"]
+    assert lua.cancel("j") == ("", "active")
     assert lua.complete("j", leased.token, "late") == ("", "cancelled")
     job = lua.job("j")
     assert job["st"] == "cancelled"

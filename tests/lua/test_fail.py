@@ -38,7 +38,7 @@ def retry_delays(lua: LuaQueue, spec: JobSpec, rand: float = 0.0) -> list[range]
         assert lua.score("delayed", leased.id) == run_at
         assert int(lua.job(leased.id)["ra"]) == run_at
         windows.append(range(run_at - after, run_at - before + 1))
-        assert lua.promote(leased.id) == ["", "waiting"]
+        assert lua.promote(leased.id) == ("", "waiting")
 
 
 def assert_delays(windows: list[range], expected: list[int]) -> None:

@@ -68,7 +68,7 @@ def test_release_with_a_stale_token_changes_nothing(lua: LuaQueue) -> None:
     assert lua.release("j", old.token) == ("LEASE_SUPERSEDED", "active")
     assert lua.release("nope", old.token) == ("JOB_NOT_FOUND", "")
     assert lua.where("j") == ["active"]
-    assert lua.score("active", "j") == new.lease_expiry
+    assert lua.score("active", "j") == new.lease_expires_at
     assert lua.events(after=last) == []
 
 

@@ -119,7 +119,7 @@ def test_stale_token_from_an_older_lease_is_superseded(lua: LuaQueue) -> None:
     out = lua.report(Update("j", old.token, lease_ms=60_000, percent=99, logs=["stale"]))
     assert out == [("LEASE_SUPERSEDED", "active")]
     assert lua.job("j") == before
-    assert lua.score("active", "j") == new.lease_expiry
+    assert lua.score("active", "j") == new.lease_expires_at
     assert lua.logs("j") == []
     assert lua.events(after=last) == []
 
@@ -130,7 +130,7 @@ def test_live_token_past_its_deadline_is_expired(lua: LuaQueue) -> None:
     time.sleep(0.1)
     out = lua.report(Update("j", leased.token, lease_ms=60_000, percent=1))
     assert out == [("LEASE_EXPIRED", "active")]
-    assert lua.score("active", "j") == leased.lease_expiry
+    assert lua.score("active", "j") == leased.lease_expires_at
     assert "pp" not in lua.job("j")
 
 

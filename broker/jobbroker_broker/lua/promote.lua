@@ -2,9 +2,11 @@
   Promote one delayed job to waiting now.
   Keys: prefix waiting delayed events seq
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] job id
-  Output: {'', 'waiting'} or {error reason, state}: JOB_NOT_FOUND, or JOB_NOT_DELAYED.
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] id: job id
+  Output: {reason, state}
+    reason '' and state waiting when done; else JOB_NOT_FOUND, or JOB_NOT_DELAYED with the
+    job's state.
 ]]
 -- @include lib/base.lua
 

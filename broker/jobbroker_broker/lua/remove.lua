@@ -2,9 +2,10 @@
   Remove a job that is not active, with its logs.
   Keys: prefix waiting delayed completed failed cancelled expiring events meta
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] job id
-  Output: {'', state it was in} or {error reason, state}: JOB_NOT_FOUND, or JOB_ACTIVE.
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] id: job id
+  Output: {reason, state}
+    reason '' and the state it was in when done; else JOB_NOT_FOUND, or JOB_ACTIVE.
 ]]
 -- @include lib/base.lua
 -- @include lib/groups.lua

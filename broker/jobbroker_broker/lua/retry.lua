@@ -2,9 +2,11 @@
   Retry a failed or cancelled job: back to waiting with a fresh set of attempts.
   Keys: prefix waiting failed cancelled expiring events seq
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] job id
-  Output: {'', 'waiting'} or {error reason, state}: JOB_NOT_FOUND, or JOB_NOT_RETRYABLE.
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] id: job id
+  Output: {reason, state}
+    reason '' and state waiting when done; else JOB_NOT_FOUND, or JOB_NOT_RETRYABLE with the
+    job's state.
 ]]
 -- @include lib/base.lua
 -- @include lib/retry.lua

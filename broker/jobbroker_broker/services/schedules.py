@@ -72,7 +72,7 @@ class Schedules:
         job = validation.new_job(
             schedule.name, schedule.data, schedule.options, F, self.parts.settings
         )
-        stored = await self.store.upsert(schedule, job[1:])
+        stored = await self.store.upsert(schedule, job)
         return pb.UpsertScheduleResponse(schedule=stored)
 
     async def list(self, request: pb.ListSchedulesRequest) -> pb.ListSchedulesResponse:

@@ -1,14 +1,8 @@
 -- Shared helpers, inlined into each script by scripts.py at load time.
 --
--- Job hash fields: name data dct (data content type) st (state) ct (created) sa (started)
--- dly (delay option)
--- fa (finished) ra (run at, delayed) pri lifo atm (max attempts) am (attempts made)
--- bt bd bj bx (backoff type, delay, jitter, max) tmo (timeout) lsp (lifespan) rc rf (retention
--- on complete / on fail: "remove,keep_last,keep_age_ms") w (worker) tok (lease token) fn (fence)
--- le (lease expiry) lms (lease ms) to (attempt timeout at; le and to stay on a completed job as
--- the record of its last lease, they mean something only while the job is active) cr crr (cancel requested, reason)
--- sc (stalled count) pp pv pvt (progress percent, value, value type) res rct (result, type)
--- fr fm fty fsk fat (failure reason, message, type, stack, attempt).
+-- The fields of the job hash and of the queue's meta hash are named in one place,
+-- contracts/hashes.py (JobField, MetaField), with what each holds; tests/lua/test_hash_fields.py
+-- checks that the scripts use no other.
 --
 -- Every key is derived from the queue prefix KEYS[1] ("jb:{queue}:"), so all of them carry the
 -- queue's hash tag and live in one cluster slot.
