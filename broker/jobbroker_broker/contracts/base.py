@@ -4,7 +4,7 @@ A contract is the Python side of a script's header (``lua/<name>.lua``): the que
 takes, in order; its fixed arguments, a NamedTuple whose fields are the ARGV in order; what one
 item of a batch is (a NamedTuple too), repeated after the fixed arguments; and the shape of its
 reply, which decodes the flat list Redis answers into dataclasses. Callers build arguments and
-read replies by name only; the positions live here, once, and tests/lua/test_contracts.py
+read replies by name only; the positions live here, once, and tests/lua/test_keys_contract.py
 checks every declaration against its script's header.
 
 Header notation (what the test parses)::
@@ -12,7 +12,7 @@ Header notation (what the test parses)::
     Keys: prefix waiting active
     Input:
       ARGV[1] maxlen: what it is
-      ARGV[2] count: ...
+      ARGV[2] job_count: ...
       then per job:
         id: what it is
         log_lines...: a counted tail: the number of values L, then L values
@@ -20,7 +20,9 @@ Header notation (what the test parses)::
 
 Output shapes: ``name`` (one value), ``{a, b, rest...}`` (a list; a last name with ``...``
 takes the remaining values), ``per <item> {a, b}`` (rows of a fixed width) and
-``per <item> {a, b} then {c}`` (rows, then a list of fixed length).
+``per <item> {a, b} then {c}`` (rows, then a list of fixed length). A long layout may go on
+over the next lines until its braces close; prose about the reply follows, indented. Names are
+Python identifiers (and not a tuple method's: ``count``, ``index``).
 """
 
 from __future__ import annotations
