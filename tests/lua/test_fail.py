@@ -206,10 +206,10 @@ def test_fail_of_a_cancel_requested_job_ends_it_cancelled(lua: LuaQueue) -> None
 
 def test_remove_on_fail_applies_to_the_final_failure_only(lua: LuaQueue) -> None:
     leased = leased_job(lua, attempts=2, on_fail=retention(remove=True))
-    assert lua.fail("j", leased.token)[1] == "waiting"
+    assert lua.fail_row("j", leased.token).state == "waiting"
     assert lua.state("j") == "waiting"
     again = lua.lease_one()
-    assert lua.fail("j", again.token)[1] == "failed"
+    assert lua.fail_row("j", again.token).state == "failed"
     assert lua.job("j") == {}
     assert lua.where("j") == []
     assert lua.event_types("j")[-2:] == ["failed", "retries-exhausted"]
