@@ -19,8 +19,9 @@ import uuid
 
 import redis
 from jobbroker.v1 import job_pb2
+from jobbroker_broker.contracts.leases import CompleteItem
 from jobbroker_broker.settings import Settings
-from jobbroker_broker.store import Outcome, Store
+from jobbroker_broker.store import Store
 from jobbroker_broker.validation import new_job
 from redis.asyncio import Redis
 from support import remove_queue
@@ -50,7 +51,7 @@ async def run(url: str, jobs: int, batch: int) -> dict[str, float]:
             before = _evalsha_usec(sync)
             leased, _ = await store.lease(queue, "bench", batch, 30_000)
             costs["lease"].append((_evalsha_usec(sync) - before) / len(leased))
-            items = [Outcome(j.job_id, j.token, [b"", ""]) for j in leased]
+            items = [CompleteItem(j.job_id, j.token, b"", "") for j in leased]
             before = _evalsha_usec(sync)
             results = await store.complete(queue, items)
             costs["complete"].append((_evalsha_usec(sync) - before) / len(leased))

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 
+from .contracts.jobs import AddJob
 from .errors import BrokerError
 from .store import Store
 
 Added = tuple[str, int, bool]
 """(job id, state, duplicate)."""
-_Waiter = tuple[list[str | bytes], asyncio.Future[Added]]
+_Waiter = tuple[AddJob, asyncio.Future[Added]]
 
 
 class AddBatcher:
@@ -29,8 +30,8 @@ class AddBatcher:
         self._pending: dict[str, list[_Waiter]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def add(self, queue: str, job: list[str | bytes]) -> Added:
-        """Add one validated job (add.lua's 17 values); raises the job's error."""
+    async def add(self, queue: str, job: AddJob) -> Added:
+        """Add one validated job; raises the job's error."""
         future: asyncio.Future[Added] = asyncio.get_running_loop().create_future()
         pending = self._pending.get(queue)
         if pending is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import logging
 
 import grpc
@@ -21,6 +23,7 @@ from .connection import RedisConnection
 from .events import EventHub
 from .gate import Gate
 from .health import Health
+from .loops import Loop
 from .maintenance import Maintenance
 from .metrics import Metrics
 from .metrics_server import MetricsEndpoint
@@ -44,7 +47,7 @@ _MIN_BACKLOG = 3_000
 """gRPC core's own bound on calls not yet taken by the server; never go below it."""
 
 
-__all__ = ["Broker", "ConfigError", "check_eviction_policy"]
+__all__ = ["Broker", "ConfigError", "State", "check_eviction_policy"]
 
 
 async def check_eviction_policy(connection: RedisConnection, settings: Settings) -> None:
@@ -117,20 +120,81 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+class State(enum.Enum):
+    """Where a :class:`Broker` is in its life; each state is entered once, in this order."""
+
+    NEW = "new"
+    """Made, not started (a start that failed goes straight to STOPPED)."""
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
 class Broker:
-    """One broker process' server. ``await start()``, then ``await stop()``."""
+    """One broker process' server. ``await start()``, then ``await stop()``.
+
+    Everything ``start`` opens (the Redis pools, the event hub, the health checker, the metrics
+    server, the gRPC server, the background loops) is entered on one ``AsyncExitStack`` as it
+    is opened, so a start that fails half-way closes what it had opened before raising, and
+    ``stop`` closes it all in the reverse order."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.state = State.NEW
         self.server: grpc.aio.Server | None = None
+        """The gRPC server while RUNNING (and STOPPING), else None."""
         self.port = 0
         self.token_watch: TokenWatch | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._server_grace = 0.0
 
     async def start(self) -> int:
+        """Start serving; returns the port. On failure everything opened so far is closed
+        (the broker is then STOPPED) and the error is raised."""
+        if self.state is not State.NEW:
+            raise RuntimeError(f"a broker starts once (this one is {self.state.value})")
+        try:
+            port = await self._open(self._stack)
+        except BaseException:
+            self.state = State.STOPPED
+            self.server = None
+            await self._stack.aclose()
+            raise
+        self.state = State.RUNNING
+        return port
+
+    async def _open(self, stack: contextlib.AsyncExitStack) -> int:
         settings = self.settings
         book = load_tokens(settings)
         credentials = server_credentials(settings)
+        await self._open_redis(stack)
+        server = self._build_server(book)
+        stack.push_async_callback(self._stop_server, server)
+        await self.health.check()
+        self._start_metrics(stack)
+        # Bound last: gRPC keeps the port of a server that never started until the process
+        # exits, so nothing that can fail comes between binding and starting.
+        address = f"{settings.host}:{settings.port}"
+        if credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, credentials)
+        await server.start()
+        self.server = server
+        self.health.start()
+        stack.push_async_callback(self.health.shutdown)
+        for loop in self._loops(book):
+            loop.start()
+            stack.push_async_callback(loop.close)
+        self._log_started(book, credentials is not None)
+        return self.port
+
+    async def _open_redis(self, stack: contextlib.AsyncExitStack) -> None:
+        """The Redis clients, checked (eviction policy, durability), and what reads through
+        them: the store and the event hub."""
+        settings = self.settings
         self.connection = RedisConnection(settings)
+        stack.push_async_callback(self.connection.aclose)
         self.redis = self.connection.client
         self.blocking_redis = self.connection.blocking
         await check_eviction_policy(self.connection, settings)
@@ -138,7 +202,13 @@ class Broker:
         self.store = Store(self.redis, settings, self.metrics)
         await self.store.durability.check(self.connection)
         self.hub = EventHub(self.store, self.blocking_redis)
+        stack.push_async_callback(self.hub.close)
+
+    def _build_server(self, book: TokenBook | None) -> grpc.aio.Server:
+        """The gRPC server with every service (not bound, not started)."""
+        settings = self.settings
         self.maintenance = Maintenance(self.store)
+        self.schedule_loop = ScheduleLoop(self.store)
         self.health = Health(self.connection, settings.health_interval)
         self.streams = OpenStreams(settings.max_streams_per_token)
         parts = Parts(
@@ -167,12 +237,10 @@ class Broker:
             ),
             server,
         )
-        address = f"{settings.host}:{settings.port}"
-        if credentials is None:
-            self.port = server.add_insecure_port(address)
-        else:
-            self.port = server.add_secure_port(address, credentials)
-        await self.health.check()
+        return server
+
+    def _start_metrics(self, stack: contextlib.AsyncExitStack) -> None:
+        settings = self.settings
         self.metrics_endpoint = MetricsEndpoint(self.metrics, self.store, settings)
         try:
             self.metrics_endpoint.start()
@@ -182,20 +250,22 @@ class Broker:
                 f"{getattr(exc, 'strerror', None) or exc}; choose another with --metrics-port "
                 "/ --metrics-host"
             ) from exc
-        await server.start()
-        self.server = server
-        self.health.start()
-        self.maintenance.start()
-        self.schedule_loop = ScheduleLoop(self.store)
-        self.schedule_loop.start()
+        stack.push_async_callback(self.metrics_endpoint.close)
+
+    def _loops(self, book: TokenBook | None) -> list[Loop]:
+        loops: list[Loop] = [self.maintenance, self.schedule_loop]
         if book is not None:
-            self.token_watch = TokenWatch(settings.auth_tokens_file, self.gate, self.streams)
-            self.token_watch.start()
+            self.token_watch = TokenWatch(self.settings.auth_tokens_file, self.gate, self.streams)
+            loops.append(self.token_watch)
+        return loops
+
+    def _log_started(self, book: TokenBook | None, tls: bool) -> None:
+        settings = self.settings
         log.info(
             "broker listening on %s:%d (%s, %s; redis %s)",
             settings.host,
             self.port,
-            "TLS" if credentials is not None else "plaintext",
+            "TLS" if tls else "plaintext",
             f"{len(book.entries)} tokens" if book is not None else "no authentication",
             settings.redis_url,
         )
@@ -206,7 +276,9 @@ class Broker:
                 settings.host,
                 self.port,
             )
-        return self.port
+
+    async def _stop_server(self, server: grpc.aio.Server) -> None:
+        await server.stop(self._server_grace)
 
     def reload_tokens(self) -> None:
         """Re-read the token file now (SIGHUP)."""
@@ -214,14 +286,24 @@ class Broker:
             self.token_watch.reload()
 
     async def stop(self, grace: float | None = None) -> None:
-        if self.server is None:
+        """Stop serving, gracefully, and close everything; a no-op unless RUNNING."""
+        if self.state is not State.RUNNING:
             return
-        grace = self.settings.shutdown_grace if grace is None else grace
+        self.state = State.STOPPING
+        try:
+            await self._drain(self.settings.shutdown_grace if grace is None else grace)
+        finally:
+            await self._stack.aclose()
+            self.server = None
+            self.state = State.STOPPED
+
+    async def _drain(self, grace: float) -> None:
         # Health first, so balancers and clients stop sending here. Then new calls are refused
         # with UNAVAILABLE / SHUTTING_DOWN (clients send them again elsewhere), long polls
         # return empty, and streams end with that status (worker streams once they have
         # acknowledged what they applied). Unary calls in flight get `grace` to finish; only
-        # then does the server stop (what is left after the grace is cancelled).
+        # then does the server stop (what is left after the grace is cancelled), and then the
+        # rest closes.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         await self.health.shutdown()
@@ -237,15 +319,7 @@ class Broker:
                 len(self.streams),
                 grace,
             )
-        await self.server.stop(max(0.0, min(1.0, deadline - loop.time())))
-        if self.token_watch is not None:
-            await self.token_watch.close()
-        await self.maintenance.close()
-        await self.schedule_loop.close()
-        await self.metrics_endpoint.close()
-        await self.hub.close()
-        await self.connection.aclose()
-        self.server = None
+        self._server_grace = max(0.0, min(1.0, deadline - loop.time()))
 
     async def wait(self) -> None:
         if self.server is not None:

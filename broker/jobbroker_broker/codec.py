@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 from jobbroker.v1 import events_pb2, job_pb2
 
+from .contracts.hashes import JobField as F
+
 STATES: dict[bytes, int] = {
     b"waiting": job_pb2.JOB_STATE_WAITING,
     b"delayed": job_pb2.JOB_STATE_DELAYED,
@@ -62,26 +64,29 @@ def payload(body: bytes | None, content_type: bytes | None) -> job_pb2.Payload:
 
 
 def progress(fields: Fields) -> job_pb2.Progress:
+    """A job's progress, from its hash (or an event, which names the fields alike)."""
     result = job_pb2.Progress()
-    percent = fields.get(b"pp")
+    percent = fields.get(F.PROGRESS_PERCENT)
     if percent:
         result.percent = float(percent)
-    value = fields.get(b"pv")
+    value = fields.get(F.PROGRESS_VALUE)
     if value is not None:
-        result.value.CopyFrom(payload(value, fields.get(b"pvt")))
+        result.value.CopyFrom(payload(value, fields.get(F.PROGRESS_VALUE_TYPE)))
     return result
 
 
 def failure(fields: Fields) -> job_pb2.Failure | None:
-    reason = _int(fields, b"fr")
+    """A job's failure, from its hash (or an event, which names the fields alike and gives
+    the attempt as ``a``)."""
+    reason = _int(fields, F.FAILURE_REASON)
     if not reason:
         return None
     return job_pb2.Failure(
         reason=reason,  # type: ignore[arg-type]
-        message=_text(fields, b"fm"),
-        error_type=_text(fields, b"fty"),
-        stack=_text(fields, b"fsk"),
-        attempt=_int(fields, b"fat") or _int(fields, b"a"),
+        message=_text(fields, F.FAILURE_MESSAGE),
+        error_type=_text(fields, F.FAILURE_TYPE),
+        stack=_text(fields, F.FAILURE_STACK),
+        attempt=_int(fields, F.FAILURE_ATTEMPT) or _int(fields, b"a"),
     )
 
 
@@ -96,22 +101,25 @@ def _retention(encoded: bytes | None) -> job_pb2.RetentionPolicy | None:
 
 def options(job_id: str, fields: Fields) -> job_pb2.JobOptions:
     opts = job_pb2.JobOptions(
-        priority=_int(fields, b"pri"),
-        lifo=fields.get(b"lifo") == b"1",
-        delay_ms=_int(fields, b"dly"),
-        attempts=_int(fields, b"atm") or 1,
-        timeout_ms=_int(fields, b"tmo"),
-        lifespan_ms=_int(fields, b"lsp"),
-        group=_text(fields, b"grp"),
+        priority=_int(fields, F.PRIORITY),
+        lifo=fields.get(F.LIFO) == b"1",
+        delay_ms=_int(fields, F.DELAY_MS),
+        attempts=_int(fields, F.ATTEMPTS) or 1,
+        timeout_ms=_int(fields, F.TIMEOUT_MS),
+        lifespan_ms=_int(fields, F.LIFESPAN_MS),
+        group=_text(fields, F.GROUP),
     )
     if not job_id.isdigit():
         opts.job_id = job_id
-    if b"bt" in fields:
-        opts.backoff.type = _int(fields, b"bt")  # type: ignore[assignment]
-        opts.backoff.delay_ms = _int(fields, b"bd")
-        opts.backoff.jitter = float(fields.get(b"bj") or 0)
-        opts.backoff.max_delay_ms = _int(fields, b"bx")
-    for name, key in ((b"rc", "remove_on_complete"), (b"rf", "remove_on_fail")):
+    if F.BACKOFF_TYPE in fields:
+        opts.backoff.type = _int(fields, F.BACKOFF_TYPE)  # type: ignore[assignment]
+        opts.backoff.delay_ms = _int(fields, F.BACKOFF_DELAY_MS)
+        opts.backoff.jitter = float(fields.get(F.BACKOFF_JITTER) or 0)
+        opts.backoff.max_delay_ms = _int(fields, F.BACKOFF_MAX_MS)
+    for name, key in (
+        (F.REMOVE_ON_COMPLETE, "remove_on_complete"),
+        (F.REMOVE_ON_FAIL, "remove_on_fail"),
+    ):
         policy = _retention(fields.get(name))
         if policy is not None:
             getattr(opts, key).CopyFrom(policy)
@@ -120,29 +128,31 @@ def options(job_id: str, fields: Fields) -> job_pb2.JobOptions:
 
 def job(queue: str, job_id: str, fields: Fields, log_count: int = 0) -> job_pb2.Job:
     """A job snapshot from its hash."""
-    state = STATES.get(fields.get(b"st", b""), job_pb2.JOB_STATE_UNSPECIFIED)
+    state = STATES.get(fields.get(F.STATE, b""), job_pb2.JOB_STATE_UNSPECIFIED)
     result = job_pb2.Job(
         id=job_id,
         queue=queue,
-        name=_text(fields, b"name"),
+        name=_text(fields, F.NAME),
         state=state,  # type: ignore[arg-type]
-        data=payload(fields.get(b"data"), fields.get(b"dct")),
+        data=payload(fields.get(F.DATA), fields.get(F.DATA_TYPE)),
         options=options(job_id, fields),
-        attempts_made=_int(fields, b"am"),
+        attempts_made=_int(fields, F.ATTEMPTS_MADE),
         progress=progress(fields),
-        created_at_ms=_int(fields, b"ct"),
-        started_at_ms=_int(fields, b"sa"),
-        finished_at_ms=_int(fields, b"fa"),
-        run_at_ms=_int(fields, b"ra"),
-        worker_id=_text(fields, b"w"),
-        lease_expires_at_ms=_int(fields, b"le") if state == job_pb2.JOB_STATE_ACTIVE else 0,
-        cancel_requested=fields.get(b"cr") == b"1",
-        cancel_reason=_text(fields, b"crr"),
-        stalled_count=_int(fields, b"sc"),
+        created_at_ms=_int(fields, F.CREATED_AT),
+        started_at_ms=_int(fields, F.STARTED_AT),
+        finished_at_ms=_int(fields, F.FINISHED_AT),
+        run_at_ms=_int(fields, F.RUN_AT),
+        worker_id=_text(fields, F.WORKER),
+        lease_expires_at_ms=(
+            _int(fields, F.LEASE_EXPIRES_AT) if state == job_pb2.JOB_STATE_ACTIVE else 0
+        ),
+        cancel_requested=fields.get(F.CANCEL_REQUESTED) == b"1",
+        cancel_reason=_text(fields, F.CANCEL_REASON),
+        stalled_count=_int(fields, F.STALLED_COUNT),
         log_count=log_count,
     )
-    if b"res" in fields:
-        result.result.CopyFrom(payload(fields[b"res"], fields.get(b"rct")))
+    if F.RESULT in fields:
+        result.result.CopyFrom(payload(fields[F.RESULT], fields.get(F.RESULT_TYPE)))
     fail = failure(fields)
     if fail is not None:
         result.failure.CopyFrom(fail)

@@ -17,9 +17,10 @@ import redis.exceptions
 from redis.asyncio import RedisCluster
 
 from .connection import Client, RedisConnection
-from .errors import Unavailable
+from .contracts import Arg, Contract
+from .errors import DurabilityTimeout, Unavailable
 from .keys import QueueKeys
-from .scripts import Arg, Scripts
+from .scripts import Scripts
 from .settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -101,11 +102,17 @@ class Durability:
         return int(reply) >= self.replicas
 
     async def call(
-        self, scripts: Scripts, client: Client, name: str, queue: QueueKeys, args: Sequence[Arg]
+        self,
+        scripts: Scripts,
+        client: Client,
+        contract: Contract[Any, Any],
+        queue: QueueKeys,
+        args: Sequence[Arg],
     ) -> Any:
-        """Run a writing script, then wait for its durability, on one connection."""
-        script = scripts.by_name[name]
-        keys = script.keys(queue)
+        """Run a writing script, then wait for its durability, on one connection; returns its
+        raw reply."""
+        script = scripts.by_name[contract.name]
+        keys = scripts.keys_of(script, queue)
         for _ in range(ATTEMPTS):
             await scripts.load_all_once()
             routing: dict[str, Any] = {}
@@ -130,12 +137,11 @@ class Durability:
             if isinstance(waited, Exception):
                 raise waited
             if not self._acknowledged(waited):
-                raise Unavailable(
+                raise DurabilityTimeout(
                     f"the job was written to the Redis primary but not confirmed "
                     f"{self._what()} within {self.timeout_ms} ms: it may exist, and may be lost "
                     "if the primary fails now. Check with GetStatus, or add it again with the "
                     "same job id",
-                    "DURABILITY_TIMEOUT",
                     queue=queue.queue,
                 )
             return out

@@ -34,7 +34,16 @@ from google.protobuf.message import DecodeError
 
 from . import access
 from .access import Identity
-from .errors import BrokerError, InvalidArgument, LimitExceeded, Unauthenticated, Unavailable, abort
+from .errors import (
+    BrokerError,
+    InvalidArgument,
+    LimitExceeded,
+    ShuttingDown,
+    TokenMalformed,
+    TokenMissing,
+    TokenUnknown,
+    abort,
+)
 from .interceptors import WrappingInterceptor, rebuild
 from .loops import wait_set
 from .settings import Settings
@@ -120,14 +129,9 @@ def bearer_token(context: Context) -> str:
         if key == "authorization":
             text = value.decode() if isinstance(value, bytes) else value
             if not text.lower().startswith(_BEARER):
-                raise Unauthenticated(
-                    "malformed authorization metadata: expected 'Bearer <token>'",
-                    "TOKEN_MALFORMED",
-                )
+                raise TokenMalformed("malformed authorization metadata: expected 'Bearer <token>'")
             return text[len(_BEARER) :].strip()
-    raise Unauthenticated(
-        "missing authorization metadata: send 'authorization: Bearer <token>'", "TOKEN_MISSING"
-    )
+    raise TokenMissing("missing authorization metadata: send 'authorization: Bearer <token>'")
 
 
 class Gate(WrappingInterceptor):
@@ -163,10 +167,8 @@ class Gate(WrappingInterceptor):
         entry = self.book.find(token)
         if entry is None:
             if not TOKEN_RE.fullmatch(token):
-                raise Unauthenticated(
-                    "malformed token: expected jbt_<id>_<secret>", "TOKEN_MALFORMED"
-                )
-            raise Unauthenticated("unknown or revoked token", "TOKEN_UNKNOWN")
+                raise TokenMalformed("malformed token: expected jbt_<id>_<secret>")
+            raise TokenUnknown("unknown or revoked token")
         return Identity(entry.id, entry.name, entry.grants)
 
     def admit(self, method: str, request: Any, context: Context) -> None:
@@ -262,7 +264,7 @@ class Gate(WrappingInterceptor):
         async def unary(request: Any, context: Context) -> Any:
             try:
                 if self.closing:
-                    raise Unavailable("the broker is shutting down; reconnect", "SHUTTING_DOWN")
+                    raise ShuttingDown("the broker is shutting down; reconnect")
                 self.admit(method, request, context)
             except BrokerError as error:
                 await abort(context, error)

@@ -68,9 +68,11 @@ class Health:
         self._task = asyncio.create_task(self._run(), name="health")
 
     async def shutdown(self) -> None:
+        """Stop checking and answer NOT_SERVING from now on (again: nothing more)."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         await self.servicer.enter_graceful_shutdown()

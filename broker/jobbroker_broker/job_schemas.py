@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import fastjsonschema
 import orjson
 
+from .contracts.jobs import AddJob
 from .errors import InvalidArgument, LimitExceeded
 from .store import Store, redis_errors
 from .validation import is_json
@@ -122,15 +123,14 @@ class QueueSchemas:
     def __bool__(self) -> bool:
         return bool(self.validators)
 
-    def check(self, job: Sequence[str | bytes], prefix: str = "") -> None:
-        """Check one validated job (the add script's values: id, name, data, content type...)
-        against its name's schema; SchemaViolation when it breaks it. ``prefix`` is the job's
-        place in the request (``jobs[2].``)."""
-        name = str(job[1])
+    def check(self, job: AddJob, prefix: str = "") -> None:
+        """Check one validated job against its name's schema; SchemaViolation when it breaks
+        it. ``prefix`` is the job's place in the request (``jobs[2].``)."""
+        name = job.name
         validate = self.validators.get(name)
         if validate is None:
             return
-        body, content_type = job[2], str(job[3])
+        body, content_type = job.data, job.data_type
         if not is_json(content_type):
             raise SchemaViolation(
                 f"{prefix}data.content_type",

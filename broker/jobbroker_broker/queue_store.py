@@ -13,15 +13,38 @@ from dataclasses import dataclass
 
 from jobbroker.v1 import job_pb2, queue_service_pb2
 
-from .errors import FailedPrecondition
+from .contracts import Contract
+from .contracts.hashes import MetaField
+from .contracts.queues import (
+    CLEAN,
+    DRAIN,
+    OBLITERATE,
+    PAUSE,
+    PROMOTE_DELAYED,
+    REFUSED,
+    RETRY_FAILED,
+    BulkArgs,
+    CleanArgs,
+    DrainArgs,
+    ObliterateArgs,
+    PauseArgs,
+)
+from .errors import JobActive
 from .store import Store, redis_errors
 
 BULK_BATCH = 200
 
 COUNTED_STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
-# Queue settings as stored in the queue's meta hash.
-_SETTINGS_FIELDS = ("rlm", "rld", "conc", "glm", "gld", "mst")
+# Queue settings as stored in the queue's meta hash, in QueueSettings' order (_settings).
+_SETTINGS_FIELDS = (
+    MetaField.RATE_MAX,
+    MetaField.RATE_MS,
+    MetaField.CONCURRENCY,
+    MetaField.GROUP_RATE_MAX,
+    MetaField.GROUP_RATE_MS,
+    MetaField.MAX_STALLED,
+)
 _CLEANABLE: dict[int, str] = {
     job_pb2.JOB_STATE_WAITING: "waiting",
     job_pb2.JOB_STATE_DELAYED: "delayed",
@@ -46,7 +69,7 @@ class QueueStore:
             async with self.store.redis.pipeline(transaction=False) as pipe:
                 for state in COUNTED_STATES:
                     pipe.zcard(keys.key(state))
-                pipe.hmget(keys.key("meta"), "parked", "paused", *_SETTINGS_FIELDS)
+                pipe.hmget(keys.key("meta"), MetaField.PARKED, MetaField.PAUSED, *_SETTINGS_FIELDS)
                 *counts, meta = await pipe.execute()
         return queue_service_pb2.QueueInfo(
             name=queue,
@@ -66,7 +89,7 @@ class QueueStore:
                     keys = self.store.keys(queue)
                     for state in COUNTED_STATES:
                         pipe.zcard(keys.key(state))
-                    pipe.hget(keys.key("meta"), "parked")
+                    pipe.hget(keys.key("meta"), MetaField.PARKED)
                 rows = await pipe.execute()
         return [
             _counts(rows[i * width : (i + 1) * width - 1], rows[(i + 1) * width - 1])
@@ -82,7 +105,7 @@ class QueueStore:
 
     async def pause(self, queue: str, paused: bool) -> bool:
         await self.store.remember_queue(queue)
-        changed = await self.store.call("pause", queue, [self._maxlen, "1" if paused else ""])
+        changed = await self.store.run(PAUSE, queue, PauseArgs(self._maxlen, "1" if paused else ""))
         return bool(changed)
 
     async def update_settings(
@@ -90,12 +113,12 @@ class QueueStore:
     ) -> queue_service_pb2.QueueSettings:
         await self.store.remember_queue(queue)
         values = {
-            "rlm": settings.rate_limit.max,
-            "rld": settings.rate_limit.duration_ms,
-            "conc": settings.concurrency,
-            "glm": settings.group_rate_limit.max,
-            "gld": settings.group_rate_limit.duration_ms,
-            "mst": settings.max_stalled,
+            MetaField.RATE_MAX: settings.rate_limit.max,
+            MetaField.RATE_MS: settings.rate_limit.duration_ms,
+            MetaField.CONCURRENCY: settings.concurrency,
+            MetaField.GROUP_RATE_MAX: settings.group_rate_limit.max,
+            MetaField.GROUP_RATE_MS: settings.group_rate_limit.duration_ms,
+            MetaField.MAX_STALLED: settings.max_stalled,
         }
         meta = self.store.keys(queue).key("meta")
         with redis_errors():
@@ -112,13 +135,8 @@ class QueueStore:
     async def drain(self, queue: str, include_delayed: bool) -> int:
         total = 0
         while True:
-            removed = int(
-                await self.store.call(
-                    "drain",
-                    queue,
-                    [self._maxlen, self.batch, "1" if include_delayed else "", total],
-                )
-            )
+            args = DrainArgs(self._maxlen, self.batch, "1" if include_delayed else "", total)
+            removed = await self.store.run(DRAIN, queue, args)
             total += removed
             if removed < self.batch:
                 return total
@@ -130,43 +148,40 @@ class QueueStore:
         while True:
             ask = min(self.batch, limit - len(removed))
             last = "1" if len(removed) + ask >= limit else ""
-            cursor, *ids = await self.store.call(
-                "clean", queue, [self._maxlen, name, grace_ms, ask, len(removed), cursor, last]
-            )
-            removed.extend(i.decode() for i in ids)
+            args = CleanArgs(self._maxlen, name, grace_ms, ask, len(removed), cursor, last)
+            cleaned = await self.store.run(CLEAN, queue, args)
+            removed.extend(i.decode() for i in cleaned.removed)
+            cursor = cleaned.cursor
             if cursor == -1 or len(removed) >= limit:
                 return removed
 
     async def obliterate(self, queue: str, force: bool) -> int:
         total = 0
         while True:
-            removed = int(
-                await self.store.call("obliterate", queue, [self.batch, "1" if force else ""])
-            )
-            if removed < 0:
-                raise FailedPrecondition(
-                    f"queue {queue} has active jobs; cancel them first or pass force",
-                    "JOB_ACTIVE",
-                    queue=queue,
+            args = ObliterateArgs(self.batch, "1" if force else "")
+            removed = await self.store.run(OBLITERATE, queue, args)
+            if removed == REFUSED:
+                raise JobActive(
+                    f"queue {queue} has active jobs; cancel them first or pass force", queue=queue
                 )
             if removed == 0:
                 await self.store.forget_queue(queue)
                 return total
             total += removed
 
-    async def _repeat(self, script: str, queue: str, batch: int) -> int:
+    async def _repeat(self, contract: Contract[BulkArgs, int], queue: str, batch: int) -> int:
         total = 0
         while True:
-            moved = int(await self.store.call(script, queue, [self._maxlen, batch]))
+            moved = await self.store.run(contract, queue, BulkArgs(self._maxlen, batch))
             total += moved
             if moved < batch:
                 return total
 
     async def retry_failed(self, queue: str) -> int:
-        return await self._repeat("retry_failed", queue, max(1, self.batch // 4))
+        return await self._repeat(RETRY_FAILED, queue, max(1, self.batch // 4))
 
     async def promote_delayed(self, queue: str) -> int:
-        return await self._repeat("promote_delayed", queue, max(1, self.batch // 2))
+        return await self._repeat(PROMOTE_DELAYED, queue, max(1, self.batch // 2))
 
 
 def _counts(counts: Sequence[int], parked: bytes | None) -> tuple[int, ...]:

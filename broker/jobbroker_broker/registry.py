@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
+from .contracts.workers import LIST_WORKERS, WORKER_SEEN, ListArgs, SeenArgs
 from .errors import BrokerError
 from .store import Store
 
@@ -78,9 +78,8 @@ class WorkerRegistry:
 
     async def _write(self, queue: str, worker_id: str, queues: str, merge: bool) -> None:
         try:
-            await self.store.call(
-                "worker_seen", queue, [worker_id, queues, "1" if merge else "0", WINDOW_MS]
-            )
+            args = SeenArgs(worker_id, queues, "1" if merge else "0", WINDOW_MS)
+            await self.store.run(WORKER_SEEN, queue, args)
         except BrokerError as error:
             # A lost sighting only delays the worker's listing; never fail the worker's call.
             self._written.pop((queue, worker_id), None)
@@ -109,17 +108,17 @@ class WorkerRegistry:
     async def list(self, queue: str) -> list[Worker]:
         """Workers seen in `queue` within :data:`WINDOW_MS`, most recent first; prunes the
         stale entries (at most :data:`MAX_PRUNE` per call)."""
-        rows: Any = await self.store.call(
-            "list_workers", queue, [WINDOW_MS, MAX_ACTIVE_SCAN, MAX_PRUNE]
+        rows = await self.store.run(
+            LIST_WORKERS, queue, ListArgs(WINDOW_MS, MAX_ACTIVE_SCAN, MAX_PRUNE)
         )
         workers = [
             Worker(
-                worker_id=_text(rows[i]),
-                last_seen_ms=int(rows[i + 1]),
-                queues=[q for q in _text(rows[i + 2]).split(",") if q],
-                active_jobs=int(rows[i + 3]),
+                worker_id=_text(row.worker),
+                last_seen_ms=int(row.last_seen),
+                queues=[q for q in _text(row.queues).split(",") if q],
+                active_jobs=int(row.active_jobs),
             )
-            for i in range(0, len(rows), 4)
+            for row in rows
         ]
         workers.sort(key=lambda w: (-w.last_seen_ms, w.worker_id))
         return workers

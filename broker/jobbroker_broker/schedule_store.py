@@ -2,7 +2,8 @@
 
 ``jb:{q}:schedule:<key>`` holds ``def`` (the normalized Schedule message), ``v`` (version,
 bumped by every upsert that changes it), ``nr`` (next run ms, 0 once ended), ``runs``, ``anc``
-(every_ms anchor) and the job template (``name data dct o1..o13``, the add script's values).
+(every_ms anchor) and the job template (``name data dct o1..o13``: see
+:func:`.contracts.schedules.template`).
 ``jb:{q}:schedules`` scores keys by next run (``+inf`` once ended). Next runs are computed here, in
 Python; ``fire_schedule.lua`` adds an occurrence's job only if the schedule still has the version
 and next run the caller read, so replicas racing on one occurrence add it once.
@@ -18,12 +19,12 @@ import redis.exceptions
 from jobbroker.v1 import queue_service_pb2 as pb
 
 from . import cron
+from .contracts import Arg
+from .contracts.jobs import AddJob
+from .contracts.schedules import FIRE_SCHEDULE, FireArgs, template
 from .errors import schedule_not_found
 from .keys import SCHEDULED_QUEUES_KEY
 from .store import Store, redis_errors
-
-TEMPLATE = ("name", "data", "dct", *(f"o{i}" for i in range(1, 14)))
-"""Hash fields of the job template, in the add script's order after the (empty) id."""
 
 
 def _text(value: bytes | str | None) -> str:
@@ -67,9 +68,9 @@ class ScheduleStore:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def upsert(self, definition: pb.Schedule, job: Sequence[str | bytes]) -> pb.Schedule:
-        """Create or replace a validated, normalized schedule (`job`: the add script's values
-        after the id). An upsert that changes nothing keeps the next run and runs, so callers
+    async def upsert(self, definition: pb.Schedule, job: AddJob) -> pb.Schedule:
+        """Create or replace a validated, normalized schedule (`job`: its job template, the id
+        unused). An upsert that changes nothing keeps the next run and runs, so callers
         may upsert at every start; one that changes anything keeps `runs` and recomputes the
         next run from now."""
         queue, key = definition.queue, definition.key
@@ -90,17 +91,15 @@ class ScheduleStore:
                         runs = int(current.get(b"runs", b"0"))
                         anchor = definition.start_at_ms or now
                         next_at = following_run(definition, anchor, runs, now - 1)
+                        fields: dict[str, Arg] = {
+                            "def": stored,
+                            "nr": next_at,
+                            "anc": anchor,
+                            "runs": runs,
+                        }
+                        fields.update(template(job))
                         pipe.multi()  # type: ignore[no-untyped-call]
-                        pipe.hset(
-                            hkey,
-                            mapping={
-                                "def": stored,
-                                "nr": next_at,
-                                "anc": anchor,
-                                "runs": runs,
-                                **dict(zip(TEMPLATE, job, strict=True)),
-                            },
-                        )
+                        pipe.hset(hkey, mapping=fields)  # type: ignore[arg-type]
                         pipe.hincrby(hkey, "v", 1)
                         pipe.zadd(zkey, {key: next_at or math.inf})
                         await pipe.execute()
@@ -190,18 +189,15 @@ class ScheduleStore:
             following = following_run(
                 definition, int(anchor or 0), int(runs or 0) + 1, max(occurrence, now_ms)
             )
-            out = await self.store.call(
-                "fire_schedule",
-                queue,
-                [
-                    self.store.settings.events_maxlen,
-                    key,
-                    _text(version),
-                    str(occurrence),
-                    str(following) if following else "",
-                ],
+            args = FireArgs(
+                self.store.settings.events_maxlen,
+                key,
+                _text(version),
+                str(occurrence),
+                str(following) if following else "",
             )
-            if out[0] != 1:
+            fired = await self.store.run(FIRE_SCHEDULE, queue, args)
+            if not fired.fired:
                 earliest = None
             elif following and earliest is not None:
                 earliest = min(earliest, following) if earliest else following

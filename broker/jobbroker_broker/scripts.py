@@ -1,8 +1,8 @@
-"""The Lua scripts: one file per state transition under ``lua/``, loaded once, called by name.
+"""The Lua scripts: one file per state transition under ``lua/``, loaded once, called through
+their contracts (:mod:`.contracts`: KEYS, ARGV and reply by name).
 
-Each script's header has a ``Keys:`` line naming, in order, the queue keys it takes as KEYS
-(see :mod:`keys`). ``-- @include lib/x.lua`` lines are replaced by that file's text, so shared
-helpers are written once.
+``-- @include lib/x.lua`` lines are replaced by that file's text, so shared helpers are written
+once.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import NoScriptError
 
+from .contracts import CONTRACTS, Arg, Contract
 from .keys import QueueKeys
 
-_INCLUDE = re.compile(r"^-- @include (\S+)$", re.MULTILINE)
-_KEYS_LINE = re.compile(r"^\s*Keys:\s*(.+)$", re.MULTILINE)
+__all__ = ["SCRIPT_NAMES", "Arg", "Script", "Scripts", "load_script"]
 
-Arg = str | bytes | int | float
+_INCLUDE = re.compile(r"^-- @include (\S+)$", re.MULTILINE)
 
 
 def _read(name: str) -> str:
@@ -43,51 +43,26 @@ def _expand(source: str, seen: frozenset[str] = frozenset()) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Script:
-    """One loaded script: its expanded source, SHA and the queue keys it takes."""
+    """One loaded script: its contract, expanded source and SHA."""
 
-    name: str
+    contract: Contract[Any, Any]
     source: str
     sha: str
-    key_names: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.contract.name
 
     def keys(self, queue: QueueKeys) -> list[str]:
-        return [queue.key(name) for name in self.key_names]
+        return [queue.key(name) for name in self.contract.keys]
 
 
 def load_script(name: str) -> Script:
     source = _expand(_read(f"{name}.lua"))
-    match = _KEYS_LINE.search(source)
-    if match is None:
-        raise ValueError(f"{name}.lua has no 'Keys:' line in its header")
-    key_names = tuple(match.group(1).split())
-    return Script(name, source, hashlib.sha1(source.encode()).hexdigest(), key_names)
+    return Script(CONTRACTS[name], source, hashlib.sha1(source.encode()).hexdigest())
 
 
-SCRIPT_NAMES = (
-    "add",
-    "lease",
-    "report",
-    "complete",
-    "fail",
-    "release",
-    "cancel",
-    "promote",
-    "promote_due",
-    "reap",
-    "expire",
-    "retry",
-    "remove",
-    "get",
-    "pause",
-    "drain",
-    "clean",
-    "obliterate",
-    "retry_failed",
-    "promote_delayed",
-    "fire_schedule",
-    "worker_seen",
-    "list_workers",
-)
+SCRIPT_NAMES = tuple(CONTRACTS)
 
 
 class Scripts:
@@ -99,7 +74,7 @@ class Scripts:
         self._keys: dict[tuple[str, str], list[str]] = {}
         self.loaded = False
 
-    def _keys_of(self, script: Script, queue: QueueKeys) -> list[str]:
+    def keys_of(self, script: Script, queue: QueueKeys) -> list[str]:
         cache_key = (script.name, queue.queue)
         keys = self._keys.get(cache_key)
         if keys is None:
@@ -108,9 +83,12 @@ class Scripts:
             keys = self._keys[cache_key] = script.keys(queue)
         return keys
 
-    async def call(self, name: str, queue: QueueKeys, args: Sequence[Arg]) -> Any:
-        script = self.by_name[name]
-        keys = self._keys_of(script, queue)
+    async def call(
+        self, contract: Contract[Any, Any], queue: QueueKeys, args: Sequence[Arg]
+    ) -> Any:
+        """The script's raw reply (decode it with ``contract.reply``)."""
+        script = self.by_name[contract.name]
+        keys = self.keys_of(script, queue)
         try:
             return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -119,11 +97,15 @@ class Scripts:
             return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
 
     def queue_call(
-        self, pipe: Pipeline | ClusterPipeline, name: str, queue: QueueKeys, args: Sequence[Arg]
+        self,
+        pipe: Pipeline | ClusterPipeline,
+        contract: Contract[Any, Any],
+        queue: QueueKeys,
+        args: Sequence[Arg],
     ) -> None:
         """Add a call to a pipeline; run :meth:`load_all_once` first (pipelines cannot re-load)."""
-        script = self.by_name[name]
-        keys = self._keys_of(script, queue)
+        script = self.by_name[contract.name]
+        keys = self.keys_of(script, queue)
         # execute_command, not evalsha(): redis-py's cluster pipeline refuses the evalsha()
         # method, though it routes a raw EVALSHA by its keys (all in the queue's slot).
         pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)

@@ -8,13 +8,51 @@ import os
 import random
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.exceptions
 from jobbroker.v1 import events_pb2, job_pb2, worker_service_pb2
 
 from . import codec
 from .connection import Client
+from .contracts import Contract
+from .contracts.base import RowsThen
+from .contracts.hashes import JobField
+from .contracts.jobs import (
+    ADD,
+    CANCEL,
+    CONFLICT,
+    GET,
+    PROMOTE,
+    REMOVE,
+    RETRY,
+    AddArgs,
+    Added,
+    AddJob,
+    AddTail,
+    CancelArgs,
+    GetArgs,
+    JobArgs,
+    Transition,
+)
+from .contracts.leases import (
+    COMPLETE,
+    CONCURRENCY_FULL,
+    FAIL,
+    LEASE,
+    PAUSED,
+    RELEASE,
+    REPORT,
+    BatchArgs,
+    CompleteItem,
+    FailItem,
+    LeaseArgs,
+    Outcome,
+    ReleaseItem,
+    ReportArgs,
+    ReportItem,
+)
+from .contracts.maintenance import EXPIRE, PROMOTE_DUE, REAP, PassArgs, ReapArgs
 from .durability import Durability
 from .errors import (
     AlreadyExists,
@@ -26,8 +64,22 @@ from .errors import (
 )
 from .keys import QUEUES_KEY, SCHEDULED_QUEUES_KEY, QueueKeys
 from .metrics import Metrics, count_redis_error
-from .scripts import Arg, Scripts
+from .scripts import Scripts
 from .settings import Settings
+
+__all__ = [
+    "CONCURRENCY_FULL",
+    "PAUSED",
+    "STATE_SETS",
+    "ItemResult",
+    "Outcome",
+    "Store",
+    "iterate_events",
+    "redis_errors",
+]
+
+A = TypeVar("A", bound=tuple[Any, ...])
+R = TypeVar("R")
 
 _UNAVAILABLE = (
     redis.exceptions.ConnectionError,
@@ -40,11 +92,6 @@ _UNAVAILABLE = (
     redis.exceptions.SlotNotCoveredError,
     OSError,
 )
-
-PAUSED = -1
-"""lease(): the queue is paused."""
-CONCURRENCY_FULL = -2
-"""lease(): the queue's concurrency limit is reached."""
 
 STATE_SETS = {
     job_pb2.JOB_STATE_WAITING: "waiting",
@@ -76,16 +123,6 @@ class ItemResult:
     """Lease expiry (renewals) or run-at (failures with backoff), in ms."""
 
 
-@dataclass(slots=True)
-class Outcome:
-    """One complete, fail or release of a leased job."""
-
-    job_id: str
-    token: str
-    args: list[Arg]
-    """The script's per-item values after id and token."""
-
-
 def _state(value: bytes | str) -> int:
     key = value if isinstance(value, bytes) else value.encode()
     return codec.STATES.get(key, job_pb2.JOB_STATE_UNSPECIFIED)
@@ -115,19 +152,25 @@ class Store:
             keys = self._keys[queue] = QueueKeys(queue)
         return keys
 
-    async def call(self, name: str, queue: str, args: Sequence[Arg]) -> Any:
-        """Run one script on one queue; Redis trouble becomes UNAVAILABLE."""
+    async def run(
+        self, contract: Contract[A, R], queue: str, args: A, items: Iterable[tuple[Any, ...]] = ()
+    ) -> R:
+        """Run one script on one queue, its reply decoded; Redis trouble becomes UNAVAILABLE."""
         with redis_errors():
-            return await self.scripts.call(name, self.keys(queue), args)
+            raw = await self.scripts.call(contract, self.keys(queue), contract.argv(args, items))
+        return contract.reply(raw)
 
-    async def call_durably(self, name: str, queue: str, args: Sequence[Arg]) -> Any:
-        """call(), acknowledged only once the write is as durable as ``durability`` asks."""
+    async def run_durably(
+        self, contract: Contract[A, R], queue: str, args: A, items: Iterable[tuple[Any, ...]] = ()
+    ) -> R:
+        """run(), acknowledged only once the write is as durable as ``durability`` asks."""
         if not self.durability.enabled:
-            return await self.call(name, queue, args)
+            return await self.run(contract, queue, args, items)
         with redis_errors():
-            return await self.durability.call(
-                self.scripts, self.redis, name, self.keys(queue), args
+            raw = await self.durability.call(
+                self.scripts, self.redis, contract, self.keys(queue), contract.argv(args, items)
             )
+        return contract.reply(raw)
 
     async def remember_queue(self, queue: str) -> None:
         """Put a queue in the registry (ListQueues, maintenance of every replica)."""
@@ -147,67 +190,63 @@ class Store:
 
     # --- producers -------------------------------------------------------------------------
 
-    async def add(
-        self, queue: str, jobs: Sequence[list[str | bytes]]
-    ) -> list[tuple[str, int, bool]]:
-        """Add validated jobs (17 values each) all or none; returns (id, state, duplicate)."""
-        out = await self._add(queue, jobs, "")
-        if len(out) == 2:  # {'DUPLICATE', id}: a success has 3 values per job
-            raise _conflict(queue, _decode(out[1]))
-        return [
-            (_decode(out[i]), _state(out[i + 1]), out[i + 2] == 1) for i in range(0, len(out), 3)
-        ]
+    async def add(self, queue: str, jobs: Sequence[AddJob]) -> list[tuple[str, int, bool]]:
+        """Add validated jobs all or none; returns (id, state, duplicate)."""
+        added = []
+        for row in (await self._add(queue, jobs, "")).rows:
+            if row.state == CONFLICT:  # all or none: then it is the only row
+                raise _conflict(queue, _decode(row.id))
+            added.append((_decode(row.id), _state(row.state), row.duplicate == 1))
+        return added
 
     async def add_each(
-        self, queue: str, jobs: Sequence[list[str | bytes]]
+        self, queue: str, jobs: Sequence[AddJob]
     ) -> list[tuple[str, int, bool] | BrokerError]:
         """Add validated jobs each on its own in one call: a conflicting custom id fails only
         its job. Per job (id, state, duplicate) or the job's error."""
-        out = await self._add(queue, jobs, "1")
+        reply = await self._add(queue, jobs, "1")
         results: list[tuple[str, int, bool] | BrokerError] = []
-        for i in range(0, len(out), 3):
-            job_id = _decode(out[i])
-            if out[i + 1] == b"DUPLICATE":
+        for row in reply.rows:
+            job_id = _decode(row.id)
+            if row.state == CONFLICT:
                 results.append(_conflict(queue, job_id))
             else:
-                results.append((job_id, _state(out[i + 1]), out[i + 2] == 1))
+                results.append((job_id, _state(row.state), row.duplicate == 1))
         return results
 
-    async def _add(self, queue: str, jobs: Sequence[list[str | bytes]], each: str) -> Any:
-        args: list[Arg] = [self._maxlen, len(jobs), each]
-        for job in jobs:
-            args.extend(job)
-        out = await self.call_durably("add", queue, args)
-        if len(out) != 2 and out.pop() == 1:
+    async def _add(self, queue: str, jobs: Sequence[AddJob], each: str) -> RowsThen[Added, AddTail]:
+        reply = await self.run_durably(ADD, queue, AddArgs(self._maxlen, len(jobs), each), jobs)
+        if reply.then.registered == 1:
             # The script saw the queue unregistered (new, or obliterated by any replica).
             await self.remember_queue(queue)
-        return out  # without the registration flag
+        return reply
 
     async def snapshot(self, queue: str, job_id: str) -> tuple[job_pb2.Job, str]:
         """The job and the id of the newest event its snapshot includes."""
-        fields, log_count, last_id = await self.call("get", queue, [job_id])
-        if not fields:
+        snap = await self.run(GET, queue, GetArgs(job_id))
+        if not snap.fields:
             raise job_not_found(queue, job_id)
-        mapping = dict(zip(fields[::2], fields[1::2], strict=True))
-        return codec.job(queue, job_id, mapping, log_count), _decode(last_id)
+        job = codec.job(queue, job_id, snap.mapping(), snap.log_count)
+        return job, _decode(snap.last_event_id)
 
-    async def _single(self, script: str, queue: str, job_id: str, *extra: Arg) -> int:
-        reason, state = await self.call(script, queue, [self._maxlen, job_id, *extra])
-        if reason:
-            raise item_error(_decode(reason), queue, job_id, _decode(state))
-        return _state(state)
+    async def _single(self, contract: Contract[A, Transition], queue: str, args: A) -> int:
+        done = await self.run(contract, queue, args)
+        if done.reason:
+            job_id: str = getattr(args, "id")  # noqa: B009 - every single-job script's has one
+            raise item_error(_decode(done.reason), queue, job_id, _decode(done.state))
+        return _state(done.state)
 
     async def cancel(self, queue: str, job_id: str, reason: str) -> int:
-        return await self._single("cancel", queue, job_id, reason)
+        return await self._single(CANCEL, queue, CancelArgs(self._maxlen, job_id, reason))
 
     async def retry(self, queue: str, job_id: str) -> int:
-        return await self._single("retry", queue, job_id)
+        return await self._single(RETRY, queue, JobArgs(self._maxlen, job_id))
 
     async def promote(self, queue: str, job_id: str) -> int:
-        return await self._single("promote", queue, job_id)
+        return await self._single(PROMOTE, queue, JobArgs(self._maxlen, job_id))
 
     async def remove(self, queue: str, job_id: str) -> int:
-        return await self._single("remove", queue, job_id)
+        return await self._single(REMOVE, queue, JobArgs(self._maxlen, job_id))
 
     async def list_jobs(
         self, queue: str, state: int, page_size: int, page_token: str, descending: bool
@@ -228,10 +267,11 @@ class Store:
                     pipe.hgetall(keys.job(_decode(job_id)))
                     pipe.llen(keys.logs(_decode(job_id)))
                 rows = await pipe.execute()
+        replies = iter(rows)  # a hash and a log count per job
         jobs = [
-            codec.job(queue, _decode(job_id), rows[2 * i], rows[2 * i + 1])
-            for i, job_id in enumerate(ids)
-            if rows[2 * i]
+            codec.job(queue, _decode(job_id), fields, log_count)
+            for job_id, fields, log_count in zip(ids, replies, replies, strict=True)
+            if fields
         ]
         next_offset = offset + len(ids)
         token = _encode_page_token(next_offset) if next_offset < total and ids else ""
@@ -283,98 +323,106 @@ class Store:
         """Lease up to `max_jobs`; also returns what held leasing back: 0 nothing, PAUSED,
         CONCURRENCY_FULL, or the ms until the rate-limit window ends. The lease tokens carry
         `tag` after their fence (the taker's token id, binding the leases to it)."""
-        out = await self.call(
-            "lease", queue, [self._maxlen, max_jobs, worker_id, lease_ms, tag + os.urandom(8).hex()]
-        )
-        held = int(out.pop())
+        args = LeaseArgs(self._maxlen, max_jobs, worker_id, lease_ms, tag + os.urandom(8).hex())
+        reply = await self.run(LEASE, queue, args)
+        rows = reply.rows
+        self.metrics.leased(queue, [row.wait_ms for row in rows])
         leased = []
-        self.metrics.leased(queue, out[13::14])
-        for i in range(0, len(out), 14):
+        for row in rows:
             # Built field by field: a Payload message passed to the constructor costs twice
             # the time of the whole rest (bench/profiling.md).
             job = worker_service_pb2.LeasedJob(
                 queue=queue,
-                job_id=out[i].decode(),
-                name=out[i + 1].decode(),
-                attempt=out[i + 4],
-                max_attempts=out[i + 5],
-                token=out[i + 6].decode(),
-                fence=out[i + 7],
-                lease_expires_at_ms=out[i + 8],
-                timeout_at_ms=out[i + 9],
+                job_id=row.id.decode(),
+                name=row.name.decode(),
+                attempt=row.attempt,
+                max_attempts=row.max_attempts,
+                token=row.token.decode(),
+                fence=row.fence,
+                lease_expires_at_ms=row.lease_expires_at,
+                timeout_at_ms=row.timeout_at,
             )
             data = job.data
-            data.body = out[i + 2]
-            if out[i + 3]:
-                data.content_type = out[i + 3].decode()
-            if out[i + 10] or out[i + 11]:
-                fields = {b"pp": out[i + 10], b"pv": out[i + 11], b"pvt": out[i + 12]}
-                job.progress.CopyFrom(codec.progress({k: v for k, v in fields.items() if v}))
+            data.body = row.data
+            if row.data_type:
+                data.content_type = row.data_type.decode()
+            if row.progress_percent or row.progress_value:
+                progress = {
+                    JobField.PROGRESS_PERCENT: row.progress_percent,
+                    JobField.PROGRESS_VALUE: row.progress_value,
+                    JobField.PROGRESS_VALUE_TYPE: row.progress_type,
+                }
+                job.progress.CopyFrom(codec.progress({k: v for k, v in progress.items() if v}))
             leased.append(job)
-        return leased, held
+        return leased, reply.then.held
 
     async def report(
         self, queue: str, updates: Sequence[worker_service_pb2.LeaseUpdate], lease_ms: Iterable[int]
     ) -> list[ItemResult]:
         """Renew leases with progress and logs; `lease_ms` gives each update's checked duration."""
-        args: list[Arg] = [self._maxlen, len(updates), self.settings.max_log_lines]
-        for update, duration in zip(updates, lease_ms, strict=True):
-            args += [update.job_id, update.token, duration]
-            if update.HasField("percent"):
-                args += ["1", repr(update.percent)]
-            else:
-                args += ["", ""]
-            if update.HasField("value"):
-                args += ["1", update.value.body, update.value.content_type]
-            else:
-                args += ["", "", ""]
-            args.append(len(update.log_lines))
-            args.extend(update.log_lines)
-        out = await self.call("report", queue, args)
+        items = [
+            ReportItem(
+                id=update.job_id,
+                token=update.token,
+                lease_ms=duration,
+                has_percent="1" if update.HasField("percent") else "",
+                percent=repr(update.percent) if update.HasField("percent") else "",
+                has_value="1" if update.HasField("value") else "",
+                value=update.value.body,
+                value_type=update.value.content_type,
+                log_lines=update.log_lines,
+            )
+            for update, duration in zip(updates, lease_ms, strict=True)
+        ]
+        args = ReportArgs(self._maxlen, len(items), self.settings.max_log_lines)
+        rows = await self.run(REPORT, queue, args, items)
         results = []
-        for i, update in enumerate(updates):
-            reason, value = out[2 * i], out[2 * i + 1]
-            if reason:
-                error = item_error(_decode(reason), queue, update.job_id, _decode(value))
-                results.append(ItemResult(error))
+        for item, row in zip(items, rows, strict=True):
+            if row.reason:
+                state = _decode(row.value) if isinstance(row.value, bytes) else str(row.value)
+                results.append(ItemResult(item_error(_decode(row.reason), queue, item.id, state)))
             else:
-                results.append(ItemResult(None, job_pb2.JOB_STATE_ACTIVE, int(value)))
+                results.append(ItemResult(None, job_pb2.JOB_STATE_ACTIVE, int(row.value)))
         return results
 
-    async def _outcomes(
-        self, script: str, queue: str, items: Sequence[Outcome], width: int
-    ) -> list[ItemResult]:
-        args: list[Arg] = [self._maxlen, len(items)]
-        for item in items:
-            args += [item.job_id, item.token, *item.args]
-        out = await self.call(script, queue, args)
+    async def complete(self, queue: str, items: Sequence[CompleteItem]) -> list[ItemResult]:
+        rows = await self.run(COMPLETE, queue, BatchArgs(self._maxlen, len(items)), items)
         results = []
         ended: list[tuple[bytes | str, int]] = []
-        for i, item in enumerate(items):
-            row = out[i * width : (i + 1) * width]
-            if row[0]:
-                error = item_error(_decode(row[0]), queue, item.job_id, _decode(row[1]))
-                results.append(ItemResult(error))
-                continue
-            results.append(ItemResult(None, _state(row[1]), int(row[2]) if width > 3 else 0))
-            if width > 2:  # complete and fail rows end with the attempt's run time
-                ended.append((row[1], int(row[-1])))
+        for item, row in zip(items, rows, strict=True):
+            if row.reason:
+                results.append(self._refused(queue, item.id, row.reason, row.state))
+            else:
+                results.append(ItemResult(None, _state(row.state)))
+                ended.append((row.state, row.run_ms))
         self.metrics.attempts_ended(queue, ended)
         return results
 
-    async def complete(self, queue: str, items: Sequence[Outcome]) -> list[ItemResult]:
-        """Items' args: result body, result content type."""
-        return await self._outcomes("complete", queue, items, 3)
+    async def fail(self, queue: str, items: Sequence[FailItem]) -> list[ItemResult]:
+        rows = await self.run(FAIL, queue, BatchArgs(self._maxlen, len(items)), items)
+        results = []
+        ended: list[tuple[bytes | str, int]] = []
+        for item, row in zip(items, rows, strict=True):
+            if row.reason:
+                results.append(self._refused(queue, item.id, row.reason, row.state))
+            else:
+                results.append(ItemResult(None, _state(row.state), row.run_at))
+                ended.append((row.state, row.run_ms))
+        self.metrics.attempts_ended(queue, ended)
+        return results
 
-    async def fail(self, queue: str, items: Sequence[Outcome]) -> list[ItemResult]:
-        """Items' args: message, error type, stack, no retry ('1'/''); jitter is added here."""
-        for item in items:
-            item.args.append(repr(random.random()))
-        return await self._outcomes("fail", queue, items, 4)
+    async def release(self, queue: str, items: Sequence[ReleaseItem]) -> list[ItemResult]:
+        rows = await self.run(RELEASE, queue, BatchArgs(self._maxlen, len(items)), items)
+        return [
+            self._refused(queue, item.id, row.reason, row.state)
+            if row.reason
+            else ItemResult(None, _state(row.state))
+            for item, row in zip(items, rows, strict=True)
+        ]
 
-    async def release(self, queue: str, items: Sequence[Outcome]) -> list[ItemResult]:
-        """Items' args: delay ms."""
-        return await self._outcomes("release", queue, items, 2)
+    @staticmethod
+    def _refused(queue: str, job_id: str, reason: bytes, state: bytes) -> ItemResult:
+        return ItemResult(item_error(_decode(reason), queue, job_id, _decode(state)))
 
     # --- maintenance -----------------------------------------------------------------------
 
@@ -384,35 +432,39 @@ class Store:
         milliseconds until something is next due (0: more work is waiting now; -1: nothing is
         scheduled), and Redis' time."""
         batch = self.settings.maintenance_batch
+        promote_args = PROMOTE_DUE.argv(PassArgs(self._maxlen, batch))
+        expire_args = EXPIRE.argv(PassArgs(self._maxlen, batch))
         with redis_errors():
             await self.scripts.load_all_once()
             async with self.redis.pipeline(transaction=False) as pipe:
                 for queue in queues:
                     keys = self.keys(queue)
-                    self.scripts.queue_call(pipe, "promote_due", keys, [self._maxlen, batch])
-                    self.scripts.queue_call(
-                        pipe,
-                        "reap",
-                        keys,
-                        [self._maxlen, batch, self.settings.max_stalled, repr(random.random())],
+                    reap_args = ReapArgs(
+                        self._maxlen, batch, self.settings.max_stalled, repr(random.random())
                     )
-                    self.scripts.queue_call(pipe, "expire", keys, [self._maxlen, batch])
+                    self.scripts.queue_call(pipe, PROMOTE_DUE, keys, promote_args)
+                    self.scripts.queue_call(pipe, REAP, keys, REAP.argv(reap_args))
+                    self.scripts.queue_call(pipe, EXPIRE, keys, expire_args)
                 try:
                     results = await pipe.execute()
                 except redis.exceptions.NoScriptError:
                     self.scripts.loaded = False  # Redis restarted empty: load again, retry
                     return [0] * len(queues), await self.redis_time_ms()
         waits = []
-        for i, queue in enumerate(queues):
-            self.metrics.reaped(queue, *results[3 * i + 1][3:6])
+        now = -1
+        replies = iter(results)  # three per queue, in the order queued
+        for queue, promoted, reaped, expired in zip(queues, replies, replies, replies, strict=True):
+            reap = REAP.reply(reaped)
+            self.metrics.reaped(queue, reap.stalled, reap.failed, reap.retried)
             wait = -1
-            for moved, due, now, *_ in results[3 * i : 3 * i + 3]:
-                if moved >= batch:
+            for done in (PROMOTE_DUE.reply(promoted), reap, EXPIRE.reply(expired)):
+                if done.handled >= batch:
                     wait = 0
-                elif due >= 0 and (wait < 0 or due - now < wait):
-                    wait = max(0, int(due) - int(now))
+                elif done.next_due >= 0 and (wait < 0 or done.next_due - done.now < wait):
+                    wait = max(0, done.next_due - done.now)
+                now = done.now
             waits.append(wait)
-        return waits, int(results[0][2]) if results else await self.redis_time_ms()
+        return waits, now if now >= 0 else await self.redis_time_ms()
 
     async def redis_time_ms(self) -> int:
         with redis_errors():

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import BrokerError, LimitExceeded, Unavailable
+from .errors import BrokerError, LimitExceeded, ShuttingDown
 from .loops import wait_set
 
 
@@ -66,7 +66,7 @@ class OpenStreams:
 
     def open(self, owner: str) -> OpenStream:
         if self.closing:
-            raise Unavailable("the broker is shutting down; reconnect", "SHUTTING_DOWN")
+            raise ShuttingDown("the broker is shutting down; reconnect")
         if self._counts[owner] >= self.per_owner:
             raise LimitExceeded(
                 "max_streams_per_token",
@@ -109,7 +109,7 @@ class OpenStreams:
             callback()
         return self.end(
             lambda _: True,
-            Unavailable("the broker is shutting down; reconnect", "SHUTTING_DOWN"),
+            ShuttingDown("the broker is shutting down; reconnect"),
         )
 
     async def closed(self, within: float) -> bool:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 
-from .errors import Unauthenticated, Unavailable
+from .errors import TokenChanged, TokenRevoked
 from .gate import Gate
 from .loops import Loop
 from .streams import OpenStreams
@@ -52,14 +52,12 @@ class TokenWatch(Loop):
         removed = {i for i in old if i not in book.entries}
         changed = {i for i, e in old.items() if i in book.entries and book.entries[i] != e}
         if removed:
-            ended = self.streams.end(
-                removed.__contains__, Unauthenticated("the token was revoked", "TOKEN_REVOKED")
-            )
+            ended = self.streams.end(removed.__contains__, TokenRevoked("the token was revoked"))
             log.info("tokens revoked: %s (%d streams ended)", ", ".join(sorted(removed)), ended)
         if changed:
             self.streams.end(
                 changed.__contains__,
-                Unavailable("the token's grants changed; reconnect", "TOKEN_CHANGED"),
+                TokenChanged("the token's grants changed; reconnect"),
             )
         if removed or changed or len(book.entries) != len(old):
             log.info("token file reloaded: %d tokens", len(book.entries))

@@ -16,6 +16,8 @@ from jobbroker.limits import (
 )
 from jobbroker.v1 import job_pb2
 
+from .contracts.hashes import JobField as F
+from .contracts.jobs import AddJob
 from .errors import InvalidArgument, LimitExceeded
 from .settings import Settings
 
@@ -144,55 +146,56 @@ def _retention(policy: job_pb2.RetentionPolicy, field: str, present: bool) -> st
     return f"0,{policy.keep_last},{policy.keep_age_ms}"
 
 
-_NO_OPTIONS = ("",) * 13
-
-
-def options(opts: job_pb2.JobOptions, field: str) -> Sequence[str]:
-    """The job options as the add script's 13 option values (after id, name, data, type)."""
+def options(opts: job_pb2.JobOptions, field: str) -> Sequence[str | bytes]:
+    """The job options the add script takes: each option set, by its job hash field, as
+    (field, value) pairs flattened; unset options are left out."""
     if not opts.ByteSize():
-        return _NO_OPTIONS  # every option unset, the common case of a bulk add: nothing to check
+        return ()  # every option unset, the common case of a bulk add: nothing to check
     if opts.priority > MAX_PRIORITY:
         raise InvalidArgument(f"{field}.priority", f"must be 0 (none) or 1-{MAX_PRIORITY}")
     if opts.group:
         group(opts.group, f"{field}.group")
     if opts.attempts > MAX_ATTEMPTS:
         raise InvalidArgument(f"{field}.attempts", f"must be at most {MAX_ATTEMPTS}")
-    backoff = opts.backoff
-    bt = bd = bj = bx = ""
-    if opts.HasField("backoff"):
-        if backoff.type not in (
-            job_pb2.BACKOFF_TYPE_UNSPECIFIED,
-            job_pb2.BACKOFF_TYPE_FIXED,
-            job_pb2.BACKOFF_TYPE_EXPONENTIAL,
-        ):
-            raise InvalidArgument(f"{field}.backoff.type", f"unknown backoff type {backoff.type}")
-        if backoff.type == job_pb2.BACKOFF_TYPE_UNSPECIFIED and backoff.delay_ms:
-            raise InvalidArgument(f"{field}.backoff.type", "is required when delay_ms is set")
-        if not 0.0 <= backoff.jitter <= 1.0 or math.isnan(backoff.jitter):
-            raise InvalidArgument(f"{field}.backoff.jitter", "must be between 0 and 1")
-        bt = str(backoff.type) if backoff.type else ""
-        bd = _duration(backoff.delay_ms, f"{field}.backoff.delay_ms")
-        bj = repr(backoff.jitter) if backoff.jitter else ""
-        bx = _duration(backoff.max_delay_ms, f"{field}.backoff.max_delay_ms")
-    return [
-        str(opts.priority) if opts.priority else "",
-        "1" if opts.lifo else "",
-        _duration(opts.delay_ms, f"{field}.delay_ms"),
-        str(opts.attempts) if opts.attempts > 1 else "",
-        bt,
-        bd,
-        bj,
-        bx,
-        _duration(opts.timeout_ms, f"{field}.timeout_ms"),
-        _duration(opts.lifespan_ms, f"{field}.lifespan_ms"),
-        _retention(
+    backoff = _backoff(opts.backoff, f"{field}.backoff") if opts.HasField("backoff") else {}
+    values: dict[bytes, str] = {
+        F.PRIORITY: str(opts.priority) if opts.priority else "",
+        F.LIFO: "1" if opts.lifo else "",
+        F.DELAY_MS: _duration(opts.delay_ms, f"{field}.delay_ms"),
+        F.ATTEMPTS: str(opts.attempts) if opts.attempts > 1 else "",
+        F.TIMEOUT_MS: _duration(opts.timeout_ms, f"{field}.timeout_ms"),
+        F.LIFESPAN_MS: _duration(opts.lifespan_ms, f"{field}.lifespan_ms"),
+        F.REMOVE_ON_COMPLETE: _retention(
             opts.remove_on_complete,
             f"{field}.remove_on_complete",
             opts.HasField("remove_on_complete"),
         ),
-        _retention(opts.remove_on_fail, f"{field}.remove_on_fail", opts.HasField("remove_on_fail")),
-        opts.group,
-    ]
+        F.REMOVE_ON_FAIL: _retention(
+            opts.remove_on_fail, f"{field}.remove_on_fail", opts.HasField("remove_on_fail")
+        ),
+        F.GROUP: opts.group,
+        **backoff,
+    }
+    return [item for name, value in values.items() if value for item in (name, value)]
+
+
+def _backoff(backoff: job_pb2.Backoff, field: str) -> dict[bytes, str]:
+    if backoff.type not in (
+        job_pb2.BACKOFF_TYPE_UNSPECIFIED,
+        job_pb2.BACKOFF_TYPE_FIXED,
+        job_pb2.BACKOFF_TYPE_EXPONENTIAL,
+    ):
+        raise InvalidArgument(f"{field}.type", f"unknown backoff type {backoff.type}")
+    if backoff.type == job_pb2.BACKOFF_TYPE_UNSPECIFIED and backoff.delay_ms:
+        raise InvalidArgument(f"{field}.type", "is required when delay_ms is set")
+    if not 0.0 <= backoff.jitter <= 1.0 or math.isnan(backoff.jitter):
+        raise InvalidArgument(f"{field}.jitter", "must be between 0 and 1")
+    return {
+        F.BACKOFF_TYPE: str(backoff.type) if backoff.type else "",
+        F.BACKOFF_DELAY_MS: _duration(backoff.delay_ms, f"{field}.delay_ms"),
+        F.BACKOFF_JITTER: repr(backoff.jitter) if backoff.jitter else "",
+        F.BACKOFF_MAX_MS: _duration(backoff.max_delay_ms, f"{field}.max_delay_ms"),
+    }
 
 
 def new_job(
@@ -201,17 +204,17 @@ def new_job(
     opts: job_pb2.JobOptions,
     field: str,
     settings: Settings,
-) -> list[str | bytes]:
-    """One job of an add: the 17 values the add script takes per job."""
+) -> AddJob:
+    """One job of an add, as the add script takes it."""
     prefix = f"{field}." if field else ""
     body, content_type = payload(data, f"{prefix}data", settings)
-    return [
-        custom_job_id(opts.job_id, f"{prefix}options.job_id"),
-        job_name(name, f"{prefix}name"),
-        body,
-        content_type,
-        *options(opts, f"{prefix}options"),
-    ]
+    return AddJob(
+        id=custom_job_id(opts.job_id, f"{prefix}options.job_id"),
+        name=job_name(name, f"{prefix}name"),
+        data=body,
+        data_type=content_type,
+        options=options(opts, f"{prefix}options"),
+    )
 
 
 def event_id(value: str, field: str = "after_event_id") -> str:

@@ -1,7 +1,8 @@
 """Call the broker's Lua scripts on one queue of a real Redis, and read back what they wrote.
 
-Every helper follows the script headers (KEYS, ARGV, output) literally, so a test reads as a
-use of the script's contract. Replies are decoded from bytes to ``str``.
+Every call goes through the script's contract (jobbroker_broker.contracts): its arguments are
+built, and its reply decoded, by name, as the broker does. Replies are decoded from bytes to
+``str`` first, so the reply dataclasses hold ``str`` where the broker sees ``bytes``.
 """
 
 from __future__ import annotations
@@ -10,12 +11,23 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
+from jobbroker_broker.contracts import Contract
+from jobbroker_broker.contracts import jobs as J
+from jobbroker_broker.contracts import leases as L
+from jobbroker_broker.contracts import maintenance as M
+from jobbroker_broker.contracts import queues as Q
+from jobbroker_broker.contracts import schedules as S
+from jobbroker_broker.contracts import workers as W
+from jobbroker_broker.contracts.hashes import JobField as F
 from jobbroker_broker.keys import QueueKeys
 from jobbroker_broker.scripts import Script, load_script
 from redis.exceptions import NoScriptError
+
+Added = J.Added
+Leased = L.Leased
 
 MAXLEN = 10_000
 """Events maxlen passed as ARGV[1] of every script."""
@@ -28,6 +40,8 @@ ERROR, TIMEOUT, EXPIRED, STALLED = "1", "2", "3", "4"
 """Failure reasons, as stored in the job's ``fr`` field (jobbroker.v1.FailureReason)."""
 
 Arg = str | bytes | int | float
+A = TypeVar("A", bound=tuple[Any, ...])
+R = TypeVar("R")
 
 
 @functools.cache
@@ -61,7 +75,7 @@ def retention(remove: bool = False, keep_last: int = 0, keep_age_ms: int = 0) ->
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """One job of an ``add`` call: the 16 ARGV values of the add.lua header."""
+    """One job of an ``add`` call, with its options as the broker's validation names them."""
 
     name: str = "job"
     data: str = '{"n": 1}'
@@ -81,55 +95,25 @@ class JobSpec:
     on_fail: str = ""
     group: str = ""
 
-    def argv(self) -> list[Arg]:
-        return [
-            self.id,
-            self.name,
-            self.data,
-            self.content_type,
-            num(self.priority),
-            "1" if self.lifo else "",
-            num(self.delay_ms),
-            num(self.attempts),
-            num(self.backoff_type),
-            num(self.backoff_ms),
-            num(self.jitter),
-            num(self.backoff_max_ms),
-            num(self.timeout_ms),
-            num(self.lifespan_ms),
-            self.on_complete,
-            self.on_fail,
-            self.group,
-        ]
-
-
-@dataclass(frozen=True, slots=True)
-class Added:
-    """One job of add.lua's output."""
-
-    id: str
-    state: str
-    duplicate: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Leased:
-    """One job of lease.lua's output (14 values)."""
-
-    id: str
-    name: str
-    data: str
-    content_type: str
-    attempt: int
-    max_attempts: int
-    token: str
-    fence: int
-    lease_expiry: int
-    timeout_at: int
-    progress_percent: str
-    progress_value: str
-    progress_type: str
-    wait_ms: int
+    def item(self) -> J.AddJob:
+        """The add script's job: options by name, unset ones left out."""
+        options = {
+            F.PRIORITY: num(self.priority),
+            F.LIFO: "1" if self.lifo else "",
+            F.DELAY_MS: num(self.delay_ms),
+            F.ATTEMPTS: num(self.attempts),
+            F.BACKOFF_TYPE: num(self.backoff_type),
+            F.BACKOFF_DELAY_MS: num(self.backoff_ms),
+            F.BACKOFF_JITTER: num(self.jitter),
+            F.BACKOFF_MAX_MS: num(self.backoff_max_ms),
+            F.TIMEOUT_MS: num(self.timeout_ms),
+            F.LIFESPAN_MS: num(self.lifespan_ms),
+            F.REMOVE_ON_COMPLETE: self.on_complete,
+            F.REMOVE_ON_FAIL: self.on_fail,
+            F.GROUP: self.group,
+        }
+        pairs = [item for field, value in options.items() if value for item in (field, value)]
+        return J.AddJob(self.id, self.name, self.data, self.content_type, pairs)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,19 +128,18 @@ class Update:
     value_type: str = ""
     logs: Sequence[str] = ()
 
-    def argv(self) -> list[Arg]:
-        return [
-            self.id,
-            self.token,
-            self.lease_ms,
-            "" if self.percent is None else "1",
-            "" if self.percent is None else self.percent,
-            "" if self.value is None else "1",
-            "" if self.value is None else self.value,
-            self.value_type,
-            len(self.logs),
-            *self.logs,
-        ]
+    def item(self) -> L.ReportItem:
+        return L.ReportItem(
+            id=self.id,
+            token=self.token,
+            lease_ms=self.lease_ms,
+            has_percent="" if self.percent is None else "1",
+            percent="" if self.percent is None else str(self.percent),
+            has_value="" if self.value is None else "1",
+            value=b"" if self.value is None else self.value.encode(),
+            value_type=self.value_type,
+            log_lines=self.logs,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,30 +162,34 @@ class LuaQueue:
 
     # -- calling scripts -------------------------------------------------------------------------
 
-    def call(self, name: str, *args: Arg) -> Any:
-        """EVALSHA script ``name`` with its KEYS for this queue; the reply decoded."""
-        loaded = script(name)
+    def run(self, contract: Contract[A, R], args: A, items: Iterable[tuple[Any, ...]] = ()) -> R:
+        """EVALSHA the contract's script with its KEYS for this queue; the reply decoded."""
+        return contract.reply(self.raw(contract, args, items))
+
+    def raw(
+        self, contract: Contract[A, Any], args: A, items: Iterable[tuple[Any, ...]] = ()
+    ) -> Any:
+        """The script's reply, only decoded to ``str``."""
+        loaded = script(contract.name)
         keys = loaded.keys(self.keys)
+        argv = contract.argv(args, items)
         try:
-            reply = self.r.evalsha(loaded.sha, len(keys), *keys, *args)
+            reply = self.r.evalsha(loaded.sha, len(keys), *keys, *argv)
         except NoScriptError:
             assert self.r.script_load(loaded.source) == loaded.sha
-            reply = self.r.evalsha(loaded.sha, len(keys), *keys, *args)
+            reply = self.r.evalsha(loaded.sha, len(keys), *keys, *argv)
         return decode(reply)
 
-    def add_raw(self, *specs: JobSpec, each: bool = False) -> list[Any]:
-        """add.lua's output as it is; ``each``: every job on its own, else all or none."""
-        argv: list[Arg] = [MAXLEN, len(specs), "1" if each else ""]
-        for spec in specs:
-            argv.extend(spec.argv())
-        result: list[Any] = self.call("add", *argv)
-        return result
+    def add_reply(self, *specs: JobSpec, each: bool = False) -> J.RowsThen[J.Added, J.AddTail]:
+        """add.lua's reply; ``each``: every job on its own, else all or none."""
+        args = J.AddArgs(MAXLEN, len(specs), "1" if each else "")
+        return self.run(J.ADD, args, [spec.item() for spec in specs])
 
     def add_all(self, *specs: JobSpec) -> list[Added]:
-        out = self.add_raw(*specs)
-        assert out[:1] != ["DUPLICATE"], out
-        self.registered_now = out.pop() == 1  # the queue was not registered before this add
-        return [Added(out[i], out[i + 1], out[i + 2] == 1) for i in range(0, len(out), 3)]
+        reply = self.add_reply(*specs)
+        assert [row.state for row in reply.rows] != ["JOB_ID_CONFLICT"], reply
+        self.registered_now = reply.then.registered == 1  # not registered before this add
+        return reply.rows
 
     def add(self, spec: JobSpec | None = None, **options: Any) -> Added:
         """Add one job: ``spec``, or a JobSpec built from ``options``."""
@@ -212,39 +199,28 @@ class LuaQueue:
     def lease(
         self, max_jobs: int = 1, worker: str = "w1", lease_ms: int = 30_000, rand: str = "r4nd"
     ) -> list[Leased]:
-        out = self.lease_raw(max_jobs, worker, lease_ms, rand)
-        self.held = out.pop()
-        assert len(out) % 14 == 0, out
-        return [Leased(*out[i : i + 14]) for i in range(0, len(out), 14)]
-
-    def lease_raw(
-        self, max_jobs: int = 1, worker: str = "w1", lease_ms: int = 30_000, rand: str = "r4nd"
-    ) -> list[Any]:
-        """lease.lua's output as it is: 14 values per job, then what held leasing back."""
-        return list(self.call("lease", MAXLEN, max_jobs, worker, lease_ms, rand))
+        reply = self.run(L.LEASE, L.LeaseArgs(MAXLEN, max_jobs, worker, lease_ms, rand))
+        self.held = reply.then.held
+        return reply.rows
 
     def lease_one(self, **kwargs: Any) -> Leased:
         (leased,) = self.lease(**kwargs)
         return leased
 
     def report(self, *updates: Update, max_logs: int = 1_000) -> list[tuple[str, Any]]:
-        argv: list[Arg] = [MAXLEN, len(updates), max_logs]
-        for update in updates:
-            argv.extend(update.argv())
-        out = self.call("report", *argv)
-        return [(out[i], out[i + 1]) for i in range(0, len(out), 2)]
+        """(reason, lease expiry or job state) per update."""
+        args = L.ReportArgs(MAXLEN, len(updates), max_logs)
+        rows = self.run(L.REPORT, args, [update.item() for update in updates])
+        return [(row.reason, row.value) for row in rows]
 
     def complete_many(self, *jobs: tuple[str, str, str, str]) -> list[tuple[str, str]]:
         """Complete (id, token, result, result content type) for each job: (reason, state)."""
-        return [row[:2] for row in self.complete_rows(*jobs)]
+        return [(row.reason, row.state) for row in self.complete_rows(*jobs)]
 
-    def complete_rows(self, *jobs: tuple[str, str, str, str]) -> list[tuple[str, str, int]]:
+    def complete_rows(self, *jobs: tuple[str, str, str, str]) -> list[L.Completed]:
         """complete.lua's rows as they are: reason, state, run ms."""
-        argv: list[Arg] = [MAXLEN, len(jobs)]
-        for job in jobs:
-            argv.extend(job)
-        out = self.call("complete", *argv)
-        return [(out[i], out[i + 1], out[i + 2]) for i in range(0, len(out), 3)]
+        items = [L.CompleteItem(*job) for job in jobs]
+        return self.run(L.COMPLETE, L.BatchArgs(MAXLEN, len(items)), items)
 
     def complete(
         self, job_id: str, token: str, result: str = '{"ok": true}', content_type: str = ""
@@ -252,7 +228,7 @@ class LuaQueue:
         (out,) = self.complete_many((job_id, token, result, content_type))
         return out
 
-    def fail(
+    def fail_row(
         self,
         job_id: str,
         token: str,
@@ -261,73 +237,59 @@ class LuaQueue:
         stack: str = "Traceback ...",
         no_retry: bool = False,
         rand: float = 0.0,
-    ) -> tuple[str, str, int]:
-        out = self.call(
-            "fail",
-            MAXLEN,
-            1,
-            job_id,
-            token,
-            message,
-            error_type,
-            stack,
-            "1" if no_retry else "",
-            repr(rand),
+    ) -> L.Failed:
+        """fail.lua's row for one job, as it is: reason, state, run at, run ms."""
+        item = L.FailItem(
+            job_id, token, message, error_type, stack, "1" if no_retry else "", repr(rand)
         )
-        assert len(out) == 4, out  # the fourth: run ms, for metrics
-        return out[0], out[1], out[2]
+        (row,) = self.run(L.FAIL, L.BatchArgs(MAXLEN, 1), [item])
+        return row
+
+    def fail(self, job_id: str, token: str, *args: Any, **kwargs: Any) -> tuple[str, str, int]:
+        """(reason, state, run at) of failing one job's attempt (arguments as fail_row's)."""
+        row = self.fail_row(job_id, token, *args, **kwargs)
+        return row.reason, row.state, row.run_at
 
     def release_many(self, *jobs: tuple[str, str, int]) -> list[tuple[str, str]]:
         """Release (id, token, delay ms) for each job."""
-        argv: list[Arg] = [MAXLEN, len(jobs)]
-        for job in jobs:
-            argv.extend(job)
-        out = self.call("release", *argv)
-        return [(out[i], out[i + 1]) for i in range(0, len(out), 2)]
+        items = [L.ReleaseItem(*job) for job in jobs]
+        rows = self.run(L.RELEASE, L.BatchArgs(MAXLEN, len(items)), items)
+        return [(row.reason, row.state) for row in rows]
 
     def release(self, job_id: str, token: str, delay_ms: int = 0) -> tuple[str, str]:
         (out,) = self.release_many((job_id, token, delay_ms))
         return out
 
-    def cancel(self, job_id: str, reason: str = "not needed") -> list[str]:
-        result: list[str] = self.call("cancel", MAXLEN, job_id, reason)
-        return result
+    def cancel(self, job_id: str, reason: str = "not needed") -> tuple[str, str]:
+        """(reason, state) of cancel.lua's reply."""
+        return pair(self.run(J.CANCEL, J.CancelArgs(MAXLEN, job_id, reason)))
 
-    def promote(self, job_id: str) -> list[str]:
-        result: list[str] = self.call("promote", MAXLEN, job_id)
-        return result
+    def promote(self, job_id: str) -> tuple[str, str]:
+        return pair(self.run(J.PROMOTE, J.JobArgs(MAXLEN, job_id)))
 
-    def promote_due(self, batch: int = 100) -> list[int]:
-        result: list[int] = self.call("promote_due", MAXLEN, batch)
-        return result
+    def promote_due(self, batch: int = 100) -> M.Pass:
+        return self.run(M.PROMOTE_DUE, M.PassArgs(MAXLEN, batch))
 
-    def reap(self, batch: int = 100, max_stalled: int = 1, rand: float = 0.0) -> list[int]:
-        result: list[int] = self.call("reap", MAXLEN, batch, max_stalled, repr(rand))
-        return result
+    def reap(self, batch: int = 100, max_stalled: int = 1, rand: float = 0.0) -> M.ReapPass:
+        return self.run(M.REAP, M.ReapArgs(MAXLEN, batch, max_stalled, repr(rand)))
 
-    def expire(self, batch: int = 100) -> list[int]:
-        result: list[int] = self.call("expire", MAXLEN, batch)
-        return result
+    def expire(self, batch: int = 100) -> M.Pass:
+        return self.run(M.EXPIRE, M.PassArgs(MAXLEN, batch))
 
-    def retry(self, job_id: str) -> list[str]:
-        result: list[str] = self.call("retry", MAXLEN, job_id)
-        return result
+    def retry(self, job_id: str) -> tuple[str, str]:
+        return pair(self.run(J.RETRY, J.JobArgs(MAXLEN, job_id)))
 
-    def remove(self, job_id: str) -> list[str]:
-        result: list[str] = self.call("remove", MAXLEN, job_id)
-        return result
+    def remove(self, job_id: str) -> tuple[str, str]:
+        return pair(self.run(J.REMOVE, J.JobArgs(MAXLEN, job_id)))
 
-    def get(self, job_id: str) -> list[Any]:
-        result: list[Any] = self.call("get", job_id)
-        return result
+    def get(self, job_id: str) -> J.Snapshot:
+        return self.run(J.GET, J.GetArgs(job_id))
 
     def pause(self, paused: bool = True) -> int:
-        result: int = self.call("pause", MAXLEN, "1" if paused else "")
-        return result
+        return self.run(Q.PAUSE, Q.PauseArgs(MAXLEN, "1" if paused else ""))
 
     def drain(self, batch: int = 100, delayed: bool = False, before: int = 0) -> int:
-        result: int = self.call("drain", MAXLEN, batch, "1" if delayed else "", before)
-        return result
+        return self.run(Q.DRAIN, Q.DrainArgs(MAXLEN, batch, "1" if delayed else "", before))
 
     def clean(
         self,
@@ -339,22 +301,18 @@ class LuaQueue:
         last: bool = False,
     ) -> tuple[int, list[str]]:
         """clean.lua's output: the next cursor (-1: done) and the removed ids."""
-        out = self.call(
-            "clean", MAXLEN, state, grace_ms, limit, before, cursor, "1" if last else ""
-        )
-        return out[0], out[1:]
+        args = Q.CleanArgs(MAXLEN, state, grace_ms, limit, before, cursor, "1" if last else "")
+        cleaned = self.run(Q.CLEAN, args)
+        return cleaned.cursor, cleaned.removed
 
     def obliterate(self, batch: int = 100, force: bool = False) -> int:
-        result: int = self.call("obliterate", batch, "1" if force else "")
-        return result
+        return self.run(Q.OBLITERATE, Q.ObliterateArgs(batch, "1" if force else ""))
 
     def retry_failed(self, batch: int = 100) -> int:
-        result: int = self.call("retry_failed", MAXLEN, batch)
-        return result
+        return self.run(Q.RETRY_FAILED, Q.BulkArgs(MAXLEN, batch))
 
     def promote_delayed(self, batch: int = 100) -> int:
-        result: int = self.call("promote_delayed", MAXLEN, batch)
-        return result
+        return self.run(Q.PROMOTE_DELAYED, Q.BulkArgs(MAXLEN, batch))
 
     def put_schedule(
         self, key: str, version: int = 1, next_run: int = 1_000, spec: JobSpec | None = None
@@ -363,10 +321,8 @@ class LuaQueue:
 
         The job template is ``spec`` (its id is not used: fire_schedule.lua makes one).
         """
-        template = (spec or JobSpec()).argv()[1:]
-        fields: dict[str, Arg] = {"v": version, "nr": next_run, "runs": 0}
-        fields.update(zip(("name", "data", "dct"), template[:3], strict=True))
-        fields.update({f"o{i}": value for i, value in enumerate(template[3:], start=1)})
+        fields: dict[str, Any] = {"v": version, "nr": next_run, "runs": 0}
+        fields.update(S.template((spec or JobSpec()).item()))
         self.r.hset(self.keys.schedule(key), mapping=fields)
         self.r.zadd(self.keys.key("schedules"), {key: next_run or float("inf")})
 
@@ -377,25 +333,21 @@ class LuaQueue:
 
     def fire_schedule(
         self, key: str, version: int | str, occurrence: int | str, next_run: int | str = ""
-    ) -> list[Any]:
-        result: list[Any] = self.call(
-            "fire_schedule", MAXLEN, key, str(version), str(occurrence), str(next_run)
-        )
-        return result
+    ) -> S.Fired:
+        args = S.FireArgs(MAXLEN, key, str(version), str(occurrence), str(next_run))
+        return self.run(S.FIRE_SCHEDULE, args)
 
     def worker_seen(
         self, worker: str, queues: str, merge: bool = False, window_ms: int = 60_000
     ) -> int:
-        result: int = self.call("worker_seen", worker, queues, "1" if merge else "0", window_ms)
-        return result
+        return self.run(W.WORKER_SEEN, W.SeenArgs(worker, queues, "1" if merge else "0", window_ms))
 
     def list_workers(
         self, window_ms: int = 60_000, max_active: int = 10_000, max_prune: int = 1_000
     ) -> list[tuple[str, int, str, int]]:
         """list_workers.lua's output as (worker, last seen ms, queues, active jobs), by worker."""
-        out = self.call("list_workers", window_ms, max_active, max_prune)
-        rows = [(out[i], out[i + 1], out[i + 2], out[i + 3]) for i in range(0, len(out), 4)]
-        return sorted(rows)
+        rows = self.run(W.LIST_WORKERS, W.ListArgs(window_ms, max_active, max_prune))
+        return sorted((row.worker, row.last_seen, row.queues, row.active_jobs) for row in rows)
 
     def workers(self) -> dict[str, str]:
         """The queue's ``workers`` hash: worker id -> "<last seen ms>|<queues>"."""
@@ -460,6 +412,16 @@ class LuaQueue:
         assert all(name.startswith(self.keys.prefix.encode()) for name in names)
         if names:
             self.r.delete(*names)
+
+
+def pair(done: J.Transition) -> tuple[str, str]:
+    """A single-job transition's (reason, state)."""
+    return done.reason, done.state  # type: ignore[return-value]  # decoded to str
+
+
+def handled_next(done: M.Pass) -> tuple[int, int]:
+    """A maintenance pass' (handled, next_due)."""
+    return done.handled, done.next_due
 
 
 def ids(jobs: Iterable[Added | Leased]) -> list[str]:

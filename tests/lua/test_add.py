@@ -120,8 +120,9 @@ def test_custom_id_conflict_writes_nothing(lua: LuaQueue) -> None:
         JobSpec(id="x", name="refund", data='{"cents": 100}'),
         JobSpec(id="x", name="charge", data='{"cents": 100}', content_type="text/plain"),
     ):
-        out = lua.add_raw(JobSpec(name="innocent"), conflicting, JobSpec(id="y"))
-        assert out == ["DUPLICATE", "x"]
+        reply = lua.add_reply(JobSpec(name="innocent"), conflicting, JobSpec(id="y"))
+        assert reply.rows == [Added("x", "JOB_ID_CONFLICT", 0)], "the conflict is the only row"
+        assert reply.then.registered == 0
 
     assert lua.r.get(lua.keys.key("ids")) == before_ids
     assert lua.members("waiting") == ["x"]
@@ -138,8 +139,8 @@ def test_same_custom_id_twice_in_one_batch(lua: LuaQueue) -> None:
     ]
     assert lua.event_types() == ["added", "duplicated"]
 
-    out = lua.add_raw(JobSpec(id="pair", data="1"), JobSpec(id="pair", data="2"))
-    assert out == ["DUPLICATE", "pair"]
+    reply = lua.add_reply(JobSpec(id="pair", data="1"), JobSpec(id="pair", data="2"))
+    assert reply.rows == [Added("pair", "JOB_ID_CONFLICT", 0)]
     assert lua.job("pair") == {}
 
 
@@ -208,7 +209,7 @@ def test_order_is_kept_after_the_waiting_set_drains(lua: LuaQueue) -> None:
 
 def test_each_on_its_own_a_conflict_fails_only_that_job(lua: LuaQueue) -> None:
     lua.add(JobSpec(id="x", name="charge", data='{"cents": 100}'))
-    out = lua.add_raw(
+    reply = lua.add_reply(
         JobSpec(name="innocent"),
         JobSpec(id="x", name="charge", data='{"cents": 200}'),
         JobSpec(id="x", name="charge", data='{"cents": 100}'),
@@ -217,14 +218,14 @@ def test_each_on_its_own_a_conflict_fails_only_that_job(lua: LuaQueue) -> None:
         JobSpec(name="last", lifo=True),
         each=True,
     )
-    assert out.pop() == 0
-    assert [tuple(out[i : i + 3]) for i in range(0, len(out), 3)] == [
-        ("1", "waiting", 0),
-        ("x", "DUPLICATE", 0),
-        ("x", "waiting", 1),
-        ("y", "waiting", 0),
-        ("y", "DUPLICATE", 0),
-        ("2", "waiting", 0),
+    assert reply.then.registered == 0
+    assert reply.rows == [
+        Added("1", "waiting", 0),
+        Added("x", "JOB_ID_CONFLICT", 0),
+        Added("x", "waiting", 1),
+        Added("y", "waiting", 0),
+        Added("y", "JOB_ID_CONFLICT", 0),
+        Added("2", "waiting", 0),
     ]
     assert lua.job("x")["data"] == '{"cents": 100}'
     assert lua.job("y")["data"] == "1"

@@ -58,7 +58,7 @@ def test_complete_with_a_stale_token_changes_nothing(lua: LuaQueue) -> None:
     last = lua.last_event_id()
 
     assert lua.complete("j", old.token) == ("LEASE_SUPERSEDED", "active")
-    assert lua.complete("j", "9-forged") == ("NOT_ISSUED", "active")
+    assert lua.complete("j", "9-forged") == ("INVALID_FIELD", "active")
     assert lua.job("j") == before
     assert lua.where("j") == ["active"]
     assert lua.events(after=last) == []
@@ -82,12 +82,12 @@ def test_a_job_completes_exactly_once(lua: LuaQueue) -> None:
 
 
 def test_unknown_job(lua: LuaQueue) -> None:
-    assert lua.complete("nope", "1-x") == ("NOT_FOUND", "")
+    assert lua.complete("nope", "1-x") == ("JOB_NOT_FOUND", "")
 
 
 def test_complete_of_a_cancel_requested_job_ends_it_cancelled(lua: LuaQueue) -> None:
     leased = leased_job(lua)
-    assert lua.cancel("j") == ["", "active"]
+    assert lua.cancel("j") == ("", "active")
     assert lua.complete("j", leased.token, "late") == ("", "cancelled")
     job = lua.job("j")
     assert job["st"] == "cancelled"
@@ -103,7 +103,7 @@ def test_several_jobs_in_one_call(lua: LuaQueue) -> None:
     out = lua.complete_many(
         ("a", a.token, "ra", ""), ("b", "9-x", "rb", ""), ("b", b.token, "rb", "text/plain")
     )
-    assert out == [("", "completed"), ("NOT_ISSUED", "active"), ("", "completed")]
+    assert out == [("", "completed"), ("INVALID_FIELD", "active"), ("", "completed")]
     assert lua.members("completed") == ["a", "b"]
 
 

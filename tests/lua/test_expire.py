@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .helpers import EXPIRED, JobSpec, LuaQueue
+from .helpers import EXPIRED, JobSpec, LuaQueue, handled_next
 
 
 def test_waiting_and_delayed_jobs_past_their_lifespan_fail_expired(lua: LuaQueue) -> None:
@@ -14,12 +14,12 @@ def test_waiting_and_delayed_jobs_past_their_lifespan_fail_expired(lua: LuaQueue
     time.sleep(0.06)
 
     before = lua.now_ms()
-    expired, next_expiry, now = lua.expire()
+    done = lua.expire()
     after = lua.now_ms()
 
-    assert expired == 2
-    assert next_expiry == lua.score("expiring", "fresh")
-    assert before <= now <= after
+    assert done.handled == 2
+    assert done.next_due == lua.score("expiring", "fresh")
+    assert before <= done.now <= after
     for job_id in ("waiting", "delayed"):
         job = lua.job(job_id)
         assert job["st"] == "failed"
@@ -34,7 +34,7 @@ def test_started_jobs_do_not_expire(lua: LuaQueue) -> None:
     lua.add(JobSpec(id="j", lifespan_ms=30))
     leased = lua.lease_one()
     time.sleep(0.06)
-    assert lua.expire()[:2] == [0, -1]
+    assert handled_next(lua.expire()) == (0, -1)
     assert lua.state("j") == "active"
     assert lua.complete("j", leased.token) == ("", "completed")
 
@@ -44,7 +44,7 @@ def test_stale_expiring_entry_of_a_finished_job_is_dropped(lua: LuaQueue) -> Non
     leased = lua.lease_one()
     lua.complete("j", leased.token)
     lua.r.zadd(lua.keys.key("expiring"), {"j": 1})
-    assert lua.expire()[:2] == [1, -1]
+    assert handled_next(lua.expire()) == (1, -1)
     assert lua.state("j") == "completed"
     assert lua.where("j") == ["completed"]
 
@@ -53,14 +53,14 @@ def test_batch_size_bounds_the_work(lua: LuaQueue) -> None:
     for n in range(3):
         lua.add(JobSpec(id=f"j{n}", lifespan_ms=20 + n))
     time.sleep(0.06)
-    assert lua.expire(batch=2)[0] == 2
+    assert lua.expire(batch=2).handled == 2
     assert lua.members("failed") == ["j0", "j1"]
-    assert lua.expire(batch=2)[:2] == [1, -1]
+    assert handled_next(lua.expire(batch=2)) == (1, -1)
 
 
 def test_remove_on_fail_applies_to_expired_jobs(lua: LuaQueue) -> None:
     lua.add(JobSpec(id="j", lifespan_ms=20, on_fail="1,0,0"))
     time.sleep(0.05)
-    assert lua.expire()[0] == 1
+    assert lua.expire().handled == 1
     assert lua.job("j") == {}
     assert lua.where("j") == []

@@ -38,7 +38,7 @@ def retry_delays(lua: LuaQueue, spec: JobSpec, rand: float = 0.0) -> list[range]
         assert lua.score("delayed", leased.id) == run_at
         assert int(lua.job(leased.id)["ra"]) == run_at
         windows.append(range(run_at - after, run_at - before + 1))
-        assert lua.promote(leased.id) == ["", "waiting"]
+        assert lua.promote(leased.id) == ("", "waiting")
 
 
 def assert_delays(windows: list[range], expected: list[int]) -> None:
@@ -180,7 +180,7 @@ def test_fail_with_a_stale_token_changes_nothing(lua: LuaQueue) -> None:
     before = lua.job("j")
     last = lua.last_event_id()
     assert lua.fail("j", old.token) == ("LEASE_SUPERSEDED", "active", 0)
-    assert lua.fail("missing", old.token) == ("NOT_FOUND", "", 0)
+    assert lua.fail("missing", old.token) == ("JOB_NOT_FOUND", "", 0)
     assert lua.job("j") == before
     assert lua.events(after=last) == []
 
@@ -206,10 +206,10 @@ def test_fail_of_a_cancel_requested_job_ends_it_cancelled(lua: LuaQueue) -> None
 
 def test_remove_on_fail_applies_to_the_final_failure_only(lua: LuaQueue) -> None:
     leased = leased_job(lua, attempts=2, on_fail=retention(remove=True))
-    assert lua.fail("j", leased.token)[1] == "waiting"
+    assert lua.fail_row("j", leased.token).state == "waiting"
     assert lua.state("j") == "waiting"
     again = lua.lease_one()
-    assert lua.fail("j", again.token)[1] == "failed"
+    assert lua.fail_row("j", again.token).state == "failed"
     assert lua.job("j") == {}
     assert lua.where("j") == []
     assert lua.event_types("j")[-2:] == ["failed", "retries-exhausted"]

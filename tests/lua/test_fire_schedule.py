@@ -3,6 +3,8 @@ exactly once however many replicas race on it (compare-and-set on version and ne
 
 from __future__ import annotations
 
+from jobbroker_broker.contracts.schedules import Fired
+
 from .helpers import JobSpec, LuaQueue, ids, retention
 
 
@@ -19,7 +21,7 @@ def test_fire_adds_the_occurrences_job_and_moves_the_schedule_on(lua: LuaQueue) 
     lua.put_schedule("daily", version=4, next_run=1_000, spec=template)
     before = lua.now_ms()
 
-    assert lua.fire_schedule("daily", 4, 1_000, 2_000) == [1, "sched:daily:1000", "waiting", 0]
+    assert lua.fire_schedule("daily", 4, 1_000, 2_000) == Fired(1, "sched:daily:1000", "waiting", 0)
     job = lua.job("sched:daily:1000")
     assert (job["name"], job["data"], job["dct"]) == ("report", '{"day": 1}', "application/json")
     assert (job["st"], job["pri"], job["atm"], job["tmo"]) == ("waiting", "2", "3", "5000")
@@ -38,10 +40,10 @@ def test_fire_adds_the_occurrences_job_and_moves_the_schedule_on(lua: LuaQueue) 
 
 def test_an_occurrence_fires_once_however_many_replicas_race(lua: LuaQueue) -> None:
     lua.put_schedule("s", version=1, next_run=1_000)
-    assert lua.fire_schedule("s", 1, 1_000, 2_000)[0] == 1
+    assert lua.fire_schedule("s", 1, 1_000, 2_000).fired == 1
     last = lua.last_event_id()
 
-    assert lua.fire_schedule("s", 1, 1_000, 2_000) == [0], "another replica fired it first"
+    assert lua.fire_schedule("s", 1, 1_000, 2_000).fired == 0, "another replica fired it first"
     assert lua.schedule("s")["runs"] == "1"
     assert lua.schedule("s")["nr"] == "2000"
     assert lua.events(after=last) == []
@@ -50,7 +52,7 @@ def test_an_occurrence_fires_once_however_many_replicas_race(lua: LuaQueue) -> N
 
 def test_a_schedule_changed_since_it_was_read_is_not_fired(lua: LuaQueue) -> None:
     lua.put_schedule("s", version=2, next_run=1_000)
-    assert lua.fire_schedule("s", 1, 1_000, 2_000) == [0], "an upsert changed it"
+    assert lua.fire_schedule("s", 1, 1_000, 2_000).fired == 0, "an upsert changed it"
     assert lua.schedule("s") == {**lua.schedule("s"), "v": "2", "nr": "1000", "runs": "0"}
     assert lua.score("schedules", "s") == 1_000
     assert lua.members("waiting") == []
@@ -58,7 +60,7 @@ def test_a_schedule_changed_since_it_was_read_is_not_fired(lua: LuaQueue) -> Non
 
 
 def test_a_removed_schedule_is_not_fired(lua: LuaQueue) -> None:
-    assert lua.fire_schedule("gone", 1, 1_000, 2_000) == [0]
+    assert lua.fire_schedule("gone", 1, 1_000, 2_000).fired == 0
     assert lua.schedule("gone") == {}
     assert lua.members("schedules") == []
     assert lua.members("waiting") == []
@@ -66,7 +68,7 @@ def test_a_removed_schedule_is_not_fired(lua: LuaQueue) -> None:
 
 def test_the_last_occurrence_ends_the_schedule(lua: LuaQueue) -> None:
     lua.put_schedule("once", next_run=1_000)
-    assert lua.fire_schedule("once", 1, 1_000, "") == [1, "sched:once:1000", "waiting", 0]
+    assert lua.fire_schedule("once", 1, 1_000, "") == Fired(1, "sched:once:1000", "waiting", 0)
     assert lua.schedule("once")["nr"] == "0"
     assert lua.score("schedules", "once") == float("inf")
 
@@ -77,7 +79,7 @@ def test_the_job_of_an_occurrence_is_added_at_most_once(lua: LuaQueue) -> None:
     lua.lease_one()
     last = lua.last_event_id()
 
-    assert lua.fire_schedule("s", 1, 1_000, 2_000) == [1, "sched:s:1000", "active", 1]
+    assert lua.fire_schedule("s", 1, 1_000, 2_000) == Fired(1, "sched:s:1000", "active", 1)
     assert lua.job("sched:s:1000")["name"] == "old", "the job there is left as it is"
     assert lua.where("sched:s:1000") == ["active"]
     assert lua.events(after=last) == []
@@ -87,7 +89,7 @@ def test_the_job_of_an_occurrence_is_added_at_most_once(lua: LuaQueue) -> None:
 def test_a_delayed_template_adds_a_delayed_job(lua: LuaQueue) -> None:
     lua.put_schedule("s", next_run=1_000, spec=JobSpec(delay_ms=60_000, lifespan_ms=120_000))
     before = lua.now_ms()
-    assert lua.fire_schedule("s", 1, 1_000, 2_000) == [1, "sched:s:1000", "delayed", 0]
+    assert lua.fire_schedule("s", 1, 1_000, 2_000) == Fired(1, "sched:s:1000", "delayed", 0)
     job = lua.job("sched:s:1000")
     created = int(job["ct"])
     assert before <= created <= lua.now_ms()

@@ -1,8 +1,13 @@
-"""Every script's ``Keys:`` header line matches the KEYS its source really uses.
+"""Every script's header, its source and its Python contract (jobbroker_broker.contracts) say
+the same: the KEYS, the ARGV by name and the shape of the reply.
 
 A script that reads a KEYS index its header does not name would touch a key the caller never
 passed (a Redis Cluster error at best, a nil key at worst); a named key the source never uses is
-a stale header. Local names bound to KEYS[n] must also be the n-th key of the header.
+a stale header. Local names bound to KEYS[n] or ARGV[n] must be the n-th name of the header. The
+contract must name what the header names, in the same order: the broker builds arguments and
+reads replies through it, so a field moved in the script but not in Python fails here instead
+of silently. The reply's shape is also checked against real replies by every other test here,
+which call the scripts through the same contracts.
 """
 
 from __future__ import annotations
@@ -12,18 +17,25 @@ from pathlib import Path
 
 import pytest
 from jobbroker_broker import scripts as scripts_module
+from jobbroker_broker.contracts import CONTRACTS
 from jobbroker_broker.keys import QUEUE_KEY_NAMES, QueueKeys
 from jobbroker_broker.scripts import SCRIPT_NAMES, Script
 
+from . import headers
 from .helpers import script
 
 KEY_INDEX = re.compile(r"\bKEYS\[(\d+)\]")
+ARG_INDEX = re.compile(r"\bARGV\[(\d+)\]")
 LUA_COMMENT = re.compile(r"--\[\[.*?\]\]|--[^\n]*", re.DOTALL)
 # `local a, b, c = KEYS[1], KEYS[2], ARGV[1]` (one statement on one line)
 LOCAL_ASSIGN = re.compile(r"^[ \t]*local[ \t]+([\w \t,]+?)[ \t]*=[ \t]*(.+)$", re.MULTILINE)
 # `{name = KEYS[n], ...}`: a table constructor, and a field bound to a key in it
 TABLE = re.compile(r"\{[^{}]*\}")
 FIELD_ASSIGN = re.compile(r"(\w+)\s*=\s*KEYS\[(\d+)\]")
+# `local b = 3 + i * 4`: where a batch script's i-th item starts, and its width
+ITEM_START = re.compile(r"local b = (\d+) \+ i \* (\d+)")
+# `b = b + 9 + nlogs`: the next item after one with a counted tail
+NEXT_ITEM = re.compile(r"\bb = b \+ (\d+) \+ \w+")
 
 
 def code_of(loaded: Script) -> str:
@@ -31,9 +43,30 @@ def code_of(loaded: Script) -> str:
     return LUA_COMMENT.sub("", loaded.source)
 
 
+def bindings(code: str, table: str) -> list[tuple[str, int]]:
+    """(local name, n) for each local bound to ``table[n]`` (KEYS or ARGV), maybe through
+    tonumber()."""
+    found: list[tuple[str, int]] = []
+    for match in LOCAL_ASSIGN.finditer(code):
+        names = [n.strip() for n in match.group(1).split(",")]
+        values = [v.strip() for v in match.group(2).split(",")]
+        if len(names) != len(values):
+            continue
+        for local, value in zip(names, values, strict=True):
+            bound = re.fullmatch(rf"(?:tonumber\()?{table}\[(\d+)\]\)?", value)
+            if bound:
+                found.append((local, int(bound.group(1))))
+    return found
+
+
 def test_every_script_is_checked() -> None:
     lua_dir = Path(scripts_module.__file__).parent / "lua"
-    assert {path.stem for path in lua_dir.glob("*.lua")} == set(SCRIPT_NAMES)
+    assert {path.stem for path in lua_dir.glob("*.lua")} == set(SCRIPT_NAMES) == set(CONTRACTS)
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_the_contract_names_the_headers_keys(name: str) -> None:
+    assert CONTRACTS[name].keys == headers.parse(name).keys
 
 
 @pytest.mark.parametrize("name", SCRIPT_NAMES)
@@ -41,38 +74,66 @@ def test_highest_key_index_is_the_number_of_named_keys(name: str) -> None:
     loaded = script(name)
     used = {int(n) for n in KEY_INDEX.findall(code_of(loaded))}
     assert used, f"{name}.lua uses no KEYS"
-    assert max(used) == len(loaded.key_names), (name, sorted(used), loaded.key_names)
+    assert max(used) == len(loaded.contract.keys), (name, sorted(used), loaded.contract.keys)
 
 
 @pytest.mark.parametrize("name", SCRIPT_NAMES)
 def test_every_named_key_is_a_queue_key(name: str) -> None:
-    loaded = script(name)
-    assert loaded.key_names[0] == "prefix", "KEYS[1] is the queue prefix every job key hangs off"
-    assert len(set(loaded.key_names)) == len(loaded.key_names), loaded.key_names
-    assert set(loaded.key_names) <= QUEUE_KEY_NAMES | {"prefix"}
-    keys = loaded.keys(QueueKeys("q"))
+    key_names = CONTRACTS[name].keys
+    assert key_names[0] == "prefix", "KEYS[1] is the queue prefix every job key hangs off"
+    assert len(set(key_names)) == len(key_names), key_names
+    assert set(key_names) <= QUEUE_KEY_NAMES | {"prefix"}
+    keys = script(name).keys(QueueKeys("q"))
     assert keys[0] == "jb:{q}:"
     assert all(key.startswith("jb:{q}:") for key in keys), "one hash tag for every key"
 
 
 @pytest.mark.parametrize("name", SCRIPT_NAMES)
 def test_names_bound_to_keys_match_the_header(name: str) -> None:
-    loaded = script(name)
-    code = code_of(loaded)
+    code = code_of(script(name))
+    key_names = headers.parse(name).keys
     known = QUEUE_KEY_NAMES | {"prefix"}
-    bindings: list[tuple[str, int]] = []
-    for match in LOCAL_ASSIGN.finditer(code):
-        names = [n.strip() for n in match.group(1).split(",")]
-        values = [v.strip() for v in match.group(2).split(",")]
-        if len(names) != len(values):
-            continue
-        for local, value in zip(names, values, strict=True):
-            key = re.fullmatch(r"KEYS\[(\d+)\]", value)
-            if key:
-                bindings.append((local, int(key.group(1))))
+    bound = bindings(code, "KEYS")
     for table in TABLE.findall(code):
-        bindings.extend((field, int(n)) for field, n in FIELD_ASSIGN.findall(table))
-    assert bindings, f"{name}.lua binds no KEYS to names"
-    for local, index in bindings:
+        bound.extend((field, int(n)) for field, n in FIELD_ASSIGN.findall(table))
+    assert bound, f"{name}.lua binds no KEYS to names"
+    for local, index in bound:
         if local in known:
-            assert loaded.key_names[index - 1] == local, (name, local, index, loaded.key_names)
+            assert key_names[index - 1] == local, (name, local, index, key_names)
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_the_contract_names_the_headers_arguments(name: str) -> None:
+    header, contract = headers.parse(name), CONTRACTS[name]
+    assert contract.arg_names == header.args
+    assert contract.per == header.per
+    assert contract.item_names == header.item
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_the_source_reads_the_arguments_the_header_names(name: str) -> None:
+    header = headers.parse(name)
+    code = code_of(script(name))
+    used = {int(n) for n in ARG_INDEX.findall(code)}
+    assert max(used) == len(header.args), (name, sorted(used), header.args)
+    for local, index in bindings(code, "ARGV"):
+        if local in header.args:
+            assert header.args[index - 1] == local, (name, local, index, header.args)
+
+
+@pytest.mark.parametrize("name", [n for n in SCRIPT_NAMES if CONTRACTS[n].item is not None])
+def test_the_source_steps_through_items_as_wide_as_the_contracts(name: str) -> None:
+    contract = CONTRACTS[name]
+    code = code_of(script(name))
+    first = len(contract.arg_names) + 1
+    if contract.counted_tail:
+        # `local b = <first>`, then past the values before the tail, its count and the tail
+        assert re.search(rf"\blocal b = {first}\n", code), name
+        assert [int(n) for n in NEXT_ITEM.findall(code)] == [len(contract.item_names)], name
+    else:
+        assert ITEM_START.findall(code) == [(str(first), str(len(contract.item_names)))], name
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_the_contract_decodes_the_reply_the_header_names(name: str) -> None:
+    assert CONTRACTS[name].layout == headers.parse(name).layout

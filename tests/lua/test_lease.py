@@ -15,7 +15,7 @@ def test_lease_hands_out_the_job_with_a_fenced_token(lua: LuaQueue) -> None:
     leased = lua.lease_one(worker="worker-9", lease_ms=30_000, rand="abc123")
     after = lua.now_ms()
 
-    assert (leased.id, leased.name, leased.data, leased.content_type) == (
+    assert (leased.id, leased.name, leased.data, leased.data_type) == (
         "j",
         "resize",
         '{"w": 1}',
@@ -24,7 +24,7 @@ def test_lease_hands_out_the_job_with_a_fenced_token(lua: LuaQueue) -> None:
     assert (leased.attempt, leased.max_attempts) == (1, 1)
     assert leased.fence == 1
     assert leased.token == "1-abc1230"  # fence, the call's random part, the job's index
-    assert before + 30_000 <= leased.lease_expiry <= after + 30_000
+    assert before + 30_000 <= leased.lease_expires_at <= after + 30_000
     assert leased.timeout_at == 0
     assert (leased.progress_percent, leased.progress_value, leased.progress_type) == ("", "", "")
 
@@ -37,13 +37,13 @@ def test_leased_job_is_active_and_scored_by_its_deadline(lua: LuaQueue) -> None:
 
     assert leased.max_attempts == 3
     assert lua.where("j") == ["active"]
-    assert lua.score("active", "j") == leased.lease_expiry
+    assert lua.score("active", "j") == leased.lease_expires_at
     job = lua.job("j")
     assert job["st"] == "active"
     assert job["w"] == "w7"
     assert job["tok"] == leased.token
     assert job["fn"] == "1"
-    assert job["le"] == str(leased.lease_expiry)
+    assert job["le"] == str(leased.lease_expires_at)
     assert job["lms"] == "5000"
     assert before <= int(job["sa"]) <= after
     assert "am" not in job, "leasing does not spend an attempt"
@@ -82,13 +82,13 @@ def test_attempt_timeout_caps_the_lease_deadline(lua: LuaQueue) -> None:
     after = lua.now_ms()
 
     assert before + 2000 <= leased.timeout_at <= after + 2000
-    assert leased.lease_expiry == leased.timeout_at
+    assert leased.lease_expires_at == leased.timeout_at
     assert lua.score("active", "j") == leased.timeout_at
     assert lua.job("j")["to"] == str(leased.timeout_at)
 
     lua.add(JobSpec(id="k", timeout_ms=60_000))
     long = lua.lease_one(lease_ms=1000)
-    assert long.lease_expiry < long.timeout_at
+    assert long.lease_expires_at < long.timeout_at
 
 
 def test_lease_removes_a_started_job_from_expiring(lua: LuaQueue) -> None:
@@ -145,9 +145,9 @@ def test_job_that_started_in_time_is_leased_again_after_its_lifespan(
     elif back_to_waiting == "released":
         assert lua.release("j", first.token) == ("", "waiting")
     else:
-        assert lua.reap()[0] == 1
+        assert lua.reap().handled == 1
     assert lua.state("j") == "waiting"
-    assert lua.expire()[0] == 0, "expire.lua agrees: the job started in time"
+    assert lua.expire().handled == 0, "expire.lua agrees: the job started in time"
 
     again = lua.lease()
     assert ids(again) == ["j"], lua.job("j")

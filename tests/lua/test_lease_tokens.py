@@ -1,6 +1,6 @@
 """check_lease (lib/base.lua), through every script that takes a lease token: a token the
-broker never issued for the job is NOT_ISSUED, only an older lease's token is LEASE_SUPERSEDED,
-and neither changes anything."""
+broker never issued for the job is INVALID_FIELD (the token), only an older lease's token is
+LEASE_SUPERSEDED, and neither changes anything."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def refuses_without_a_trace(lua: LuaQueue, check: Check, token: str) -> tuple[st
 )
 def test_a_token_never_issued_is_not_issued(lua: LuaQueue, script: str, token: str) -> None:
     _, live = leased_twice(lua)
-    assert refuses_without_a_trace(lua, SCRIPTS[script], token) == ("NOT_ISSUED", "active")
+    assert refuses_without_a_trace(lua, SCRIPTS[script], token) == ("INVALID_FIELD", "active")
     assert lua.job("j")["tok"] == live.token
 
 
@@ -66,7 +66,7 @@ def test_the_token_of_an_older_lease_is_superseded(lua: LuaQueue, script: str) -
 def test_any_token_for_a_job_never_leased_is_not_issued(lua: LuaQueue, script: str) -> None:
     lua.add(JobSpec(id="j"))
     answer = refuses_without_a_trace(lua, SCRIPTS[script], "1-aaaa1")
-    assert answer == ("NOT_ISSUED", "waiting")
+    assert answer == ("INVALID_FIELD", "waiting")
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 
-from .helpers import MAXLEN, JobSpec, LuaQueue
+from jobbroker_broker.contracts.leases import Completed
+
+from .helpers import JobSpec, LuaQueue
 
 
 def test_a_first_start_reports_its_wait_a_later_one_does_not(lua: LuaQueue) -> None:
@@ -33,20 +35,22 @@ def test_a_job_retried_by_hand_reports_no_wait(lua: LuaQueue) -> None:
 def test_complete_and_fail_report_how_long_the_attempt_ran(lua: LuaQueue) -> None:
     lua.add(JobSpec(id="c"))
     leased = lua.lease_one()
-    [(reason, state, run_ms)] = lua.complete_rows(("c", leased.token, "1", ""))
+    [row] = lua.complete_rows(("c", leased.token, "1", ""))
     job = lua.job("c")
-    assert (reason, state, run_ms) == ("", "completed", int(job["fa"]) - int(job["sa"]))
+    assert row == Completed("", "completed", int(job["fa"]) - int(job["sa"]))
 
     lua.add(JobSpec(id="f", attempts=2))
     leased = lua.lease_one()
     started = int(lua.job("f")["sa"])
     before = lua.now_ms()
-    out = lua.call("fail", MAXLEN, 1, "f", leased.token, "boom", "", "", "", "0")
+    failed = lua.fail_row("f", leased.token, "boom", "", "", rand=0)
     after = lua.now_ms()
-    assert out[:3] == ["", "waiting", 0]
-    assert before - started <= out[3] <= after - started
+    assert (failed.reason, failed.state, failed.run_at) == ("", "waiting", 0)
+    assert before - started <= failed.run_ms <= after - started
 
-    assert lua.complete_rows(("c", "1-forged", "1", "")) == [("NOT_ISSUED", "completed", 0)]
+    assert lua.complete_rows(("c", "1-forged", "1", "")) == [
+        Completed("INVALID_FIELD", "completed", 0)
+    ]
 
 
 def test_reap_counts_stalls_failures_and_retries(lua: LuaQueue) -> None:
@@ -57,8 +61,8 @@ def test_reap_counts_stalls_failures_and_retries(lua: LuaQueue) -> None:
     lua.lease(max_jobs=4, lease_ms=50)
     lua.r.hset(lua.keys.job("done"), "sc", 1)  # it stalled once before: this stall fails it
     time.sleep(0.1)
-    reaped, _, _, stalled, failed, retried = lua.reap(max_stalled=1)
-    assert (reaped, stalled, failed, retried) == (4, 2, 2, 1)
+    done = lua.reap(max_stalled=1)
+    assert (done.handled, done.stalled, done.failed, done.retried) == (4, 2, 2, 1)
     assert lua.state("again") == "waiting"
     assert lua.state("done") == "failed"
     assert lua.state("slow") == "waiting"

@@ -10,7 +10,7 @@ def test_promote_makes_a_delayed_job_waiting_at_the_back_of_its_priority(lua: Lu
     lua.add(JobSpec(id="now"))
     last = lua.last_event_id()
 
-    assert lua.promote("later") == ["", "waiting"]
+    assert lua.promote("later") == ("", "waiting")
     job = lua.job("later")
     assert job["st"] == "waiting"
     assert "ra" not in job
@@ -30,11 +30,11 @@ def test_promoted_job_keeps_its_priority(lua: LuaQueue) -> None:
 
 def test_promote_of_a_job_that_is_not_delayed(lua: LuaQueue) -> None:
     lua.add(JobSpec(id="j"))
-    assert lua.promote("j") == ["NOT_DELAYED", "waiting"]
+    assert lua.promote("j") == ("JOB_NOT_DELAYED", "waiting")
     lua.lease_one()
-    assert lua.promote("j") == ["NOT_DELAYED", "active"]
+    assert lua.promote("j") == ("JOB_NOT_DELAYED", "active")
     assert lua.where("j") == ["active"]
 
 
 def test_promote_of_an_unknown_job(lua: LuaQueue) -> None:
-    assert lua.promote("nope") == ["NOT_FOUND", ""]
+    assert lua.promote("nope") == ("JOB_NOT_FOUND", "")

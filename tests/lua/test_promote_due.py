@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .helpers import JobSpec, LuaQueue, ids
+from .helpers import JobSpec, LuaQueue, handled_next, ids
 
 
 def test_due_jobs_become_waiting_and_the_next_due_time_is_returned(lua: LuaQueue) -> None:
@@ -14,12 +14,12 @@ def test_due_jobs_become_waiting_and_the_next_due_time_is_returned(lua: LuaQueue
     last = lua.last_event_id()
 
     before = lua.now_ms()
-    moved, next_due, now = lua.promote_due()
+    done = lua.promote_due()
     after = lua.now_ms()
 
-    assert moved == 1
-    assert next_due == int(lua.job("later")["ra"])
-    assert before <= now <= after
+    assert done.handled == 1
+    assert done.next_due == int(lua.job("later")["ra"])
+    assert before <= done.now <= after
     assert lua.where("soon") == ["waiting"]
     assert "ra" not in lua.job("soon")
     assert lua.where("later") == ["delayed"]
@@ -28,13 +28,13 @@ def test_due_jobs_become_waiting_and_the_next_due_time_is_returned(lua: LuaQueue
 
 def test_nothing_due(lua: LuaQueue) -> None:
     lua.add(JobSpec(id="later", delay_ms=60_000))
-    moved, next_due, _ = lua.promote_due()
-    assert moved == 0
-    assert next_due == int(lua.job("later")["ra"])
+    done = lua.promote_due()
+    assert done.handled == 0
+    assert done.next_due == int(lua.job("later")["ra"])
 
 
 def test_empty_queue_reports_no_next_due_time(lua: LuaQueue) -> None:
-    assert lua.promote_due()[:2] == [0, -1]
+    assert handled_next(lua.promote_due()) == (0, -1)
 
 
 def test_batch_size_bounds_the_work_and_oldest_due_go_first(lua: LuaQueue) -> None:
@@ -42,10 +42,10 @@ def test_batch_size_bounds_the_work_and_oldest_due_go_first(lua: LuaQueue) -> No
         lua.add(JobSpec(id=f"d{n}", delay_ms=20 + n))
     time.sleep(0.06)
     first = lua.promote_due(batch=2)
-    assert first[0] == 2
-    assert first[1] == int(lua.job("d2")["ra"]), "the next due time is already past"
-    assert lua.promote_due(batch=2)[0] == 2
-    assert lua.promote_due(batch=2)[:2] == [1, -1]
+    assert first.handled == 2
+    assert first.next_due == int(lua.job("d2")["ra"]), "the next due time is already past"
+    assert lua.promote_due(batch=2).handled == 2
+    assert handled_next(lua.promote_due(batch=2)) == (1, -1)
     assert ids(lua.lease(max_jobs=10)) == ["d0", "d1", "d2", "d3", "d4"]
 
 

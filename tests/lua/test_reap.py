@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .helpers import STALLED, TIMEOUT, JobSpec, LuaQueue, Update, ids
+from .helpers import STALLED, TIMEOUT, JobSpec, LuaQueue, Update, handled_next, ids
 
 
 def stall(lua: LuaQueue, job_id: str = "j", lease_ms: int = 50) -> str:
@@ -22,11 +22,11 @@ def test_stalled_job_goes_back_to_the_front_of_waiting(lua: LuaQueue) -> None:
     last = lua.last_event_id()
 
     before = lua.now_ms()
-    reaped, next_deadline, now, *_ = lua.reap(max_stalled=1)
+    done = lua.reap(max_stalled=1)
     after = lua.now_ms()
 
-    assert (reaped, next_deadline) == (1, -1)
-    assert before <= now <= after
+    assert (done.handled, done.next_due) == (1, -1)
+    assert before <= done.now <= after
     job = lua.job("j")
     assert job["st"] == "waiting"
     assert job["sc"] == "1"
@@ -46,11 +46,11 @@ def test_stalled_job_goes_back_to_the_front_of_waiting(lua: LuaQueue) -> None:
 def test_job_stalled_more_than_max_stalled_fails_for_good(lua: LuaQueue) -> None:
     lua.add(JobSpec(id="j", attempts=5))
     stall(lua)
-    assert lua.reap(max_stalled=1)[0] == 1
+    assert lua.reap(max_stalled=1).handled == 1
     assert lua.state("j") == "waiting"
     stall(lua)
     last = lua.last_event_id()
-    assert lua.reap(max_stalled=1)[0] == 1
+    assert lua.reap(max_stalled=1).handled == 1
 
     job = lua.job("j")
     assert job["st"] == "failed"
@@ -76,10 +76,10 @@ def test_max_stalled_zero_fails_at_the_first_stall(lua: LuaQueue) -> None:
 def test_timed_out_attempt_is_retried(lua: LuaQueue) -> None:
     lua.add(JobSpec(id="j", attempts=2, timeout_ms=50))
     leased = lua.lease_one(lease_ms=30_000)
-    assert leased.lease_expiry == leased.timeout_at
+    assert leased.lease_expires_at == leased.timeout_at
     time.sleep(0.1)
     last = lua.last_event_id()
-    assert lua.reap()[0] == 1
+    assert lua.reap().handled == 1
 
     job = lua.job("j")
     assert job["st"] == "waiting"
@@ -131,9 +131,9 @@ def test_live_leases_are_left_alone(lua: LuaQueue) -> None:
     lua.lease_one(lease_ms=50)
     long = lua.lease_one(lease_ms=60_000)
     time.sleep(0.1)
-    reaped, next_deadline, *_ = lua.reap()
-    assert reaped == 1
-    assert next_deadline == long.lease_expiry
+    done = lua.reap()
+    assert done.handled == 1
+    assert done.next_due == long.lease_expires_at
     assert lua.where("long") == ["active"]
     assert lua.state("long") == "active"
 
@@ -143,8 +143,8 @@ def test_batch_size_bounds_the_work(lua: LuaQueue) -> None:
         lua.add(JobSpec(id=f"j{n}"))
     lua.lease(max_jobs=3, lease_ms=50)
     time.sleep(0.1)
-    assert lua.reap(batch=2)[0] == 2
-    assert lua.reap(batch=2)[:2] == [1, -1]
+    assert lua.reap(batch=2).handled == 2
+    assert handled_next(lua.reap(batch=2)) == (1, -1)
     assert lua.members("waiting") != []
     assert lua.members("active") == []
 
@@ -152,7 +152,7 @@ def test_batch_size_bounds_the_work(lua: LuaQueue) -> None:
 def test_stale_active_entry_of_a_job_no_longer_active_is_dropped(lua: LuaQueue) -> None:
     lua.add(JobSpec(id="j"))
     lua.r.zadd(lua.keys.key("active"), {"j": 1, "ghost": 1})
-    assert lua.reap()[:2] == [2, -1]
+    assert handled_next(lua.reap()) == (2, -1)
     assert lua.where("j") == ["waiting"]
     assert lua.state("j") == "waiting"
     assert lua.event_types("j") == ["added"]

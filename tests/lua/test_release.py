@@ -66,9 +66,9 @@ def test_release_with_a_stale_token_changes_nothing(lua: LuaQueue) -> None:
     new = lua.lease_one()
     last = lua.last_event_id()
     assert lua.release("j", old.token) == ("LEASE_SUPERSEDED", "active")
-    assert lua.release("nope", old.token) == ("NOT_FOUND", "")
+    assert lua.release("nope", old.token) == ("JOB_NOT_FOUND", "")
     assert lua.where("j") == ["active"]
-    assert lua.score("active", "j") == new.lease_expiry
+    assert lua.score("active", "j") == new.lease_expires_at
     assert lua.events(after=last) == []
 
 
@@ -93,5 +93,5 @@ def test_several_jobs_in_one_call(lua: LuaQueue) -> None:
         lua.add(JobSpec(id=job_id))
     a, _, c = lua.lease(max_jobs=3)
     out = lua.release_many(("a", a.token, 0), ("b", "7-x", 0), ("c", c.token, 500))
-    assert out == [("", "waiting"), ("NOT_ISSUED", "active"), ("", "delayed")]
+    assert out == [("", "waiting"), ("INVALID_FIELD", "active"), ("", "delayed")]
     assert lua.where("b") == ["active"]

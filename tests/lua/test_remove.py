@@ -28,20 +28,20 @@ def make(lua: LuaQueue, state: str) -> None:
 @pytest.mark.parametrize("state", ["waiting", "delayed", "completed", "failed", "cancelled"])
 def test_remove_deletes_the_job_from_every_state(lua: LuaQueue, state: str) -> None:
     make(lua, state)
-    assert lua.remove("j") == ["", state]
+    assert lua.remove("j") == ("", state)
     assert lua.job("j") == {}
     assert lua.logs("j") == []
     assert lua.where("j") == []
     removed = lua.events("j")[-1]
     assert (removed.type, removed.fields) == ("removed", {"s": state})
-    assert lua.remove("j") == ["NOT_FOUND", ""]
+    assert lua.remove("j") == ("JOB_NOT_FOUND", "")
 
 
 def test_active_job_cannot_be_removed(lua: LuaQueue) -> None:
     lua.add(JobSpec(id="j"))
     leased = lua.lease_one()
     last = lua.last_event_id()
-    assert lua.remove("j") == ["ACTIVE", "active"]
+    assert lua.remove("j") == ("JOB_ACTIVE", "active")
     assert lua.where("j") == ["active"]
     assert lua.events(after=last) == []
     assert lua.complete("j", leased.token) == ("", "completed")
@@ -56,5 +56,5 @@ def test_remove_leaves_other_jobs_alone(lua: LuaQueue) -> None:
 
 
 def test_remove_of_an_unknown_job(lua: LuaQueue) -> None:
-    assert lua.remove("nope") == ["NOT_FOUND", ""]
+    assert lua.remove("nope") == ("JOB_NOT_FOUND", "")
     assert lua.events() == []

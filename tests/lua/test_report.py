@@ -101,9 +101,9 @@ def test_updates_of_several_jobs_in_one_call(lua: LuaQueue) -> None:
         Update("b", "1-wrong", percent=10),
         Update("b", b.token, percent=20, logs=["b1"]),
     )
-    assert [reason for reason, _ in out] == ["", "NOT_FOUND", "NOT_ISSUED", ""]
-    assert out[1] == ("NOT_FOUND", "")
-    assert out[2] == ("NOT_ISSUED", "active")
+    assert [reason for reason, _ in out] == ["", "JOB_NOT_FOUND", "INVALID_FIELD", ""]
+    assert out[1] == ("JOB_NOT_FOUND", "")
+    assert out[2] == ("INVALID_FIELD", "active")
     assert lua.logs("a") == ["a1", "a2", "a3"]
     assert lua.logs("b") == ["b1"]
     assert lua.job("b")["pp"] == "20"
@@ -119,7 +119,7 @@ def test_stale_token_from_an_older_lease_is_superseded(lua: LuaQueue) -> None:
     out = lua.report(Update("j", old.token, lease_ms=60_000, percent=99, logs=["stale"]))
     assert out == [("LEASE_SUPERSEDED", "active")]
     assert lua.job("j") == before
-    assert lua.score("active", "j") == new.lease_expiry
+    assert lua.score("active", "j") == new.lease_expires_at
     assert lua.logs("j") == []
     assert lua.events(after=last) == []
 
@@ -130,7 +130,7 @@ def test_live_token_past_its_deadline_is_expired(lua: LuaQueue) -> None:
     time.sleep(0.1)
     out = lua.report(Update("j", leased.token, lease_ms=60_000, percent=1))
     assert out == [("LEASE_EXPIRED", "active")]
-    assert lua.score("active", "j") == leased.lease_expiry
+    assert lua.score("active", "j") == leased.lease_expires_at
     assert "pp" not in lua.job("j")
 
 
@@ -143,5 +143,5 @@ def test_token_of_a_finished_job_is_expired(lua: LuaQueue) -> None:
 
 def test_token_of_a_job_never_leased_was_never_issued(lua: LuaQueue) -> None:
     lua.add(JobSpec(id="j"))
-    assert lua.report(Update("j", "1-guess")) == [("NOT_ISSUED", "waiting")]
+    assert lua.report(Update("j", "1-guess")) == [("INVALID_FIELD", "waiting")]
     assert lua.where("j") == ["waiting"]

@@ -19,7 +19,7 @@ def failed_job(lua: LuaQueue) -> None:
 def test_retry_of_a_failed_job(lua: LuaQueue) -> None:
     failed_job(lua)
     last = lua.last_event_id()
-    assert lua.retry("j") == ["", "waiting"]
+    assert lua.retry("j") == ("", "waiting")
 
     job = lua.job("j")
     assert job["st"] == "waiting"
@@ -43,7 +43,7 @@ def test_retry_of_a_cancelled_job(lua: LuaQueue) -> None:
     lua.complete("j", leased.token)
     assert lua.state("j") == "cancelled"
 
-    assert lua.retry("j") == ["", "waiting"]
+    assert lua.retry("j") == ("", "waiting")
     job = lua.job("j")
     assert "cr" not in job
     assert "crr" not in job
@@ -60,7 +60,7 @@ def test_retry_restarts_the_lifespan(lua: LuaQueue) -> None:
     time.sleep(0.15)
 
     before = lua.now_ms()
-    assert lua.retry("j") == ["", "waiting"]
+    assert lua.retry("j") == ("", "waiting")
     after = lua.now_ms()
     created = int(lua.job("j")["ct"])
     assert before <= created <= after
@@ -70,13 +70,13 @@ def test_retry_restarts_the_lifespan(lua: LuaQueue) -> None:
 
 def test_retry_of_a_job_that_has_not_finished(lua: LuaQueue) -> None:
     lua.add(JobSpec(id="j"))
-    assert lua.retry("j") == ["NOT_RETRYABLE", "waiting"]
+    assert lua.retry("j") == ("JOB_NOT_RETRYABLE", "waiting")
     leased = lua.lease_one()
-    assert lua.retry("j") == ["NOT_RETRYABLE", "active"]
+    assert lua.retry("j") == ("JOB_NOT_RETRYABLE", "active")
     lua.complete("j", leased.token)
-    assert lua.retry("j") == ["NOT_RETRYABLE", "completed"]
+    assert lua.retry("j") == ("JOB_NOT_RETRYABLE", "completed")
     assert lua.where("j") == ["completed"]
 
 
 def test_retry_of_an_unknown_job(lua: LuaQueue) -> None:
-    assert lua.retry("nope") == ["NOT_FOUND", ""]
+    assert lua.retry("nope") == ("JOB_NOT_FOUND", "")

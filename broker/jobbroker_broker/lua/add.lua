@@ -3,19 +3,25 @@
   gathered into one call).
   Keys: prefix ids seq waiting delayed expiring events meta
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] number of jobs N
-    ARGV[3] '1': each job on its own (a conflicting custom id fails that job only); '': all
-      or none
-    then 17 values per job: custom id ('' = generate), name, data, data content type,
-      priority, lifo ('1'/''), delay ms, max attempts, backoff type, backoff delay,
-      backoff jitter, backoff max, timeout ms, lifespan ms, retain-on-complete, retain-on-fail,
-      group (numbers '' or '0' when unset; retention and group '' when unset).
-  Output: a flat list of {id, state, duplicate (0/1)} per job, then 1 when the queue was not
-    registered yet (its meta hash has no `reg` field: new, or obliterated since) else 0. A
-    custom id that names an existing job (or an earlier job of the call) with another name or
-    data is a conflict: all or none, {'DUPLICATE', id} and nothing is written; each on its
-    own, that job's state is 'DUPLICATE' and it is not written.
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] job_count: number of jobs N
+    ARGV[3] each: '1': each job on its own (a conflicting custom id fails that job only); '':
+      all or none
+    then per job:
+      id: custom id ('' = generate)
+      name: job name
+      data: payload body
+      data_type: payload content type ('' = JSON)
+      options...: the options set, by name: job hash fields and their values in pairs (pri,
+        lifo, dly, atm, bt, bd, bj, bx, tmo, lsp, rc, rf, grp; see contracts/hashes.py),
+        unset ones left out
+  Output: per job {id, state, duplicate} then {registered}
+    duplicate is 1 when a job with that custom id, name and data was there already (left as
+    it is); registered is 1 when the queue was not registered yet (its meta hash has no `reg`
+    field: new, or obliterated since), else 0. A custom id that names an existing job (or an
+    earlier job of the call) with another name or data is a conflict, state JOB_ID_CONFLICT:
+    all or none, the reply is that job's row alone (then 0) and nothing is written; each on
+    its own, that job is not written.
 ]]
 -- @include lib/base.lua
 -- @include lib/add_job.lua
@@ -27,17 +33,19 @@ local k = {prefix = prefix, seq = seq, waiting = waiting, delayed = delayed, exp
 local maxlen = ARGV[1]
 local n = tonumber(ARGV[2])
 local each = ARGV[3] == '1'
-local FIRST = 4
 
--- Phase 1: resolve custom ids so that nothing is written if any of them conflicts (all or
--- none), or so that a conflicting job is skipped (each on its own). Count what phase 2 needs.
+-- Phase 1: find where each job's values start (its options make their number vary), and
+-- resolve custom ids so that nothing is written if any of them conflicts (all or none), or so
+-- that a conflicting job is skipped (each on its own). Count what phase 2 needs.
+local starts = {}
 local seen = {}
 local dup = {}
 local generated, to_wait = 0, 0
+local b = 4
 for i = 0, n - 1 do
-  local b = FIRST + i * ADD_WIDTH
-  local id = ARGV[b]
-  local name, data, dct = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  starts[i] = b
+  local id, name, data, dct = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local nopts = tonumber(ARGV[b + 4])
   local conflict = false
   if id ~= '' then
     local prev = seen[id]
@@ -65,12 +73,13 @@ for i = 0, n - 1 do
   end
   if conflict then
     if not each then
-      return done({'DUPLICATE', id})
+      return done({id, 'JOB_ID_CONFLICT', 0, 0})
     end
-    dup[i] = 'DUPLICATE'
-  elseif not dup[i] and (tonumber(ARGV[b + 6]) or 0) <= 0 then
+    dup[i] = 'JOB_ID_CONFLICT'
+  elseif not dup[i] and option_delay(ARGV, b + 5, nopts) <= 0 then
     to_wait = to_wait + 1
   end
+  b = b + 5 + nopts
 end
 
 -- Phase 2: write. Generated ids and waiting-set sequence numbers are reserved for the whole
@@ -86,10 +95,10 @@ if to_wait > 0 then
   batch.seq = redis.call('INCRBY', seq, to_wait) - to_wait + 1
 end
 for i = 0, n - 1 do
-  local b = FIRST + i * ADD_WIDTH
+  b = starts[i]
   local id = ARGV[b]
   local prior = dup[i]
-  if prior == 'DUPLICATE' then
+  if prior == 'JOB_ID_CONFLICT' then
     out[#out + 1] = id
     out[#out + 1] = prior
     out[#out + 1] = 0
@@ -105,7 +114,8 @@ for i = 0, n - 1 do
       next_id = next_id + 1
     end
     out[#out + 1] = id
-    out[#out + 1] = write_job(k, maxlen, id, ARGV, b + 1, now, batch)
+    out[#out + 1] = write_job(k, maxlen, id, ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV, b + 5,
+      tonumber(ARGV[b + 4]), now, batch)
     out[#out + 1] = 0
   end
 end

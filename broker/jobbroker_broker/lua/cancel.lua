@@ -3,10 +3,12 @@
   event tells its worker to stop; it ends cancelled when the worker reports or its lease ends.
   Keys: prefix waiting delayed expiring cancelled events signals meta
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] job id
-    ARGV[3] reason
-  Output: {'', state after} or {error reason, state}: NOT_FOUND, or ALREADY_FINISHED.
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] id: job id
+    ARGV[3] cancel_reason: the reason given to Cancel
+  Output: {reason, state}
+    reason '' when done, with the state after (cancelled, or active while its worker is told);
+    else JOB_NOT_FOUND, or JOB_FINISHED with the job's state.
 ]]
 -- @include lib/base.lua
 -- @include lib/finish.lua
@@ -17,7 +19,7 @@ local jkey = job_key(prefix, id)
 local f = redis.call('HMGET', jkey, 'st', 'cr', 'fn', 'w', 'grp')
 local st = f[1]
 if not st then
-  return done({'NOT_FOUND', ''})
+  return done({'JOB_NOT_FOUND', ''})
 end
 local now = now_ms()
 if st == 'waiting' or st == 'delayed' then
@@ -37,4 +39,4 @@ if st == 'active' then
   end
   return done({'', 'active'})
 end
-return done({'ALREADY_FINISHED', st})
+return done({'JOB_FINISHED', st})

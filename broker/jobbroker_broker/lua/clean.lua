@@ -6,14 +6,15 @@
   limit is reached; the last call emits one `cleaned` event with the total.
   Keys: prefix waiting delayed completed failed cancelled expiring events
   Input:
-    ARGV[1] events maxlen
+    ARGV[1] maxlen: events maxlen
     ARGV[2] state: waiting, delayed, completed, failed or cancelled
-    ARGV[3] grace ms: only jobs that entered the state at least this long ago
-    ARGV[4] most jobs to remove in this call
-    ARGV[5] jobs removed by the previous calls of this clean
-    ARGV[6] cursor (waiting and delayed only): where the previous call stopped, 0 at first
-    ARGV[7] '1' when this call's removals reach the caller's limit
-  Output: {next cursor (-1: done), removed job ids...}
+    ARGV[3] grace_ms: only jobs that entered the state at least this long ago
+    ARGV[4] limit: most jobs to remove in this call
+    ARGV[5] removed_before: jobs removed by the previous calls of this clean
+    ARGV[6] cursor: (waiting and delayed only) where the previous call stopped, 0 at first
+    ARGV[7] last: '1' when this call's removals reach the caller's limit
+  Output: {cursor, removed...}
+    the next cursor (-1: done), then the ids of the jobs removed.
 ]]
 -- @include lib/base.lua
 

@@ -2,11 +2,16 @@
   Complete leased jobs: active -> completed (or cancelled when a Cancel arrived meanwhile).
   Keys: prefix active completed cancelled events
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] number of jobs N
-    then per job: id, token, result, result content type
-  Output: a flat list of {reason ('' = applied), state, run ms} per job; run ms is how long
-    the attempt ran (lease to now), 0 when refused (for metrics).
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] job_count: number of jobs N
+    then per job:
+      id: job id
+      token: lease token
+      result: result body
+      result_type: result content type
+  Output: per job {reason, state, run_ms}
+    reason '' when applied, else an ErrorReason name (check_lease); run_ms is how long the
+    attempt ran (lease to now), 0 when refused (for metrics).
 ]]
 -- @include lib/base.lua
 -- @include lib/finish.lua

@@ -5,11 +5,12 @@
   event with the total (not `drained`: that is BullMQ's "ran empty", emitted by lease.lua).
   Keys: prefix waiting delayed expiring events meta groups
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] batch size
-    ARGV[3] '1' to drain delayed jobs too
-    ARGV[4] jobs removed by the previous calls of this drain
-  Output: number of jobs removed by this call.
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] batch: batch size
+    ARGV[3] delayed: '1' to drain delayed jobs too
+    ARGV[4] removed_before: jobs removed by the previous calls of this drain
+  Output: removed
+    the number of jobs removed by this call.
 ]]
 -- @include lib/base.lua
 -- @include lib/groups.lua

@@ -3,9 +3,10 @@
   batch per call.
   Keys: prefix waiting delayed expiring failed events meta
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] batch size
-  Output: {expired, next expiry in ms (-1 = none), now}
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] batch: batch size
+  Output: {handled, next_due, now}
+    jobs expired, the next lifespan deadline in ms (-1 = none), and Redis' time.
 ]]
 -- @include lib/base.lua
 -- @include lib/finish.lua

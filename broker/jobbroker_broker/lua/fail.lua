@@ -3,11 +3,20 @@
   attempts are left, else failed for good; cancelled when a Cancel arrived meanwhile.
   Keys: prefix active waiting delayed failed cancelled events seq
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] number of jobs N
-    then per job: id, token, message, error type, stack, no retry ('1'/''), random in [0, 1)
-  Output: a flat list of {reason ('' = applied), state, run at, run ms} per job; run ms is how
-    long the attempt ran (lease to now), 0 when refused (for metrics).
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] job_count: number of jobs N
+    then per job:
+      id: job id
+      token: lease token
+      message: error message
+      error_type: error type
+      stack: stack trace
+      no_retry: '1' to fail for good whatever attempts are left
+      rand: random in [0, 1) for the backoff's jitter
+  Output: per job {reason, state, run_at, run_ms}
+    reason '' when applied, else an ErrorReason name (check_lease); run_at is when a retry with
+    backoff runs (state delayed), else 0; run_ms is how long the attempt ran (lease to now), 0
+    when refused (for metrics).
 ]]
 -- @include lib/base.lua
 -- @include lib/finish.lua

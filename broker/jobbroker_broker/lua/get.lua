@@ -3,8 +3,10 @@
   subscriber can follow on from exactly that point.
   Keys: prefix events
   Input:
-    ARGV[1] job id
-  Output: {fields as a flat name/value list, number of log lines, newest event id ('' = none)}
+    ARGV[1] id: job id
+  Output: {fields, log_count, last_event_id}
+    the job hash as a flat name/value list (empty: no such job), its number of log lines, and
+    the newest event id ('' = none).
 ]]
 -- @include lib/base.lua
 

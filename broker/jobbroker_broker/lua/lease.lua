@@ -9,24 +9,26 @@
   nothing left to lease; jobs parked by a group limit still count as waiting).
   Keys: prefix waiting active expiring failed events seq meta limiter groups
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] max jobs
-    ARGV[3] worker id
-    ARGV[4] lease ms
-    ARGV[5] random token suffix
-  Output: a flat list of 14 values per leased job: id, name, data, data content type, attempt,
-    max attempts, token, fence, lease expiry, timeout at (0 = none), progress percent (''),
-    progress value, progress value content type, wait ms (for metrics: creation plus delay to
-    this first start; -1 for a later start or a job retried by hand); then one last value
-    saying what held leasing back: 0 nothing, -1 the queue is paused, -2 the concurrency
-    limit, or N > 0: the rate limit, for N more ms.
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] max_jobs: most jobs to lease
+    ARGV[3] worker: worker id
+    ARGV[4] lease_ms: lease duration
+    ARGV[5] token_suffix: random text the lease tokens carry after their fence
+  Output: per job {id, name, data, data_type, attempt, max_attempts, token, fence,
+      lease_expires_at, timeout_at, progress_percent, progress_value, progress_type, wait_ms}
+    then {held}
+    timeout_at is 0 without an attempt timeout; the progress values are '' when none was
+    reported; wait_ms is, for metrics, creation plus delay to this first start (-1 for a later
+    start or a job retried by hand). held says what held leasing back: 0 nothing, -1 the queue
+    is paused, -2 the concurrency limit, or N > 0: the rate limit, for N more ms.
 ]]
 -- @include lib/base.lua
 -- @include lib/finish.lua
 -- @include lib/groups.lua
 
 local prefix, waiting, active, expiring, failed, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local maxlen, max_jobs, worker, lease_ms, rand = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local maxlen, max_jobs, worker, lease_ms, token_suffix = ARGV[1], tonumber(ARGV[2]), ARGV[3],
+  tonumber(ARGV[4]), ARGV[5]
 local now = now_ms()
 -- Numbers given to redis.call are formatted on each call: format the ones shared by every job
 -- once.
@@ -108,24 +110,27 @@ while leased < max_jobs and budget > 0 do
     budget = budget - 1
     local id = popped[i]
     local jkey = job_key(prefix, id)
-    local f = redis.call('HMGET', jkey, 'name', 'data', 'dct', 'am', 'atm', 'tmo', 'lsp', 'ct',
-      'pp', 'pv', 'pvt', 'st', 'sa', 'fn', 'grp', 'dly', 'sc')
-    local group = f[15]
-    if f[12] then
-      local lifespan = tonumber(f[7]) or 0
+    -- One HMGET for everything the lease needs (false for an absent field).
+    local name, data, dct, made, max_attempts, timeout, lifespan, created, pp, pv, pvt, st,
+      started, last_fence, group, delay, stalled = unpack(redis.call('HMGET', jkey, 'name',
+      'data', 'dct', 'am', 'atm', 'tmo', 'lsp', 'ct', 'pp', 'pv', 'pvt', 'st', 'sa', 'fn', 'grp',
+      'dly', 'sc'))
+    if st then
+      lifespan = tonumber(lifespan) or 0
       -- Lifespan bounds the start only: a job that started once is never expired after.
-      if lifespan > 0 and not f[13] and tonumber(f[8]) + lifespan <= now then
+      if lifespan > 0 and not started and tonumber(created) + lifespan <= now then
         redis.call('ZREM', expiring, id)
         finish_failed(prefix, events, maxlen, failed, id, now, 3,
-          'job did not start within its lifespan of ' .. lifespan .. ' ms', '', '', tonumber(f[4]) or 0)
+          'job did not start within its lifespan of ' .. lifespan .. ' ms', '', '',
+          tonumber(made) or 0)
       elseif group and group_max > 0 and not group_allows(group, popped[i + 1], id) then
         -- parked until its group's window ends
       else
-        local fence = (tonumber(f[14]) or 0) + 1
+        local fence = (tonumber(last_fence) or 0) + 1
         local fence_s = tostring(fence) -- used three times: formatted once
-        local token = fence_s .. '-' .. rand .. leased
+        local token = fence_s .. '-' .. token_suffix .. leased
         local deadline, deadline_s = lease_deadline, lease_deadline_s
-        local timeout = tonumber(f[6]) or 0
+        timeout = tonumber(timeout) or 0
         local timeout_at = 0
         if timeout > 0 then
           timeout_at = now + timeout
@@ -144,27 +149,28 @@ while leased < max_jobs and budget > 0 do
         if lifespan > 0 then
           redis.call('ZREM', expiring, id)
         end
-        local attempt = (tonumber(f[4]) or 0) + 1
+        local attempt = (tonumber(made) or 0) + 1
         emit_fields(events, maxlen, 'active', id, 's', 'active', 'a', attempt, 'w', worker,
           'f', fence_s)
         leased = leased + 1
+        -- The reply row: contracts/leases.py's Leased, in its order.
         local n = #out
         out[n + 1] = id
-        out[n + 2] = f[1]
-        out[n + 3] = f[2]
-        out[n + 4] = f[3] or ''
+        out[n + 2] = name
+        out[n + 3] = data
+        out[n + 4] = dct or ''
         out[n + 5] = attempt
-        out[n + 6] = tonumber(f[5]) or 1
+        out[n + 6] = tonumber(max_attempts) or 1
         out[n + 7] = token
         out[n + 8] = fence
         out[n + 9] = deadline
         out[n + 10] = timeout_at
-        out[n + 11] = f[9] or ''
-        out[n + 12] = f[10] or ''
-        out[n + 13] = f[11] or ''
+        out[n + 11] = pp or ''
+        out[n + 12] = pv or ''
+        out[n + 13] = pvt or ''
         -- A retried job (restart) has `sc` set; a started one `sa`.
-        out[n + 14] = (f[13] or f[17]) and -1
-          or math.max(0, now - tonumber(f[8]) - (tonumber(f[16]) or 0))
+        out[n + 14] = (started or stalled) and -1
+          or math.max(0, now - tonumber(created) - (tonumber(delay) or 0))
       end
     end
   end

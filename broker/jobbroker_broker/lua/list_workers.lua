@@ -3,11 +3,11 @@
   delete stale entries (bounded) on the way.
   Keys: prefix workers active
   Input:
-    ARGV[1] window ms: workers seen longer ago than this are stale
-    ARGV[2] active jobs to read at most (those whose leases expire first)
-    ARGV[3] stale entries to delete at most
-  Output: flat list of worker id, last seen ms, queues (comma-separated), active jobs; live
-    workers only, in no particular order.
+    ARGV[1] window_ms: workers seen longer ago than this are stale
+    ARGV[2] max_active: active jobs to read at most (those whose leases expire first)
+    ARGV[3] max_prune: stale entries to delete at most
+  Output: per worker {worker, last_seen, queues, active_jobs}
+    live workers only, in no particular order; last_seen in ms, queues comma-separated.
 ]]
 
 local prefix, workers, active = KEYS[1], KEYS[2], KEYS[3]

@@ -4,10 +4,11 @@
   Refused while jobs are active unless forced. The caller repeats until the output is 0.
   Keys: prefix waiting delayed active completed failed cancelled expiring ids seq events signals meta limiter schedules workers groups
   Input:
-    ARGV[1] batch size
-    ARGV[2] '1' to obliterate even with active jobs
-  Output: jobs and schedules removed by this call; 0 once the queue is gone; -1 when refused
-    (active jobs).
+    ARGV[1] batch: batch size
+    ARGV[2] force: '1' to obliterate even with active jobs
+  Output: removed
+    jobs and schedules removed by this call; 0 once the queue is gone; -1 when refused (active
+    jobs).
 ]]
 -- @include lib/base.lua
 -- @include lib/groups.lua

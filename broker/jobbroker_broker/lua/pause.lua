@@ -2,9 +2,10 @@
   Pause or resume a queue: while paused, lease.lua hands out nothing, on every replica.
   Keys: prefix meta events
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] '1' to pause, '' to resume
-  Output: 1 when the flag changed, 0 when it already was so.
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] paused: '1' to pause, '' to resume
+  Output: changed
+    1 when the flag changed, 0 when it already was so.
 ]]
 -- @include lib/base.lua
 

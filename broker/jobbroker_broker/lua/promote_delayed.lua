@@ -3,9 +3,10 @@
   repeats until a call moves fewer than the batch.
   Keys: prefix waiting delayed events seq
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] batch size
-  Output: number of jobs moved by this call.
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] batch: batch size
+  Output: moved
+    the number of jobs moved by this call.
 ]]
 -- @include lib/base.lua
 

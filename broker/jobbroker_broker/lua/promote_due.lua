@@ -4,9 +4,10 @@
   the rest stays parked for the next window), a bounded batch per call.
   Keys: prefix waiting delayed events seq meta groups
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] batch size
-  Output: {moved, next due time in ms (-1 = none), now}
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] batch: batch size
+  Output: {handled, next_due, now}
+    jobs moved, the next due time in ms (-1 = none), and Redis' time.
 ]]
 -- @include lib/base.lua
 -- @include lib/groups.lua

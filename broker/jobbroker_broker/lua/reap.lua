@@ -7,12 +7,13 @@
       it stalled more than the max-stalled count.
   Keys: prefix active waiting delayed failed cancelled events seq signals meta
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] batch size
-    ARGV[3] max stalled count (the queue's own setting, `mst` in meta, wins)
-    ARGV[4] random in [0, 1) for backoff jitter
-  Output: {reaped, next lease deadline in ms (-1 = none), now, stalled, failed for good,
-    retried} (the last three for metrics)
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] batch: batch size
+    ARGV[3] max_stalled: max stalled count (the queue's own setting, `mst` in meta, wins)
+    ARGV[4] rand: random in [0, 1) for the backoff's jitter
+  Output: {handled, next_due, now, stalled, failed, retried}
+    leases ended, the next lease deadline in ms (-1 = none), Redis' time; then, for metrics,
+    how many of them stalled, failed for good, or were retried.
 ]]
 -- @include lib/base.lua
 -- @include lib/finish.lua

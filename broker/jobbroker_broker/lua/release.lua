@@ -3,10 +3,14 @@
   or delayed; cancelled when a Cancel arrived meanwhile.
   Keys: prefix active waiting delayed cancelled events
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] number of jobs N
-    then per job: id, token, delay ms
-  Output: a flat list of {reason ('' = applied), state} per job.
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] job_count: number of jobs N
+    then per job:
+      id: job id
+      token: lease token
+      delay_ms: how long to keep it delayed (0: back to waiting)
+  Output: per job {reason, state}
+    reason '' when applied, else an ErrorReason name (check_lease).
 ]]
 -- @include lib/base.lua
 -- @include lib/finish.lua

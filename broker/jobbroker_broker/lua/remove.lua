@@ -2,9 +2,10 @@
   Remove a job that is not active, with its logs.
   Keys: prefix waiting delayed completed failed cancelled expiring events meta
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] job id
-  Output: {'', state it was in} or {error reason, state}: NOT_FOUND, or ACTIVE.
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] id: job id
+  Output: {reason, state}
+    reason '' and the state it was in when done; else JOB_NOT_FOUND, or JOB_ACTIVE.
 ]]
 -- @include lib/base.lua
 -- @include lib/groups.lua
@@ -13,10 +14,10 @@ local prefix, id = KEYS[1], ARGV[2]
 local f = redis.call('HMGET', job_key(prefix, id), 'st', 'grp')
 local st = f[1]
 if not st then
-  return done({'NOT_FOUND', ''})
+  return done({'JOB_NOT_FOUND', ''})
 end
 if st == 'active' then
-  return done({'ACTIVE', st})
+  return done({'JOB_ACTIVE', st})
 end
 for i = 2, 7 do
   redis.call('ZREM', KEYS[i], id)

@@ -2,12 +2,22 @@
   Renew leases, record progress and append log lines (the worker stream's updates).
   Keys: prefix active events
   Input:
-    ARGV[1] events maxlen
-    ARGV[2] number of updates N
-    ARGV[3] most log lines kept per job
-    then per update: id, token, lease ms ('0' = the lease's last duration), has percent ('1'/''),
-      percent, has value ('1'/''), value, value content type, number of log lines L, L lines.
-  Output: a flat list of {reason ('' = applied), lease expiry or job state} per update.
+    ARGV[1] maxlen: events maxlen
+    ARGV[2] update_count: number of updates N
+    ARGV[3] max_logs: most log lines kept per job
+    then per update:
+      id: job id
+      token: lease token
+      lease_ms: the renewal's duration ('0' = the lease's last one)
+      has_percent: '1' when the update has a percent, else ''
+      percent: progress percent
+      has_value: '1' when the update has a progress value, else ''
+      value: progress value
+      value_type: progress value content type
+      log_lines...: log lines to append
+  Output: per update {reason, value}
+    reason '' and the lease's new expiry (ms) when applied; else an ErrorReason name
+    (check_lease) and the job's state.
 ]]
 -- @include lib/base.lua
 

@@ -4,11 +4,12 @@
   random sample of three, so the hash stays small without anyone listing it.
   Keys: prefix workers
   Input:
-    ARGV[1] worker id
-    ARGV[2] queues (comma-separated)
-    ARGV[3] '1': add ARGV[2] to the stored queues instead of replacing them
-    ARGV[4] window ms
-  Output: now (ms, Redis' clock), the last-seen time written.
+    ARGV[1] worker: worker id
+    ARGV[2] queues: the queues it serves (comma-separated)
+    ARGV[3] merge: '1': add these queues to the stored ones instead of replacing them
+    ARGV[4] window_ms: window ms
+  Output: now
+    Redis' time (ms), the last-seen time written.
 ]]
 
 local prefix, workers = KEYS[1], KEYS[2]

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
-from .. import codec, validation
+from .. import validation
 from ..add_batcher import AddBatcher
-from ..errors import BrokerError, InvalidArgument, LimitExceeded, NotFound, job_not_found
-from ..store import iterate_events
+from ..errors import BrokerError, InvalidArgument, LimitExceeded
 from .common import Parts, server_stream, unary
+from .progress import ProgressFeed
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -138,52 +137,14 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         queue = validation.queue_name(request.queue)
         job_id = validation.job_id(request.job_id)
         after = validation.event_id(request.after_event_id) if request.after_event_id else ""
-        live: asyncio.Queue[tuple[bytes, dict[bytes, bytes]]] = asyncio.Queue()
-        unsubscribe = await self.parts.hub.subscribe(
-            queue, lambda eid, fields: live.put_nowait((eid, fields)), job_id=job_id
-        )
+        feed = ProgressFeed(self.store, queue, job_id, after)
+        unsubscribe = await self.parts.hub.subscribe(queue, feed.push, job_id=job_id)
         try:
-            # The snapshot and the id of the newest event it includes are read atomically, so
-            # an event is either in the snapshot (or the replay up to it) or sent live.
-            try:
-                job: job_pb2.Job | None
-                job, position = await self.store.snapshot(queue, job_id)
-            except NotFound:
-                if not after:
-                    raise
-                # Removed while the caller was away: its events may still say so.
-                job, position = None, await self.store.newest_event_id(queue)
-            trimmed = False
-            if after:
-                _, trimmed = await self.store.read_events(queue, after, 0)
-            if after and not trimmed:
-                async for event in iterate_events(self.store, queue, after, position or after):
-                    if event.job_id == job_id:
-                        yield job_service_pb2.StreamProgressResponse(event=event)
-                        if event.final:
-                            return
-                if job is None:
-                    raise job_not_found(queue, job_id)
-                if job.state in codec.TERMINAL_STATES:
-                    return  # its final event came before the resume point
-                position = max(position or after, after, key=codec.stream_id_key)
-            else:
-                if job is None:
-                    raise job_not_found(queue, job_id)
-                yield job_service_pb2.StreamProgressResponse(
-                    snapshot=job, resume_point_trimmed=trimmed, snapshot_event_id=position
-                )
-                if job.state in codec.TERMINAL_STATES:
-                    return
-            seen = codec.stream_id_key(position) if position else (0, 0)
-            while True:
-                event_id, fields = await live.get()
-                if codec.stream_id_key(event_id) <= seen:
-                    continue
-                event = codec.event(queue, event_id, fields)
-                yield job_service_pb2.StreamProgressResponse(event=event)
-                if event.final:
-                    return
+            async for response in feed.catch_up():
+                yield response
+            if not feed.ended:
+                async for response in feed.live():
+                    yield response
         finally:
             unsubscribe()
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Sequence
+from typing import cast
 
 from jobbroker import limits
 from jobbroker.v1 import job_pb2, worker_service_pb2
 
 from .. import access, validation
+from ..contracts.leases import CompleteItem, FailItem, Outcome, ReleaseItem
 from ..errors import BrokerError, InvalidArgument
 from ..maintenance import Maintenance
 from ..settings import Settings
-from ..store import ItemResult, Outcome, Store
+from ..store import ItemResult, Store
 
 MAX_MESSAGE = 65_536
 MAX_ERROR_TYPE = 256
@@ -28,7 +31,7 @@ Report = CompleteRequest | FailRequest | ReleaseRequest
 
 def token(value: str, field: str) -> str:
     """A lease token's shape: ``<fence>-<id>`` as Lease hands them out. Whether the broker gave
-    it for the job is the script's to judge (NOT_ISSUED), but a token of another shape is
+    it for the job is the script's to judge (INVALID_FIELD), but a token of another shape is
     refused here, before the check that a lease belongs to the caller's API token, which would
     otherwise answer that it was "taken with another token"."""
     if not value:
@@ -51,33 +54,33 @@ def check(report: Report, field: str, settings: Settings) -> tuple[str, Outcome]
     job_id = validation.job_id(report.job_id, f"{prefix}job_id")
     lease = token(report.token, f"{prefix}token")
     access.check_lease(lease, f"{prefix}token")
-    args: list[str | bytes | int | float]
     if isinstance(report, CompleteRequest):
         body, content_type = validation.payload(report.result, f"{prefix}result", settings)
-        args = [body, content_type]
-    elif isinstance(report, FailRequest):
-        args = [
-            _text(report.message, f"{prefix}message", MAX_MESSAGE),
-            _text(report.error_type, f"{prefix}error_type", MAX_ERROR_TYPE),
-            _text(report.stack, f"{prefix}stack", MAX_STACK),
-            "1" if report.no_retry else "",
-        ]
-    else:
-        if report.delay_ms > limits.MAX_DURATION_MS:
-            raise InvalidArgument(f"{prefix}delay_ms", "must be at most ten years")
-        args = [report.delay_ms]
-    return queue, Outcome(job_id, lease, args)
+        return queue, CompleteItem(job_id, lease, result=body, result_type=content_type)
+    if isinstance(report, FailRequest):
+        return queue, FailItem(
+            job_id,
+            lease,
+            message=_text(report.message, f"{prefix}message", MAX_MESSAGE),
+            error_type=_text(report.error_type, f"{prefix}error_type", MAX_ERROR_TYPE),
+            stack=_text(report.stack, f"{prefix}stack", MAX_STACK),
+            no_retry="1" if report.no_retry else "",
+            rand=repr(random.random()),  # the backoff's jitter
+        )
+    if report.delay_ms > limits.MAX_DURATION_MS:
+        raise InvalidArgument(f"{prefix}delay_ms", "must be at most ten years")
+    return queue, ReleaseItem(job_id, lease, delay_ms=report.delay_ms)
 
 
 async def apply(
     store: Store, maintenance: Maintenance, kind: type[Report], queue: str, items: Sequence[Outcome]
 ) -> list[ItemResult]:
-    """Apply reports of one kind to one queue in one script call."""
+    """Apply reports of one kind (so items of one type) to one queue in one script call."""
     if kind is CompleteRequest:
-        return await store.complete(queue, items)
+        return await store.complete(queue, cast("Sequence[CompleteItem]", items))
     if kind is ReleaseRequest:
-        return await store.release(queue, items)
-    results = await store.fail(queue, items)
+        return await store.release(queue, cast("Sequence[ReleaseItem]", items))
+    results = await store.fail(queue, cast("Sequence[FailItem]", items))
     retry_at = [r.value for r in results if r.state == job_pb2.JOB_STATE_DELAYED]
     if retry_at:
         maintenance.hint_at(queue, min(retry_at))

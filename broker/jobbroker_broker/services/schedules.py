@@ -75,7 +75,7 @@ class Schedules:
         # The jobs it adds are checked now, once: a schedule's data never changes between runs.
         if schemas := await self.parts.schemas.of(schedule.queue):  # job_schemas.py
             schemas.check(job, f"{F}.")
-        stored = await self.store.upsert(schedule, job[1:])
+        stored = await self.store.upsert(schedule, job)
         return pb.UpsertScheduleResponse(schedule=stored)
 
     async def list(self, request: pb.ListSchedulesRequest) -> pb.ListSchedulesResponse:

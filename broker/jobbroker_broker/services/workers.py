@@ -12,8 +12,9 @@ from jobbroker import limits
 from jobbroker.v1 import worker_service_pb2, worker_service_pb2_grpc
 
 from .. import access, validation
+from ..contracts.leases import ReleaseItem
 from ..errors import InvalidArgument
-from ..store import CONCURRENCY_FULL, PAUSED, Outcome
+from ..store import CONCURRENCY_FULL, PAUSED
 from . import outcomes
 from .common import Parts, server_stream, unary
 from .worker_stream import WorkerSession
@@ -54,7 +55,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 jobs, _ = await task
-                items = [Outcome(j.job_id, j.token, [0]) for j in jobs]
+                items = [ReleaseItem(j.job_id, j.token, delay_ms=0) for j in jobs]
                 if items:
                     await self.store.release(queue, items)
             raise

@@ -8,6 +8,8 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from .v1 import error_reason_pb2 as er
+
 DOMAIN = "jobbroker.v1"
 _DETAILS_KEY = "grpc-status-details-bin"
 
@@ -164,23 +166,35 @@ class JobCancelled(Exception):
         self.job = job
 
 
+def _reason(value: er.ErrorReason.ValueType) -> str:
+    return er.ErrorReason.Name(value).removeprefix("ERROR_REASON_")
+
+
+# Keyed by the ErrorReason enum itself, so no reason's name is spelled here;
+# tests/unit/test_error_reasons.py checks that every reason of the enum has its entry.
 _BY_REASON: dict[str, type[JobBrokerError]] = {
-    cls.reason: cls
-    for cls in (
-        InvalidArgument,
-        JobNotFound,
-        ScheduleNotFound,
-        JobIdConflict,
-        LeaseExpired,
-        LeaseSuperseded,
-        JobActive,
-        JobFinished,
-        JobNotDelayed,
-        JobNotRetryable,
-        LimitExceeded,
-        RedisUnavailable,
-        ShuttingDown,
-        PermissionDenied,
+    _reason(value): cls
+    for value, cls in (
+        (er.ERROR_REASON_INVALID_FIELD, InvalidArgument),
+        (er.ERROR_REASON_JOB_NOT_FOUND, JobNotFound),
+        (er.ERROR_REASON_SCHEDULE_NOT_FOUND, ScheduleNotFound),
+        (er.ERROR_REASON_JOB_ID_CONFLICT, JobIdConflict),
+        (er.ERROR_REASON_LEASE_EXPIRED, LeaseExpired),
+        (er.ERROR_REASON_LEASE_SUPERSEDED, LeaseSuperseded),
+        (er.ERROR_REASON_JOB_ACTIVE, JobActive),
+        (er.ERROR_REASON_JOB_FINISHED, JobFinished),
+        (er.ERROR_REASON_JOB_NOT_DELAYED, JobNotDelayed),
+        (er.ERROR_REASON_JOB_NOT_RETRYABLE, JobNotRetryable),
+        (er.ERROR_REASON_LIMIT_EXCEEDED, LimitExceeded),
+        (er.ERROR_REASON_REDIS_UNAVAILABLE, RedisUnavailable),
+        (er.ERROR_REASON_SHUTTING_DOWN, ShuttingDown),
+        (er.ERROR_REASON_DURABILITY_TIMEOUT, Unavailable),
+        (er.ERROR_REASON_TOKEN_MISSING, Unauthenticated),
+        (er.ERROR_REASON_TOKEN_MALFORMED, Unauthenticated),
+        (er.ERROR_REASON_TOKEN_UNKNOWN, Unauthenticated),
+        (er.ERROR_REASON_TOKEN_REVOKED, Unauthenticated),
+        (er.ERROR_REASON_TOKEN_CHANGED, Unavailable),
+        (er.ERROR_REASON_PERMISSION_DENIED, PermissionDenied),
     )
 }
 _BY_CODE: dict[grpc.StatusCode, type[JobBrokerError]] = {

@@ -1,14 +1,7 @@
 -- Writing one new job: shared by add.lua and fire_schedule.lua. Include after lib/base.lua.
 --
--- A job is given as the add script's 17 values in a list `v` starting at index `b`: id, name,
--- data, data content type, then the 13 option values (priority, lifo, delay ms, max attempts,
--- backoff type, delay, jitter, max, timeout ms, lifespan ms, retain-on-complete,
--- retain-on-fail, group; '' or '0' when unset).
-
--- Job fields of the option values, in order after id, name, data and content type.
-local ADD_OPTIONAL = {'pri', 'lifo', 'dly', 'atm', 'bt', 'bd', 'bj', 'bx', 'tmo', 'lsp', 'rc', 'rf',
-  'grp'}
-local ADD_WIDTH = 17
+-- A job's options come by name: `n` values from v[b], job hash fields and their values in
+-- pairs (pri, lifo, dly, atm, bt, bd, bj, bx, tmo, lsp, rc, rf, grp), unset ones left out.
 
 -- Whether two content types name the same kind of payload: each is kept as sent, but '' and
 -- 'application/json' both mean JSON, so re-adding a job with the other spelling is a duplicate.
@@ -27,24 +20,39 @@ local function existing_job(prefix, id)
   return f[1], f[2], f[3] or '', f[4]
 end
 
--- Write job `id` (resolved, non-empty) from the values after the id, which start at v[b] (the
--- name), and emit its 'added' event. `k` holds the queue keys: prefix, seq, waiting, delayed,
--- expiring, events. `batch`, optional, collects the waiting set's entries for one ZADD by the
--- caller: {seq = the next sequence number reserved, waiting = flat score, id list}.
--- Returns the job's state.
-local function write_job(k, maxlen, id, v, b, now, batch)
-  local name, data, dct = v[b], v[b + 1], v[b + 2]
-  local pri, lifo, delay = v[b + 3], v[b + 4], tonumber(v[b + 5]) or 0
-  local fields = {'name', name, 'data', data, 'ct', now}
-  if dct ~= '' then fields[#fields + 1] = 'dct'; fields[#fields + 1] = dct end
-  for j = 1, #ADD_OPTIONAL do
-    local value = v[b + 2 + j]
-    if value ~= '' and value ~= '0' then
-      fields[#fields + 1] = ADD_OPTIONAL[j]
-      fields[#fields + 1] = value
+-- The delay option (dly) among the `n` option values from v[b], 0 when unset.
+local function option_delay(v, b, n)
+  for j = b, b + n - 2, 2 do
+    if v[j] == 'dly' then
+      return tonumber(v[j + 1]) or 0
     end
   end
-  local lifespan = tonumber(v[b + 12]) or 0
+  return 0
+end
+
+-- Write job `id` (resolved, non-empty) with its options (`n` values from v[b]), and emit its
+-- 'added' event. `k` holds the queue keys: prefix, seq, waiting, delayed, expiring, events.
+-- `batch`, optional, collects the waiting set's entries for one ZADD by the caller:
+-- {seq = the next sequence number reserved, waiting = flat score, id list}.
+-- Returns the job's state.
+local function write_job(k, maxlen, id, name, data, dct, v, b, n, now, batch)
+  local fields = {'name', name, 'data', data, 'ct', now}
+  if dct ~= '' then fields[#fields + 1] = 'dct'; fields[#fields + 1] = dct end
+  local pri, lifo, delay, lifespan = nil, nil, 0, 0
+  for j = b, b + n - 2, 2 do
+    local field, value = v[j], v[j + 1]
+    fields[#fields + 1] = field
+    fields[#fields + 1] = value
+    if field == 'pri' then
+      pri = value
+    elseif field == 'lifo' then
+      lifo = value
+    elseif field == 'dly' then
+      delay = tonumber(value) or 0
+    elseif field == 'lsp' then
+      lifespan = tonumber(value) or 0
+    end
+  end
   if lifespan > 0 then
     redis.call('ZADD', k.expiring, now + lifespan, id)
   end

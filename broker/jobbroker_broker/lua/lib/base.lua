@@ -1,14 +1,8 @@
 -- Shared helpers, inlined into each script by scripts.py at load time.
 --
--- Job hash fields: name data dct (data content type) st (state) ct (created) sa (started)
--- dly (delay option)
--- fa (finished) ra (run at, delayed) pri lifo atm (max attempts) am (attempts made)
--- bt bd bj bx (backoff type, delay, jitter, max) tmo (timeout) lsp (lifespan) rc rf (retention
--- on complete / on fail: "remove,keep_last,keep_age_ms") w (worker) tok (lease token) fn (fence)
--- le (lease expiry) lms (lease ms) to (attempt timeout at; le and to stay on a completed job as
--- the record of its last lease, they mean something only while the job is active) cr crr (cancel requested, reason)
--- sc (stalled count) pp pv pvt (progress percent, value, value type) res rct (result, type)
--- fr fm fty fsk fat (failure reason, message, type, stack, attempt).
+-- The fields of the job hash and of the queue's meta hash are named in one place,
+-- contracts/hashes.py (JobField, MetaField), with what each holds; tests/lua/test_hash_fields.py
+-- checks that the scripts use no other.
 --
 -- Every key is derived from the queue prefix KEYS[1] ("jb:{queue}:"), so all of them carry the
 -- queue's hash tag and live in one cluster slot.
@@ -136,14 +130,15 @@ local function retain(prefix, set_key, id, policy, now)
 end
 
 -- Check that `token` holds the live lease on a job, reading the fields named after `now` in
--- the same HMGET. Returns nil when it does, else a reason (NOT_FOUND, NOT_ISSUED,
--- LEASE_EXPIRED or LEASE_SUPERSEDED); then the job's state, and the fields read (the extra ones
--- from index 4).
+-- the same HMGET. Returns nil when it does, else a reason (JOB_NOT_FOUND, INVALID_FIELD: the
+-- token was never issued for this job, LEASE_EXPIRED or LEASE_SUPERSEDED); then the job's
+-- state, and the fields read (the extra ones from index 4). Reasons are ErrorReason names
+-- (error_reason.proto), as every script's.
 local function check_lease(jkey, token, now, ...)
   local f = redis.call('HMGET', jkey, 'st', 'tok', 'le', ...)
   local st, tok, le = f[1], f[2], f[3]
   if not st then
-    return 'NOT_FOUND', ''
+    return 'JOB_NOT_FOUND', ''
   end
   if tok ~= token then
     -- Each lease of a job takes the next fence and the job keeps the token of its newest one,
@@ -152,7 +147,7 @@ local function check_lease(jkey, token, now, ...)
     -- that another one replaced.
     local given = fence_of(token)
     if given == 0 or given >= fence_of(tok) then
-      return 'NOT_ISSUED', st
+      return 'INVALID_FIELD', st
     end
     return 'LEASE_SUPERSEDED', st
   end

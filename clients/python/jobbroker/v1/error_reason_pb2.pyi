@@ -70,6 +70,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """PERMISSION_DENIED: the token's grants do not cover this method on this queue (or a lease
     taken with another token); ErrorInfo metadata "queue" and "permission" say which.
     """
+    ERROR_REASON_DURABILITY_TIMEOUT: _ErrorReason.ValueType  # 20
+    """UNAVAILABLE: an add was written to the Redis primary but not confirmed on replicas or on
+    disk in time (the broker's --durability setting); the job may exist: check with GetStatus,
+    or add it again with the same job id.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed.
@@ -141,5 +146,10 @@ ERROR_REASON_TOKEN_CHANGED: ErrorReason.ValueType  # 18
 ERROR_REASON_PERMISSION_DENIED: ErrorReason.ValueType  # 19
 """PERMISSION_DENIED: the token's grants do not cover this method on this queue (or a lease
 taken with another token); ErrorInfo metadata "queue" and "permission" say which.
+"""
+ERROR_REASON_DURABILITY_TIMEOUT: ErrorReason.ValueType  # 20
+"""UNAVAILABLE: an add was written to the Redis primary but not confirmed on replicas or on
+disk in time (the broker's --durability setting); the job may exist: check with GetStatus,
+or add it again with the same job id.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

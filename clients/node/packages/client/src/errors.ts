@@ -186,6 +186,8 @@ const BY_REASON: { readonly [K in ReasonName]: ErrorClass } = {
   TOKEN_REVOKED: Unauthenticated,
   TOKEN_CHANGED: TokenChanged,
   PERMISSION_DENIED: PermissionDenied,
+  // The job may or may not be stored (docs/scaling.md): as in Python, a plain Unavailable.
+  DURABILITY_TIMEOUT: Unavailable,
 };
 
 /** The class for a status without a known reason. */
