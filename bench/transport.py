@@ -3,14 +3,22 @@ project code: a generic-handler echo service (raw bytes, no protobuf) and a clie
 ``--in-flight`` calls going for ``--duration`` seconds. Both sides on uvloop when it is there,
 like the broker and the worker SDK.
 
+Beside it, what a caller that does not batch gets from the broker: one ``Add`` RPC per job
+through the generated stubs (no client library, so nothing gathers concurrent adds), as a
+caller in another language sends them. Both answer the client's CPU seconds, so that the
+runner can put the CPU per call of each side beside the rates.
+
     python -m bench.transport serve              # prints "listening on 127.0.0.1:PORT"
     python -m bench.transport call --address A --in-flight 100 --duration 3
+    python -m bench.transport add --address BROKER --queue Q --in-flight 100 --duration 3
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -47,35 +55,62 @@ async def serve() -> None:
     await server.wait_for_termination()
 
 
+async def keep_calling(
+    one: Callable[[], Awaitable[Any]], in_flight: int, duration: float
+) -> dict[str, Any]:
+    """``in_flight`` lanes, each awaiting ``one()`` again and again for ``duration`` seconds,
+    after one call that connects; the count, the seconds, and this process's CPU seconds."""
+    await one()
+    deadline = now() + duration
+
+    async def lane() -> int:
+        calls = 0
+        while now() < deadline:
+            await one()
+            calls += 1
+        return calls
+
+    cpu = time.process_time()
+    started = now()
+    counts = await asyncio.gather(*(lane() for _ in range(in_flight)))
+    seconds = now() - started
+    return {"count": sum(counts), "seconds": seconds, "cpu_s": time.process_time() - cpu}
+
+
 async def call(address: str, in_flight: int, duration: float) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(address) as channel:
         echo = channel.unary_unary(
             METHOD, request_serializer=_identity, response_deserializer=_identity
         )
-        await echo(PAYLOAD)  # connected
-        deadline = now() + duration
+        return await keep_calling(lambda: echo(PAYLOAD), in_flight, duration)
 
-        async def lane() -> int:
-            calls = 0
-            while now() < deadline:
-                await echo(PAYLOAD)
-                calls += 1
-            return calls
 
-        started = now()
-        counts = await asyncio.gather(*(lane() for _ in range(in_flight)))
-        return {"count": sum(counts), "seconds": now() - started}
+async def add(address: str, queue: str, in_flight: int, duration: float) -> dict[str, Any]:
+    # Imported here: the echo side needs none of the project.
+    from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        request = job_service_pb2.AddRequest(
+            queue=queue,
+            name="noop",
+            data=job_pb2.Payload(body=b'{"i":1,"t":1.0}', content_type="application/json"),
+        )
+        return await keep_calling(lambda: stub.Add(request), in_flight, duration)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="the bare grpc.aio unary floor")
-    parser.add_argument("command", choices=["serve", "call"])
+    parser.add_argument("command", choices=["serve", "call", "add"])
     parser.add_argument("--address", default="")
+    parser.add_argument("--queue", default="", help="add: the queue")
     parser.add_argument("--in-flight", type=int, default=100)
     parser.add_argument("--duration", type=float, default=3.0)
     args = parser.parse_args()
     if args.command == "serve":
         run_loop(serve())
+    elif args.command == "add":
+        emit(run_loop(add(args.address, args.queue, args.in_flight, args.duration)))
     else:
         emit(run_loop(call(args.address, args.in_flight, args.duration)))
 
