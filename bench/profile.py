@@ -1,0 +1,217 @@
+"""Where jobbroker's time goes during a processing run: py-spy on the broker and the worker,
+``INFO commandstats`` on Redis, and each side's CPU per job, in one command.
+
+    python -m bench.profile [--jobs 100000] [--remove-on-complete] [--rate 100] [--native]
+                            [--py-spy PATH] [--out DIR]
+
+Starts a private Redis and a broker, fills ``--jobs`` jobs, starts one worker process (the
+suite's jobbroker peer: the Worker SDK, concurrency 100, a no-op handler), and samples the
+broker and the worker with ``py-spy record --format raw`` from the worker's start to its last
+job. Prints the processing figures and CPU per job (as the suite does), Redis' commands per
+job, and for each process its samples by package, the functions with the most samples of
+their own (self) and in their stacks (inclusive). The folded stacks stay in ``--out`` for a
+flame graph (``flamegraph.pl``, speedscope).
+
+py-spy is not a dependency of the project: install it into a venv of its own, for example
+``python3 -m venv bench/.venvs/tools && bench/.venvs/tools/bin/pip install py-spy`` (the
+default ``--py-spy``). Sampling costs CPU on a 2-core machine: the rates measured while
+profiling are lower than the suite's; the shares are what count. ``--native`` adds the C
+frames (grpc's cygrpc, upb, uvloop), pausing the process at each sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench.cleanup import new_token
+from bench.common import Processes, now, processing_fields
+from bench.cpu import Meter, load1
+from bench.extras import start_broker
+from bench.redis_server import RedisServers
+from bench.scenarios import ROOT, PeerRunner, Sizes, peer_specs
+
+DEFAULT_PY_SPY = ROOT / "bench" / ".venvs" / "tools" / "bin" / "py-spy"
+FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^:()]*)(?::(?P<line>\d+))?\)$")
+PACKAGES = (
+    ("jobbroker_broker", "broker (jobbroker_broker)"),
+    ("/jobbroker/", "SDK/client (jobbroker)"),
+    ("/bench/", "the benchmark's handler"),
+    ("grpc", "grpc (Python side)"),
+    ("google/protobuf", "protobuf"),
+    ("/redis/", "redis-py"),
+    ("asyncio", "asyncio"),
+    ("uvloop", "uvloop"),
+    ("threading", "threading"),
+)
+"""(path fragment, label): the first that matches a frame's file names its package."""
+
+
+def package(file: str) -> str:
+    for fragment, label in PACKAGES:
+        if fragment in file:
+            return label
+    if file.endswith((".so", ".pyx", ".c", ".cc", ".h")) or "/" not in file:
+        return "native"
+    return "other Python"
+
+
+def split(frame: str) -> tuple[str, str]:
+    """``function (file:line)`` -> (``function (file)``, file)."""
+    match = FRAME.match(frame)
+    if match is None:
+        return frame, ""
+    return f"{match['function']} ({match['file']})", match["file"]
+
+
+def summarize(folded: Path, top: int = 20) -> dict[str, Any]:
+    """Samples of a ``py-spy --format raw`` file: by package (of the leaf frame), the
+    functions with the most samples of their own and in their stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    total = 0
+    for line in folded.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [split(frame) for frame in stack.split(";") if frame]
+        # The first frame is the thread ("process 123:..."/"thread (0x...)") py-spy adds.
+        frames = [f for f in frames if f[1]]
+        if not frames:
+            continue
+        total += count
+        leaf, leaf_file = frames[-1]
+        own[leaf] += count
+        packages[package(leaf_file)] += count
+        for name in {name for name, _ in frames}:
+            inclusive[name] += count
+    return {
+        "samples": total,
+        "packages": packages.most_common(),
+        "self": own.most_common(top),
+        "inclusive": inclusive.most_common(top),
+    }
+
+
+def share_lines(title: str, rows: list[tuple[str, int]], total: int) -> list[str]:
+    lines = [title]
+    for name, count in rows:
+        lines.append(f"  {100 * count / max(total, 1):5.1f}%  {name}")
+    return lines
+
+
+def start_py_spy(
+    py_spy: str, pid: int, output: Path, rate: int, native: bool
+) -> subprocess.Popen[bytes]:
+    command = [py_spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw"]
+    command += ["--output", str(output)]
+    command += ["--native"] if native else ["--nonblocking"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stop_py_spy(proc: subprocess.Popen[bytes]) -> None:
+    """py-spy writes its file when interrupted (or when its target exits)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def profile(args: argparse.Namespace) -> str:
+    out = Path(args.out or tempfile.mkdtemp(prefix="jbbench-profile-"))
+    out.mkdir(parents=True, exist_ok=True)
+    procs = Processes()
+    servers = RedisServers()
+    spies: list[subprocess.Popen[bytes]] = []
+    try:
+        server = servers.start("profile")
+        broker, address = start_broker(procs, server.url)
+        sizes = Sizes.full()
+        runner = PeerRunner(
+            procs, peer_specs()["jobbroker"], server.url, new_token(), sizes, address, [broker.pid]
+        )
+        queue = f"{runner.queue}-profile"
+        runner.fill(queue, args.jobs, remove_on_complete=args.remove_on_complete)
+        load = load1()
+        command = runner.command("work", queue, "--count", str(args.jobs), "--limit", "600")
+        meter = Meter(server.url, {"broker": [broker.pid]}).start()
+        spawned = now()
+        worker = procs.start(command, cwd=str(ROOT))
+        procs.wait_ready(worker, command, 60)
+        spies = [
+            start_py_spy(args.py_spy, broker.pid, out / "broker.txt", args.rate, args.native),
+            start_py_spy(args.py_spy, worker.pid, out / "worker.txt", args.rate, args.native),
+        ]
+        answer = procs.finish(worker, command, timeout=900)
+        exited = now()
+        for spy in spies:
+            stop_py_spy(spy)
+        figures = processing_fields(answer, spawned)
+        cpu = meter.per_job(figures["jobs"], exited - spawned)
+    finally:
+        for spy in spies:
+            stop_py_spy(spy)
+        procs.kill_all()
+        servers.stop_all()
+    lines = [
+        f"processing {figures['jobs']:,} jobs"
+        f"{' (removed on complete)' if args.remove_on_complete else ''}: "
+        f"{figures['from_start']:,.0f} jobs/s from start, {figures['from_ready']:,.0f} from "
+        f"ready, {figures['steady']:,.0f} steady (while sampled at {args.rate} Hz; load "
+        f"{load} -> {load1()})",
+        f"CPU µs per job: worker {figures['worker_us_per_job']:.1f}, broker "
+        f"{cpu['broker']['us_per_job']:.1f}, Redis {cpu['redis']['us_per_job']:.1f} "
+        f"(% of a core: worker {figures['worker_core_pct']:.0f}, broker "
+        f"{cpu['broker']['core_pct']:.0f}, Redis {cpu['redis']['core_pct']:.0f})",
+        "Redis commands per job: "
+        + "; ".join(
+            f"{c['command']} {c['calls_per_job']:.3f} calls, {c['us_per_job']:.2f} µs"
+            for c in cpu["redis_commands"]
+        ),
+    ]
+    for name in ("broker", "worker"):
+        folded = out / f"{name}.txt"
+        if not folded.is_file():
+            lines.append(f"{name}: no samples ({folded} missing)")
+            continue
+        summary = summarize(folded)
+        total = summary["samples"]
+        lines += ["", f"== {name}: {total:,} samples ({folded})"]
+        lines += share_lines("by package (leaf frame):", summary["packages"], total)
+        lines += share_lines("self:", summary["self"], total)
+        lines += share_lines("inclusive:", summary["inclusive"], total)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--remove-on-complete", action="store_true")
+    parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--native", action="store_true", help="C frames too (pauses the target)")
+    parser.add_argument("--py-spy", default=str(DEFAULT_PY_SPY))
+    parser.add_argument("--out", default="", help="where the folded stacks go")
+    args = parser.parse_args(argv)
+    if not Path(args.py_spy).is_file():
+        print(f"py-spy not found at {args.py_spy} (see this module's help)", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        print(profile(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
