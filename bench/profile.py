@@ -3,6 +3,7 @@
 
     python -m bench.profile [--jobs 100000] [--remove-on-complete] [--rate 100] [--native]
                             [--py-spy PATH] [--out DIR]
+    python -m bench.profile --syscalls [--jobs 100000]       # strace -c: system calls per job
 
 Starts a private Redis and a broker, fills ``--jobs`` jobs, starts one worker process (the
 suite's jobbroker peer: the Worker SDK, concurrency 100, a no-op handler), and samples the
@@ -17,6 +18,10 @@ py-spy is not a dependency of the project: install it into a venv of its own, fo
 default ``--py-spy``). Sampling costs CPU on a 2-core machine: the rates measured while
 profiling are lower than the suite's; the shares are what count. ``--native`` adds the C
 frames (grpc's cygrpc, upb, uvloop), pausing the process at each sample.
+
+``--syscalls`` counts the system calls of the broker and the worker instead (``strace -c -f``,
+every thread): how many writes, sendmsgs, epoll waits and futex wake-ups each job costs. strace
+slows the processes down a lot; the counts per job are what it is for.
 """
 
 from __future__ import annotations
@@ -43,25 +48,52 @@ DEFAULT_PY_SPY = ROOT / "bench" / ".venvs" / "tools" / "bin" / "py-spy"
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^:()]*)(?::(?P<line>\d+))?\)$")
 PACKAGES = (
     ("jobbroker_broker", "broker (jobbroker_broker)"),
-    ("/jobbroker/", "SDK/client (jobbroker)"),
-    ("/bench/", "the benchmark's handler"),
+    ("jobbroker/", "SDK/client (jobbroker)"),
+    ("bench/", "the benchmark's handler"),
     ("grpc", "grpc (Python side)"),
     ("google/protobuf", "protobuf"),
-    ("/redis/", "redis-py"),
+    ("redis/", "redis-py"),
     ("asyncio", "asyncio"),
     ("uvloop", "uvloop"),
     ("threading", "threading"),
 )
 """(path fragment, label): the first that matches a frame's file names its package."""
+IDLE = frozenset(
+    {"epoll_wait", "epoll_pwait", "poll", "ppoll", "select", "pselect", "nanosleep", "futex"}
+)
+"""Leaf functions of a thread that waits: with ``--native`` py-spy samples threads blocked in
+them too (it cannot tell idle from busy then), so they are counted apart."""
+
+
+NATIVE = (
+    ("cygrpc", "grpc C core (cygrpc)"),
+    ("_message", "protobuf (upb)"),
+    ("upb", "protobuf (upb)"),
+    ("libc.so", "libc (syscalls: write, sendmsg, recv...)"),
+    ("libpython", "CPython interpreter"),
+    ("object.h", "CPython interpreter"),
+    ("_asynciomodule", "asyncio (C)"),
+    ("loop.c", "uvloop/libuv"),
+    ("core.c", "uvloop/libuv"),
+    ("uv", "uvloop/libuv"),
+    ("reader.c", "hiredis"),
+    ("hiredis", "hiredis"),
+)
+"""(file fragment, label) for the C frames ``--native`` shows."""
+OURS = ("jobbroker_broker", "jobbroker/", "redis/", "grpc", "google/protobuf", "bench/")
+"""Python frames worth listing by inclusive time (the event loop's are in every stack)."""
 
 
 def package(file: str) -> str:
-    for fragment, label in PACKAGES:
+    if file.endswith(".py") or file.startswith("<"):
+        for fragment, label in PACKAGES:
+            if fragment in file:
+                return label
+        return "other Python"
+    for fragment, label in NATIVE:
         if fragment in file:
             return label
-    if file.endswith((".so", ".pyx", ".c", ".cc", ".h")) or "/" not in file:
-        return "native"
-    return "other Python"
+    return "other native"
 
 
 def split(frame: str) -> tuple[str, str]:
@@ -78,7 +110,8 @@ def summarize(folded: Path, top: int = 20) -> dict[str, Any]:
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     packages: Counter[str] = Counter()
-    total = 0
+    threads: Counter[str] = Counter()
+    total = idle = 0
     for line in folded.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -89,14 +122,28 @@ def summarize(folded: Path, top: int = 20) -> dict[str, Any]:
         frames = [f for f in frames if f[1]]
         if not frames:
             continue
-        total += count
         leaf, leaf_file = frames[-1]
+        if leaf.split(" (", 1)[0] in IDLE:
+            idle += count
+            continue
+        total += count
+        # grpc's poller runs in a Python thread of its own (cygrpc's completion queue).
+        thread = (
+            "other threads (grpc's poller)"
+            if any(name.startswith("Thread._bootstrap ") for name, _ in frames)
+            else "main thread (event loop)"
+        )
+        threads[thread] += count
         own[leaf] += count
         packages[package(leaf_file)] += count
-        for name in {name for name, _ in frames}:
+        for name in {
+            name for name, file in frames if file.endswith(".py") and any(o in file for o in OURS)
+        }:
             inclusive[name] += count
     return {
         "samples": total,
+        "idle": idle,
+        "threads": threads.most_common(),
         "packages": packages.most_common(),
         "self": own.most_common(top),
         "inclusive": inclusive.most_common(top),
@@ -130,6 +177,25 @@ def stop_py_spy(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def start_strace(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    command = ["strace", "-c", "-f", "-q", "-p", str(pid), "-o", str(output)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def syscall_lines(path: Path, jobs: int, top: int = 12) -> list[str]:
+    """The most frequent system calls of an ``strace -c`` summary, per job."""
+    rows = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        # % time, seconds, usecs/call, calls, [errors,] syscall
+        if len(fields) >= 5 and fields[3].isdigit() and not fields[-1].startswith("total"):
+            rows.append((fields[-1], int(fields[3])))
+    rows.sort(key=lambda row: -row[1])
+    total = sum(calls for _, calls in rows)
+    head = f"{total / max(jobs, 1):.2f} system calls per job: "
+    return [head + ", ".join(f"{name} {calls / max(jobs, 1):.3f}" for name, calls in rows[:top])]
+
+
 def profile(args: argparse.Namespace) -> str:
     out = Path(args.out or tempfile.mkdtemp(prefix="jbbench-profile-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -151,10 +217,16 @@ def profile(args: argparse.Namespace) -> str:
         spawned = now()
         worker = procs.start(command, cwd=str(ROOT))
         procs.wait_ready(worker, command, 60)
-        spies = [
-            start_py_spy(args.py_spy, broker.pid, out / "broker.txt", args.rate, args.native),
-            start_py_spy(args.py_spy, worker.pid, out / "worker.txt", args.rate, args.native),
-        ]
+        if args.syscalls:
+            spies = [
+                start_strace(broker.pid, out / "broker.strace"),
+                start_strace(worker.pid, out / "worker.strace"),
+            ]
+        else:
+            spies = [
+                start_py_spy(args.py_spy, broker.pid, out / "broker.txt", args.rate, args.native),
+                start_py_spy(args.py_spy, worker.pid, out / "worker.txt", args.rate, args.native),
+            ]
         answer = procs.finish(worker, command, timeout=900)
         exited = now()
         for spy in spies:
@@ -182,6 +254,12 @@ def profile(args: argparse.Namespace) -> str:
             for c in cpu["redis_commands"]
         ),
     ]
+    if args.syscalls:
+        for name in ("broker", "worker"):
+            traced = out / f"{name}.strace"
+            if traced.is_file():
+                lines += [f"{name}: " + line for line in syscall_lines(traced, figures["jobs"])]
+        return "\n".join(lines)
     for name in ("broker", "worker"):
         folded = out / f"{name}.txt"
         if not folded.is_file():
@@ -189,10 +267,35 @@ def profile(args: argparse.Namespace) -> str:
             continue
         summary = summarize(folded)
         total = summary["samples"]
-        lines += ["", f"== {name}: {total:,} samples ({folded})"]
+        lines += ["", f"== {name}: {total:,} busy samples, {summary['idle']:,} waiting ({folded})"]
+        lines += share_lines("by thread:", summary["threads"], total)
         lines += share_lines("by package (leaf frame):", summary["packages"], total)
         lines += share_lines("self:", summary["self"], total)
-        lines += share_lines("inclusive:", summary["inclusive"], total)
+        lines += share_lines(
+            "inclusive (Python frames of the project and its libraries):",
+            summary["inclusive"],
+            total,
+        )
+    return "\n".join(lines)
+
+
+def report_files(out: Path) -> str:
+    """The summaries of the folded stacks already in ``out`` (``--summarize``)."""
+    lines = []
+    for name in ("broker", "worker"):
+        folded = out / f"{name}.txt"
+        if folded.is_file():
+            summary = summarize(folded)
+            total = summary["samples"]
+            lines += ["", f"== {name}: {total:,} busy samples, {summary['idle']:,} waiting"]
+            lines += share_lines("by thread:", summary["threads"], total)
+            lines += share_lines("by package (leaf frame):", summary["packages"], total)
+            lines += share_lines("self:", summary["self"], total)
+            lines += share_lines(
+                "inclusive (Python frames of the project and its libraries):",
+                summary["inclusive"],
+                total,
+            )
     return "\n".join(lines)
 
 
@@ -204,8 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--native", action="store_true", help="C frames too (pauses the target)")
     parser.add_argument("--py-spy", default=str(DEFAULT_PY_SPY))
     parser.add_argument("--out", default="", help="where the folded stacks go")
+    parser.add_argument(
+        "--summarize", action="store_true", help="only summarize the stacks already in --out"
+    )
+    parser.add_argument("--syscalls", action="store_true", help="strace -c instead of py-spy")
     args = parser.parse_args(argv)
-    if not Path(args.py_spy).is_file():
+    if args.summarize:
+        print(report_files(Path(args.out)))
+        return 0
+    if not args.syscalls and not Path(args.py_spy).is_file():
         print(f"py-spy not found at {args.py_spy} (see this module's help)", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
