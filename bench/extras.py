@@ -324,22 +324,26 @@ class Extras:
         from raw stubs with 100 in flight, back to back, each with the CPU per call of the
         server (echo / broker) and the client."""
         out: dict[str, Any] = {"load": load1()}
+        queue = f"{self.token}-add-rpc"
+        add = ["add", "--address", self.address, "--queue", queue]
         proc, echo = self.procs.start_server([sys.executable, "-m", "bench.transport", "serve"])
         try:
             for in_flight in (64, 100):
                 out[str(in_flight)] = self._calls(
                     ["call", "--address", echo], in_flight, {"server": [proc.pid]}
                 )
+            out["add_rpc"] = self._calls(add, 100, {"server": [self.broker_pid]})
+            # The latency of one call at a time, paced: a bare unary call and one Add.
+            count = str(max(1, int(self.sizes.rate * self.sizes.transport_s)))
+            paced = ["--rate", str(self.sizes.rate), "--count", count]
+            for key, args in (("echo_paced", ["call", "--address", echo]), ("add_paced", add)):
+                command = [sys.executable, "-m", "bench.transport", *args, *paced]
+                answer = self.procs.run(command, timeout=120, cwd=str(ROOT))
+                out[key] = answer["latency"]
         finally:
             self.procs.stop(proc)
             self.procs.forget(proc)
-        queue = f"{self.token}-add-rpc"
-        out["add_rpc"] = self._calls(
-            ["add", "--address", self.address, "--queue", queue],
-            100,
-            {"server": [self.broker_pid]},
-        )
-        run_loop(self._obliterate(queue))
+            run_loop(self._obliterate(queue))
         return out
 
     def _calls(self, args: list[str], in_flight: int, pids: dict[str, list[int]]) -> dict[str, Any]:
@@ -366,7 +370,7 @@ async def cpu_percent(process: psutil.Process, seconds: float) -> float:
     await asyncio.sleep(seconds)
     after = process.cpu_times()
     used = (after.user - before.user) + (after.system - before.system)
-    return 100 * used / (now() - started)
+    return float(100 * used / (now() - started))
 
 
 def used_memory(r: redis.Redis) -> int:

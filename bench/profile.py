@@ -1,9 +1,11 @@
 """Where jobbroker's time goes during a processing run: py-spy on the broker and the worker,
 ``INFO commandstats`` on Redis, and each side's CPU per job, in one command.
 
-    python -m bench.profile [--jobs 100000] [--remove-on-complete] [--rate 100] [--native]
-                            [--py-spy PATH] [--out DIR]
-    python -m bench.profile --syscalls [--jobs 100000]       # strace -c: system calls per job
+    python -m bench.profile [--jobs 100000] [--remove-on-complete] [--concurrency 100]
+                            [--rate 100] [--native] [--py-spy PATH] [--out DIR]
+    python -m bench.profile --tool strace [--jobs 100000]    # strace -c: system calls per job
+    python -m bench.profile --tool none [--concurrency 400]  # the figures alone, unperturbed
+    python -m bench.profile --scenario add-rpc [--seconds 10]  # the broker under single Adds
 
 Starts a private Redis and a broker, fills ``--jobs`` jobs, starts one worker process (the
 suite's jobbroker peer: the Worker SDK, concurrency 100, a no-op handler), and samples the
@@ -19,7 +21,7 @@ default ``--py-spy``). Sampling costs CPU on a 2-core machine: the rates measure
 profiling are lower than the suite's; the shares are what count. ``--native`` adds the C
 frames (grpc's cygrpc, upb, uvloop), pausing the process at each sample.
 
-``--syscalls`` counts the system calls of the broker and the worker instead (``strace -c -f``,
+``--tool strace`` counts the system calls of the broker and the worker instead (``strace -c -f``,
 every thread): how many writes, sendmsgs, epoll waits and futex wake-ups each job costs. strace
 slows the processes down a lot; the counts per job are what it is for.
 """
@@ -213,16 +215,17 @@ def profile(args: argparse.Namespace) -> str:
         runner.fill(queue, args.jobs, remove_on_complete=args.remove_on_complete)
         load = load1()
         command = runner.command("work", queue, "--count", str(args.jobs), "--limit", "600")
+        command += ["--concurrency", str(args.concurrency)]
         meter = Meter(server.url, {"broker": [broker.pid]}).start()
         spawned = now()
         worker = procs.start(command, cwd=str(ROOT))
         procs.wait_ready(worker, command, 60)
-        if args.syscalls:
+        if args.tool == "strace":
             spies = [
                 start_strace(broker.pid, out / "broker.strace"),
                 start_strace(worker.pid, out / "worker.strace"),
             ]
-        else:
+        elif args.tool == "py-spy":
             spies = [
                 start_py_spy(args.py_spy, broker.pid, out / "broker.txt", args.rate, args.native),
                 start_py_spy(args.py_spy, worker.pid, out / "worker.txt", args.rate, args.native),
@@ -242,7 +245,8 @@ def profile(args: argparse.Namespace) -> str:
         f"processing {figures['jobs']:,} jobs"
         f"{' (removed on complete)' if args.remove_on_complete else ''}: "
         f"{figures['from_start']:,.0f} jobs/s from start, {figures['from_ready']:,.0f} from "
-        f"ready, {figures['steady']:,.0f} steady (while sampled at {args.rate} Hz; load "
+        f"ready, {figures['steady']:,.0f} steady (concurrency {args.concurrency}, "
+        f"{args.tool}; load "
         f"{load} -> {load1()})",
         f"CPU µs per job: worker {figures['worker_us_per_job']:.1f}, broker "
         f"{cpu['broker']['us_per_job']:.1f}, Redis {cpu['redis']['us_per_job']:.1f} "
@@ -254,29 +258,49 @@ def profile(args: argparse.Namespace) -> str:
             for c in cpu["redis_commands"]
         ),
     ]
-    if args.syscalls:
+    if args.tool == "none":
+        return "\n".join(lines)
+    if args.tool == "strace":
         for name in ("broker", "worker"):
             traced = out / f"{name}.strace"
             if traced.is_file():
                 lines += [f"{name}: " + line for line in syscall_lines(traced, figures["jobs"])]
         return "\n".join(lines)
-    for name in ("broker", "worker"):
-        folded = out / f"{name}.txt"
-        if not folded.is_file():
-            lines.append(f"{name}: no samples ({folded} missing)")
-            continue
-        summary = summarize(folded)
-        total = summary["samples"]
-        lines += ["", f"== {name}: {total:,} busy samples, {summary['idle']:,} waiting ({folded})"]
-        lines += share_lines("by thread:", summary["threads"], total)
-        lines += share_lines("by package (leaf frame):", summary["packages"], total)
-        lines += share_lines("self:", summary["self"], total)
-        lines += share_lines(
-            "inclusive (Python frames of the project and its libraries):",
-            summary["inclusive"],
-            total,
-        )
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n" + report_files(out)
+
+
+def profile_add_rpc(args: argparse.Namespace) -> str:
+    """py-spy on the broker while raw stubs send one Add RPC per job, 100 in flight."""
+    out = Path(args.out or tempfile.mkdtemp(prefix="jbbench-profile-"))
+    out.mkdir(parents=True, exist_ok=True)
+    procs = Processes()
+    servers = RedisServers()
+    spy = None
+    try:
+        server = servers.start("profile")
+        broker, address = start_broker(procs, server.url)
+        command = [sys.executable, "-m", "bench.transport", "add", "--address", address]
+        command += ["--queue", f"{new_token()}-add", "--in-flight", "100"]
+        command += ["--duration", str(args.seconds)]
+        load = load1()
+        meter = Meter(server.url, {"broker": [broker.pid]}).start()
+        spy = start_py_spy(args.py_spy, broker.pid, out / "broker.txt", args.rate, args.native)
+        answer = procs.run(command, timeout=args.seconds + 60, cwd=str(ROOT))
+        stop_py_spy(spy)
+        calls = int(answer["count"])
+        cpu = meter.per_job(calls, float(answer["seconds"]))
+    finally:
+        if spy is not None:
+            stop_py_spy(spy)
+        procs.kill_all()
+        servers.stop_all()
+    lines = [
+        f"one Add RPC per job, 100 in flight: {calls / answer['seconds']:,.0f} calls/s (load "
+        f"{load} -> {load1()})",
+        f"CPU µs per call: broker {cpu['broker']['us_per_job']:.0f}, client "
+        f"{answer['cpu_s'] / max(calls, 1) * 1e6:.0f}, Redis {cpu['redis']['us_per_job']:.1f}",
+    ]
+    return "\n".join(lines) + "\n" + report_files(out)
 
 
 def report_files(out: Path) -> str:
@@ -310,16 +334,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--summarize", action="store_true", help="only summarize the stacks already in --out"
     )
-    parser.add_argument("--syscalls", action="store_true", help="strace -c instead of py-spy")
+    parser.add_argument("--tool", choices=["py-spy", "strace", "none"], default="py-spy")
+    parser.add_argument(
+        "--scenario",
+        choices=["processing", "add-rpc"],
+        default="processing",
+        help="add-rpc: the broker while raw stubs send one Add per job, 100 in flight",
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="add-rpc: how long")
+    parser.add_argument("--concurrency", type=int, default=100, help="the worker's")
     args = parser.parse_args(argv)
     if args.summarize:
         print(report_files(Path(args.out)))
         return 0
-    if not args.syscalls and not Path(args.py_spy).is_file():
+    if args.tool == "py-spy" and not Path(args.py_spy).is_file():
         print(f"py-spy not found at {args.py_spy} (see this module's help)", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        print(profile(args))
+        print(profile_add_rpc(args) if args.scenario == "add-rpc" else profile(args))
     return 0
 
 

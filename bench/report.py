@@ -352,6 +352,12 @@ def unary_lines(unary: dict[str, Any]) -> list[str]:
         )
     share = unary["add_rpc"]["per_s"] / unary["100"]["per_s"]
     lines.append(f"  Add RPC / bare unary at 100 in flight = {share:.2f}x{load_of(unary)}")
+    for key, title in (
+        ("echo_paced", "one call at a time, paced: bare unary (echo)"),
+        ("add_paced", "one call at a time, paced: Add RPC (raw stubs)"),
+    ):
+        if key in unary:
+            lines.append("- " + latency_line(title, unary[key]))
     return lines
 
 
