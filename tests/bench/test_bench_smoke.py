@@ -162,7 +162,9 @@ def test_table_scenarios_account_for_every_job(bench: Bench) -> None:
     assert latency["started"] == latency["jobs"] == int(SIZES.rate * SIZES.latency_s)
     assert latency["add_to_start"]["samples"] == latency["jobs"]
     for key in ("add_to_start", "pickup"):
-        assert 0 < latency[key]["p50_ms"] <= latency[key]["p99_ms"] <= latency[key]["max_ms"]
+        assert latency[key]["p50_ms"] <= latency[key]["p99_ms"] <= latency[key]["max_ms"]
+    # (pickup may be below 0: the worker can start a job before the producer read its reply)
+    assert latency["add_to_start"]["p50_ms"] > 0
     # pickup is measured from the acknowledgement, add->start from before the call
     assert latency["pickup"]["p50_ms"] < latency["add_to_start"]["p50_ms"]
 
