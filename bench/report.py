@@ -142,8 +142,10 @@ def processing_table(results: Sequence[PeerResult]) -> str:
         "library imported, the worker about to be made), steady (first handler start to last job",
         "done). CPU in µs per job: worker (its own CPU from ready to the last job), broker",
         "(/proc, spawn to exit), Redis (INFO cpu of the peer's private server, spawn to exit),",
-        "EVALSHA (the scripts' share of Redis' time, INFO commandstats); sum = worker + broker",
-        "+ Redis. Load: the 1-minute load average at the end.",
+        "EVALSHA (the scripts' time, INFO commandstats: time inside the command, so on a loaded",
+        "machine it counts the moments Redis waited for a core too and can exceed its CPU);",
+        "sum = worker + broker + Redis. Celery's worker: its main process only (the tasks ran",
+        "in its pool's children). Load: the 1-minute load average at the end.",
     ]
     return "\n".join(grid(rows) + legend)
 
