@@ -291,20 +291,27 @@ class Extras:
     # --- the backlog -----------------------------------------------------------------------
 
     def backlog(
-        self, servers: RedisServers, waiting: int, payload_bytes: int = 0
+        self, servers: RedisServers, waiting: int, payload_bytes: int = 0, peer: str = "jobbroker"
     ) -> dict[str, Any]:
         """One worker process working off ``backlog_measure`` jobs from a queue holding
-        ``waiting`` (``payload_bytes`` of padding each), on a fresh private Redis and broker of
-        its own (emptied by stopping them, however many jobs are left)."""
-        name = f"backlog-{waiting}-{payload_bytes}"
+        ``waiting`` (``payload_bytes`` of padding each), on a fresh private Redis (and, for
+        jobbroker, broker) of its own, emptied by stopping it however many jobs are left.
+        ``peer`` bullmq: the same for BullMQ, as the reference for what Redis itself does with
+        a long backlog."""
+        name = f"backlog-{peer}-{waiting}-{payload_bytes}"
         server = servers.start(name)
         proc = None
         try:
-            proc, address = start_broker(self.procs, server.url)
-            runner = self.runner(address, server.url, [proc.pid])
+            if peer == "jobbroker":
+                proc, address = start_broker(self.procs, server.url)
+                runner = self.runner(address, server.url, [proc.pid])
+            else:
+                spec = peer_specs()[peer]
+                runner = PeerRunner(self.procs, spec, server.url, self.token, self.sizes)
             queue = f"{runner.queue}-{name}"
             filled = runner.fill(queue, waiting, payload_bytes=payload_bytes)
             figures = runner.processing(queue, min(waiting, self.sizes.backlog_measure))
+            figures["peer"] = peer
             figures["waiting"] = waiting
             figures["payload_bytes"] = payload_bytes
             figures["fill_per_s"] = filled["count"] / filled["seconds"]

@@ -6,6 +6,7 @@
     python -m bench.profile --tool strace [--jobs 100000]    # strace -c: system calls per job
     python -m bench.profile --tool none [--concurrency 400]  # the figures alone, unperturbed
     python -m bench.profile --scenario add-rpc [--seconds 10]  # the broker under single Adds
+    python -m bench.profile --tool none --jobs 20000 --waiting 1000000   # with a backlog
 
 Starts a private Redis and a broker, fills ``--jobs`` jobs, starts one worker process (the
 suite's jobbroker peer: the Worker SDK, concurrency 100, a no-op handler), and samples the
@@ -212,7 +213,8 @@ def profile(args: argparse.Namespace) -> str:
             procs, peer_specs()["jobbroker"], server.url, new_token(), sizes, address, [broker.pid]
         )
         queue = f"{runner.queue}-profile"
-        runner.fill(queue, args.jobs, remove_on_complete=args.remove_on_complete)
+        waiting = max(args.jobs, args.waiting)
+        runner.fill(queue, waiting, args.remove_on_complete, args.payload_bytes)
         load = load1()
         command = runner.command("work", queue, "--count", str(args.jobs), "--limit", "600")
         command += ["--concurrency", str(args.concurrency)]
@@ -242,7 +244,8 @@ def profile(args: argparse.Namespace) -> str:
         procs.kill_all()
         servers.stop_all()
     lines = [
-        f"processing {figures['jobs']:,} jobs"
+        f"processing {figures['jobs']:,} jobs of {waiting:,} waiting"
+        f"{f' ({args.payload_bytes:,} B each)' if args.payload_bytes else ''}"
         f"{' (removed on complete)' if args.remove_on_complete else ''}: "
         f"{figures['from_start']:,.0f} jobs/s from start, {figures['from_ready']:,.0f} from "
         f"ready, {figures['steady']:,.0f} steady (concurrency {args.concurrency}, "
@@ -343,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="add-rpc: how long")
     parser.add_argument("--concurrency", type=int, default=100, help="the worker's")
+    parser.add_argument(
+        "--waiting", type=int, default=0, help="fill this many (a backlog), process --jobs"
+    )
+    parser.add_argument("--payload-bytes", type=int, default=0, help="padding per job")
     args = parser.parse_args(argv)
     if args.summarize:
         print(report_files(Path(args.out)))

@@ -293,14 +293,17 @@ def targets(results: Sequence[PeerResult], extras: dict[str, Any]) -> list[Targe
     return out
 
 
-def backlog_points(extras: dict[str, Any], large_payload: bool) -> list[dict[str, Any]]:
-    """The backlog measurements of one payload size, shortest backlog first."""
+def backlog_points(
+    extras: dict[str, Any], large_payload: bool, peer: str = "jobbroker"
+) -> list[dict[str, Any]]:
+    """The backlog measurements of one peer and payload size, shortest backlog first."""
     points = [
         value
         for key, value in extras.items()
         if key.startswith("backlog_")
         and isinstance(value, dict)
         and "steady" in value
+        and value.get("peer", "jobbroker") == peer
         and (value["payload_bytes"] > 0) == large_payload
     ]
     return sorted(points, key=lambda p: p["waiting"])
@@ -405,11 +408,10 @@ def scale_lines(points: Any) -> list[str]:
 
 
 def backlog_lines(extras: dict[str, Any]) -> list[str]:
-    rows = [
-        ["waiting", "payload", "jobs", "from ready", "steady", "µs/job w+b+R", "Redis MB", "load"]
-    ]
-    for large in (False, True):
-        for point in backlog_points(extras, large):
+    header = ["peer", "waiting", "payload", "jobs", "from ready", "steady", "µs/job w+b+R"]
+    rows = [[*header, "Redis MB", "load"]]
+    for peer, large in (("jobbroker", False), ("jobbroker", True), ("bullmq", False)):
+        for point in backlog_points(extras, large, peer):
             cpu = point["cpu"]
             per_job = [
                 point["worker_us_per_job"],
@@ -418,6 +420,7 @@ def backlog_lines(extras: dict[str, Any]) -> list[str]:
             ]
             rows.append(
                 [
+                    peer,
                     f"{point['waiting']:,}",
                     f"{point['payload_bytes']:,} B" if point["payload_bytes"] else "small",
                     f"{point['jobs']:,}",
@@ -437,7 +440,8 @@ def backlog_lines(extras: dict[str, Any]) -> list[str]:
         return []
     return [
         "backlog (one worker process working off the first jobs of a queue holding this many, on",
-        "a fresh private Redis and broker):",
+        "a fresh private Redis (and broker); BullMQ's is the reference for what Redis itself does",
+        "with a long backlog; µs/job: worker + broker + Redis):",
         "",
         *grid(rows),
         *errors,

@@ -261,18 +261,18 @@ def run_extras(run: Run, runners: list[PeerRunner]) -> dict[str, Any]:
     step("idle", f"{sizes.subscribers:,} idle StreamProgress subscribers (fresh broker)", idle)
     step("memory", "Redis memory per job", extras.memory)
     step("scale", "the scale curve: 1, 2, 4 worker processes x 1, 2 brokers", lambda: scale(run))
-    for payload, counts in (
-        (0, sizes.backlog_jobs),
-        (sizes.payload_bytes, sizes.backlog_large_payload_jobs),
-    ):
-        for waiting in counts:
-            step(
-                f"backlog_{waiting}_{payload}",
-                f"processing with {waiting:,} waiting jobs of {payload or 'small'} B",
-                lambda waiting=waiting, payload=payload: extras.backlog(
-                    run.servers, waiting, payload
-                ),
-            )
+    backlogs = [("jobbroker", 0, n) for n in sizes.backlog_jobs]
+    backlogs += [("jobbroker", sizes.payload_bytes, n) for n in sizes.backlog_large_payload_jobs]
+    if "bullmq" in by_name:
+        backlogs += [("bullmq", 0, n) for n in sizes.backlog_jobs]
+    for peer, payload, waiting in backlogs:
+        step(
+            f"backlog_{peer}_{waiting}_{payload}",
+            f"{peer}: processing with {waiting:,} waiting jobs of {payload or 'small'} B",
+            lambda peer=peer, waiting=waiting, payload=payload: extras.backlog(
+                run.servers, waiting, payload, peer
+            ),
+        )
     step("durability", "durability option", lambda: durability(run))
     return out
 

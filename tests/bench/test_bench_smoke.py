@@ -208,6 +208,16 @@ def test_bullmq_processing_is_timed_like_jobbroker(bench: Bench, remove: bool) -
     assert completed_jobs(server, f"bull:{queue}:completed") == (0 if remove else 150)
 
 
+@pytest.mark.usefixtures("bullmq_installed")
+def test_bullmq_backlog_is_the_reference_for_redis_alone(bench: Bench) -> None:
+    extras = Extras(bench.procs, bench.server.url, bench.token, SIZES, bench.address)
+    backlog = extras.backlog(bench.servers, 600, peer="bullmq")
+    assert backlog["peer"] == "bullmq"
+    assert SIZES.backlog_measure <= backlog["jobs"] <= 600
+    assert "broker" not in backlog["cpu"]
+    assert set(bench.servers.servers) == {"jobbroker"}  # its own server is gone
+
+
 def test_extras_measure_real_events_and_memory(bench: Bench) -> None:
     extras = Extras(bench.procs, bench.server.url, bench.token, SIZES, bench.address, 0)
     extras.broker_pid = bench.broker_pid
