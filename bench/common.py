@@ -82,10 +82,12 @@ def say_ready() -> None:
 
 @dataclass
 class Recorder:
-    """Counts the jobs a worker ran and, when asked, when each one started.
+    """Counts the jobs a worker ran and, when asked, when each one started; and the moments
+    and CPU times every peer's processing figure is computed from, taken the same way for all.
 
     ``hit`` may be called from any thread; ``on_done`` runs once, in the thread of the hit that
-    reached ``target``.
+    reached ``target``. A peer whose job is done only once its outcome is stored (jobbroker:
+    acknowledged by the broker) calls :meth:`finish` again when that is so.
     """
 
     target: int
@@ -93,7 +95,16 @@ class Recorder:
     on_done: Callable[[], None] | None = None
     done: int = 0
     starts: list[tuple[int, float]] = field(default_factory=list)
+    loaded: float = field(default_factory=now)
+    """When the worker's library was imported and the worker was about to be made ("ready")."""
+    cpu_loaded: float = field(default_factory=time.process_time)
+    """The process's CPU seconds by then (its start-up: interpreter, imports)."""
+    first_at: float = 0.0
+    """When the first job's handler started."""
     finished_at: float = 0.0
+    finished_jobs: int = 0
+    """Jobs done at :meth:`finish` (a worker may go on past the target until it stops)."""
+    cpu_finished: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     reached: threading.Event = field(default_factory=threading.Event)
 
@@ -101,24 +112,76 @@ class Recorder:
         started = now()
         with self._lock:
             self.done += 1
+            if self.done == 1:
+                self.first_at = started
             if self.record:
                 self.starts.append((int(data["i"]), started))
             last = self.done == self.target
         if last:
-            self.finished_at = now()
+            self.finish()
             self.reached.set()
             if self.on_done is not None:
                 self.on_done()
 
+    def finish(self) -> None:
+        """The last job is done: note when, and the CPU the process had used by then."""
+        self.finished_at = now()
+        self.finished_jobs = self.done
+        self.cpu_finished = time.process_time()
+
     def result(self, started: float, ended: float | None = None) -> dict[str, Any]:
         """The worker's answer: jobs run, seconds from ``started`` to the last job (or to
-        ``ended``), and the start times when recorded."""
-        end = self.finished_at if self.reached.is_set() else (ended or now())
-        return {"done": self.done, "seconds": end - started, "starts": self.starts}
+        ``ended``), the start times when recorded, and the timing points and CPU seconds of
+        :func:`processing_fields`."""
+        if not self.reached.is_set():
+            self.finish()
+            self.finished_at = ended or self.finished_at
+        return {
+            "done": self.done,
+            "finished_jobs": self.finished_jobs,
+            "seconds": self.finished_at - started,
+            "starts": self.starts,
+            "loaded": self.loaded,
+            "first_at": self.first_at,
+            "finished_at": self.finished_at,
+            "cpu_loaded": self.cpu_loaded,
+            "cpu_finished": self.cpu_finished,
+        }
 
 
-def job_data(i: int) -> dict[str, Any]:
-    """Every peer's job payload: its number and when it was sent."""
+def processing_fields(answer: dict[str, Any], spawned: float) -> dict[str, Any]:
+    """The processing figures of a worker's answer, every peer's computed the same way:
+
+    - ``from_start``: jobs / (last job done - the runner spawning the worker process), start-up
+      of the interpreter and the library included;
+    - ``from_ready``: jobs / (last job done - the library loaded, the worker about to be made);
+    - ``steady``: (jobs - 1) / (last job done - first job's handler start);
+    - the worker's CPU: µs per job from ready to the last job, and its start-up CPU.
+    """
+    done = int(answer["finished_jobs"])
+    end = float(answer["finished_at"])
+    loaded, first = float(answer["loaded"]), float(answer["first_at"])
+    cpu_run = float(answer["cpu_finished"]) - float(answer["cpu_loaded"])
+    return {
+        "jobs": done,
+        "from_start": done / max(end - spawned, 1e-9),
+        "from_ready": done / max(end - loaded, 1e-9),
+        "steady": (done - 1) / (end - first) if first and end > first else float("nan"),
+        "start_s": loaded - spawned,
+        "ready_to_first_s": first - loaded if first else float("nan"),
+        "seconds_from_start": end - spawned,
+        "seconds_from_ready": end - loaded,
+        "worker_us_per_job": cpu_run / max(done, 1) * 1e6,
+        "worker_core_pct": 100 * cpu_run / max(end - loaded, 1e-9),
+        "worker_startup_cpu_s": float(answer["cpu_loaded"]),
+    }
+
+
+def job_data(i: int, pad: str = "") -> dict[str, Any]:
+    """Every peer's job payload: its number and when it was sent (and ``pad``, to make it
+    larger)."""
+    if pad:
+        return {"i": i, "t": now(), "p": pad}
     return {"i": i, "t": now()}
 
 

@@ -1,7 +1,9 @@
-"""The measurements for jobbroker alone: pickup latency at 2,000 jobs/s, progress events through
-the worker stream, idle StreamProgress subscribers, Redis memory per job, two brokers, the
-durability option. Runs in the project's venv (the runner's process is the subscriber/client
-side; broker and workers are their own processes).
+"""The measurements beyond the table, mostly of jobbroker alone: pickup latency at 2,000 jobs/s,
+progress events through the worker stream, idle StreamProgress subscribers, Redis memory per
+job, the scale curve (worker processes x brokers), the backlog (processing with a short and a
+long waiting list), one Add RPC per job against the bare unary floor, the durability option.
+Runs in the project's venv (the runner's process is the subscriber/client side; broker and
+workers are their own processes).
 """
 
 from __future__ import annotations
@@ -10,14 +12,18 @@ import asyncio
 import contextlib
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import psutil
 import redis
 from jobbroker import AsyncClient, Event
+from jobbroker_broker.keys import QueueKeys
 
 from bench.common import Processes, latency_summary, now, run_loop
+from bench.cpu import Meter, load1, process_cpu
+from bench.redis_server import RedisServers
 from bench.scenarios import ROOT, PeerRunner, Sizes, peer_specs
 
 DURABILITY_FLAGS: tuple[str, ...] = ("--durability", "replicas", "--durability-replicas", "1")
@@ -37,26 +43,44 @@ def start_broker(
 
 class Extras:
     def __init__(
-        self, procs: Processes, redis_url: str, token: str, sizes: Sizes, address: str
+        self,
+        procs: Processes,
+        redis_url: str,
+        token: str,
+        sizes: Sizes,
+        address: str,
+        broker_pid: int = 0,
     ) -> None:
         self.procs = procs
         self.redis_url = redis_url
         self.token = token
         self.sizes = sizes
         self.address = address
-        self.broker_pid = 0
+        self.broker_pid = broker_pid
 
-    def runner(self, address: str | None = None) -> PeerRunner:
+    def runner(
+        self, address: str | None = None, redis_url: str | None = None, pids: Sequence[int] = ()
+    ) -> PeerRunner:
         spec = peer_specs()["jobbroker"]
         return PeerRunner(
-            self.procs, spec, self.redis_url, self.token, self.sizes, address or self.address
+            self.procs,
+            spec,
+            redis_url or self.redis_url,
+            self.token,
+            self.sizes,
+            address or self.address,
+            pids or ([self.broker_pid] if self.broker_pid else []),
         )
 
     # --- pickup ---------------------------------------------------------------------------
 
-    def pickup(self, rate: float, seconds: float) -> dict[str, Any]:
-        queue = f"{self.token}-pickup-{int(rate)}"
-        return self.runner().latency(queue, rate, seconds)
+    def pickup(
+        self, rate: float, seconds: float, runner: PeerRunner | None = None
+    ) -> dict[str, Any]:
+        """Latency at ``rate`` jobs/s, of jobbroker or of the peer ``runner`` runs."""
+        runner = runner or self.runner()
+        queue = f"{runner.queue}-pickup-{int(rate)}"
+        return runner.latency(queue, rate, seconds)
 
     # --- progress -------------------------------------------------------------------------
 
@@ -179,7 +203,7 @@ class Extras:
             kept = run_loop(self._completed(queue))
             return {
                 "jobs": jobs,
-                "processed": work["done"],
+                "processed": work["jobs"],
                 "kept_completed": kept,
                 "per_waiting_job": (waiting - before) / jobs,
                 "per_waiting_job_keys": keys_waiting / jobs,
@@ -207,44 +231,143 @@ class Extras:
             with contextlib.suppress(Exception):
                 await client.obliterate(queue, force=True)
 
-    # --- brokers ----------------------------------------------------------------------------
+    # --- the scale curve ------------------------------------------------------------------
 
-    def scale(self, addresses: list[str]) -> dict[str, Any]:
-        """Two worker processes, worker ``n`` on broker ``n % len(addresses)``, on a queue
-        pre-filled with ``two_broker_jobs``: from the first worker's start until the queue's
-        completed count reaches them all (polled every 10 ms)."""
-        queue = f"{self.token}-scale{len(addresses)}"
-        jobs = self.sizes.two_broker_jobs
+    def scale(self, workers: int, addresses: list[str], broker_pids: list[int]) -> dict[str, Any]:
+        """``workers`` worker processes, worker ``n`` on broker ``n % len(addresses)``, on a
+        queue prefilled with ``scale_jobs``: from the first worker's start until the queue's
+        completed count reaches them all (Redis polled every 10 ms). Beside it, the rate and
+        each side's CPU (µs per job, share of a core) over the window in which every worker
+        was running: the brokers, the workers, Redis."""
+        queue = f"{self.token}-scale-{workers}w{len(addresses)}b"
+        jobs = self.sizes.scale_jobs
+        load = load1()
         run_loop(self._fill(queue, jobs, ",".join(addresses)))
         limit = self.sizes.process_limit_s
-        workers = []
+        procs = []
+        completed_key = QueueKeys(queue).key("completed")
+        r = redis.Redis.from_url(self.redis_url)
         try:
             starts = []
-            for n in range(2):
+            for n in range(workers):
                 runner = self.runner(addresses[n % len(addresses)])
                 command = runner.command(
                     "work", queue, "--count", str(jobs * 2), "--limit", str(limit + 5)
                 )
                 proc = self.procs.start(command, cwd=str(ROOT))
-                workers.append(proc)
+                procs.append(proc)
                 starts.append((proc, command))
             ready = [self.procs.wait_ready(proc, command, 60) for proc, command in starts]
-            done, ended = run_loop(self._until_completed(queue, jobs, min(ready) + limit))
-            seconds = ended - min(ready)
-            return {"brokers": len(addresses), "workers": 2, "jobs": done, "seconds": seconds}
+            meter = Meter(
+                self.redis_url, {"brokers": broker_pids, "workers": [p.pid for p in procs]}
+            )
+            meter.start()
+            window_start, window_done = now(), int(r.zcard(completed_key))
+            deadline = min(ready) + limit
+            while True:
+                done = int(r.zcard(completed_key))
+                if done >= jobs or now() > deadline:
+                    break
+                time.sleep(0.01)
+            ended = now()
+            cpu = meter.per_job(done - window_done, ended - window_start)
+            return {
+                "workers": workers,
+                "brokers": len(addresses),
+                "jobs": done,
+                "seconds": ended - min(ready),
+                "per_s": done / (ended - min(ready)),
+                "window_per_s": (done - window_done) / max(ended - window_start, 1e-9),
+                "cpu": cpu,
+                "load": load,
+            }
         finally:
-            for proc in workers:
+            r.close()
+            for proc in procs:
                 self.procs.stop(proc)
                 self.procs.forget(proc)
             run_loop(self._obliterate(queue))
 
-    async def _until_completed(self, queue: str, jobs: int, deadline: float) -> tuple[int, float]:
-        async with AsyncClient(self.address) as client:
-            while True:
-                done = (await client.queue(queue)).counts.completed
-                if done >= jobs or now() > deadline:
-                    return done, now()
-                await asyncio.sleep(0.01)
+    # --- the backlog -----------------------------------------------------------------------
+
+    def backlog(
+        self, servers: RedisServers, waiting: int, payload_bytes: int = 0, peer: str = "jobbroker"
+    ) -> dict[str, Any]:
+        """One worker process working off ``backlog_measure`` jobs from a queue holding
+        ``waiting`` (``payload_bytes`` of padding each), on a fresh private Redis (and, for
+        jobbroker, broker) of its own, emptied by stopping it however many jobs are left.
+        ``peer`` bullmq: the same for BullMQ, as the reference for what Redis itself does with
+        a long backlog."""
+        name = f"backlog-{peer}-{waiting}-{payload_bytes}"
+        server = servers.start(name)
+        proc = None
+        try:
+            if peer == "jobbroker":
+                proc, address = start_broker(self.procs, server.url)
+                runner = self.runner(address, server.url, [proc.pid])
+            else:
+                spec = peer_specs()[peer]
+                runner = PeerRunner(self.procs, spec, server.url, self.token, self.sizes)
+            queue = f"{runner.queue}-{name}"
+            filled = runner.fill(queue, waiting, payload_bytes=payload_bytes)
+            figures = runner.processing(queue, min(waiting, self.sizes.backlog_measure))
+            figures["peer"] = peer
+            figures["waiting"] = waiting
+            figures["payload_bytes"] = payload_bytes
+            figures["fill_per_s"] = filled["count"] / filled["seconds"]
+            with contextlib.closing(server.client()) as client:
+                figures["redis_used_memory_mb"] = used_memory(client) / 2**20
+            return figures
+        finally:
+            if proc is not None:
+                self.procs.stop(proc)
+                self.procs.forget(proc)
+            servers.stop(name)
+
+    # --- one Add RPC per job against the bare unary floor -------------------------------------
+
+    def unary(self) -> dict[str, Any]:
+        """The bare grpc.aio unary floor (64 and 100 in flight), then one ``Add`` RPC per job
+        from raw stubs with 100 in flight, back to back, each with the CPU per call of the
+        server (echo / broker) and the client."""
+        out: dict[str, Any] = {"load": load1()}
+        queue = f"{self.token}-add-rpc"
+        add = ["add", "--address", self.address, "--queue", queue]
+        proc, echo = self.procs.start_server([sys.executable, "-m", "bench.transport", "serve"])
+        try:
+            for in_flight in (64, 100):
+                out[str(in_flight)] = self._calls(
+                    ["call", "--address", echo], in_flight, {"server": [proc.pid]}
+                )
+            out["add_rpc"] = self._calls(add, 100, {"server": [self.broker_pid]})
+            # The latency of one call at a time, paced: a bare unary call and one Add.
+            count = str(max(1, int(self.sizes.rate * self.sizes.transport_s)))
+            paced = ["--rate", str(self.sizes.rate), "--count", count]
+            for key, args in (("echo_paced", ["call", "--address", echo]), ("add_paced", add)):
+                command = [sys.executable, "-m", "bench.transport", *args, *paced]
+                answer = self.procs.run(command, timeout=120, cwd=str(ROOT))
+                out[key] = answer["latency"]
+        finally:
+            self.procs.stop(proc)
+            self.procs.forget(proc)
+            run_loop(self._obliterate(queue))
+        return out
+
+    def _calls(self, args: list[str], in_flight: int, pids: dict[str, list[int]]) -> dict[str, Any]:
+        seconds = self.sizes.transport_s
+        command = [sys.executable, "-m", "bench.transport", *args]
+        command += ["--in-flight", str(in_flight), "--duration", str(seconds)]
+        before = {name: sum(process_cpu(pid) for pid in group) for name, group in pids.items()}
+        answer = self.procs.run(command, timeout=seconds + 60, cwd=str(ROOT))
+        calls = max(int(answer["count"]), 1)
+        result = {
+            "per_s": answer["count"] / answer["seconds"],
+            "client_us_per_call": answer["cpu_s"] / calls * 1e6,
+        }
+        for name, group in pids.items():
+            used = sum(process_cpu(pid) for pid in group) - before[name]
+            result[f"{name}_us_per_call"] = used / calls * 1e6
+        return result
 
 
 async def cpu_percent(process: psutil.Process, seconds: float) -> float:
@@ -254,7 +377,7 @@ async def cpu_percent(process: psutil.Process, seconds: float) -> float:
     await asyncio.sleep(seconds)
     after = process.cpu_times()
     used = (after.user - before.user) + (after.system - before.system)
-    return 100 * used / (now() - started)
+    return float(100 * used / (now() - started))
 
 
 def used_memory(r: redis.Redis) -> int:

@@ -14,7 +14,8 @@ COLUMNS = (
     ("seq", "enqueue 1 by 1", "jobs/s", True),
     ("inflight", "enqueue 100 in flight", "jobs/s", True),
     ("bulk", "bulk enqueue", "jobs/s", True),
-    ("processing", "processing, 1 worker", "jobs/s", True),
+    ("processing", "processing, kept", "jobs/s", True),
+    ("processing_removed", "processing, removed", "jobs/s", True),
     ("p50", "add->start p50", "ms", False),
     ("p99", "add->start p99", "ms", False),
 )
@@ -61,19 +62,122 @@ def table(results: Sequence[PeerResult], setups: dict[str, str]) -> str:
     for result in results:
         cells = [cell(result, key, base, higher) for key, _, _, higher in COLUMNS]
         rows.append([result.name, *cells])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = grid(rows)
+    legend = [
+        "",
+        "(N.NNx) = jobbroker's ratio to that peer: jobbroker/peer for rates, peer/jobbroker",
+        "for latencies, so > 1 means jobbroker does better. n/a: the library has no such API;",
+        "-: not measured. Processing: jobs / seconds from the worker process's spawn to its last",
+        "job done, completed jobs kept, and again removed on complete (jobbroker and BullMQ).",
+        "Workers: " + "; ".join(f"{name}: {setup}" for name, setup in setups.items()),
+        "Load average (1 min) as each column started: " + loads(results),
+    ]
+    return "\n".join(lines + legend)
+
+
+def loads(results: Sequence[PeerResult]) -> str:
+    parts = []
+    for key, title, _, _ in COLUMNS:
+        if key == "p99":
+            continue
+        found = [
+            f"{r.name} {r.details['load'][key]:.1f}"
+            for r in results
+            if key in r.details.get("load", {})
+        ]
+        if found:
+            parts.append(f"{title.removesuffix(' p50')}: {', '.join(found)}")
+    return "; ".join(parts)
+
+
+def processing_table(results: Sequence[PeerResult]) -> str:
+    """Each peer's processing figures side by side: the rate from the worker process's spawn,
+    from ready, steady; and where the CPU went, in µs per job."""
+    header = [
+        "",
+        "jobs",
+        "from start",
+        "from ready",
+        "steady",
+        "start-up s",
+        "worker",
+        "broker",
+        "Redis",
+        "EVALSHA",
+        "sum",
+        "load",
+    ]
+    rows = [header]
+    for result in results:
+        for key, variant in (("processing", "kept"), ("processing_removed", "removed")):
+            figures = result.details.get(key)
+            if not figures:
+                continue
+            cpu = figures["cpu"]
+            broker = cpu.get("broker", {}).get("us_per_job")
+            redis_us = cpu["redis"]["us_per_job"]
+            evalsha = sum(
+                c["us_per_job"] for c in cpu["redis_commands"] if c["command"] in SCRIPT_COMMANDS
+            )
+            total = figures["worker_us_per_job"] + (broker or 0.0) + redis_us
+            rows.append(
+                [
+                    f"{result.name}, {variant}",
+                    f"{figures['jobs']:,}",
+                    number(figures["from_start"]),
+                    number(figures["from_ready"]),
+                    number(figures["steady"]),
+                    f"{figures['start_s']:.2f}",
+                    f"{figures['worker_us_per_job']:.0f}",
+                    "-" if broker is None else f"{broker:.0f}",
+                    f"{redis_us:.0f}",
+                    f"{evalsha:.0f}",
+                    f"{total:.0f}",
+                    f"{figures['load']:.1f}",
+                ]
+            )
+    legend = [
+        "",
+        "Rates in jobs/s: from start (the runner spawning the worker process), from ready (the",
+        "library imported, the worker about to be made), steady (first handler start to last job",
+        "done). CPU in µs per job: worker (its own CPU from ready to the last job), broker",
+        "(/proc, spawn to exit), Redis (INFO cpu of the peer's private server, spawn to exit),",
+        "EVALSHA (the scripts' time, INFO commandstats: time inside the command, so on a loaded",
+        "machine it counts the moments Redis waited for a core too and can exceed its CPU);",
+        "sum = worker + broker + Redis. Celery's worker: its main process only (the tasks ran",
+        "in its pool's children). Load: the 1-minute load average at the end.",
+    ]
+    return "\n".join(grid(rows) + legend)
+
+
+SCRIPT_COMMANDS = ("evalsha", "eval", "fcall", "evalsha_ro", "eval_ro")
+
+
+def commands_text(results: Sequence[PeerResult]) -> list[str]:
+    """Where Redis' time went in each processing run: the top commands per job."""
+    lines = []
+    for result in results:
+        for key, variant in (("processing", "kept"), ("processing_removed", "removed")):
+            figures = result.details.get(key)
+            if not figures or result.name not in ("jobbroker", "bullmq"):
+                continue
+            parts = [
+                f"{c['command']} {c['calls_per_job']:.2f}x {c['us_per_call']:.1f} µs"
+                f" = {c['us_per_job']:.1f}"
+                for c in figures["cpu"]["redis_commands"]
+            ]
+            lines.append(f"- {result.name}, {variant}: " + "; ".join(parts))
+    return lines
+
+
+def grid(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for n, row in enumerate(rows):
         lines.append("| " + " | ".join(text.ljust(widths[i]) for i, text in enumerate(row)) + " |")
         if n == 0:
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    legend = [
-        "",
-        "(N.NNx) = jobbroker's ratio to that peer: jobbroker/peer for rates, peer/jobbroker",
-        "for latencies, so > 1 means jobbroker does better. n/a: the library has no such API.",
-        "Workers: " + "; ".join(f"{name}: {setup}" for name, setup in setups.items()),
-    ]
-    return "\n".join(lines + legend)
+    return lines
 
 
 def errors(results: Sequence[PeerResult]) -> str:
@@ -97,68 +201,85 @@ class Target:
 
 
 def targets(results: Sequence[PeerResult], extras: dict[str, Any]) -> list[Target]:
+    """The issue's targets, each from figures measured side by side in this run."""
     by_name = {r.name: r for r in results}
     jb = by_name.get("jobbroker")
     bull = by_name.get("bullmq")
     out: list[Target] = []
 
-    def versus(key: str, title: str) -> None:
-        value = jb.values.get(key) if jb else None
-        peer = bull.values.get(key) if bull else None
-        r = ratio(value, peer, True)
+    def versus(key: str, field: str, title: str) -> None:
+        mine = (jb.details.get(key) or {}).get(field) if jb else None
+        theirs = (bull.details.get(key) or {}).get(field) if bull else None
+        r = ratio(mine, theirs, True)
         if r is None:
             out.append(Target(title, None, "needs jobbroker and bullmq in the run"))
-        else:
-            assert value is not None
-            assert peer is not None
-            out.append(
-                Target(title, r >= 1.0, f"{number(value)} vs {number(peer)} jobs/s = {r:.2f}x")
-            )
+            return
+        assert mine is not None
+        assert theirs is not None
+        out.append(Target(title, r >= 1.0, f"{number(mine)} vs {number(theirs)} jobs/s = {r:.2f}x"))
 
-    versus("processing", "processing >= BullMQ")
-    versus("bulk", "bulk enqueue >= BullMQ addBulk")
+    for key, variant in (("processing", "kept"), ("processing_removed", "removed on complete")):
+        versus(key, "from_start", f"processing, {variant}, from process start >= BullMQ")
+        versus(key, "from_ready", f"processing, {variant}, from ready >= BullMQ")
 
-    single = jb.values.get("inflight") if jb else None
-    floor = extras.get("transport", {}).get("100", {}).get("per_s")
-    pythons = {
-        name: by_name[name].values.get("inflight")
-        for name in PYTHON_PEERS
-        if name in by_name and by_name[name].values.get("inflight")
-    }
-    if not single or not floor:
-        out.append(Target("Add, 100 in flight >= 0.8x bare unary", None, "not measured"))
+    mine_lat = jb.details.get("latency", {}).get("add_to_start") if jb else None
+    bull_lat = bull.details.get("latency", {}).get("add_to_start") if bull else None
+    for field, name in (("p50_ms", "p50"), ("p99_ms", "p99")):
+        title = f"add->start {name} at 200/s <= BullMQ's"
+        if not mine_lat or not bull_lat:
+            out.append(Target(title, None, "needs jobbroker and bullmq in the run"))
+            continue
+        mine_ms, theirs_ms = mine_lat[field], bull_lat[field]
+        out.append(Target(title, mine_ms <= theirs_ms, f"{mine_ms:.2f} vs {theirs_ms:.2f} ms"))
+
+    fast = extras.get("pickup_2000", {}).get("pickup")
+    if not fast:
+        out.append(Target("pickup p99 at 2,000/s <= 5 ms", None, "not measured"))
     else:
-        share = single / floor
-        detail = f"{number(single)} vs {number(floor)} calls/s = {share:.2f}x"
-        out.append(Target("Add, 100 in flight >= 0.8x bare unary", share >= 0.8, detail))
-    if not single or not pythons:
-        out.append(Target("Add, 100 in flight above every Python peer", None, "not measured"))
-    else:
-        best, best_value = max(pythons.items(), key=lambda item: item[1] or 0.0)
-        assert best_value is not None
         out.append(
             Target(
-                "Add, 100 in flight above every Python peer",
-                single > best_value,
-                f"{number(single)} vs best {best} {number(best_value)} jobs/s",
+                "pickup p99 at 2,000/s <= 5 ms",
+                fast["p99_ms"] <= 5.0,
+                f"p99 {fast['p99_ms']:.2f} ms (p50 {fast['p50_ms']:.2f} ms)",
             )
         )
 
-    pickup = extras.get("pickup_200")
-    if pickup is None:
-        out.append(Target("pickup at 200/s: p50 <= 2 ms, p99 <= 5 ms", None, "not measured"))
+    unary = extras.get("unary", {})
+    floor = unary.get("100", {}).get("per_s")
+    rpc = unary.get("add_rpc", {}).get("per_s")
+    title = "one Add RPC per job (raw stubs), 100 in flight >= 0.8x bare unary"
+    if not floor or not rpc:
+        out.append(Target(title, None, "not measured"))
     else:
-        p50, p99 = pickup["p50_ms"], pickup["p99_ms"]
-        out.append(
-            Target(
-                "pickup at 200/s: p50 <= 2 ms, p99 <= 5 ms",
-                p50 <= 2.0 and p99 <= 5.0,
-                f"p50 {p50:.2f} ms, p99 {p99:.2f} ms",
-            )
+        share = rpc / floor
+        detail = f"{number(rpc)} vs {number(floor)} calls/s = {share:.2f}x"
+        out.append(Target(title, share >= 0.8, detail))
+
+    for payload, label in ((0, "small"), (None, "10 KB")):
+        points = backlog_points(extras, large_payload=payload is None)
+        title = f"processing with the longest backlog >= 0.9x the shortest ({label} payloads)"
+        if len(points) < 2:
+            out.append(Target(title, None, "not measured"))
+            continue
+        short, long = points[0], points[-1]
+        share = long["steady"] / short["steady"]
+        detail = (
+            f"{long['waiting']:,} waiting {number(long['steady'])} vs {short['waiting']:,} "
+            f"waiting {number(short['steady'])} jobs/s (steady) = {share:.2f}x"
         )
+        out.append(Target(title, share >= 0.9, detail))
+
+    bulk_mine = jb.values.get("bulk") if jb else None
+    bulk_theirs = bull.values.get("bulk") if bull else None
+    r = ratio(bulk_mine, bulk_theirs, True)
+    if r is None:
+        out.append(Target("bulk enqueue >= BullMQ addBulk", None, "not measured"))
+    else:
+        detail = f"{number(bulk_mine or 0)} vs {number(bulk_theirs or 0)} jobs/s = {r:.2f}x"
+        out.append(Target("bulk enqueue >= BullMQ addBulk", r >= 1.0, detail))
 
     idle = extras.get("idle")
-    if idle is None:
+    if not idle or "rss_delta_mb" not in idle:
         out.append(Target("1,000 idle subscribers < 100 MB", None, "not measured"))
     else:
         delta = idle["rss_delta_mb"]
@@ -170,6 +291,22 @@ def targets(results: Sequence[PeerResult], extras: dict[str, Any]) -> list[Targe
             )
         )
     return out
+
+
+def backlog_points(
+    extras: dict[str, Any], large_payload: bool, peer: str = "jobbroker"
+) -> list[dict[str, Any]]:
+    """The backlog measurements of one peer and payload size, shortest backlog first."""
+    points = [
+        value
+        for key, value in extras.items()
+        if key.startswith("backlog_")
+        and isinstance(value, dict)
+        and "steady" in value
+        and value.get("peer", "jobbroker") == peer
+        and (value["payload_bytes"] > 0) == large_payload
+    ]
+    return sorted(points, key=lambda p: p["waiting"])
 
 
 def latency_line(title: str, summary: dict[str, Any] | None) -> str:
@@ -187,21 +324,149 @@ def error_of(section: dict[str, Any] | None) -> str:
     return "error: " + str(section.get("error", section)).strip().splitlines()[0]
 
 
-def extras_text(extras: dict[str, Any], results: Sequence[PeerResult]) -> list[str]:
-    lines = ["jobbroker alone:"]
-    lines.append(
-        "- "
-        + latency_line(
-            "pickup (Add acknowledged -> handler start) at 200/s", extras.get("pickup_200")
+def load_of(section: dict[str, Any] | None) -> str:
+    if section and "load" in section:
+        return f" [load {section['load']:.1f}]"
+    return ""
+
+
+def pickup_lines(name: str, latency: dict[str, Any] | None, rate: str) -> list[str]:
+    if not latency or "pickup" not in latency:
+        return [f"- {name} at {rate}/s: {error_of(latency)}"]
+    text = latency_line(f"{name} pickup (add acknowledged -> start) at {rate}/s", latency["pickup"])
+    text += f"; rate reached {number(latency['rate'])}/s, {latency['failed_adds']} adds failed"
+    return [
+        "- " + text + load_of(latency),
+        "  " + latency_line("add->start (add sent -> start)", latency["add_to_start"]),
+    ]
+
+
+def unary_lines(unary: dict[str, Any]) -> list[str]:
+    if "100" not in unary or "add_rpc" not in unary:
+        return [f"- one Add RPC per job / unary floor: {error_of(unary)}"]
+    lines = []
+    for key, title in (
+        ("64", "bare grpc.aio unary (echo), 64 in flight"),
+        ("100", "bare grpc.aio unary (echo), 100 in flight"),
+        ("add_rpc", "one Add RPC per job (raw stubs, no batching), 100 in flight"),
+    ):
+        figures = unary[key]
+        lines.append(
+            f"- {title}: {number(figures['per_s'])} calls/s; CPU per call: server "
+            f"{figures['server_us_per_call']:.0f} µs, client {figures['client_us_per_call']:.0f} µs"
         )
-    )
-    fast = extras.get("pickup_2000", {})
-    text = latency_line("pickup at 2,000/s", fast.get("pickup") or fast)
-    if "rate" in fast:
-        text += f"; rate reached {number(fast['rate'])}/s, {fast['failed_adds']} adds failed"
-    lines.append("- " + text)
-    if "add_to_start" in fast:
-        lines.append("- " + latency_line("add->start at 2,000/s", fast["add_to_start"]))
+    share = unary["add_rpc"]["per_s"] / unary["100"]["per_s"]
+    lines.append(f"  Add RPC / bare unary at 100 in flight = {share:.2f}x{load_of(unary)}")
+    for key, title in (
+        ("echo_paced", "one call at a time, paced: bare unary (echo)"),
+        ("add_paced", "one call at a time, paced: Add RPC (raw stubs)"),
+    ):
+        if key in unary:
+            lines.append("- " + latency_line(title, unary[key]))
+    return lines
+
+
+def scale_lines(points: Any) -> list[str]:
+    if not isinstance(points, list):
+        return [f"- scale curve: {error_of(points)}"]
+    rows = [
+        [
+            "workers",
+            "brokers",
+            "jobs/s",
+            "steady jobs/s",
+            "brokers % core",
+            "workers % core",
+            "Redis % core",
+            "sum %",
+            "µs/job b+w+R",
+            "load",
+        ]
+    ]
+    for point in points:
+        cpu = point["cpu"]
+        shares = [cpu[side]["core_pct"] for side in ("brokers", "workers", "redis")]
+        per_job = [cpu[side]["us_per_job"] for side in ("brokers", "workers", "redis")]
+        rows.append(
+            [
+                str(point["workers"]),
+                str(point["brokers"]),
+                number(point["per_s"]),
+                number(point["window_per_s"]),
+                *(f"{share:.0f}" for share in shares),
+                f"{sum(shares):.0f}",
+                " + ".join(f"{us:.0f}" for us in per_job),
+                f"{point['load']:.1f}",
+            ]
+        )
+    return [
+        "scale curve (worker processes x brokers, one private Redis; % of one core, 2 cores =",
+        "200 %; steady: over the window in which every worker was running):",
+        "",
+        *grid(rows),
+    ]
+
+
+def backlog_lines(extras: dict[str, Any]) -> list[str]:
+    header = ["peer", "waiting", "payload", "jobs", "from ready", "steady", "µs/job w+b+R"]
+    rows = [[*header, "Redis MB", "load"]]
+    for peer, large in (("jobbroker", False), ("jobbroker", True), ("bullmq", False)):
+        for point in backlog_points(extras, large, peer):
+            cpu = point["cpu"]
+            per_job = [
+                point["worker_us_per_job"],
+                cpu.get("broker", {}).get("us_per_job", 0.0),
+                cpu["redis"]["us_per_job"],
+            ]
+            rows.append(
+                [
+                    peer,
+                    f"{point['waiting']:,}",
+                    f"{point['payload_bytes']:,} B" if point["payload_bytes"] else "small",
+                    f"{point['jobs']:,}",
+                    number(point["from_ready"]),
+                    number(point["steady"]),
+                    " + ".join(f"{us:.0f}" for us in per_job),
+                    f"{point['redis_used_memory_mb']:.0f}",
+                    f"{point['load']:.1f}",
+                ]
+            )
+    errors = [
+        f"- {key}: {error_of(value)}"
+        for key, value in extras.items()
+        if key.startswith("backlog_") and isinstance(value, dict) and "error" in value
+    ]
+    if len(rows) == 1 and not errors:
+        return []
+    return [
+        "backlog (one worker process working off the first jobs of a queue holding this many, on",
+        "a fresh private Redis (and broker); BullMQ's is the reference for what Redis itself does",
+        "with a long backlog; µs/job: worker + broker + Redis):",
+        "",
+        *grid(rows),
+        *errors,
+    ]
+
+
+def extras_text(extras: dict[str, Any], results: Sequence[PeerResult]) -> list[str]:
+    by_name = {r.name: r for r in results}
+    lines = ["jobbroker alone, and beside BullMQ where it says so:"]
+    for name in ("jobbroker", "bullmq"):
+        if name in by_name:
+            lines += pickup_lines(name, by_name[name].details.get("latency"), "200")
+    lines += pickup_lines("jobbroker", extras.get("pickup_2000"), "2,000")
+    if "pickup_2000_bullmq" in extras:
+        lines += pickup_lines("bullmq", extras["pickup_2000_bullmq"], "2,000")
+    lines += unary_lines(extras.get("unary", {}))
+    jb = by_name.get("jobbroker")
+    client_add = jb.values.get("inflight") if jb else None
+    floor = extras.get("unary", {}).get("100", {}).get("per_s")
+    if client_add and floor:
+        lines.append(
+            f"- the Python client's add, 100 in flight (it sends concurrent adds of a queue "
+            f"together, one AddBulk(each)): {number(client_add)}/s = {client_add / floor:.2f}x "
+            "bare unary"
+        )
     progress = extras.get("progress", {})
     if "events_per_s" in progress:
         lines.append(
@@ -237,31 +502,6 @@ def extras_text(extras: dict[str, Any], results: Sequence[PeerResult]) -> list[s
         )
     else:
         lines.append(f"- memory: {error_of(memory)}")
-    brokers = extras.get("brokers", {})
-    if "two" in brokers:
-        one, two = brokers["one"], brokers["two"]
-        rate_one = one["jobs"] / one["seconds"]
-        rate_two = two["jobs"] / two["seconds"]
-        lines.append(
-            f"- processing, 2 worker processes: 1 broker {number(rate_one)} jobs/s, 2 brokers "
-            f"{number(rate_two)} jobs/s ({rate_two / rate_one:.2f}x); each worker talks to one "
-            "broker (the Worker takes one target), the producer to both (comma-separated)"
-        )
-    else:
-        lines.append(f"- brokers: {error_of(brokers)}")
-    floor = extras.get("transport", {})
-    jb = next((r for r in results if r.name == "jobbroker"), None)
-    single = jb.values.get("inflight") if jb else None
-    if "100" in floor:
-        text = (
-            f"- bare grpc.aio unary between two processes: {number(floor['64']['per_s'])} "
-            f"calls/s (64 in flight), {number(floor['100']['per_s'])} calls/s (100 in flight)"
-        )
-        if single:
-            text += f"; jobbroker Add at 100 in flight = {single / floor['100']['per_s']:.2f}x"
-        lines.append(text)
-    else:
-        lines.append(f"- transport floor: {error_of(floor)}")
     durable = extras.get("durability", {})
     if "on" in durable:
         off, on = durable["off"], durable["on"]
@@ -270,9 +510,16 @@ def extras_text(extras: dict[str, Any], results: Sequence[PeerResult]) -> list[s
             f"by one {number(on['seq'])}/s vs {number(off['seq'])}/s off "
             f"({on['seq'] / (off['seq'] or 1):.2f}x); 100 in flight {number(on['inflight'])}/s "
             f"vs {number(off['inflight'])}/s ({on['inflight'] / (off['inflight'] or 1):.2f}x)"
+            + load_of(durable)
         )
     else:
-        lines.append(f"- durability option: n/a ({durable.get('note', error_of(durable))})")
+        lines.append(f"- durability option: {error_of(durable)}")
+    scale = extras.get("scale")
+    if scale is not None:
+        lines += ["", *scale_lines(scale)]
+    backlog = backlog_lines(extras)
+    if backlog:
+        lines += ["", *backlog]
     return lines
 
 
@@ -287,13 +534,18 @@ def render(
     m = info["machine"]
     out = [
         "",
-        f"machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gib']} GiB; load at start "
-        f"{m['load_at_start']}",
-        "versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+        f"machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gib']} GiB, Linux {m['kernel']}; "
+        f"load average at start {m['load_at_start']}, at end {m.get('load_at_end', '?')}",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items()),
         f"command: {info['command']}",
         "",
         table(results, setups),
+        "",
+        processing_table(results),
     ]
+    commands = commands_text(results)
+    if commands:
+        out += ["", "Redis commands per job in the processing runs (calls x µs = µs):", *commands]
     problems = errors(results)
     if problems:
         out += ["", "errors:", problems]

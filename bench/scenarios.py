@@ -1,6 +1,8 @@
-"""The five scenarios of the comparison table, run the same way for every peer, each side in
-its own process: enqueue one at a time, with 100 in flight, in bulk; processing throughput of
-one worker process; add-to-start latency at a paced rate.
+"""The scenarios of the comparison table, run the same way for every peer, each side in its own
+process, each peer on its own private Redis: enqueue one at a time, with 100 in flight, in
+bulk; processing throughput of one worker process on the same prefilled count of jobs, with
+completed jobs kept and again removed on complete, with each side's CPU per job; add-to-start
+latency at a paced rate.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.cleanup import remove_run_keys
-from bench.common import ProcessError, Processes, latency_summary
+from bench.common import ProcessError, Processes, latency_summary, now, processing_fields
+from bench.cpu import Meter, load1
 
 ROOT = Path(__file__).resolve().parent.parent
 VENVS = ROOT / "bench" / ".venvs"
@@ -54,6 +57,12 @@ def peer_specs() -> dict[str, PeerSpec]:
 
 
 PEERS = ("jobbroker", "bullmq", "arq", "dramatiq", "celery", "rq")
+COMPARED = ("jobbroker", "bullmq")
+"""The pair the targets compare: processed with the same prefilled count, in both
+removeOnComplete variants."""
+VARIANTS = (("processing", False), ("processing_removed", True))
+"""The processing scenario's columns: completed jobs kept (every library's default), and
+removed on complete."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,11 @@ class Sizes:
     enqueue_s: float
     process_limit_s: float
     latency_s: float
+    process_jobs: int = 50_000
+    """Jobs prefilled for the processing scenario of jobbroker and BullMQ (the same count)."""
+    slow_process_jobs: int = 15_000
+    """Jobs prefilled for the Python peers, which run under 2,000 jobs/s and stop at the time
+    limit anyway (filling 50,000 one add at a time would take Celery a minute)."""
     rate: float = 200.0
     fast_rate: float = 2_000.0
     fast_s: float = 5.0
@@ -70,8 +84,16 @@ class Sizes:
     idle_s: float = 5.0
     subscribers: int = 1_000
     memory_jobs: int = 50_000
-    two_broker_jobs: int = 40_000
+    scale_jobs: int = 40_000
+    """Jobs prefilled for each point of the scale curve (worker processes x brokers)."""
     transport_s: float = 3.0
+    backlog_jobs: tuple[int, ...] = (20_000, 1_000_000)
+    """Waiting jobs in the backlog measurement: the rate over the first ``backlog_measure``
+    jobs processed must not fall as the backlog grows."""
+    backlog_large_payload_jobs: tuple[int, ...] = (20_000, 100_000)
+    """The same with ``payload_bytes`` payloads (1,000,000 of them would be 10 GB of Redis)."""
+    backlog_measure: int = 20_000
+    payload_bytes: int = 10_240
 
     @classmethod
     def full(cls) -> Sizes:
@@ -81,14 +103,19 @@ class Sizes:
     def quick(cls) -> Sizes:
         return cls(
             enqueue_s=0.4,
-            process_limit_s=2.0,
+            process_limit_s=5.0,
             latency_s=1.0,
+            process_jobs=5_000,
+            slow_process_jobs=1_000,
             fast_s=1.0,
             progress_s=1.0,
             idle_s=0.5,
             memory_jobs=5_000,
-            two_broker_jobs=5_000,
+            scale_jobs=5_000,
             transport_s=0.7,
+            backlog_jobs=(2_000, 20_000),
+            backlog_large_payload_jobs=(2_000, 5_000),
+            backlog_measure=2_000,
         )
 
 
@@ -106,7 +133,7 @@ def ordered(names: Sequence[str]) -> list[str]:
 
 
 class PeerRunner:
-    """Runs one peer's scenarios against one Redis (and, for jobbroker, one broker)."""
+    """Runs one peer's scenarios against its private Redis (and, for jobbroker, one broker)."""
 
     def __init__(
         self,
@@ -116,6 +143,7 @@ class PeerRunner:
         token: str,
         sizes: Sizes,
         address: str = "",
+        broker_pids: Sequence[int] = (),
     ) -> None:
         self.procs = procs
         self.spec = spec
@@ -123,11 +151,11 @@ class PeerRunner:
         self.token = token
         self.sizes = sizes
         self.address = address
+        self.broker_pids = list(broker_pids)
+        """The broker processes whose CPU a processing measurement counts (jobbroker)."""
         self.queue = f"{token}-{spec.name}"
-        """The queue of the enqueue and processing scenarios (the latency one adds "-lat")."""
+        """The queues of this peer's scenarios start with this name."""
         self.result = PeerResult(spec.name)
-        self.filled = 0
-        """Jobs the enqueue scenarios added so far, warm-up calls included."""
 
     def command(self, verb: str, queue: str, *extra: str) -> list[str]:
         command = [*self.spec.command, verb, "--queue", queue, "--redis-url", self.redis_url]
@@ -142,46 +170,96 @@ class PeerRunner:
         duration = str(self.sizes.enqueue_s)
         return self.run("enqueue", queue, "--mode", mode, "--duration", duration)
 
-    def steps(self) -> list[Callable[[], None]]:
-        """The scenarios in order, each filling ``self.result``. The enqueue scenarios fill the
-        peer's queue, which the processing scenario then works off."""
+    def fill(
+        self, queue: str, count: int, remove_on_complete: bool = False, payload_bytes: int = 0
+    ) -> dict[str, Any]:
+        """Add exactly ``count`` jobs (in bulk where the library can)."""
+        extra = ["--mode", "fill", "--count", str(count)]
+        if remove_on_complete:
+            extra.append("--remove-on-complete")
+        if payload_bytes:
+            extra += ["--payload-bytes", str(payload_bytes)]
+        return self.run("enqueue", queue, *extra, timeout=max(120, count / 500))
+
+    def steps(self) -> list[tuple[str, Callable[[], None]]]:
+        """The scenarios in order (title, action), each filling ``self.result``."""
         return [
-            lambda: self.step_enqueue("seq"),
-            lambda: self.step_enqueue("inflight"),
-            lambda: self.step_enqueue("bulk"),
-            self.step_processing,
-            self.step_latency,
+            ("enqueue 1 by 1", lambda: self.step_enqueue("seq")),
+            ("enqueue 100 in flight", lambda: self.step_enqueue("inflight")),
+            ("bulk enqueue", lambda: self.step_enqueue("bulk")),
+            ("processing, completed kept", lambda: self.step_processing(*VARIANTS[0])),
+            ("processing, removed on complete", lambda: self.step_processing(*VARIANTS[1])),
+            ("latency", self.step_latency),
         ]
 
     def all(self) -> PeerResult:
-        for step in self.steps():
+        for _, step in self.steps():
             step()
         return self.result
 
+    def note_load(self, key: str) -> None:
+        """The machine's load average as the measurement of ``key`` starts."""
+        self.result.details.setdefault("load", {})[key] = load1()
+
     def step_enqueue(self, mode: str) -> None:
+        queue = f"{self.queue}-{mode}"
+        self.note_load(mode)
         try:
-            answer = self.enqueue(self.queue, mode)
+            answer = self.enqueue(queue, mode)
         except (ProcessError, KeyError) as exc:
             self.result.errors[mode] = str(exc)
             return
+        finally:
+            # The jobs added here are not processed: the processing scenario fills its own.
+            remove_run_keys(self.redis_url, queue)
         if answer.get("unsupported"):
             self.result.values[mode] = None
             return
-        self.filled += int(answer["count"]) + int(answer.get("warmup", 0))
-        self.result.details["filled"] = self.filled
         self.result.values[mode] = answer["count"] / answer["seconds"]
 
-    def step_processing(self) -> None:
+    def process_count(self) -> int:
+        if self.spec.name in COMPARED:
+            return self.sizes.process_jobs
+        return self.sizes.slow_process_jobs
+
+    def step_processing(self, key: str, remove_on_complete: bool) -> None:
+        """Fill the same count of jobs for the peer, then time one worker process on them."""
+        queue = f"{self.queue}-{'removed' if remove_on_complete else 'kept'}"
         try:
-            work = self.processing(self.queue, self.filled)
-            self.result.values["processing"] = work["done"] / work["seconds"]
-            self.result.details["processing"] = {"jobs": work["done"], "seconds": work["seconds"]}
+            count = self.process_count()
+            filled = self.fill(queue, count, remove_on_complete)
+            if filled.get("unsupported"):
+                return  # not measured: the column shows "-"
+            self.note_load(key)
+            figures = self.processing(queue, count)
+            self.result.values[key] = figures["from_start"]
+            self.result.details[key] = figures
         except (ProcessError, KeyError) as exc:
-            self.result.errors["processing"] = str(exc)
-        # What the worker left (past the time limit) goes now, not at the end of the run.
-        remove_run_keys(self.redis_url, self.queue)
+            self.result.errors[key] = str(exc)
+        finally:
+            remove_run_keys(self.redis_url, queue)
+
+    def processing(self, queue: str, count: int) -> dict[str, Any]:
+        """One worker process on a queue holding ``count`` jobs: the figures of
+        :func:`bench.common.processing_fields`, and the CPU per job of Redis and the broker
+        (``broker_pids``) from the worker's spawn to its exit. A worker that had not done them
+        all by the time limit gives the jobs done by then."""
+        limit = self.sizes.process_limit_s
+        command = self.command("work", queue, "--count", str(count), "--limit", str(limit))
+        meter = Meter(self.redis_url, {"broker": self.broker_pids} if self.broker_pids else {})
+        meter.start()
+        spawned = now()
+        answer = self.procs.finish(
+            self.procs.start(command, cwd=str(ROOT)), command, timeout=limit + 60
+        )
+        exited = now()
+        figures = processing_fields(answer, spawned)
+        figures["cpu"] = meter.per_job(figures["jobs"], exited - spawned)
+        figures["load"] = load1()
+        return figures
 
     def step_latency(self) -> None:
+        self.note_load("p50")
         try:
             latency = self.latency(f"{self.queue}-lat", self.sizes.rate, self.sizes.latency_s)
             self.result.values["p50"] = latency["add_to_start"]["p50_ms"]
@@ -189,16 +267,7 @@ class PeerRunner:
             self.result.details["latency"] = latency
         except (ProcessError, KeyError) as exc:
             self.result.errors["p50"] = self.result.errors["p99"] = str(exc)
-        remove_run_keys(self.redis_url, self.queue)
-
-    def processing(self, queue: str, count: int) -> dict[str, Any]:
-        """One worker process on the jobs the enqueue scenarios left: from its start until
-        ``count`` are done (or the time limit, then the jobs done by then)."""
-        if count <= 0:
-            raise ProcessError("nothing was enqueued to process")
-        limit = self.sizes.process_limit_s
-        args = ["--count", str(count), "--limit", str(limit)]
-        return self.run("work", queue, *args, timeout=limit + 60)
+        remove_run_keys(self.redis_url, f"{self.queue}-lat")
 
     def latency(self, queue: str, rate: float, seconds: float) -> dict[str, Any]:
         """A paced producer (``rate`` jobs/s for ``seconds``) into a running worker: add-to-start
@@ -210,6 +279,7 @@ class PeerRunner:
         worker = self.procs.start(worker_command, cwd=str(ROOT))
         self.procs.wait_ready(worker, worker_command, timeout=60)
         time.sleep(1.0)  # connections up, first polls done: measure the steady state
+        load = load1()
         paced = self.run(
             "enqueue", queue, "--mode", "paced", "--rate", str(rate), "--count", str(count)
         )
@@ -217,6 +287,7 @@ class PeerRunner:
         report = latency_report(paced["sent"], work["starts"], count)
         report["rate"] = count / paced["seconds"]
         report["failed_adds"] = paced.get("failed", 0)
+        report["load"] = load
         return report
 
 

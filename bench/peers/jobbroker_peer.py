@@ -12,18 +12,23 @@ import asyncio
 import contextlib
 import logging
 
-from jobbroker import AsyncClient, JobContext, Worker
+from jobbroker import AsyncClient, JobContext, JobOptions, Worker
 
 from bench.common import Recorder, now, run_loop, say_ready
 from bench.peers.protocol import Data, Peer, main
 
 CONCURRENCY = 100
+ACK_POLL_S = 0.001
+"""How often the worker looks whether its last outcomes were acknowledged, once every handler
+ran (about BullMQ's `completed` event: the job is stored as completed)."""
+REMOVE = JobOptions(remove_on_complete=True)
 
 
 class JobBroker(Peer):
     name = "jobbroker"
     is_async = True
     has_bulk = True
+    has_remove_on_complete = True
 
     async def open(self) -> None:
         self.client = AsyncClient(self.args.address, timeout=60.0)
@@ -32,10 +37,16 @@ class JobBroker(Peer):
         await self.client.close()
 
     async def add(self, data: Data) -> None:
-        await self.client.add(self.queue, "noop", data)
+        if self.remove_on_complete:
+            await self.client.add(self.queue, "noop", data, options=REMOVE)
+        else:
+            await self.client.add(self.queue, "noop", data)
 
     async def add_bulk(self, batch: list[Data]) -> None:
-        await self.client.add_bulk(self.queue, [("noop", data) for data in batch])
+        if self.remove_on_complete:
+            await self.client.add_bulk(self.queue, [("noop", data, REMOVE) for data in batch])
+        else:
+            await self.client.add_bulk(self.queue, [("noop", data) for data in batch])
 
     def work(self, recorder: Recorder) -> float:
         started: float = run_loop(self._work(recorder))
@@ -57,10 +68,12 @@ class JobBroker(Peer):
         say_ready()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(reached.wait(), self.args.limit)
+            # Done means every outcome acknowledged (the jobs stored as completed), as BullMQ's
+            # `completed` event: the worker holds a lease until its outcome's acknowledgement.
+            while worker.active:  # noqa: ASYNC110 (the SDK has no event for it)
+                await asyncio.sleep(ACK_POLL_S)
+            recorder.finish()
         await worker.stop()
-        if recorder.reached.is_set():
-            # Done means every outcome acknowledged: stop() returns once they all are.
-            recorder.finished_at = now()
         return started
 
 

@@ -1,14 +1,18 @@
 """The command line every Python peer answers, and the timing loops they share.
 
-    python -m bench.peers.<peer> enqueue --queue Q --mode seq|inflight|bulk|paced ...
+    python -m bench.peers.<peer> enqueue --queue Q --mode seq|inflight|bulk|paced|fill ...
     python -m bench.peers.<peer> work --queue Q --count N --limit S [--record]
 
 A peer module supplies a :class:`Peer`: how to add one job (and a batch, when its library has
 a bulk API) and how to run one worker until the :class:`~bench.common.Recorder` has seen
 ``--count`` jobs or ``--limit`` seconds passed. The loops here do the timing, so every peer is
 measured the same way. ``enqueue`` answers ``{"count", "seconds"}`` (``paced`` adds ``sent``:
-``[i, sent, acknowledged]`` per job); ``work`` answers ``{"done", "seconds", "starts"}``, the
-seconds counted from just before the worker starts.
+``[i, sent, acknowledged]`` per job; ``fill`` adds exactly ``--count`` jobs, in bulk when the
+library has a bulk API, else 100 in flight, for the processing scenario to work off);
+``work`` answers ``{"done", "seconds", "starts"}``, the seconds counted from just before the
+worker starts, and the timing points and CPU seconds of :class:`~bench.common.Recorder`.
+``--remove-on-complete`` makes ``fill`` add jobs that are deleted once completed (peers that
+support it: :attr:`Peer.has_remove_on_complete`).
 """
 
 from __future__ import annotations
@@ -35,11 +39,14 @@ class Peer:
     is_async = False
     """Whether :meth:`add` and :meth:`add_bulk` return awaitables."""
     has_bulk = False
+    has_remove_on_complete = False
+    """Whether :meth:`add` and :meth:`add_bulk` honour ``--remove-on-complete``."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.queue: str = args.queue
         self.redis_url: str = args.redis_url
+        self.remove_on_complete: bool = args.remove_on_complete
 
     async def open(self) -> None:
         """Connect (asyncio peers); sync peers connect in ``__init__``."""
@@ -65,7 +72,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queue", required=True)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--address", default="", help="the broker (jobbroker only)")
-    parser.add_argument("--mode", choices=["seq", "inflight", "bulk", "paced"], default="seq")
+    parser.add_argument(
+        "--mode", choices=["seq", "inflight", "bulk", "paced", "fill"], default="seq"
+    )
     parser.add_argument("--duration", type=float, default=3.0, help="seconds (seq/inflight/bulk)")
     parser.add_argument("--in-flight", type=int, default=100)
     parser.add_argument("--batch", type=int, default=1000)
@@ -74,18 +83,28 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=float, default=30.0, help="seconds at most (work)")
     parser.add_argument("--record", action="store_true", help="record each job's start (work)")
     parser.add_argument("--concurrency", type=int, default=0, help="override (work)")
+    parser.add_argument(
+        "--remove-on-complete", action="store_true", help="jobs deleted once completed (fill)"
+    )
+    parser.add_argument(
+        "--payload-bytes", type=int, default=0, help="pad each job's data by this much (fill)"
+    )
     return parser.parse_args(argv)
 
 
 def main(peer_class: type[Peer], argv: list[str] | None = None) -> None:
     args = parse(argv)
+    # Made first: "ready" (Recorder.loaded) is the library imported, before the peer connects.
+    recorder = Recorder(target=args.count, record=args.record)
     peer = peer_class(args)
     if args.command == "work":
-        recorder = Recorder(target=args.count, record=args.record)
         started = peer.work(recorder)
         result = recorder.result(started)
         result["done"] = recorder.done
         emit(result)
+        return
+    if args.remove_on_complete and not peer.has_remove_on_complete:
+        emit({"count": 0, "seconds": 0.0, "unsupported": True})
         return
     if peer.is_async:
         emit(asyncio.run(enqueue_async(peer, args)))
@@ -101,6 +120,8 @@ async def enqueue_async(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
     try:
         if args.mode == "paced":
             return await paced_async(peer.add, args.rate, args.count, args.in_flight)
+        if args.mode == "fill":
+            return await fill_async(peer, args)
         if args.mode == "bulk" and not peer.has_bulk:
             return {"count": 0, "seconds": 0.0, "unsupported": True}
         counter = iter(range(1 << 62))
@@ -129,6 +150,32 @@ async def enqueue_async(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
         return {"count": sum(counts), "seconds": now() - started, "warmup": warmup}
     finally:
         await peer.close()
+
+
+def fill_batch(args: argparse.Namespace) -> int:
+    """``--batch`` jobs per bulk call, fewer for large payloads: at most about 2 MB a call."""
+    batch: int = args.batch
+    return max(1, min(batch, 2_000_000 // (int(args.payload_bytes) + 200)))
+
+
+async def fill_async(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
+    """Add exactly ``--count`` jobs: ``--batch`` per bulk call, or one per add, ``--in-flight``
+    at once; each job's data padded by ``--payload-bytes``."""
+    count, batch, pad = args.count, fill_batch(args), "x" * args.payload_bytes
+    started = now()
+    if peer.has_bulk:
+        for first in range(0, count, batch):
+            last = min(count, first + batch)
+            await peer.add_bulk([job_data(i, pad) for i in range(first, last)])
+    else:
+        numbers = iter(range(count))
+
+        async def lane() -> None:
+            for i in numbers:
+                await peer.add(job_data(i, pad))
+
+        await asyncio.gather(*(lane() for _ in range(args.in_flight)))
+    return {"count": count, "seconds": now() - started}
 
 
 async def paced_async(
@@ -170,6 +217,8 @@ async def paced_async(
 def enqueue_sync(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
     if args.mode == "paced":
         return paced_sync(peer.add, args.rate, args.count)
+    if args.mode == "fill":
+        return fill_sync(peer, args)
     if args.mode == "bulk" and not peer.has_bulk:
         return {"count": 0, "seconds": 0.0, "unsupported": True}
     lock = threading.Lock()
@@ -202,6 +251,35 @@ def enqueue_sync(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
     with ThreadPoolExecutor(lanes) as pool:
         counts = list(pool.map(lambda _: lane(), range(lanes)))
     return {"count": sum(counts), "seconds": now() - started, "warmup": warmup}
+
+
+def fill_sync(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`fill_async` for a sync library: threads instead of tasks."""
+    count, batch, pad, in_flight = (
+        args.count,
+        fill_batch(args),
+        "x" * args.payload_bytes,
+        args.in_flight,
+    )
+    started = now()
+    if peer.has_bulk:
+        for first in range(0, count, batch):
+            peer.add_bulk([job_data(i, pad) for i in range(first, min(count, first + batch))])
+    else:
+        lock = threading.Lock()
+        numbers = iter(range(count))
+
+        def lane() -> None:
+            while True:
+                with lock:
+                    i = next(numbers, None)
+                if i is None:
+                    return
+                peer.add(job_data(i, pad))
+
+        with ThreadPoolExecutor(in_flight) as pool:
+            list(pool.map(lambda _: lane(), range(in_flight)))
+    return {"count": count, "seconds": now() - started}
 
 
 def paced_sync(add: Callable[[Data], Any], rate: float, count: int) -> Data:

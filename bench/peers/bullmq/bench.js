@@ -1,11 +1,15 @@
 // BullMQ as the benchmark suite drives it: the same command line and answers as the Python
 // peers (bench/peers/protocol.py).
 //
-//   node bench/peers/bullmq/bench.js enqueue --queue Q --mode seq|inflight|bulk|paced ...
+//   node bench/peers/bullmq/bench.js enqueue --queue Q --mode seq|inflight|bulk|paced|fill ...
 //   node bench/peers/bullmq/bench.js work --queue Q --count N --limit S [--record]
 //
 // Timestamps are process.hrtime (CLOCK_MONOTONIC, the clock Python's time.monotonic reads),
-// in seconds. The worker runs at concurrency 100; "done" counts its `completed` events.
+// in seconds. The worker runs at concurrency 100; "done" counts its `completed` events. The
+// work answer carries the same timing points and CPU seconds as bench/common.py's Recorder:
+// loaded (the library required, the worker about to be made), first_at, finished_at, and
+// process.cpuUsage() (user + system, the whole process since its start) at loaded and at the
+// last job. --remove-on-complete adds jobs with removeOnComplete: true.
 'use strict';
 
 const fs = require('fs');
@@ -13,6 +17,10 @@ const { Queue, Worker } = require('bullmq');
 const IORedis = require('ioredis');
 
 const now = () => Number(process.hrtime.bigint()) / 1e9;
+const cpuSeconds = () => {
+  const used = process.cpuUsage();
+  return (used.user + used.system) / 1e6;
+};
 
 function parse(argv) {
   const args = {
@@ -28,6 +36,8 @@ function parse(argv) {
     limit: 30,
     record: false,
     concurrency: 100,
+    removeOnComplete: false,
+    payloadBytes: 0,
   };
   const names = {
     '--queue': 'queue',
@@ -40,10 +50,13 @@ function parse(argv) {
     '--count': 'count',
     '--limit': 'limit',
     '--concurrency': 'concurrency',
+    '--payload-bytes': 'payloadBytes',
   };
   for (let i = 1; i < argv.length; i++) {
     if (argv[i] === '--record') {
       args.record = true;
+    } else if (argv[i] === '--remove-on-complete') {
+      args.removeOnComplete = true;
     } else if (argv[i] in names) {
       const key = names[argv[i]];
       const value = argv[++i];
@@ -77,14 +90,29 @@ function connect(url) {
   return new IORedis(url, { maxRetriesPerRequest: null });
 }
 
-const jobData = (i) => ({ i, t: now() });
+const jobData = (i, pad) => (pad ? { i, t: now(), p: pad } : { i, t: now() });
 const sleep = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds * 1000));
 
 async function enqueue(args) {
   const connection = connect(args.redisUrl);
-  const queue = new Queue(args.queue, { connection });
+  const defaultJobOptions = args.removeOnComplete ? { removeOnComplete: true } : {};
+  const queue = new Queue(args.queue, { connection, defaultJobOptions });
   await queue.waitUntilReady();
   try {
+    if (args.mode === 'fill') {
+      // Exactly args.count jobs, in bulk; at most about 2 MB a call (as protocol.py's fill).
+      const pad = 'x'.repeat(args.payloadBytes);
+      const batch = Math.max(1, Math.min(args.batch, Math.floor(2000000 / (args.payloadBytes + 200))));
+      const start = now();
+      for (let first = 0; first < args.count; first += batch) {
+        const jobs = [];
+        for (let i = first; i < Math.min(args.count, first + batch); i++) {
+          jobs.push({ name: 'noop', data: jobData(i, pad) });
+        }
+        await queue.addBulk(jobs);
+      }
+      return { count: args.count, seconds: now() - start };
+    }
     if (args.mode === 'paced') {
       // Due at i / rate; waits while inFlight adds are unanswered; failures are counted.
       const sent = [];
@@ -143,9 +171,14 @@ async function enqueue(args) {
 }
 
 async function work(args) {
+  const loaded = now();
+  const cpuLoaded = cpuSeconds();
   const connection = connect(args.redisUrl);
   let done = 0;
+  let firstAt = 0;
   let finishedAt = 0;
+  let finishedJobs = 0;
+  let cpuFinished = 0;
   const starts = [];
   let reached;
   const allDone = new Promise((resolve) => (reached = resolve));
@@ -153,7 +186,9 @@ async function work(args) {
   const worker = new Worker(
     args.queue,
     async (job) => {
-      if (args.record) starts.push([job.data.i, now()]);
+      const at = now();
+      if (!firstAt) firstAt = at;
+      if (args.record) starts.push([job.data.i, at]);
     },
     { connection, concurrency: args.concurrency },
   );
@@ -161,16 +196,32 @@ async function work(args) {
     done += 1;
     if (done === args.count) {
       finishedAt = now();
+      finishedJobs = done;
+      cpuFinished = cpuSeconds();
       reached();
     }
   });
   await worker.waitUntilReady();
   process.stdout.write(`READY ${now()}\n`);
   await Promise.race([allDone, sleep(args.limit)]);
-  const end = finishedAt || now();
+  if (!finishedAt) {
+    finishedAt = now();
+    finishedJobs = done;
+    cpuFinished = cpuSeconds();
+  }
   await worker.close(true);
   connection.disconnect();
-  return { done, seconds: end - started, starts };
+  return {
+    done,
+    seconds: finishedAt - started,
+    starts,
+    loaded,
+    first_at: firstAt,
+    finished_at: finishedAt,
+    finished_jobs: finishedJobs,
+    cpu_loaded: cpuLoaded,
+    cpu_finished: cpuFinished,
+  };
 }
 
 async function main() {
