@@ -80,7 +80,7 @@ class Csrf:
         """This browser's nonce: the cookie's, else a new one (set by :meth:`set_cookie`)."""
         nonce = request.cookies.get(CSRF_COOKIE, "")
         if len(nonce) != 43:  # token_urlsafe(32)
-            nonce = request.state.__dict__.get("csrf_nonce") or secrets.token_urlsafe(32)
+            nonce = getattr(request.state, "csrf_nonce", None) or secrets.token_urlsafe(32)
         request.state.csrf_nonce = nonce
         return nonce
 
@@ -94,7 +94,7 @@ class Csrf:
 
     def set_cookie(self, request: Request, response: Response) -> None:
         """Give the browser its nonce cookie if the page just rendered made one."""
-        nonce = request.state.__dict__.get("csrf_nonce")
+        nonce = getattr(request.state, "csrf_nonce", None)
         if nonce and request.cookies.get(CSRF_COOKIE) != nonce:
             set_cookie(request, response, CSRF_COOKIE, nonce, self.secure)
 

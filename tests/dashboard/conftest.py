@@ -18,7 +18,8 @@ from client.conftest import SETTINGS, BrokerHost, RunningBroker
 from jobbroker import Client, DoNotRetry, JobContext, Worker
 from jobbroker_broker import tokens
 from jobbroker_broker.app import Broker
-from jobbroker_dashboard import DashboardSettings, create_app
+from jobbroker_dashboard import DashboardSettings
+from jobbroker_dashboard.app import Dashboard
 
 T = TypeVar("T")
 
@@ -66,8 +67,8 @@ def make_worker(address: str, queue: str, gates: Gates, token: str | None = None
 
     @worker.handler("fail-once")
     async def fail_once(ctx: JobContext) -> Any:
-        if ctx.job_id not in failed_once:
-            failed_once.add(ctx.job_id)
+        if ctx.id not in failed_once:
+            failed_once.add(ctx.id)
             raise RuntimeError("first run fails")
         return {"ok": True}
 
@@ -99,6 +100,7 @@ class Served:
     server: uvicorn.Server
     thread: threading.Thread
     port: int
+    dash: Dashboard | None = None
 
     @property
     def url(self) -> str:
@@ -107,6 +109,14 @@ class Served:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+
+
+def serve_dashboard(settings: DashboardSettings) -> Served:
+    """What ``jobbroker dashboard`` serves, with ``settings``, keeping hold of its Dashboard."""
+    dash = Dashboard(settings)
+    served = serve(dash.app())
+    served.dash = dash
+    return served
 
 
 def serve(app: Any) -> Served:
@@ -154,8 +164,7 @@ def broker(host: Host, redis_url: str) -> Iterator[RunningBroker]:
 @pytest.fixture(scope="session")
 def dashboard(broker: RunningBroker) -> Iterator[Served]:
     """``jobbroker dashboard``'s app (pages at /admin/queues, API at /api) on ``broker``."""
-    settings = DashboardSettings(address=broker.address, live_interval=0.05)
-    served = serve(create_app(settings))
+    served = serve_dashboard(DashboardSettings(address=broker.address, live_interval=0.05))
     yield served
     served.stop()
 
@@ -220,7 +229,7 @@ def secured(
     )
     made = Broker(settings)
     host.run(made.start())
-    served = serve(create_app(DashboardSettings(address=f"127.0.0.1:{made.port}")))
+    served = serve_dashboard(DashboardSettings(address=f"127.0.0.1:{made.port}"))
     yield Secured(made, token_file, served)
     served.stop()
     host.run(made.stop(0.5))
