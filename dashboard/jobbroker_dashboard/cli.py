@@ -70,4 +70,12 @@ def dashboard(
     )
     app = create_app(settings, prefix=prefix)
     typer.echo(f"jobbroker dashboard on http://{host}:{port}{'/' + prefix.strip('/')}/", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    # Open pages hold streams: they must not keep a stopping dashboard up.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=2,
+    )

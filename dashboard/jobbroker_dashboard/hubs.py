@@ -9,6 +9,7 @@ the broker one stream and one refresh call per change, not fifty.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
@@ -31,6 +32,9 @@ TIMELINE_JOBS = 10_000
 """Jobs whose recent events a hub remembers, for their pages' timelines (least recent dropped)."""
 TIMELINE_EVENTS = 50
 """Events remembered per job (the newest)."""
+HISTORY_IDLE = 2.0
+"""Seconds without an event after which the replay of a queue's last hour is taken as done
+(the replay reads the kept events in batches; a pause this long means it caught up)."""
 RETRY_DELAY = 1.0
 """Seconds before a hub's stream is opened again after an error the client did not ride out."""
 
@@ -67,13 +71,21 @@ class QueueHub:
         self._on_idle = on_idle
         self._task: asyncio.Task[None] | None = None
         self._last_id = ""
+        self.seq = 0
+        """Events seen so far: what a live page's reads are keyed by."""
         self._timelines: OrderedDict[str, deque[Event]] = OrderedDict()
+        self._first_live: tuple[int, int] | None = None
+        self._history: asyncio.Task[None] | None = None
 
-    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Start telling ``subscriber``; returns the function that stops it."""
+    def subscribe(self, subscriber: Subscriber, history: bool = False) -> Callable[[], None]:
+        """Start telling ``subscriber``; returns the function that stops it. ``history``: the
+        subscriber shows charts or timelines, so the queue's last hour is read once too."""
         self.subscribers.add(subscriber)
+        loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = loop.create_task(self._run())
+        if history and self._history is None:
+            self._history = loop.create_task(self._backfill())
 
         def unsubscribe() -> None:
             self.subscribers.discard(subscriber)
@@ -83,12 +95,15 @@ class QueueHub:
         return unsubscribe
 
     async def _run(self) -> None:
-        # From an hour back (the broker's ids are Redis-clock milliseconds), to fill the charts.
-        start = self._last_id or f"{int(time.time() * 1000) - self._minutes * MINUTE_MS}-0"
+        """The live events, from now on (the client resumes after the last one by itself)."""
+        start = self._last_id
         while True:
             try:
                 async for event in self.client.watch_events(self.queue, after_event_id=start):
                     start = self._last_id = event.id or start
+                    if self._first_live is None:
+                        self._first_live = _position(event.id)
+                    self.seq += 1
                     self.stats.add(event)
                     self._remember(event)
                     for subscriber in list(self.subscribers):
@@ -102,6 +117,37 @@ class QueueHub:
                     "events of queue %s: %s: %s; reading again", self.queue, exc.code.name, exc
                 )
                 await asyncio.sleep(RETRY_DELAY)
+
+    async def _backfill(self) -> None:
+        """Count the events of the last hour that came before the live ones, for the charts
+        and timelines (the broker's event ids are Redis-clock milliseconds)."""
+        begun = int(time.time() * 1000)
+        start = f"{begun - self._minutes * MINUTE_MS}-0"
+        older: list[Event] = []
+        stream = self.client.watch_events(self.queue, after_event_id=start)
+        try:
+            async with contextlib.aclosing(stream):
+                while True:
+                    event = await asyncio.wait_for(anext(stream), HISTORY_IDLE)
+                    live = self._first_live
+                    if (live is not None and _position(event.id) >= live) or (
+                        event.timestamp is not None and event.timestamp.timestamp() * 1000 >= begun
+                    ):
+                        break  # the live stream has this one
+                    older.append(event)
+        except (TimeoutError, StopAsyncIteration, JobBrokerError):
+            pass  # caught up; or refused, and the live stream says why
+        for event in older:
+            self.stats.add(event)
+        newer, self._timelines = self._timelines, OrderedDict()
+        for event in older:
+            self._remember(event)
+        for events in newer.values():
+            for event in events:
+                self._remember(event)
+        self.seq += 1
+        for subscriber in list(self.subscribers):
+            subscriber.changed.set()
 
     def _remember(self, event: Event) -> None:
         # Progress is left out: a job streaming tokens would push its state changes out.
@@ -120,11 +166,25 @@ class QueueHub:
         """The job's events this hub has seen (from an hour back), oldest first."""
         return list(self._timelines.get(job_id, ()))
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
+        tasks = [t for t in (self._task, self._history) if t is not None]
+        self._task = self._history = None
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _position(event_id: str) -> tuple[int, int]:
+    """An event id (``<ms>-<seq>``) as a comparable pair."""
+    ms, _, seq = event_id.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return 0, 0
 
 
 class Hubs:
@@ -168,10 +228,11 @@ class Hubs:
         del self._hubs[key]
         asyncio.get_running_loop().create_task(hub.stop())
 
-    @property
-    def streams(self) -> int:
-        """Broker streams open (one per hub running)."""
-        return len(self._hubs)
+    def streams(self, queue: str | None = None) -> int:
+        """Broker event streams this dashboard holds (of ``queue``, or of every queue)."""
+        return sum(
+            1 for (_, name), hub in self._hubs.items() if queue in (None, name) and hub.running
+        )
 
     async def close(self) -> None:
         for timer in self._timers.values():

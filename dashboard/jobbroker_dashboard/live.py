@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from . import sse
 from .hubs import Subscriber
+from .pages import queue_page
 from .views import STATES, Views
 
 if TYPE_CHECKING:
@@ -36,22 +37,25 @@ def routes(dash: Dashboard) -> list[Route]:
         return dash.render(request, template, **context)
 
     def stream(
-        request: Request, queues: list[str], render: Render, job_id: str | None = None
+        views: Views,
+        queues: list[str],
+        render: Render,
+        job_id: str | None = None,
+        history: bool = False,
     ) -> Response:
-        client = dash.client(request)
         subscriber = Subscriber(job_id)
-        return sse.EventStream(_updates(dash, client, queues, subscriber, render))
+        return sse.EventStream(_updates(dash, views, queues, subscriber, render, history))
 
     async def queues(request: Request) -> Response:
         v = Views(dash, dash.client(request))
-        infos = await v.queue_infos()
-        followed = [info.name for info in infos][: dash.settings.max_live_queues]
+        number, search = queue_page(request)
+        followed = [row.info.name for row in (await v.queue_page(number, search)).rows]
 
         async def render() -> list[tuple[str, str]]:
-            rows = await v.queue_rows()
-            return [("queues", fragment(request, "_queues_rows.html", rows=rows))]
+            page = await v.queue_page(number, search)
+            return [("queues", fragment(request, "_queues_rows.html", rows=page.rows))]
 
-        return stream(request, followed, render)
+        return stream(v, followed, render)
 
     async def overview(request: Request) -> Response:
         name = request.path_params["queue"]
@@ -65,7 +69,7 @@ def routes(dash: Dashboard) -> list[Route]:
                 ("charts", fragment(request, "_charts.html", **v.charts(name))),
             ]
 
-        return stream(request, [name], render)
+        return stream(v, [name], render, history=True)
 
     async def jobs(request: Request) -> Response:
         name = request.path_params["queue"]
@@ -101,7 +105,7 @@ def routes(dash: Dashboard) -> list[Route]:
                 )
             return parts
 
-        return stream(request, [name], render)
+        return stream(v, [name], render)
 
     async def job(request: Request) -> Response:
         name, job_id = request.path_params["queue"], request.path_params["job_id"]
@@ -131,7 +135,7 @@ def routes(dash: Dashboard) -> list[Route]:
                 parts.append(("logs", fragment(request, "_log_lines.html", lines=logs.lines)))
             return parts
 
-        return stream(request, [name], render, job_id)
+        return stream(v, [name], render, job_id, history=True)
 
     async def schedules(request: Request) -> Response:
         name = request.path_params["queue"]
@@ -143,7 +147,7 @@ def routes(dash: Dashboard) -> list[Route]:
             html = fragment(request, "_schedule_rows.html", queue=name, schedules=found, caps=caps)
             return [("schedules", html)]
 
-        return stream(request, [name], render)
+        return stream(v, [name], render)
 
     async def workers(request: Request) -> Response:
         name = request.path_params["queue"]
@@ -153,7 +157,7 @@ def routes(dash: Dashboard) -> list[Route]:
             found = await v.workers(name)
             return [("workers", fragment(request, "_worker_rows.html", workers=found))]
 
-        return stream(request, [name], render)
+        return stream(v, [name], render)
 
     return [
         Route("/live/queues", queues, methods=["GET"]),
@@ -167,13 +171,15 @@ def routes(dash: Dashboard) -> list[Route]:
 
 async def _updates(
     dash: Dashboard,
-    client: Any,
+    views: Views,
     queues: list[str],
     subscriber: Subscriber,
     render: Render,
+    history: bool,
 ) -> AsyncIterator[str]:
     """The page's stream: subscribed to its queues' hubs while it is open."""
-    unsubscribe = [dash.hubs.get(client, queue).subscribe(subscriber) for queue in queues]
+    hubs = [dash.hubs.get(views.client, queue) for queue in queues]
+    unsubscribe = [hub.subscribe(subscriber, history) for hub in hubs]
     # One update at once: what changed between the page's rendering and this stream's start
     # would otherwise wait for the next event.
     subscriber.changed.set()
@@ -189,6 +195,7 @@ async def _updates(
             if subscriber.error is not None:
                 yield sse.message(subscriber.error.message, event="failed")
                 return
+            views.version = tuple(hub.seq for hub in hubs)
             with contextlib.suppress(JobBrokerError):
                 # A refusal or an outage leaves the page as it is; the next event tries again.
                 for name, html in await render():

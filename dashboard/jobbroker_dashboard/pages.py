@@ -27,6 +27,12 @@ def _state(request: Request) -> str:
     return state if state in STATES else "waiting"
 
 
+def queue_page(request: Request) -> tuple[int, str]:
+    """The queue list's page number and name filter."""
+    number = request.query_params.get("page", "1")
+    return int(number) if number.isdigit() else 1, request.query_params.get("q", "").strip()
+
+
 def _options(job: Any) -> dict[str, Any]:
     """The job's options as Bull names them (what the add form and the HTTP API take)."""
     if job.proto is None:
@@ -70,14 +76,15 @@ def routes(dash: Dashboard) -> list[Route | Mount]:
         return dash.href(request, "live", *parts, **query)
 
     async def queues(request: Request) -> Response:
-        rows = await views(request).queue_rows()
-        limit = dash.settings.max_live_queues
+        number, search = queue_page(request)
+        page = await views(request).queue_page(number, search)
         return dash.html(
             request,
             "queues.html",
-            rows=rows,
-            unfollowed=max(0, len(rows) - limit),
-            live=live_url(request, "queues"),
+            page=page,
+            rows=page.rows,
+            search=search,
+            live=live_url(request, "queues", page=page.number, q=search),
         )
 
     async def queue(request: Request) -> Response:

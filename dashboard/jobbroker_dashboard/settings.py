@@ -33,15 +33,16 @@ class DashboardSettings:
     live_interval: float = 0.25
     """Shortest time between two live updates of one page, in seconds: events arriving faster
     are folded into one update."""
-    share_ttl: float = 0.2
-    """Seconds a broker answer is shared among the open pages that need it (every page of a
-    queue refreshes from one GetQueue call, not one each)."""
+    share_ttl: float = 2.0
+    """Seconds a broker answer is kept for the live pages updating after the same events
+    (every page of a queue refreshes from one GetQueue call, not one each); an answer is never
+    reused after a newer event of its queue."""
     chart_minutes: int = 60
     """Minutes of history the throughput and failure charts show."""
     max_body_bytes: int = 16 * 1024 * 1024
     """Largest request body the HTTP API and the forms accept (413 beyond)."""
-    max_live_queues: int = 100
-    """Queues the queue list follows live at most (each is one broker stream)."""
+    queues_per_page: int = 50
+    """Queues the queue list shows (and follows live: one broker stream each) per page."""
     client_options: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for each :class:`jobbroker.AsyncClient` (``timeout``,
     ``retries``...)."""

@@ -35,13 +35,29 @@ class QueueRow:
     workers: int
 
 
+@dataclass(frozen=True, slots=True)
+class QueuePage:
+    rows: list[QueueRow]
+    number: int
+    pages: int
+    total: int
+
+
 class Views:
+    """The reads of one page. A live page sets :attr:`version` before each update: the event
+    counts of its queues' hubs. Pages updating after the same events share each answer; an
+    answer read before a newer event is never reused for it."""
+
     def __init__(self, dash: Dashboard, client: AsyncClient) -> None:
         self.dash = dash
         self.client = client
+        self.version: tuple[int, ...] | None = None
+        """None (a page being loaded): every read goes to the broker."""
 
     def _get(self, key: tuple[Any, ...], make: Callable[[], Awaitable[T]]) -> Awaitable[T]:
-        return self.dash.shared.get((id(self.client), *key), make)
+        if self.version is None:
+            return make()
+        return self.dash.shared.get((id(self.client), self.version, *key), make)
 
     async def queue_infos(self) -> list[QueueInfo]:
         return await self._get(("queues",), self.client.queues)
@@ -52,10 +68,19 @@ class Views:
     async def workers(self, queue: str) -> list[WorkerInfo]:
         return await self._get(("workers", queue), lambda: self.client.workers(queue))
 
-    async def queue_rows(self) -> list[QueueRow]:
-        infos = await self.queue_infos()
-        counts = await asyncio.gather(*(self.workers(info.name) for info in infos))
-        return [QueueRow(info, len(w)) for info, w in zip(infos, counts, strict=True)]
+    async def queue_page(self, number: int, search: str) -> QueuePage:
+        """One page of the queues (by name) whose name holds ``search``, with their workers."""
+        size = self.dash.settings.queues_per_page
+        infos = sorted(
+            (info for info in await self.queue_infos() if search in info.name),
+            key=lambda info: info.name,
+        )
+        pages = max(1, -(-len(infos) // size))
+        number = min(max(1, number), pages)
+        shown = infos[(number - 1) * size : number * size]
+        workers = await asyncio.gather(*(self.workers(info.name) for info in shown))
+        rows = [QueueRow(info, len(w)) for info, w in zip(shown, workers, strict=True)]
+        return QueuePage(rows, number, pages, len(infos))
 
     async def summary(self, queue: str) -> dict[str, Any]:
         info, workers = await asyncio.gather(self.queue_info(queue), self.workers(queue))

@@ -121,7 +121,14 @@ def serve_dashboard(settings: DashboardSettings) -> Served:
 
 def serve(app: Any) -> Served:
     """Serve ``app`` with uvicorn on a free port, on a thread of its own."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=1,
+    )
     server = uvicorn.Server(config)
     ready = threading.Event()
 

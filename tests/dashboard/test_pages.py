@@ -39,7 +39,7 @@ def test_the_queue_list_shows_each_queue_with_its_counts(
     client.add(queue, "a", {})
     client.add(queue, "b", {}, delay=60)
     client.pause(queue)
-    page = http.get(f"{PAGES}/")
+    page = http.get(f"{PAGES}/", params={"q": queue})
     assert page.status_code == 200
     row = re.search(rf'<tr data-queue="{queue}">(.*?)</tr>', page.text, re.S)
     assert row, "the queue is not listed"
@@ -265,3 +265,18 @@ def test_schedules_are_listed_and_removed(http: httpx.Client, client: Client, qu
     )
     assert reply.status_code == 303
     assert [s.key for s in client.schedules(queue)] == ["often"]
+
+
+def test_the_queue_list_is_paged_and_filtered_by_name(
+    http: httpx.Client, client: Client, queue: str
+) -> None:
+    names = [f"{queue}-{i:02d}" for i in range(55)]
+    for name in names:
+        client.add(name, "x", {})
+    first = http.get(f"{PAGES}/", params={"q": queue})
+    assert re.findall(r'<tr data-queue="([^"]+)">', first.text) == names[:50]
+    assert "55 queues, page 1 of 2" in first.text
+    second = http.get(f"{PAGES}/", params={"q": queue, "page": 2})
+    assert re.findall(r'<tr data-queue="([^"]+)">', second.text) == names[50:]
+    one = http.get(f"{PAGES}/", params={"q": names[7]})
+    assert re.findall(r'<tr data-queue="([^"]+)">', one.text) == [names[7]]
