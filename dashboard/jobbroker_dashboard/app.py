@@ -31,6 +31,7 @@ from .security import TOKEN_COOKIE, Csrf, SecurityHeaders
 from .settings import DEFAULT_PREFIX, DashboardSettings
 from .share import Shared
 from .templating import environment
+from .timing import ServerTiming
 
 
 class Dashboard:
@@ -39,7 +40,7 @@ class Dashboard:
     def __init__(self, settings: DashboardSettings | None = None) -> None:
         self.settings = settings or DashboardSettings()
         self.clients = ClientPool(self.settings)
-        self.hubs = Hubs(self.settings.chart_minutes)
+        self.hubs = Hubs(self.settings.chart_minutes, self.settings.live_interval)
         self.shared = Shared(self.settings.share_ttl)
         self.access = Access()
         self.csrf = Csrf(self.settings.secret, self.settings.secure_cookies)
@@ -54,7 +55,7 @@ class Dashboard:
         routes = [*pages.routes(self), *actions.routes(self), *live.routes(self)]
         return Starlette(
             routes=routes,
-            middleware=[Middleware(SecurityHeaders)],
+            middleware=[Middleware(ServerTiming), Middleware(SecurityHeaders)],
             exception_handlers=pages.exception_handlers(self),
         )
 
@@ -64,7 +65,7 @@ class Dashboard:
 
         return Starlette(
             routes=api.routes(self),
-            middleware=[Middleware(SecurityHeaders)],
+            middleware=[Middleware(ServerTiming), Middleware(SecurityHeaders)],
             exception_handlers=api.exception_handlers(),
         )
 

@@ -62,6 +62,12 @@ def dashboard(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if connection.token:
+        typer.echo(
+            "note: the dashboard does not use --token / JOBBROKER_TOKEN: each browser signs in "
+            "with its own token, and each API caller sends one",
+            err=True,
+        )
     settings = DashboardSettings(
         address=None if connection.address is None else str(connection.address),
         credentials=credentials,

@@ -47,8 +47,9 @@ class Subscriber:
         self.changed = asyncio.Event()
         self.error: JobBrokerError | None = None
 
-    def notify(self, event: Event) -> None:
-        if self.job_id is None or event.job_id == self.job_id:
+    def notify(self, job_ids: set[str]) -> None:
+        """Events of these jobs (and maybe of the queue itself) arrived."""
+        if self.job_id is None or self.job_id in job_ids:
             self.changed.set()
 
     def fail(self, error: JobBrokerError) -> None:
@@ -61,9 +62,15 @@ class QueueHub:
     """The events of one queue, read once with one client's token, for many subscribers."""
 
     def __init__(
-        self, client: AsyncClient, queue: str, minutes: int, on_idle: Callable[[QueueHub], None]
+        self,
+        client: AsyncClient,
+        queue: str,
+        minutes: int,
+        interval: float,
+        on_idle: Callable[[QueueHub], None],
     ) -> None:
         self.client = client
+        self.interval = interval
         self.queue = queue
         self.stats = MinuteCounts(minutes)
         self.subscribers: set[Subscriber] = set()
@@ -72,7 +79,11 @@ class QueueHub:
         self._task: asyncio.Task[None] | None = None
         self._last_id = ""
         self.seq = 0
-        """Events seen so far: what a live page's reads are keyed by."""
+        """Updates sent so far: what a live page's reads are keyed by, so that the pages told
+        of one update share each answer."""
+        self._changed_jobs: set[str] = set()
+        self._dirty = asyncio.Event()
+        self._ticker: asyncio.Task[None] | None = None
         self._timelines: OrderedDict[str, deque[Event]] = OrderedDict()
         self._first_live: tuple[int, int] | None = None
         self._history: asyncio.Task[None] | None = None
@@ -84,6 +95,7 @@ class QueueHub:
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run())
+            self._ticker = loop.create_task(self._tick())
         if history and self._history is None:
             self._history = loop.create_task(self._backfill())
 
@@ -103,11 +115,10 @@ class QueueHub:
                     start = self._last_id = event.id or start
                     if self._first_live is None:
                         self._first_live = _position(event.id)
-                    self.seq += 1
                     self.stats.add(event)
                     self._remember(event)
-                    for subscriber in list(self.subscribers):
-                        subscriber.notify(event)
+                    self._changed_jobs.add(event.job_id)
+                    self._dirty.set()
             except (Unauthenticated, PermissionDenied) as exc:
                 for subscriber in list(self.subscribers):
                     subscriber.fail(exc)
@@ -117,6 +128,18 @@ class QueueHub:
                     "events of queue %s: %s: %s; reading again", self.queue, exc.code.name, exc
                 )
                 await asyncio.sleep(RETRY_DELAY)
+
+    async def _tick(self) -> None:
+        """Tell the subscribers, at most once per ``interval``, of the events since last time:
+        fifty pages told at once read once (through Shared), not once per event each."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            jobs, self._changed_jobs = self._changed_jobs, set()
+            self.seq += 1
+            for subscriber in list(self.subscribers):
+                subscriber.notify(jobs)
+            await asyncio.sleep(self.interval)
 
     async def _backfill(self) -> None:
         """Count the events of the last hour that came before the live ones, for the charts
@@ -145,9 +168,9 @@ class QueueHub:
         for events in newer.values():
             for event in events:
                 self._remember(event)
-        self.seq += 1
-        for subscriber in list(self.subscribers):
-            subscriber.changed.set()
+        self._changed_jobs.update(event.job_id for event in older)
+        self._changed_jobs.add("")
+        self._dirty.set()
 
     def _remember(self, event: Event) -> None:
         # Progress is left out: a job streaming tokens would push its state changes out.
@@ -171,8 +194,8 @@ class QueueHub:
         return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, self._history) if t is not None]
-        self._task = self._history = None
+        tasks = [t for t in (self._task, self._history, self._ticker) if t is not None]
+        self._task = self._history = self._ticker = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -191,8 +214,9 @@ class Hubs:
     """The hubs in use, by client and queue. A hub with no subscriber left stops after
     ``linger`` seconds, so the charts keep their history while someone moves between pages."""
 
-    def __init__(self, minutes: int, linger: float = 600.0) -> None:
+    def __init__(self, minutes: int, interval: float, linger: float = 600.0) -> None:
         self.minutes = minutes
+        self.interval = interval
         self.linger = linger
         self._hubs: dict[tuple[int, str], QueueHub] = {}
         self._timers: dict[tuple[int, str], asyncio.TimerHandle] = {}
@@ -201,7 +225,7 @@ class Hubs:
         key = (id(client), queue)
         hub = self._hubs.get(key)
         if hub is None or hub.client is not client:
-            hub = QueueHub(client, queue, self.minutes, self._idle)
+            hub = QueueHub(client, queue, self.minutes, self.interval, self._idle)
             self._hubs[key] = hub
         timer = self._timers.pop(key, None)
         if timer is not None:

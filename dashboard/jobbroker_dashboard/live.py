@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -144,8 +145,8 @@ def routes(dash: Dashboard) -> list[Route]:
 
         async def render() -> list[tuple[str, str]]:
             found = await v.schedules(name)
-            html = fragment(request, "_schedule_rows.html", queue=name, schedules=found, caps=caps)
-            return [("schedules", html)]
+            rows = fragment(request, "_schedule_rows.html", queue=name, schedules=found, caps=caps)
+            return [("schedules", rows)]
 
         return stream(v, [name], render)
 
@@ -193,14 +194,15 @@ async def _updates(
                 continue
             subscriber.changed.clear()
             if subscriber.error is not None:
-                yield sse.message(subscriber.error.message, event="failed")
+                # Escaped like any page text: the message may quote a queue or token name.
+                text = html.escape(f"Live updates stopped: {subscriber.error.message}")
+                yield sse.message(text, event="failed")
                 return
             views.version = tuple(hub.seq for hub in hubs)
             with contextlib.suppress(JobBrokerError):
                 # A refusal or an outage leaves the page as it is; the next event tries again.
-                for name, html in await render():
-                    yield sse.message(html, event=name)
-            await asyncio.sleep(dash.settings.live_interval)
+                for name, part in await render():
+                    yield sse.message(part, event=name)
     finally:
         for stop in unsubscribe:
             stop()

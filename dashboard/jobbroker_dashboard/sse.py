@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+log = logging.getLogger("jobbroker.dashboard")
 
 KEEPALIVE = 15.0
 """Seconds of silence after which a comment line is sent, so proxies keep the stream open."""
@@ -77,6 +80,11 @@ class EventStream(Response):
             aclose = getattr(self.stream, "aclose", None)
             if aclose is not None:
                 await aclose()
-        if pumping.done() and not pumping.cancelled() and pumping.exception() is None:
-            with contextlib.suppress(OSError):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not pumping.done() or pumping.cancelled():
+            return  # the client left
+        error = pumping.exception()
+        if error is not None:
+            log.error("event stream %s failed", scope.get("path"), exc_info=error)
+            return
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -212,16 +212,22 @@ class Secured:
     token_file: Path
     dashboard: Served
     made: list[str] = field(default_factory=list)
+    ids: dict[str, str] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.broker.port}"
 
     def token(self, *grants: str) -> str:
-        token, _ = tokens.create(self.token_file, f"t{len(self.made)}", list(grants))
+        token, entry = tokens.create(self.token_file, f"t{len(self.made)}", list(grants))
         self.broker.reload_tokens()
         self.made.append(token)
+        self.ids[token] = entry.id
         return token
+
+    def revoke(self, token: str) -> None:
+        tokens.revoke(self.token_file, self.ids[token])
+        self.broker.reload_tokens()
 
 
 @pytest.fixture(scope="module")

@@ -137,3 +137,17 @@ def test_what_a_token_may_do_is_asked_without_changing_anything(
             return caps.produce, caps.admin
 
     assert asyncio.run(probe()) == (produce, admin_role)
+
+
+def test_an_open_page_says_so_when_its_token_is_revoked(
+    secured: Secured, admin: str, queue: str
+) -> None:
+    with httpx.Client(base_url=secured.dashboard.url, timeout=30) as http:
+        sign_in(http, admin)
+        with http.stream("GET", f"{PAGES}/live/queues/{queue}/overview") as reply:
+            lines = reply.iter_lines()
+            assert next(lines) == "retry: 2000"
+            secured.revoke(admin)
+            failed = next(line for line in lines if line == "event: failed")
+            assert failed
+            assert "Live updates stopped" in next(lines)

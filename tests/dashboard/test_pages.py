@@ -280,3 +280,9 @@ def test_the_queue_list_is_paged_and_filtered_by_name(
     assert re.findall(r'<tr data-queue="([^"]+)">', second.text) == names[50:]
     one = http.get(f"{PAGES}/", params={"q": names[7]})
     assert re.findall(r'<tr data-queue="([^"]+)">', one.text) == [names[7]]
+
+
+def test_answers_say_how_long_the_server_took(http: httpx.Client, queue: str) -> None:
+    for url in (f"{PAGES}/queues/{queue}/jobs", f"/api/queues/{queue}/jobs/1"):
+        header = http.get(url).headers["server-timing"]
+        assert re.fullmatch(r"app;dur=\d+\.\d", header), header
