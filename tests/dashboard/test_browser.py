@@ -94,6 +94,9 @@ def test_browse_to_a_failed_job_retry_it_and_see_it_complete(
     page.click("#filter button")
     page.locator(f'tr[data-queue="{queue}"] a', has_text=queue).click()
     expect(page.locator("h1")).to_have_text(queue)
+    # The charts fill from the queue's last hour: three completions and one failure.
+    expect(page.locator("figure.chart1 figcaption")).to_contain_text("3 in 60 min")
+    expect(page.locator("figure.chart2 figcaption")).to_contain_text("25.0% of 4 attempts")
     shoot(page, "queue")
     page.locator("a.count.failed").click()
     row = page.locator(f'tr[data-job="{job_id}"]')
