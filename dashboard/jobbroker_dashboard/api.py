@@ -13,6 +13,7 @@ the broker's own, mapped to HTTP by :mod:`~jobbroker_dashboard.httperrors`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -159,8 +160,6 @@ def _event_message(event: Event) -> str:
 
 async def _with_keepalive(stream: AsyncIterator[Job | Event]) -> AsyncIterator[Job | Event | None]:
     """The stream's items, and None after each :data:`sse.KEEPALIVE` seconds of silence."""
-    import asyncio
-
     pending: asyncio.Future[Job | Event] | None = None
     try:
         while True:

@@ -71,15 +71,28 @@ class EventStream(Response):
 
         pumping = asyncio.ensure_future(pump())
         watching = asyncio.ensure_future(disconnected())
+        stopped = False
         try:
             await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The server is stopping and cancels the streams still open (uvicorn, after its
+            # graceful timeout): end this one as if it had run out, rather than leave a
+            # traceback per open page in the log.
+            stopped = True
         finally:
             for task in (pumping, watching):
                 task.cancel()
-            await asyncio.gather(pumping, watching, return_exceptions=True)
+            # A stopping server may cancel again while this cleans up: finish the cleanup.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(pumping, watching, return_exceptions=True)
             aclose = getattr(self.stream, "aclose", None)
             if aclose is not None:
-                await aclose()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await aclose()
+        if stopped:
+            with contextlib.suppress(OSError):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         if not pumping.done() or pumping.cancelled():
             return  # the client left
         error = pumping.exception()

@@ -229,3 +229,13 @@ def test_the_openapi_document_matches_the_routes(http: httpx.Client) -> None:
             if method != "HEAD":
                 served.add((path, method))
     assert documented == served
+
+
+def test_events_of_a_finished_job_are_its_snapshot_then_the_end(
+    http: httpx.Client, queue: str
+) -> None:
+    job_id = http.post(f"/api/queues/{queue}/jobs", json={"name": "x"}).json()["jobId"]
+    http.delete(f"/api/queues/{queue}/jobs/{job_id}")
+    with http.stream("GET", f"/api/queues/{queue}/jobs/{job_id}/events") as reply:
+        names = [m["event"] for m in _events(reply.iter_lines())]
+    assert names == ["open", "snapshot", "end"]
