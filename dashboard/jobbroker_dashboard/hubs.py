@@ -20,8 +20,8 @@ from jobbroker import (
     Event,
     EventType,
     JobBrokerError,
-    PermissionDenied,
-    Unauthenticated,
+    LimitExceeded,
+    Unavailable,
 )
 
 from .charts import MINUTE_MS, MinuteCounts
@@ -94,6 +94,8 @@ class QueueHub:
         self.subscribers.add(subscriber)
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
+            if self._ticker is not None:
+                self._ticker.cancel()
             self._task = loop.create_task(self._run())
             self._ticker = loop.create_task(self._tick())
         if history and self._history is None:
@@ -119,15 +121,18 @@ class QueueHub:
                     self._remember(event)
                     self._changed_jobs.add(event.job_id)
                     self._dirty.set()
-            except (Unauthenticated, PermissionDenied) as exc:
-                for subscriber in list(self.subscribers):
-                    subscriber.fail(exc)
-                return
-            except JobBrokerError as exc:
+            except (Unavailable, LimitExceeded) as exc:
+                # The client rides out outages by itself; this is a stream that stayed down
+                # past its retries, or one the broker ended for falling behind: read again.
                 log.warning(
                     "events of queue %s: %s: %s; reading again", self.queue, exc.code.name, exc
                 )
                 await asyncio.sleep(RETRY_DELAY)
+            except JobBrokerError as exc:
+                # Refused (token revoked, grants changed, a bad queue name): the pages say so.
+                for subscriber in list(self.subscribers):
+                    subscriber.fail(exc)
+                return
 
     async def _tick(self) -> None:
         """Tell the subscribers, at most once per ``interval``, of the events since last time:

@@ -61,6 +61,7 @@ def routes(dash: Dashboard) -> list[Route]:
     async def overview(request: Request) -> Response:
         name = request.path_params["queue"]
         v = Views(dash, dash.client(request))
+        await v.queue_info(name)  # a bad queue name or token is answered before the stream
         caps = await dash.access.capabilities(v.client, name)
 
         async def render() -> list[tuple[str, str]]:
@@ -79,6 +80,7 @@ def routes(dash: Dashboard) -> list[Route]:
         cursor = request.query_params.get("cursor", "")
         descending = request.query_params.get("desc") in ("1", "True", "true")
         v = Views(dash, dash.client(request))
+        await v.queue_info(name)  # a bad queue name or token is answered before the stream
 
         async def render() -> list[tuple[str, str]]:
             info = await v.queue_info(name)
@@ -111,6 +113,7 @@ def routes(dash: Dashboard) -> list[Route]:
     async def job(request: Request) -> Response:
         name, job_id = request.path_params["queue"], request.path_params["job_id"]
         v = Views(dash, dash.client(request))
+        await v.job(name, job_id)  # an unknown job or a bad token is answered before the stream
         caps = await dash.access.capabilities(v.client, name)
         shown = request.query_params.get("logs", "0")
         offset = int(shown) if shown.isdigit() else 0
@@ -141,6 +144,7 @@ def routes(dash: Dashboard) -> list[Route]:
     async def schedules(request: Request) -> Response:
         name = request.path_params["queue"]
         v = Views(dash, dash.client(request))
+        await v.queue_info(name)  # a bad queue name or token is answered before the stream
         caps = await dash.access.capabilities(v.client, name)
 
         async def render() -> list[tuple[str, str]]:
@@ -153,6 +157,7 @@ def routes(dash: Dashboard) -> list[Route]:
     async def workers(request: Request) -> Response:
         name = request.path_params["queue"]
         v = Views(dash, dash.client(request))
+        await v.queue_info(name)  # a bad queue name or token is answered before the stream
 
         async def render() -> list[tuple[str, str]]:
             found = await v.workers(name)

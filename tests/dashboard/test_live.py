@@ -123,3 +123,14 @@ def test_the_charts_count_the_last_hours_events_then_the_live_ones(
             if message["event"] == "charts" and "4 in 60 min" in message["data"]:
                 break
         assert "20.0% of 5 attempts" in message["data"]
+
+
+def test_a_live_stream_for_a_bad_queue_name_is_refused_before_it_starts(
+    dashboard: Served,
+) -> None:
+    assert dashboard.dash is not None
+    with httpx.Client(base_url=dashboard.url, timeout=30) as http:
+        for view in ("overview", "jobs", "schedules", "workers"):
+            reply = http.get(f"{PAGES}/live/queues/bad%20name/{view}")
+            assert reply.status_code == 400, view
+    assert dashboard.dash.hubs.streams("bad name") == 0
