@@ -286,3 +286,56 @@ def test_answers_say_how_long_the_server_took(http: httpx.Client, queue: str) ->
     for url in (f"{PAGES}/queues/{queue}/jobs", f"/api/queues/{queue}/jobs/1"):
         header = http.get(url).headers["server-timing"]
         assert re.fullmatch(r"app;dur=\d+\.\d", header), header
+
+
+@pytest.mark.parametrize(
+    ("action", "check"),
+    [
+        ("resume", lambda c, q: not c.queue(q).paused),
+        ("promote-delayed", lambda c, q: c.queue(q).counts.delayed == 0),
+    ],
+)
+def test_more_queue_actions(
+    http: httpx.Client, client: Client, queue: str, action: str, check: Any
+) -> None:
+    client.add(queue, "later", {}, delay=3600)
+    client.pause(queue)
+    page = http.get(f"{PAGES}/queues/{queue}")
+    reply = http.post(f"{PAGES}/queues/{queue}/{action}", data={"csrf": csrf_of(page.text)})
+    assert reply.status_code == 303
+    assert check(client, queue)
+
+
+def test_retry_all_failed_from_the_failed_tab(
+    http: httpx.Client, client: Client, queue: str, worker: Any
+) -> None:
+    ids = [client.add(queue, "fail-once", {}).job_id for _ in range(3)]
+    wait_until(lambda: client.queue(queue).counts.failed == 3)
+    page = http.get(f"{PAGES}/queues/{queue}/jobs", params={"state": "failed"})
+    assert ">Retry all failed<" in page.text
+    back = re.search(r'name="next" value="([^"]+)"', page.text)
+    assert back, "the form says where to come back to"
+    form = {"csrf": csrf_of(page.text), "next": back.group(1).replace("&amp;", "&")}
+    reply = http.post(f"{PAGES}/queues/{queue}/retry-failed", data=form)
+    assert reply.status_code == 303
+    assert "state=failed" in reply.headers["location"]  # back to the tab it came from
+    for job_id in ids:
+        assert client.wait(queue, job_id, timeout=20) == {"ok": True}
+
+
+@pytest.mark.parametrize("action", ["promote", "remove"])
+def test_promote_and_remove_a_delayed_job(
+    http: httpx.Client, client: Client, queue: str, action: str
+) -> None:
+    job_id = client.add(queue, "later", {}, delay=3600).job_id
+    page = http.get(job_url(queue, job_id))
+    assert f'class="{action}"' in page.text
+    reply = http.post(
+        f"{PAGES}/queues/{queue}/job-actions/{action}",
+        data={"job_id": job_id, "csrf": csrf_of(page.text)},
+    )
+    assert reply.status_code == 303
+    if action == "promote":
+        assert client.get_status(queue, job_id).state is JobState.WAITING
+    else:
+        assert client.queue(queue).counts.total == 0
