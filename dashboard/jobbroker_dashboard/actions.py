@@ -152,7 +152,10 @@ def routes(dash: Dashboard) -> list[Route]:
         """Where to send the browser: the page it came from (a path of this app only)."""
         root = request.scope.get("root_path", "")
         wanted = _field(form, "next")
-        if not (wanted.startswith(root + "/") and not wanted.startswith("//")):
+        # Only a path of this app: not another host ("//h", and "/\\h", which browsers read
+        # as "//h"), nor anything with control characters.
+        safe = wanted.startswith(root + "/") and not wanted.startswith("//")
+        if not safe or "\\" in wanted or any(ord(c) < 32 for c in wanted):
             job_id = _field(form, "job_id")
             parts = ("queues", queue, "jobs", job_id) if job_id else ("queues", queue)
             wanted = dash.href(request, *parts)

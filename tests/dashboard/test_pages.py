@@ -339,3 +339,17 @@ def test_promote_and_remove_a_delayed_job(
         assert client.get_status(queue, job_id).state is JobState.WAITING
     else:
         assert client.queue(queue).counts.total == 0
+
+
+@pytest.mark.parametrize(
+    "target", ["https://example.com/x", "//example.com/x", "/elsewhere", f"{PAGES}/\\\\example.com"]
+)
+def test_an_action_never_sends_the_browser_off_the_dashboard(
+    http: httpx.Client, client: Client, queue: str, target: str
+) -> None:
+    page = http.get(f"{PAGES}/queues/{queue}")
+    reply = http.post(
+        f"{PAGES}/queues/{queue}/pause", data={"csrf": csrf_of(page.text), "next": target}
+    )
+    assert reply.status_code == 303
+    assert reply.headers["location"].startswith(f"{PAGES}/queues/{queue}?notice=")
