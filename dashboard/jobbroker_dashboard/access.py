@@ -52,7 +52,9 @@ class Access:
             admin = await _allowed(client.remove(queue, ""))
             return Capabilities(produce=produce or admin, admin=admin)
 
-        return await self._shared.get(("caps", id(client), queue), probe)
+        # Keyed by the client itself (one per token), not its id(): an id can be reused once a
+        # client is gone, and another token must never inherit these answers.
+        return await self._shared.get(("caps", client, queue), probe)
 
     def forget(self) -> None:
         self._shared.clear()

@@ -11,7 +11,6 @@ again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,11 @@ from .views import STATES, Views
 
 if TYPE_CHECKING:
     from .app import Dashboard
+
+RETRY_STEP = 1.0
+RETRY_MAX = 5.0
+"""A page's update that failed is tried again after RETRY_STEP, 2 * RETRY_STEP ... RETRY_MAX
+seconds."""
 
 Render = Callable[[], Awaitable[list[tuple[str, str]]]]
 """Reads and renders a page's live parts: (SSE event name, HTML) pairs."""
@@ -189,6 +193,7 @@ async def _updates(
     # One update at once: what changed between the page's rendering and this stream's start
     # would otherwise wait for the next event.
     subscriber.changed.set()
+    failures = 0
     try:
         yield sse.message("", event="open", retry_ms=2000)
         while True:
@@ -204,10 +209,19 @@ async def _updates(
                 yield sse.message(text, event="failed")
                 return
             views.version = tuple(hub.seq for hub in hubs)
-            with contextlib.suppress(JobBrokerError):
-                # A refusal or an outage leaves the page as it is; the next event tries again.
-                for name, part in await render():
-                    yield sse.message(part, event=name)
+            try:
+                parts = await render()
+            except JobBrokerError:
+                # An outage, a slow broker or a rate limit leaves the page as it is, and the
+                # update is tried again (1 s, 2 s, ... 5 s apart): the change it was for may be
+                # the last event for a long time.
+                failures += 1
+                await asyncio.sleep(min(RETRY_MAX, failures * RETRY_STEP))
+                subscriber.changed.set()
+                continue
+            failures = 0
+            for name, part in parts:
+                yield sse.message(part, event=name)
     finally:
         for stop in unsubscribe:
             stop()

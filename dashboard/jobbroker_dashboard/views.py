@@ -57,7 +57,7 @@ class Views:
     def _get(self, key: tuple[Any, ...], make: Callable[[], Awaitable[T]]) -> Awaitable[T]:
         if self.version is None:
             return make()
-        return self.dash.shared.get((id(self.client), self.version, *key), make)
+        return self.dash.shared.get((self.client, self.version, *key), make)
 
     async def queue_infos(self) -> list[QueueInfo]:
         return await self._get(("queues",), self.client.queues)

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
+import pytest
+from client.conftest import SETTINGS
 from jobbroker import Client
+from jobbroker_broker.app import Broker
+from jobbroker_dashboard import DashboardSettings
 
-from .conftest import Gates, Served, wait_until
+from .conftest import Gates, Host, Served, serve_dashboard, wait_until
 from .test_api import _events
 from .test_pages import PAGES
 
@@ -134,3 +139,28 @@ def test_a_live_stream_for_a_bad_queue_name_is_refused_before_it_starts(
             reply = http.get(f"{PAGES}/live/queues/bad%20name/{view}")
             assert reply.status_code == 400, view
     assert dashboard.dash.hubs.streams("bad name") == 0
+
+
+@pytest.fixture
+def rate_limited(host: Host, redis_url: str) -> Iterator[Served]:
+    """A broker allowing a caller 1 request a second (burst 3), and a dashboard on it."""
+    made = Broker(replace(SETTINGS, redis_url=redis_url, rate_limit=1.0, rate_limit_burst=3))
+    host.run(made.start())
+    settings = DashboardSettings(address=f"127.0.0.1:{made.port}", client_options={"retries": 0})
+    served = serve_dashboard(settings)
+    yield served
+    served.stop()
+    host.run(made.stop(0.5))
+
+
+def test_an_update_that_failed_is_tried_again_without_a_new_event(
+    rate_limited: Served, queue: str
+) -> None:
+    # Opening the stream spends the burst (the queue, and what the token may do); the first
+    # update is then refused by the rate limit, and no event will come to retry it.
+    url = f"{PAGES}/live/queues/{queue}/overview"
+    with httpx.Client(base_url=rate_limited.url, timeout=httpx.Timeout(30, read=20)) as http:
+        for message in _stream_lines(http, url):
+            if message["event"] == "summary":
+                assert "<strong>0</strong> waiting" in message["data"]
+                break
