@@ -21,6 +21,7 @@ environment (``JOBBROKER_ADDRESS``, ``JOBBROKER_TOKEN``, ``JOBBROKER_TLS``, ...)
 from __future__ import annotations
 
 import enum
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -29,7 +30,14 @@ from rich.markup import escape
 from . import _cli_options as opts
 from . import _cli_output as out
 from . import _cli_queues, _cli_schemas, _cli_tokens
-from ._channel import TLS_CA_ENV, TLS_CERT_ENV, TLS_ENV, TLS_KEY_ENV, TOKEN_ENV
+from ._channel import (
+    TLS_CA_ENV,
+    TLS_CERT_ENV,
+    TLS_ENV,
+    TLS_KEY_ENV,
+    TOKEN_ENV,
+    ConnectionSettings,
+)
 from ._cli_common import (
     ADDRESS_HELP,
     Address,
@@ -429,6 +437,37 @@ def logs(
 
 _cli_queues.register(app)
 _cli_schemas.register(app)
+
+
+def connection_settings(address: str | None = None) -> ConnectionSettings:
+    """The connection the command line asks for (``address``: the command's own
+    ``--address``; then the options before or after the command; then the environment), for
+    the commands other packages attach."""
+    return connection.settings(address)
+
+
+def attach_commands(group: str = "jobbroker.cli") -> None:
+    """Add the commands other packages declare: each entry point of ``group`` names a function
+    that takes this app (``jobbroker_dashboard.cli:register`` adds ``dashboard``). One that
+    fails to load becomes a command saying why, so the others still work."""
+    for point in entry_points(group=group):
+        try:
+            point.load()(app)
+        except Exception as exc:
+            _unloadable(point.name, f"{type(exc).__name__}: {exc}")
+
+
+def _unloadable(name: str, problem: str) -> None:
+    @app.command(
+        name=name,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        help=f"(could not be loaded: {problem})",
+    )
+    def unloadable() -> None:
+        fail(ExitCode.USAGE, f"jobbroker {name} could not be loaded: {problem}")
+
+
+attach_commands()
 
 
 def main() -> None:
