@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 
-from jobbroker._logs import configure as configure_logging
+from jobbroker.logs import configure as configure_logging
 
 from . import config
 from .app import Broker

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jobbroker._logs import check as check_logging
+from jobbroker.logs import check as check_logging
 
 from .connection import parse_redis_url
 from .settings import ConfigError, Settings

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import _cli_output as out
-from .models import Event, EventType, Failure, Job, JobState
+from ..models import Event, EventType, Failure, Job, JobState
+from . import _output as out
 
 if TYPE_CHECKING:
-    from .client import Client
+    from ..client import Client
 
 _FINAL_STATE = {
     EventType.COMPLETED: JobState.COMPLETED,

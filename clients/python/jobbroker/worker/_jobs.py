@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
-from ._logs import job_fields
-from ._worker_context import JobContext
-from ._worker_lease import Key, Lease
-from ._worker_outcomes import Report, fail, release, stopped, unknown_name
-from ._worker_runner import Handler, failure, run_handler
-from ._worker_stream import WorkerStream
-from .v1 import worker_service_pb2 as ws
+from ..logs import job_fields
+from ..v1 import worker_service_pb2 as ws
+from ._context import JobContext
+from ._lease import Key, Lease
+from ._outcomes import Report, fail, release, stopped, unknown_name
+from ._runner import Handler, failure, run_handler
+from ._stream import WorkerStream
 
 log = logging.getLogger("jobbroker.worker")
 

@@ -14,9 +14,10 @@ import sys
 from typing import Any
 
 import grpc
-from jobbroker._channel import ADDRESS_ENV
-from jobbroker._logs import configure as configure_logging
-from jobbroker.worker import Worker, serve_metrics
+
+from ..connection import ADDRESS_ENV
+from ..logs import configure as configure_logging
+from ..worker import Worker, serve_metrics
 
 DEFAULT_ATTRIBUTE = "worker"
 

@@ -1,5 +1,5 @@
 """``jobbroker``: run a broker, run workers, add, inspect, follow and cancel jobs, and operate
-queues (``queues``, ``queue ...``, ``events``, ``workers``, ``schedules ...``: _cli_queues.py).
+queues (``queues``, ``queue ...``, ``events``, ``workers``, ``schedules ...``: _queues.py).
 
 Exit codes (every command):
 
@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from . import _cli_options as opts
-from . import _cli_output as out
-from . import _cli_queues, _cli_schemas, _cli_tokens
-from ._channel import TLS_CA_ENV, TLS_CERT_ENV, TLS_ENV, TLS_KEY_ENV, TOKEN_ENV
-from ._cli_common import (
+from ..connection import TLS_CA_ENV, TLS_CERT_ENV, TLS_ENV, TLS_KEY_ENV, TOKEN_ENV
+from ..models import Added, JobState
+from . import _options as opts
+from . import _output as out
+from . import _queues, _schemas, _tokens
+from ._common import (
     ADDRESS_HELP,
     Address,
     Attempts,
@@ -48,10 +49,9 @@ from ._cli_common import (
     connection,
     fail,
 )
-from .models import Added, JobState
 
 if TYPE_CHECKING:
-    from .client import Client
+    from ..client import Client
 
 
 class StateName(enum.StrEnum):
@@ -75,7 +75,7 @@ app = typer.Typer(
 )
 
 JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="Job id.", show_default=False)]
-app.add_typer(_cli_tokens.app)
+app.add_typer(_tokens.app)
 
 
 @app.callback()
@@ -129,12 +129,12 @@ def main_options(
 def serve(ctx: typer.Context) -> None:
     """Run a broker here (--demo: and a demo worker). Every setting is a flag, a JOBBROKER_*
     variable and a --config file key: jobbroker serve --help lists them all."""
-    from . import _cli_serve
+    from . import _serve
 
     try:
-        settings, demo = _cli_serve.parse(list(ctx.args))
-        _cli_serve.run(settings, demo=demo)
-    except _cli_serve.ServeError as exc:
+        settings, demo = _serve.parse(list(ctx.args))
+        _serve.run(settings, demo=demo)
+    except _serve.ServeError as exc:
         if str(exc):
             out.stderr().print(f"[red]jobbroker:[/] {escape(str(exc))}")
         raise typer.Exit(int(ExitCode.USAGE)) from None
@@ -185,7 +185,7 @@ def work(
     ] = "127.0.0.1",
 ) -> None:
     """Run a worker process (like celery -A / arq): Ctrl-C or SIGTERM stops it gracefully."""
-    from jobbroker_worker.runner import RunnerError, run_worker
+    from ._work import RunnerError, run_worker
 
     # What the command line or the environment says replaces what the module's Worker says.
     settings = connection.settings(address)
@@ -306,7 +306,7 @@ def watch(queue: Queue, job_id: JobId, address: Address = None, as_json: Json = 
 
 
 def _watch(client: Client, queue: str, job_id: str, as_json: bool) -> None:
-    from ._cli_watch import watch as follow
+    from ._follow import watch as follow
 
     outcome = follow(client, queue, job_id, as_json=as_json)
     if not as_json:
@@ -427,15 +427,11 @@ def logs(
         out.stderr().print(f"[dim]{shown} of {result.total} lines; more with --offset {shown}[/]")
 
 
-_cli_queues.register(app)
-_cli_schemas.register(app)
+_queues.register(app)
+_schemas.register(app)
 
 
 def main() -> None:
     """The console script's entry point."""
     # typer's exit codes for usage errors are 2 already; the others are ours (see above).
     app(prog_name="jobbroker")
-
-
-if __name__ == "__main__":
-    main()

@@ -13,9 +13,9 @@ from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any
 
-from ._worker_context import DoNotRetry, JobContext
-from ._worker_lease import Lease
-from ._worker_outcomes import MAX_STACK, Report, complete, fail, release, stopped
+from ._context import DoNotRetry, JobContext
+from ._lease import Lease
+from ._outcomes import MAX_STACK, Report, complete, fail, release, stopped
 
 Handler = Callable[[JobContext], Any]
 """A job handler: ``(ctx) -> result``, a plain function (run in a thread) or ``async def``."""

@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from ._transport import PERMANENT, RetryBackoff
-from ._worker_outcomes import release
-from ._worker_stream import WorkerStream
-from .errors import from_rpc_error
-from .limits import MAX_LEASE_JOBS
-from .v1 import worker_service_pb2 as ws
+from .._transport import PERMANENT, RetryBackoff
+from ..errors import from_rpc_error
+from ..limits import MAX_LEASE_JOBS
+from ..v1 import worker_service_pb2 as ws
+from ._outcomes import release
+from ._stream import WorkerStream
 
 if TYPE_CHECKING:
-    from .v1.worker_service_pb2_grpc import WorkerServiceAsyncStub
+    from ..v1.worker_service_pb2_grpc import WorkerServiceAsyncStub
 
 log = logging.getLogger("jobbroker.worker")
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from .v1 import queue_service_pb2 as pb
+from ..v1 import queue_service_pb2 as pb
 
 if TYPE_CHECKING:
-    from .v1.queue_service_pb2_grpc import QueueServiceAsyncStub
+    from ..v1.queue_service_pb2_grpc import QueueServiceAsyncStub
 
 log = logging.getLogger("jobbroker.worker")
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import orjson
 
-from ._worker_lease import Lease
-from .models import Raw
-from .v1 import worker_service_pb2 as ws
+from ..models import Raw
+from ..v1 import worker_service_pb2 as ws
+from ._lease import Lease
 
 # The broker's limits on a failure (worker_service.proto, FailRequest).
 MAX_MESSAGE = 65_536

@@ -1,6 +1,6 @@
 """What a handler gets: the job, progress and log reporting, and the stop flag.
 
-:class:`JobContext` is the handler's view of the worker's :class:`~jobbroker._worker_lease.Lease`
+:class:`JobContext` is the handler's view of the worker's :class:`~jobbroker.worker._lease.Lease`
 record: it reads from it what a handler may know and reports through :class:`Reports` (the
 worker's stream), but offers no way to change the lease's state.
 """
@@ -14,9 +14,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from ._worker_lease import Lease
-from .models import Progress, decode, encode
-from .v1 import job_pb2
+from ..models import Progress, decode, encode
+from ..v1 import job_pb2
+from ._lease import Lease
 
 MAX_LOG_LINE_BYTES = 16_384
 """The broker's default ``--max-log-line-bytes``; longer lines are cut to fit."""

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from . import _cli_output as out
-from ._cli_common import ExitCode, Json, fail
+from . import _output as out
+from ._common import ExitCode, Json, fail
 
 TokenFile = Annotated[
     str,

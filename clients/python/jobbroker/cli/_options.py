@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from .errors import InvalidArgument
-from .models import Backoff, JobOptions, Keep, Retention
+from ..errors import InvalidArgument
+from ..models import Backoff, JobOptions, Keep, Retention
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

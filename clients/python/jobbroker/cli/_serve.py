@@ -14,7 +14,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from ._channel import DEFAULT_ADDRESS
+from ..connection import DEFAULT_ADDRESS
 
 if TYPE_CHECKING:
     from jobbroker_broker.settings import Settings
@@ -66,7 +66,7 @@ def run(settings: Settings, *, demo: bool) -> None:
     from jobbroker_broker.config import ConfigError
     from jobbroker_broker.embedded import EmbeddedRedisError
 
-    from ._logs import configure
+    from ..logs import configure
 
     try:
         configure(settings.log_format, settings.log_level)

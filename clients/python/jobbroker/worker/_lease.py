@@ -13,7 +13,7 @@ import threading
 from datetime import datetime
 from typing import Any, Literal
 
-from .v1 import worker_service_pb2 as ws
+from ..v1 import worker_service_pb2 as ws
 
 StopReason = Literal["cancel", "lost", "shutdown"]
 """Why a handler was asked to stop: a Cancel, a lost lease (or a job the worker gave up on:

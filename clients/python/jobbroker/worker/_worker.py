@@ -33,25 +33,25 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-from ._channel import ConnectionSettings
-from ._transport import Transport
-from ._worker_context import DoNotRetry, JobContext
-from ._worker_jobs import Jobs
-from ._worker_lease import Lease
-from ._worker_leasing import Leasing
-from ._worker_metrics import WorkerStats, serve_metrics
-from ._worker_runner import Handler, is_async
-from ._worker_schemas import register as register_schemas
-from ._worker_stream import WorkerStream
-from ._worker_threads import HandlerThreads
-from .limits import MAX_LEASE_MS, MAX_WAIT_MS, MIN_LEASE_MS
-from .models import Seconds, ms
-from .schemas import SchemaLike, schema_text
-from .v1.queue_service_pb2_grpc import QueueServiceStub
-from .v1.worker_service_pb2_grpc import WorkerServiceStub
+from .._transport import Transport
+from ..connection import ConnectionSettings
+from ..limits import MAX_LEASE_MS, MAX_WAIT_MS, MIN_LEASE_MS
+from ..models import Seconds, ms
+from ..schemas import SchemaLike, schema_text
+from ..v1.queue_service_pb2_grpc import QueueServiceStub
+from ..v1.worker_service_pb2_grpc import WorkerServiceStub
+from ._context import DoNotRetry, JobContext
+from ._jobs import Jobs
+from ._lease import Lease
+from ._leasing import Leasing
+from ._runner import Handler, is_async
+from ._schemas import register as register_schemas
+from ._stream import WorkerStream
+from ._threads import HandlerThreads
+from .metrics import WorkerStats, serve_metrics
 
 if TYPE_CHECKING:
-    from .v1.worker_service_pb2_grpc import WorkerServiceAsyncStub
+    from ..v1.worker_service_pb2_grpc import WorkerServiceAsyncStub
 
 __all__ = ["DoNotRetry", "Handler", "JobContext", "Worker", "WorkerStats", "serve_metrics"]
 

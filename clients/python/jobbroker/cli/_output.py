@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .models import Event, Failure, Job, JobState, Progress, Raw
+from ..models import Event, Failure, Job, JobState, Progress, Raw
 
 STATE_STYLE = {
     JobState.WAITING: "cyan",

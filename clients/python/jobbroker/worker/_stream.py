@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
-from ._transport import PERMANENT, RetryBackoff
-from ._worker_lease import Lease
-from ._worker_outcomes import Report
-from .errors import from_rpc_error
-from .v1 import job_pb2
-from .v1 import worker_service_pb2 as ws
+from .._transport import PERMANENT, RetryBackoff
+from ..errors import from_rpc_error
+from ..v1 import job_pb2
+from ..v1 import worker_service_pb2 as ws
+from ._lease import Lease
+from ._outcomes import Report
 
 if TYPE_CHECKING:
-    from .v1.worker_service_pb2_grpc import WorkerServiceAsyncStub
+    from ..v1.worker_service_pb2_grpc import WorkerServiceAsyncStub
 
 log = logging.getLogger("jobbroker.worker")
 

@@ -11,9 +11,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from . import _cli_options as opts
-from . import _cli_output as out
-from ._cli_common import (
+from ..models import JobState
+from ..queue_models import QueueInfo, QueueSettings, RateLimit, Schedule
+from . import _options as opts
+from . import _output as out
+from ._common import (
     Address,
     Attempts,
     AttemptTimeout,
@@ -28,11 +30,9 @@ from ._cli_common import (
     connected,
     fail,
 )
-from .models import JobState
-from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule
 
 if TYPE_CHECKING:
-    from .client import Client
+    from ..client import Client
 
 Key = Annotated[str, typer.Argument(metavar="KEY", help="Schedule key.", show_default=False)]
 

@@ -15,9 +15,8 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from . import _cli_output as out
-from ._channel import ADDRESS_ENV, DEFAULT_ADDRESS, ConnectionSettings
-from .errors import (
+from ..connection import ADDRESS_ENV, DEFAULT_ADDRESS, ConnectionSettings
+from ..errors import (
     DeadlineExceeded,
     InvalidArgument,
     JobBrokerError,
@@ -25,10 +24,11 @@ from .errors import (
     ScheduleNotFound,
     Unavailable,
 )
-from .limits import MAX_ATTEMPTS, MAX_PRIORITY
+from ..limits import MAX_ATTEMPTS, MAX_PRIORITY
+from . import _output as out
 
 if TYPE_CHECKING:
-    from .client import Client
+    from ..client import Client
 
 ADDRESS_HELP = f"The broker's host:port (env {ADDRESS_ENV}; default {DEFAULT_ADDRESS})."
 Address = Annotated[
@@ -174,7 +174,7 @@ def fail(code: ExitCode, message: str) -> NoReturn:
 def connected(address: str | None) -> Iterator[Client]:
     """A client of the broker (``address``: the command's ``--address``, else the global one,
     else the environment's); broker errors become the documented exit codes."""
-    from .client import Client
+    from ..client import Client
 
     settings = connection.settings(address)
     credentials = connection.credentials(settings)
