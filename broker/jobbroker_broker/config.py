@@ -24,8 +24,8 @@ from typing import Any
 
 from jobbroker.logs import check as check_logging
 
-from .connection import parse_redis_url
 from .settings import ConfigError, Settings
+from .storage.connection import parse_redis_url
 
 ENV_PREFIX = "JOBBROKER_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"

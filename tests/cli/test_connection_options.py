@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from jobbroker.cli._common import hoist_connection_options
-from jobbroker_broker import tokens
+from jobbroker_broker.server import tokens
 
 from .helpers import Cli, ThreadedBroker, free_address
 

@@ -64,7 +64,7 @@ def client_address(host: str, port: int) -> str:
 def run(settings: Settings, *, demo: bool) -> None:
     """Serve until SIGTERM or SIGINT (Ctrl-C); raises :class:`ServeError` on a bad config."""
     from jobbroker_broker.config import ConfigError
-    from jobbroker_broker.embedded import EmbeddedRedisError
+    from jobbroker_broker.storage.embedded import EmbeddedRedisError
 
     from ..logs import configure
 
@@ -132,7 +132,7 @@ def _print_welcome(address: str, *, demo: bool) -> None:
 
 
 def _start_demo_worker(address: str, settings: Settings) -> subprocess.Popen[bytes]:
-    from jobbroker_broker.embedded import die_with_parent
+    from jobbroker_broker.storage.embedded import die_with_parent
 
     # A process of its own: its handlers never compete with the broker's event loop, and
     # stopping it is one signal. Its own session, so Ctrl-C reaches only us, and we stop it
