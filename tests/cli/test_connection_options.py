@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jobbroker.cli._common import hoist_connection_options
+from jobbroker.cli.common import hoist_connection_options
 from jobbroker_broker.server import tokens
 
 from .helpers import Cli, ThreadedBroker, free_address

@@ -21,6 +21,7 @@ environment (``JOBBROKER_ADDRESS``, ``JOBBROKER_TOKEN``, ``JOBBROKER_TLS``, ...)
 from __future__ import annotations
 
 import enum
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -29,9 +30,9 @@ from rich.markup import escape
 from ..connection import TLS_CA_ENV, TLS_CERT_ENV, TLS_ENV, TLS_KEY_ENV, TOKEN_ENV
 from ..models import Added, JobState
 from . import _options as opts
-from . import _output as out
-from . import _queues, _schemas, _tokens
-from ._common import (
+from . import _queues, _schemas
+from . import output as out
+from .common import (
     ADDRESS_HELP,
     Address,
     Attempts,
@@ -75,7 +76,6 @@ app = typer.Typer(
 )
 
 JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="Job id.", show_default=False)]
-app.add_typer(_tokens.app)
 
 
 @app.callback()
@@ -116,28 +116,6 @@ def main_options(
     connection.token = token
     connection.tls = tls
     connection.tls_ca, connection.tls_cert, connection.tls_key = tls_ca, tls_cert, tls_key
-
-
-@app.command(
-    context_settings={
-        "allow_extra_args": True,
-        "ignore_unknown_options": True,
-        "help_option_names": [],
-    },
-    add_help_option=False,
-)
-def serve(ctx: typer.Context) -> None:
-    """Run a broker here (--demo: and a demo worker). Every setting is a flag, a JOBBROKER_*
-    variable and a --config file key: jobbroker serve --help lists them all."""
-    from . import _serve
-
-    try:
-        settings, demo = _serve.parse(list(ctx.args))
-        _serve.run(settings, demo=demo)
-    except _serve.ServeError as exc:
-        if str(exc):
-            out.stderr().print(f"[red]jobbroker:[/] {escape(str(exc))}")
-        raise typer.Exit(int(ExitCode.USAGE)) from None
 
 
 @app.command()
@@ -429,6 +407,31 @@ def logs(
 
 _queues.register(app)
 _schemas.register(app)
+
+
+def attach_commands(group: str = "jobbroker.cli") -> None:
+    """Add the commands other packages declare: each entry point of ``group`` names a function
+    that takes this app (``jobbroker_broker.cli:register`` adds ``serve`` and ``token``). The
+    client package imports none of them itself; one that fails to load becomes a command
+    saying why, so the others still work."""
+    for point in entry_points(group=group):
+        try:
+            point.load()(app)
+        except Exception as exc:
+            _unloadable(point.name, f"{type(exc).__name__}: {exc}")
+
+
+def _unloadable(name: str, problem: str) -> None:
+    @app.command(
+        name=name,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        help=f"(could not be loaded: {problem})",
+    )
+    def unloadable() -> None:
+        fail(ExitCode.USAGE, f"jobbroker {name} could not be loaded: {problem}")
+
+
+attach_commands()
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..models import Event, EventType, Failure, Job, JobState
-from . import _output as out
+from . import output as out
 
 if TYPE_CHECKING:
     from ..client import Client

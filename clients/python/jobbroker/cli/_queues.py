@@ -14,8 +14,8 @@ from rich.table import Table
 from ..models import JobState
 from ..queue_models import QueueInfo, QueueSettings, RateLimit, Schedule
 from . import _options as opts
-from . import _output as out
-from ._common import (
+from . import output as out
+from .common import (
     Address,
     Attempts,
     AttemptTimeout,

@@ -11,8 +11,8 @@ import orjson
 import typer
 from rich.markup import escape
 
-from . import _output as out
-from ._common import Address, ExitCode, Json, Queue, connected, fail
+from . import output as out
+from .common import Address, ExitCode, Json, Queue, connected, fail
 
 Name = Annotated[str, typer.Argument(metavar="NAME", help="Job name.", show_default=False)]
 SchemaFile = Annotated[

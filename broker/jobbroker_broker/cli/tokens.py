@@ -10,9 +10,8 @@ import json
 from typing import Annotated
 
 import typer
-
-from . import _output as out
-from ._common import ExitCode, Json, fail
+from jobbroker.cli import output as out
+from jobbroker.cli.common import ExitCode, Json, fail
 
 TokenFile = Annotated[
     str,
@@ -46,8 +45,8 @@ def create(
     file: TokenFile = "jobbroker-tokens.toml",
 ) -> None:
     """Make a token, store its hash in the file, and print the token (shown only now)."""
-    from jobbroker_broker.server.tokens import TokenFileError
-    from jobbroker_broker.server.tokens import create as create_token
+    from ..server.tokens import TokenFileError
+    from ..server.tokens import create as create_token
 
     try:
         token, entry = create_token(file, name, grant)
@@ -64,7 +63,7 @@ def create(
 @app.command("list")
 def list_tokens(file: TokenFile = "jobbroker-tokens.toml", as_json: Json = False) -> None:
     """The tokens of the file: id, name, grants, creation time (never the tokens)."""
-    from jobbroker_broker.server.tokens import TokenFileError, load
+    from ..server.tokens import TokenFileError, load
 
     try:
         book = load(file)
@@ -85,8 +84,8 @@ def revoke(
     file: TokenFile = "jobbroker-tokens.toml",
 ) -> None:
     """Remove a token: brokers reading the file refuse it within a second, and end its streams."""
-    from jobbroker_broker.server.tokens import TokenFileError
-    from jobbroker_broker.server.tokens import revoke as revoke_token
+    from ..server.tokens import TokenFileError
+    from ..server.tokens import revoke as revoke_token
 
     try:
         entry = revoke_token(file, token_id)

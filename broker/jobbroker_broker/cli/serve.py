@@ -1,6 +1,7 @@
 """``jobbroker serve``: the broker in this process, its embedded Redis, and the demo worker.
 
-The broker package is imported here only, lazily: the client package does not need it.
+Attached to ``jobbroker`` by :mod:`jobbroker_broker.cli`; the broker's modules are imported
+lazily, when the command runs, so ``jobbroker --help`` stays quick.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from ..connection import DEFAULT_ADDRESS
+from jobbroker.connection import DEFAULT_ADDRESS
 
 if TYPE_CHECKING:
-    from jobbroker_broker.settings import Settings
+    from ..settings import Settings
 
 log = logging.getLogger("jobbroker.serve")
 
@@ -36,7 +37,7 @@ def parse(argv: list[str]) -> tuple[Settings, bool]:
     and whether to run the demo worker. ``--help`` prints every setting and exits."""
     import argparse
 
-    from jobbroker_broker import config
+    from .. import config
 
     def add_demo(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
@@ -63,10 +64,10 @@ def client_address(host: str, port: int) -> str:
 
 def run(settings: Settings, *, demo: bool) -> None:
     """Serve until SIGTERM or SIGINT (Ctrl-C); raises :class:`ServeError` on a bad config."""
-    from jobbroker_broker.config import ConfigError
-    from jobbroker_broker.storage.embedded import EmbeddedRedisError
+    from jobbroker.logs import configure
 
-    from ..logs import configure
+    from ..config import ConfigError
+    from ..storage.embedded import EmbeddedRedisError
 
     try:
         configure(settings.log_format, settings.log_level)
@@ -78,7 +79,7 @@ def run(settings: Settings, *, demo: bool) -> None:
         uvloop.install()
     except ImportError:
         pass
-    from jobbroker_broker.__main__ import bind_error
+    from ..__main__ import bind_error
 
     try:
         asyncio.run(_serve(settings, demo=demo))
@@ -92,7 +93,7 @@ def run(settings: Settings, *, demo: bool) -> None:
 
 
 async def _serve(settings: Settings, *, demo: bool) -> None:
-    from jobbroker_broker.__main__ import (
+    from ..__main__ import (
         describe_redis,
         reload_tokens_on_sighup,
         running_broker,
@@ -132,7 +133,7 @@ def _print_welcome(address: str, *, demo: bool) -> None:
 
 
 def _start_demo_worker(address: str, settings: Settings) -> subprocess.Popen[bytes]:
-    from jobbroker_broker.storage.embedded import die_with_parent
+    from ..storage.embedded import die_with_parent
 
     # A process of its own: its handlers never compete with the broker's event loop, and
     # stopping it is one signal. Its own session, so Ctrl-C reaches only us, and we stop it

@@ -25,7 +25,7 @@ from ..errors import (
     Unavailable,
 )
 from ..limits import MAX_ATTEMPTS, MAX_PRIORITY
-from . import _output as out
+from . import output as out
 
 if TYPE_CHECKING:
     from ..client import Client
