@@ -90,7 +90,7 @@ def test_the_package_face_shows_client_worker_and_cli() -> None:
     assert [name for name in flat if name.startswith(("_worker", "_cli", "cli_"))] == []
     assert {"cli", "worker", "client", "connection", "logs"} <= set(flat)
     subpackages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
-    assert subpackages == {"cli", "worker", "v1"}
+    assert subpackages == {"cli", "worker", "testing", "v1"}
 
 
 def test_the_public_names_stay_where_users_import_them() -> None:
