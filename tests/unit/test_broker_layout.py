@@ -19,9 +19,9 @@ GROUPS = ("server", "loops", "storage")
 FOUNDATIONS = {"settings", "errors", "metrics"}
 """Shared by every group, and importing no other module of the broker."""
 
-ENTRIES = {"__main__", "config", "cli"}
-"""The process and its commands (``jobbroker serve``, ``jobbroker token``): these may import
-any group, and no group imports them."""
+ENTRIES = {"__main__", "config", "cli", "testing"}
+"""The process, its commands (``jobbroker serve``, ``jobbroker token``) and the pytest
+plugin (``jobbroker_server``): these may import any group, and no group imports them."""
 
 
 def module_name(path: Path) -> str:
