@@ -46,9 +46,9 @@ from jobbroker.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
-from jobbroker_broker.app import Broker
-from jobbroker_broker.scripts import load_script
+from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
+from jobbroker_broker.storage.scripts import load_script
 
 Q = queue_service_pb2
 BULK = 1_000

@@ -19,10 +19,10 @@ import uuid
 
 import redis
 from jobbroker.v1 import job_pb2
-from jobbroker_broker.contracts.leases import CompleteItem
+from jobbroker_broker.server.validation import new_job
 from jobbroker_broker.settings import Settings
-from jobbroker_broker.store import Store
-from jobbroker_broker.validation import new_job
+from jobbroker_broker.storage.contracts.leases import CompleteItem
+from jobbroker_broker.storage.store import Store
 from redis.asyncio import Redis
 from support import remove_queue
 

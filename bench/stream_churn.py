@@ -105,7 +105,7 @@ async def rounds(
 
 
 async def heap(redis_url: str, streams: int, count: int) -> list[int]:
-    from jobbroker_broker.app import Broker
+    from jobbroker_broker.server.app import Broker
     from jobbroker_broker.settings import Settings
 
     broker = Broker(replace(Settings(), port=0, redis_url=redis_url))

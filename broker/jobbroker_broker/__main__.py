@@ -10,13 +10,13 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 
-from jobbroker._logs import configure as configure_logging
+from jobbroker.logs import configure as configure_logging
 
 from . import config
-from .app import Broker
 from .config import ConfigError
-from .embedded import EmbeddedRedis, EmbeddedRedisError
+from .server.app import Broker
 from .settings import Settings
+from .storage.embedded import EmbeddedRedis, EmbeddedRedisError
 
 STOP_SLACK = 5.0
 """Seconds a broker's stop may take beyond its shutdown grace before we stop waiting."""

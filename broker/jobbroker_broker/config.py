@@ -22,10 +22,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jobbroker._logs import check as check_logging
+from jobbroker.logs import check as check_logging
 
-from .connection import parse_redis_url
 from .settings import ConfigError, Settings
+from .storage.connection import parse_redis_url
 
 ENV_PREFIX = "JOBBROKER_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"

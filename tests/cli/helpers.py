@@ -16,7 +16,7 @@ import grpc
 import pytest
 from jobbroker.cli import app
 from jobbroker.v1 import job_pb2, worker_service_pb2, worker_service_pb2_grpc
-from jobbroker_broker.app import Broker
+from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
 from typer.testing import CliRunner
 

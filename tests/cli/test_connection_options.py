@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jobbroker._cli_common import hoist_connection_options
-from jobbroker_broker import tokens
+from jobbroker.cli.common import hoist_connection_options
+from jobbroker_broker.server import tokens
 
 from .helpers import Cli, ThreadedBroker, free_address
 

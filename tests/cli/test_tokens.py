@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jobbroker_broker import tokens
+from jobbroker_broker.server import tokens
 
 from .helpers import Cli, ThreadedBroker
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 from jobbroker import AsyncClient, Client
-from jobbroker_broker.app import Broker
+from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
 
 from .support import Api, AsyncApi, FakeWorker, SyncApi

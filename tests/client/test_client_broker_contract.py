@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from jobbroker_broker.app import Broker
+from jobbroker_broker.server.app import Broker
 
 from .conftest import SETTINGS
 from .support import Api

@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from jobbroker import AsyncClient, Client, JobOptions, JobState
 from jobbroker._calls import bulk_request, job_options, state_arg
-from jobbroker._channel import target
 from jobbroker._transport import RetryBackoff, retry_delay
 from jobbroker.client import OptionFields
+from jobbroker.connection import target
 
 from .conftest import ClientFactory, RunningBroker
 from .support import stream_opened

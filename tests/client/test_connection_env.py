@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from jobbroker import AsyncClient, Client, ConnectionSettings, Unauthenticated, Worker
-from jobbroker._channel import DEFAULT_ADDRESS
-from jobbroker_broker import tokens
+from jobbroker.connection import DEFAULT_ADDRESS
+from jobbroker_broker.server import tokens
 
 from .conftest import BrokerFactory, RunningBroker
 

@@ -47,9 +47,11 @@ def package_imports(name: str) -> set[str]:
             continue
         base = here[: len(here) - (node.level - 1)] if node.level > 1 else here
         module = [*base, *(node.module.split(".") if node.module else [])]
-        candidates = [".".join(module)]
-        candidates += [".".join([*module, alias.name]) for alias in node.names]
-        found.update(candidate for candidate in candidates if candidate in MODULES)
+        submodules = {".".join([*module, alias.name]) for alias in node.names} & MODULES.keys()
+        found.update(submodules)
+        # `from . import _output` names a sibling module, not the package's own __init__.
+        if len(submodules) < len(node.names) and ".".join(module) in MODULES:
+            found.add(".".join(module))
     return found - {name}
 
 
@@ -72,12 +74,67 @@ def cycles() -> Iterator[list[str]]:
 
 
 def test_the_boundary_checks_read_the_package() -> None:
-    assert {"worker", "_worker_stream", "_transport", "_sync"} <= set(MODULES)
-    assert {"_worker_lease", "_worker_outcomes"} <= package_imports("_worker_stream")
+    assert {"worker", "worker._stream", "_transport", "_sync", "cli", "cli.common"} <= set(MODULES)
+    assert {"worker._lease", "worker._outcomes"} <= package_imports("worker._stream")
+    assert "_transport" in package_imports("worker._stream")
 
 
 def test_no_module_imports_another_that_imports_it_back() -> None:
     assert list(cycles()) == []
+
+
+def test_the_package_face_shows_client_worker_and_cli() -> None:
+    """The worker SDK and the CLI are subpackages: no ``_worker_*`` or ``_cli_*`` module sits
+    beside the client's."""
+    flat = sorted(name for name in MODULES if "." not in name)
+    assert [name for name in flat if name.startswith(("_worker", "_cli", "cli_"))] == []
+    assert {"cli", "worker", "client", "connection", "logs"} <= set(flat)
+    subpackages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert subpackages == {"cli", "worker", "testing", "v1"}
+
+
+def test_the_public_names_stay_where_users_import_them() -> None:
+    import jobbroker
+    import jobbroker.cli
+    import jobbroker.worker
+
+    for name in ("Client", "AsyncClient", "Worker", "JobContext", "DoNotRetry", "WorkerStats"):
+        assert getattr(jobbroker, name).__name__ == name
+    for name in jobbroker.worker.__all__:
+        assert hasattr(jobbroker.worker, name)
+    assert callable(jobbroker.cli.main)
+
+
+SIBLINGS = {
+    "jobbroker_broker": Path(jobbroker.__file__).parents[3] / "broker" / "jobbroker_broker",
+    "jobbroker_worker": Path(jobbroker.__file__).parents[3] / "worker" / "jobbroker_worker",
+}
+
+
+def absolute_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_the_broker_and_the_worker_service_use_only_public_jobbroker_modules() -> None:
+    """``jobbroker_broker`` and ``jobbroker_worker`` are other packages: they import the
+    client's public modules (``jobbroker.logs``, ``jobbroker.connection``,
+    ``jobbroker.worker.metrics``...), never a private one."""
+    found = sorted(
+        f"{path.relative_to(root.parent)}: {module}"
+        for root in SIBLINGS.values()
+        for path in root.rglob("*.py")
+        for module in absolute_imports(path)
+        if module.startswith("jobbroker.")
+        and any(part.startswith("_") for part in module.split(".")[1:])
+    )
+    assert found == []
 
 
 def private_reads(name: str) -> Iterator[str]:
@@ -128,3 +185,13 @@ def test_a_handler_sees_no_lease_state() -> None:
         assert getattr(JobContext, name).fset is None
     private = {name for name in JobContext.__slots__ if name.startswith("_")}
     assert private == {"_lease", "_loop", "_loop_thread", "_reports"}
+
+
+def test_the_client_package_imports_neither_the_broker_nor_the_worker_service() -> None:
+    found = sorted(
+        f"{name}: {module}"
+        for name, path in MODULES.items()
+        for module in absolute_imports(path)
+        if module.split(".")[0] in SIBLINGS
+    )
+    assert found == []

@@ -14,8 +14,8 @@ from jobbroker import AsyncClient
 from jobbroker.v1 import job_service_pb2 as J
 from jobbroker.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 from jobbroker.v1 import worker_service_pb2 as W
-from jobbroker_broker.app import Broker
-from jobbroker_broker.services.worker_stream import WorkerSession
+from jobbroker_broker.server.app import Broker
+from jobbroker_broker.server.services.worker_stream import WorkerSession
 from jobbroker_broker.settings import Settings
 
 SETTINGS = Settings(port=0, maintenance_interval=0.05, health_interval=0.2, shutdown_grace=3.0)

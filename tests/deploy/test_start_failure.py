@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 from jobbroker_broker.__main__ import running_broker
-from jobbroker_broker.app import Broker, State
+from jobbroker_broker.server.app import Broker, State
 from jobbroker_broker.settings import ConfigError, Settings
 
 from .brokers import free_port

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis
-from jobbroker_broker.embedded import EmbeddedRedis, EmbeddedRedisError
+from jobbroker_broker.storage.embedded import EmbeddedRedis, EmbeddedRedisError
 from serve_process import EMBEDDED, LISTENING, Children, alive, clean_env
 
 START_TIMEOUT = 30.0

@@ -132,15 +132,15 @@ def test_the_readme_run_command_on_a_clean_checkout(tmp_path: Path, children: Ch
 
 
 def test_the_dependency_ranges_install_and_run(tmp_path: Path, children: Children) -> None:
-    """What a user's ``pip install jobbroker`` gets: the newest releases pyproject.toml's ranges
-    allow, not the lock's pins (./scripts/test and ./scripts/run install those). The broker, its
-    embedded Redis, the demo worker and the CLI run a job on them."""
+    """What a user's ``pip install 'jobbroker[broker]'`` gets: the newest releases
+    pyproject.toml's ranges allow, not the lock's pins (./scripts/test and ./scripts/run install
+    those). The broker, its embedded Redis, the demo worker and the CLI run a job on them."""
     repo = checkout(tmp_path / "jobbroker")
     env = fresh_env()
     venv = tmp_path / "venv"
     subprocess.run([env["PYTHON"], "-m", "venv", str(venv)], check=True, timeout=120)
     installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(repo)],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"{repo}[broker]"],
         env=env,
         capture_output=True,
         text=True,

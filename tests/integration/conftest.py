@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import grpc
 import pytest
 from jobbroker.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
-from jobbroker_broker.app import Broker
+from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
 
 

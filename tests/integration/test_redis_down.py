@@ -18,7 +18,7 @@ from conftest import Running, start_broker, stop_broker
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jobbroker.v1 import job_pb2, job_service_pb2, worker_service_pb2
-from jobbroker_broker.app import ConfigError
+from jobbroker_broker.server.app import ConfigError
 
 FAST = 5.0
 """Seconds within which a call must be answered while Redis is down."""

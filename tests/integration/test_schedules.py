@@ -23,10 +23,10 @@ from helpers import (
     redis_now_ms,
 )
 from jobbroker.v1 import job_pb2, job_service_pb2, queue_service_pb2, queue_service_pb2_grpc
-from jobbroker_broker.connection import redis_client
-from jobbroker_broker.keys import SCHEDULED_QUEUES_KEY
-from jobbroker_broker.schedule_store import ScheduleStore
-from jobbroker_broker.store import Store
+from jobbroker_broker.storage.connection import redis_client
+from jobbroker_broker.storage.keys import SCHEDULED_QUEUES_KEY
+from jobbroker_broker.storage.schedule_store import ScheduleStore
+from jobbroker_broker.storage.store import Store
 
 pb = queue_service_pb2
 

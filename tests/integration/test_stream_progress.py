@@ -30,7 +30,7 @@ from helpers import (
     worker_stream,
 )
 from jobbroker.v1 import job_service_pb2
-from jobbroker_broker.keys import QueueKeys
+from jobbroker_broker.storage.keys import QueueKeys
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from helpers import (
     worker_stream,
 )
 from jobbroker.v1 import job_pb2, job_service_pb2, queue_service_pb2, queue_service_pb2_grpc
-from jobbroker_broker.keys import QueueKeys
+from jobbroker_broker.storage.keys import QueueKeys
 
 Q = queue_service_pb2
 Response = Q.WatchEventsResponse

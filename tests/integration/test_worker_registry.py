@@ -22,7 +22,7 @@ from helpers import (
     worker_stream,
 )
 from jobbroker.v1 import queue_service_pb2, queue_service_pb2_grpc
-from jobbroker_broker import registry
+from jobbroker_broker.loops import registry
 
 Q = queue_service_pb2
 

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobbroker_broker import scripts as scripts_module
-from jobbroker_broker.contracts.base import Layout
+from jobbroker_broker.storage import scripts as scripts_module
+from jobbroker_broker.storage.contracts.base import Layout
 
 LUA_DIR = Path(scripts_module.__file__).parent / "lua"
 

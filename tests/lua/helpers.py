@@ -1,8 +1,9 @@
 """Call the broker's Lua scripts on one queue of a real Redis, and read back what they wrote.
 
-Every call goes through the script's contract (jobbroker_broker.contracts): its arguments are
-built, and its reply decoded, by name, as the broker does. Replies are decoded from bytes to
-``str`` first, so the reply dataclasses hold ``str`` where the broker sees ``bytes``.
+Every call goes through the script's contract (jobbroker_broker.storage.contracts): its
+arguments are built, and its reply decoded, by name, as the broker does. Replies are decoded
+from bytes to ``str`` first, so the reply dataclasses hold ``str`` where the broker sees
+``bytes``.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import redis
-from jobbroker_broker.contracts import Contract
-from jobbroker_broker.contracts import jobs as J
-from jobbroker_broker.contracts import leases as L
-from jobbroker_broker.contracts import maintenance as M
-from jobbroker_broker.contracts import queues as Q
-from jobbroker_broker.contracts import schedules as S
-from jobbroker_broker.contracts import workers as W
-from jobbroker_broker.contracts.hashes import JobField as F
-from jobbroker_broker.keys import QueueKeys
-from jobbroker_broker.scripts import Script, load_script
+from jobbroker_broker.storage.contracts import Contract
+from jobbroker_broker.storage.contracts import jobs as J
+from jobbroker_broker.storage.contracts import leases as L
+from jobbroker_broker.storage.contracts import maintenance as M
+from jobbroker_broker.storage.contracts import queues as Q
+from jobbroker_broker.storage.contracts import schedules as S
+from jobbroker_broker.storage.contracts import workers as W
+from jobbroker_broker.storage.contracts.hashes import JobField as F
+from jobbroker_broker.storage.keys import QueueKeys
+from jobbroker_broker.storage.scripts import Script, load_script
 from redis.exceptions import NoScriptError
 
 Added = J.Added

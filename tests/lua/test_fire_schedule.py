@@ -3,7 +3,7 @@ exactly once however many replicas race on it (compare-and-set on version and ne
 
 from __future__ import annotations
 
-from jobbroker_broker.contracts.schedules import Fired
+from jobbroker_broker.storage.contracts.schedules import Fired
 
 from .helpers import JobSpec, LuaQueue, ids, retention
 

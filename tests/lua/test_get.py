@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobbroker_broker.contracts.jobs import Snapshot
+from jobbroker_broker.storage.contracts.jobs import Snapshot
 
 from .helpers import JobSpec, LuaQueue, Update
 

@@ -12,10 +12,10 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from jobbroker_broker.contracts import CONTRACTS
-from jobbroker_broker.contracts.hashes import JOB_FIELDS, META_FIELDS
-from jobbroker_broker.contracts.schedules import TEMPLATE_OPTIONS
-from jobbroker_broker.scripts import SCRIPT_NAMES
+from jobbroker_broker.storage.contracts import CONTRACTS
+from jobbroker_broker.storage.contracts.hashes import JOB_FIELDS, META_FIELDS
+from jobbroker_broker.storage.contracts.schedules import TEMPLATE_OPTIONS
+from jobbroker_broker.storage.scripts import SCRIPT_NAMES
 
 from .helpers import script
 from .test_keys_contract import code_of

@@ -1,5 +1,6 @@
-"""Every script's header, its source and its Python contract (jobbroker_broker.contracts) say
-the same: the KEYS, the ARGV by name and the shape of the reply.
+"""Every script's header, its source and its Python contract
+(jobbroker_broker.storage.contracts) say the same: the KEYS, the ARGV by name and the shape of
+the reply.
 
 A script that reads a KEYS index its header does not name would touch a key the caller never
 passed (a Redis Cluster error at best, a nil key at worst); a named key the source never uses is
@@ -16,10 +17,10 @@ import re
 from pathlib import Path
 
 import pytest
-from jobbroker_broker import scripts as scripts_module
-from jobbroker_broker.contracts import CONTRACTS
-from jobbroker_broker.keys import QUEUE_KEY_NAMES, QueueKeys
-from jobbroker_broker.scripts import SCRIPT_NAMES, Script
+from jobbroker_broker.storage import scripts as scripts_module
+from jobbroker_broker.storage.contracts import CONTRACTS
+from jobbroker_broker.storage.keys import QUEUE_KEY_NAMES, QueueKeys
+from jobbroker_broker.storage.scripts import SCRIPT_NAMES, Script
 
 from . import headers
 from .helpers import script

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from jobbroker_broker.contracts.leases import Completed
+from jobbroker_broker.storage.contracts.leases import Completed
 
 from .helpers import JobSpec, LuaQueue
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 from jobbroker.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
-from jobbroker_broker.app import Broker
+from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
 from prometheus_client.parser import text_string_to_metric_families
 

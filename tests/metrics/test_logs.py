@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from jobbroker import JobContext, Raw, Worker
-from jobbroker._logs import ConsoleFormatter, JsonFormatter, configure, job_fields
+from jobbroker.logs import ConsoleFormatter, JsonFormatter, configure, job_fields
 from jobbroker.v1 import job_pb2, job_service_pb2
 from jobbroker_broker.__main__ import main
 

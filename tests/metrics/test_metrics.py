@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from jobbroker.v1 import job_pb2, job_service_pb2, worker_service_pb2
-from jobbroker_broker.app import Broker, ConfigError
+from jobbroker_broker.server.app import Broker, ConfigError
 
 from .harness import TEST_SETTINGS, Running, eventually, series, start_broker, stop_broker, value
 

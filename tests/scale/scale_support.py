@@ -25,7 +25,7 @@ from uuid import uuid4
 import pytest
 from jobbroker import AsyncClient, JobBrokerError, JobContext, JobState, Worker
 from jobbroker.errors import JobNotFound
-from jobbroker_broker.app import Broker
+from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
 from topologies import Cluster, SentinelSet
 

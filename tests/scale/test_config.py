@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 from jobbroker import AsyncClient
 from jobbroker.errors import Unavailable
-from jobbroker_broker.app import Broker
-from jobbroker_broker.connection import ConfigError, RedisConnection, parse_redis_url
+from jobbroker_broker.server.app import Broker
+from jobbroker_broker.storage.connection import ConfigError, RedisConnection, parse_redis_url
 from scale_support import FAST, broker
 
 pytestmark = pytest.mark.scale

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from jobbroker import AsyncClient
-from jobbroker_broker import tokens
-from jobbroker_broker.app import Broker
+from jobbroker_broker.server import tokens
+from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
 
 SETTINGS = Settings(port=0, maintenance_interval=0.05, health_interval=0.2, shutdown_grace=1.0)

@@ -26,7 +26,7 @@ import pytest
 import redis
 from jobbroker import AsyncClient, Client, Job, JobState, Worker, tls_credentials
 from jobbroker.errors import Unavailable
-from jobbroker_broker.app import Broker
+from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
 
 from .certs import Pki, make_pki

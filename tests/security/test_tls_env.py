@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 from jobbroker import AsyncClient, Client, JobContext, Unavailable, Worker
 from jobbroker.cli import app
-from jobbroker_broker.app import Broker
+from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
 from typer.testing import CliRunner
 

@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from jobbroker_broker.cron import (
+from jobbroker_broker.storage.cron import (
     BadTiming,
     Timing,
     check_cron,

@@ -15,7 +15,7 @@ import pytest
 from jobbroker import errors as client_errors
 from jobbroker.v1 import error_reason_pb2 as er
 from jobbroker_broker import errors
-from jobbroker_broker.scripts import SCRIPT_NAMES, load_script
+from jobbroker_broker.storage.scripts import SCRIPT_NAMES, load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 ENUM = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from jobbroker.v1 import events_pb2 as E
-from jobbroker_broker import codec
+from jobbroker_broker.storage import codec
 
 
 def decoded(fields: dict[bytes, bytes]) -> E.JobEvent:

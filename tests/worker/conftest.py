@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 from jobbroker.v1 import job_service_pb2_grpc
-from jobbroker_broker.app import Broker
+from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
 
 from .worker_harness import BrokerFactory, Running

@@ -16,12 +16,12 @@ from typing import TypeVar
 
 import grpc
 import pytest
-from jobbroker import _worker_stream
-from jobbroker._worker_lease import Lease
-from jobbroker._worker_outcomes import Report
-from jobbroker._worker_stream import WINDOW, WorkerStream
 from jobbroker.errors import Unauthenticated
 from jobbroker.v1 import worker_service_pb2 as ws
+from jobbroker.worker import _stream as _worker_stream
+from jobbroker.worker._lease import Lease
+from jobbroker.worker._outcomes import Report
+from jobbroker.worker._stream import WINDOW, WorkerStream
 
 from .worker_harness import until
 

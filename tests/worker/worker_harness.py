@@ -15,7 +15,7 @@ import grpc
 import pytest
 from jobbroker import Worker
 from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
-from jobbroker_broker.app import Broker
+from jobbroker_broker.server.app import Broker
 
 T = TypeVar("T")
 S = job_pb2

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from jobbroker import AsyncClient
-from jobbroker_broker.app import Broker
+from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
 
 TEST_SETTINGS = Settings(port=0, maintenance_interval=0.05, health_interval=0.2, shutdown_grace=1.0)

@@ -15,7 +15,7 @@ from google.rpc import error_details_pb2, status_pb2
 from jobbroker import AsyncClient, InvalidArgument, JobOptions, LimitExceeded, Worker
 from jobbroker.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc, queue_service_pb2_grpc
 from jobbroker.v1 import queue_service_pb2 as qpb
-from jobbroker_broker.job_schemas import MAX_SCHEMA_BYTES
+from jobbroker_broker.server.job_schemas import MAX_SCHEMA_BYTES
 from pydantic import BaseModel, Field
 
 from .conftest import Running, start_broker
@@ -250,7 +250,7 @@ def test_a_schema_needs_a_job_name() -> None:
 
 
 async def test_too_many_schemas(client: AsyncClient, queue: str, monkeypatch: Any) -> None:
-    from jobbroker_broker import job_schemas
+    from jobbroker_broker.server import job_schemas
 
     monkeypatch.setattr(job_schemas, "MAX_SCHEMAS", 2)
     await client.set_job_schema(queue, "a", True)

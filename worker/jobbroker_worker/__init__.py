@@ -1,6 +1,5 @@
 """The standalone worker processes and their built-in workers.
 
-- :mod:`jobbroker_worker.runner`: ``jobbroker work MODULE:WORKER``: load a Worker and run it.
 - :mod:`jobbroker_worker.demo`: the demo worker (queue ``demo``).
 - :mod:`jobbroker_worker.service`: ``jobbroker-worker``, the guide's processors
   (docs/worker-service.md): :mod:`~jobbroker_worker.ai` (``ai-tasks``),

@@ -8,7 +8,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from jobbroker import WorkerStats
-from jobbroker._worker_metrics import WorkerCollector
+from jobbroker.worker.metrics import WorkerCollector
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobbroker import ConnectionSettings, Worker
-from jobbroker._logs import configure as configure_logging
+from jobbroker.logs import configure as configure_logging
 
 from .config import Config, ConfigError, load
 from .metrics import ServiceMetrics

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from jobbroker import ConnectionSettings
-from jobbroker._logs import configure as configure_logging
+from jobbroker.logs import configure as configure_logging
 
 log = logging.getLogger("jobbroker_worker.tour")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._channel import ConnectionSettings, tls_credentials
+from .connection import ConnectionSettings, tls_credentials
 from .errors import (
     InvalidArgument,
     JobBrokerError,

@@ -19,9 +19,9 @@ import grpc
 from . import _calls
 from ._add_batch import AddBatcher
 from ._calls import BulkItem, OptionFields
-from ._channel import ConnectionSettings
 from ._queues import QueueCalls
 from ._transport import CallPolicy, Transport
+from .connection import ConnectionSettings
 from .errors import JobNotFound, Unavailable
 from .models import Added, Event, EventType, Job, JobOptions, JobState
 from .v1 import job_service_pb2 as pb

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ._channel import RECONNECT_MAX_S, ConnectionSettings, channel_options, open_channel
+from .connection import RECONNECT_MAX_S, ConnectionSettings, channel_options, open_channel
 from .errors import DeadlineExceeded, JobBrokerError, ShuttingDown, Unavailable, from_rpc_error
 
 log = logging.getLogger("jobbroker.client")

@@ -1,0 +1,5 @@
+"""``python -m jobbroker.cli``: the ``jobbroker`` command."""
+
+from . import main
+
+main()
