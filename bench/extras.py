@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import redis
 from jobbroker import AsyncClient, Event
-from jobbroker_broker.keys import QueueKeys
+from jobbroker_broker.storage.keys import QueueKeys
 
 from bench.common import Processes, latency_summary, now, run_loop
 from bench.cpu import Meter, load1, process_cpu

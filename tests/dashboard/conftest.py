@@ -16,8 +16,8 @@ import pytest
 import uvicorn
 from client.conftest import SETTINGS, BrokerHost, RunningBroker
 from jobbroker import Client, DoNotRetry, JobContext, Worker
-from jobbroker_broker import tokens
-from jobbroker_broker.app import Broker
+from jobbroker_broker.server import tokens
+from jobbroker_broker.server.app import Broker
 from jobbroker_dashboard import DashboardSettings
 from jobbroker_dashboard.app import Dashboard
 

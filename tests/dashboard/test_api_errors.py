@@ -9,7 +9,7 @@ from dataclasses import replace
 import httpx
 import pytest
 from client.conftest import SETTINGS, RunningBroker
-from jobbroker_broker.app import Broker
+from jobbroker_broker.server.app import Broker
 from jobbroker_dashboard import DashboardSettings, create_app
 
 from .conftest import Host, Secured, Served, serve

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from client.conftest import SETTINGS
 from jobbroker import Client
-from jobbroker_broker.app import Broker
+from jobbroker_broker.server.app import Broker
 from jobbroker_dashboard import DashboardSettings
 
 from .conftest import Gates, Host, Served, serve_dashboard, wait_until
