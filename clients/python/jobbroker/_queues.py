@@ -187,7 +187,7 @@ class QueueCalls(ServiceCalls):
             if not item.resume_point_trimmed:
                 return [event], item.event.event_id or last
             log.warning(
-                "queue %s no longer keeps the events after %s: %s lost",
+                "queue %s no longer keeps event %s: events after it were lost (%s)",
                 queue,
                 last,
                 item.events_lost or "some",
