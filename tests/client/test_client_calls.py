@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import redis
 from jobbroker import Added, Backoff, Job, JobOptions, JobState, Keep, Raw
 from jobbroker.client import Logs
 from jobbroker.v1 import job_pb2
@@ -248,3 +249,34 @@ async def test_concurrent_adds_each_get_their_own_answer(client: Api, queue: str
     assert results[41] == Added("taken", JobState.WAITING, duplicate=True)
     page = await client.list(queue, JobState.WAITING, page_size=100)
     assert page.total == 40
+
+
+async def test_a_slow_add_does_not_hold_the_producers_other_adds(
+    start_broker: BrokerFactory, queue: str, r: redis.Redis
+) -> None:
+    """Several add calls per queue are in flight at once: while one waits (here a durable add
+    that no replica confirms), the next add is sent and stored, not queued behind it."""
+    import asyncio
+
+    from jobbroker import AsyncClient
+    from jobbroker_broker.keys import QueueKeys
+
+    async def stored(count: int) -> None:
+        async with asyncio.timeout(10):  # far less than the 30 s the first add waits
+            while r.zcard(QueueKeys(queue).key("waiting")) < count:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+    # The Redis has no replica: each add is stored at once, then waits 30 s for a replica.
+    running = await start_broker(durability="replicas", durability_timeout=30.0, redis_timeout=60.0)
+    client = AsyncClient(running.address, timeout=60, retries=0)
+    try:
+        first = asyncio.ensure_future(client.add(queue, "slow", {"n": 0}))
+        await stored(1)
+        second = asyncio.ensure_future(client.add(queue, "next", {"n": 1}))
+        await stored(2)
+        assert not first.done()
+        for call in (first, second):
+            call.cancel()
+        await asyncio.gather(first, second, return_exceptions=True)
+    finally:
+        await client.close()

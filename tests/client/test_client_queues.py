@@ -239,6 +239,28 @@ async def test_watch_events_streams_the_queue_and_resumes_after_an_id(
     assert [e.id for e in again] == [e.id for e in seen[1:]]
 
 
+async def test_watch_events_marks_trimmed_events_with_a_gap_event(
+    make_client: Any, start_broker: Any, queue: str
+) -> None:
+    running = await start_broker(events_maxlen=10)
+    client = make_client(running.address)
+    await client.add(queue, "a")
+    stream = _events(client, queue, after_event_id="0-0", timeout=10)
+    first = await asyncio.wait_for(anext(stream), 5)
+    await stream.aclose()  # type: ignore[attr-defined]
+    for _ in range(3):  # ~100 events per call: the queue, keeping about 10, trims the first
+        await client.add_bulk(queue, [("bulk", i) for i in range(50)])
+
+    resumed = _events(client, queue, after_event_id=first.id, timeout=10)
+    gap, after = [await asyncio.wait_for(anext(resumed), 5) for _ in range(2)]
+    await resumed.aclose()  # type: ignore[attr-defined]
+    # The loss is said in the stream itself: a GAP at the resume point, then the oldest kept.
+    assert gap.type is EventType.GAP
+    assert gap.id == first.id
+    assert gap.count == 0
+    assert after.type is not EventType.GAP
+
+
 async def test_workers_lists_the_leasing_worker(
     client: Api, queue: str, worker: FakeWorker
 ) -> None:

@@ -29,6 +29,10 @@ from helpers import (
     worker_stream,
 )
 from jobbroker.v1 import job_pb2, job_service_pb2, queue_service_pb2, queue_service_pb2_grpc
+from jobbroker_broker.loops.registry import WorkerRegistry
+from jobbroker_broker.server.services import queue_feed
+from jobbroker_broker.server.services.common import Parts
+from jobbroker_broker.storage import codec
 from jobbroker_broker.storage.keys import QueueKeys
 
 Q = queue_service_pb2
@@ -333,3 +337,68 @@ async def test_bad_input_is_invalid_argument_naming_the_field(
 
     error = await expect_error(first(), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
     assert error_info(error).metadata["field"] == field
+
+
+async def test_a_watcher_that_falls_behind_goes_on_and_is_told_how_many_events_were_trimmed(
+    redis_url: str, queue: str, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A backlog of 5 live events, and a queue that keeps about 10: the watcher below falls
+    # hundreds of events behind. It used to be ended with RESOURCE_EXHAUSTED; now it reads what
+    # the queue still keeps and is told how many events were trimmed before it got to them.
+    monkeypatch.setattr(queue_feed, "MAX_BACKLOG", 5)
+    async with private_broker(redis_url, events_maxlen=10) as running:
+        broker = running.broker
+        feed = queue_feed.QueueFeed(
+            Parts(
+                broker.settings,
+                broker.store,
+                broker.hub,
+                broker.maintenance,
+                WorkerRegistry(broker.store),
+                broker.streams,
+            )
+        )
+        await add_id(running, queue)
+        [(start, _)] = r.xrevrange(QueueKeys(queue).key("events"), count=1)
+        delivered: list[str] = []
+        fanned_out = asyncio.Event()
+
+        def deliver(event_id: bytes, _: object) -> None:
+            delivered.append(event_id.decode())
+            fanned_out.set()
+
+        unsubscribe = await broker.hub.subscribe(queue, deliver)
+        watch = feed.watch(Q.WatchEventsRequest(queue=queue, after_event_id=start.decode()))
+        try:
+            first = asyncio.ensure_future(anext(watch))
+            await add_id(running, queue)
+            sent = [await asyncio.wait_for(first, 5)]
+            # The watcher reads nothing while 300 jobs are added, 10 per call (the broker's
+            # fan-out sees each call's events before the next call trims them).
+            newest = ""
+            async with asyncio.timeout(10):
+                for _call in range(30):
+                    jobs = [
+                        job_service_pb2.BulkJob(name="bulk", data=payload(i)) for i in range(10)
+                    ]
+                    await running.jobs.AddBulk(
+                        job_service_pb2.AddBulkRequest(queue=queue, jobs=jobs)
+                    )
+                    [(last, _)] = r.xrevrange(QueueKeys(queue).key("events"), count=1)
+                    newest = last.decode()
+                    while not delivered or delivered[-1] != newest:
+                        fanned_out.clear()
+                        await fanned_out.wait()
+                while sent[-1].event.event_id != newest:
+                    sent.append(await anext(watch))
+        finally:
+            await watch.aclose()  # type: ignore[attr-defined]
+            unsubscribe()
+    ids = [item.event.event_id for item in sent]
+    assert ids == sorted(ids, key=codec.stream_id_key)
+    assert set(ids) <= set(delivered)
+    gaps = [item for item in sent if item.resume_point_trimmed]
+    assert len(gaps) == 1
+    assert gaps[0].events_lost > 0
+    # Every event is either sent or counted as lost: none is lost silently.
+    assert len(ids) + gaps[0].events_lost == len(delivered)

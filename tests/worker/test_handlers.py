@@ -280,6 +280,30 @@ async def test_one_worker_serves_several_queues(broker: Running, queue: str) -> 
     assert peak == 2
 
 
+async def test_a_worker_of_six_queues_leases_from_all_of_them_in_one_call(
+    broker: Running, queue: str
+) -> None:
+    """Each Lease call names every queue of the worker (one call per batch, not one per queue:
+    six queues used to cost six calls per batch)."""
+    names = [f"{queue}-{i}" for i in range(6)]
+    added = [(name, await broker.add(name, {"i": i})) for name in names for i in range(5)]
+    worker = make_worker(broker, names, concurrency=len(added), wait=30.0)
+
+    @worker.handler()
+    async def echo(ctx: JobContext) -> str:
+        return ctx.queue
+
+    async with serving(worker):
+        for name, job_id in added:
+            job = await broker.wait_state(name, job_id, S.JOB_STATE_COMPLETED)
+            assert decoded(job.result) == name
+        leasing = worker._leasing
+        assert leasing is not None
+        # The 30 waiting jobs fit one batch; later calls long-poll (30 s) and have not answered.
+        assert leasing.calls == 1
+        assert leasing.leased == len(added)
+
+
 async def test_serve_raises_when_the_broker_refuses_the_worker(broker: Running, queue: str) -> None:
     worker = make_worker(broker, queue, worker_id="no spaces {allowed}")
 

@@ -1,11 +1,14 @@
-"""Concurrent ``add`` calls of one client gathered into one ``AddBulk(each=True)`` call.
+"""Concurrent ``add`` calls of one client gathered into ``AddBulk(each=True)`` calls.
 
-An ``add`` that finds no add of its queue in flight goes out at once as a plain ``Add``. Adds
-made while one is in flight wait for it and then leave together, up to ``MAX_BATCH``, in one
-``AddBulk`` with ``each`` set: every job on its own, as if it were its own ``Add`` (its own
-result, or its own error: a conflict or an invalid job fails only that ``add``). One RPC then
-carries many jobs, which is what lets a client with many adds in flight go faster than one
-unary call per job (grpc's cost per call). Failure of the whole call:
+Up to ``MAX_IN_FLIGHT`` add calls per queue are in flight at once, so one slow call (a durable
+add waiting for a replica, a broker that is failing over) does not hold every other add of the
+producer. An ``add`` that finds a free slot and nothing waiting goes out at once as a plain
+``Add``. Adds made while every slot is taken wait for one and then leave together, up to
+``MAX_BATCH``, in one ``AddBulk`` with ``each`` set: every job on its own, as if it were its
+own ``Add`` (its own result, or its own error: a conflict or an invalid job fails only that
+``add``); a lone waiting add goes out as a plain ``Add``. One RPC then carries many jobs, which
+is what lets a client with many adds in flight go faster than one unary call per job (grpc's
+cost per call). Failure of the whole call:
 
 - UNAVAILABLE or DEADLINE_EXCEEDED: the jobs may have been stored; an ``add`` without a custom
   job id fails with that error (like a single ``add``), one with a job id is sent again on its
@@ -20,7 +23,7 @@ unary call per job (grpc's cost per call). Failure of the whole call:
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import grpc
@@ -35,6 +38,11 @@ if TYPE_CHECKING:
 
 MAX_BATCH = 1_000
 """Jobs per AddBulk at most (the broker's default bulk limit)."""
+MAX_IN_FLIGHT = 2
+"""Calls per queue in flight at once: a second one keeps adds flowing past a slow one. Each
+extra slot splits the waiting adds into smaller batches, which costs CPU per job: with 4 slots
+the broker spent about 25 % more CPU per add at 100 adds in flight, with 2 the same as with 1
+(bench/quick_throughput.py --add)."""
 _MAYBE_STORED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -47,13 +55,21 @@ class _Waiting:
     future: asyncio.Future[pb.AddResponse]
 
 
+@dataclass(slots=True)
+class _Queue:
+    """A queue with add calls in flight."""
+
+    in_flight: int = 0
+    waiting: list[_Waiting] = field(default_factory=list)
+    """The adds waiting for a free slot."""
+
+
 class AddBatcher:
-    """Gathers one client's concurrent adds per queue; one RPC in flight per queue."""
+    """Gathers one client's concurrent adds per queue; up to MAX_IN_FLIGHT RPCs per queue."""
 
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
-        self._waiting: dict[str, list[_Waiting]] = {}
-        """Per queue with an add in flight: the adds waiting for the next call."""
+        self._queues: dict[str, _Queue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _jobs(self) -> JobServiceAsyncStub:
@@ -63,32 +79,35 @@ class AddBatcher:
         self, request: pb.AddRequest, timeout: float | None, idempotent: bool
     ) -> pb.AddResponse:
         queue = request.queue
-        waiting = self._waiting.get(queue)
-        if waiting is None:
-            self._waiting[queue] = []
+        state = self._queues.setdefault(queue, _Queue())
+        if state.in_flight < MAX_IN_FLIGHT and not state.waiting:
+            state.in_flight += 1
             try:
                 reply: pb.AddResponse = await self._transport.unary(
                     self._jobs().Add, request, timeout=timeout, idempotent=idempotent
                 )
                 return reply
             finally:
-                self._next(queue)
+                self._done(queue)
         loop = asyncio.get_running_loop()
         budget = self._transport.policy.timeout if timeout is None else timeout
         future: asyncio.Future[pb.AddResponse] = loop.create_future()
-        waiting.append(_Waiting(request, loop.time() + budget, idempotent, future))
+        state.waiting.append(_Waiting(request, loop.time() + budget, idempotent, future))
         return await future
 
-    def _next(self, queue: str) -> None:
-        """The add in flight for `queue` ended: send what waits, or note that nothing is out."""
-        waiting = [w for w in self._waiting.get(queue, ()) if not w.future.cancelled()]
-        if not waiting:
-            self._waiting.pop(queue, None)
-            return
-        self._waiting[queue] = waiting[MAX_BATCH:]
-        task = asyncio.create_task(self._send(queue, waiting[:MAX_BATCH]))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _done(self, queue: str) -> None:
+        """An add call of `queue` ended: its slot goes to what waits (or is freed)."""
+        state = self._queues[queue]
+        state.in_flight -= 1
+        state.waiting = [w for w in state.waiting if not w.future.cancelled()]
+        while state.waiting and state.in_flight < MAX_IN_FLIGHT:
+            batch, state.waiting = state.waiting[:MAX_BATCH], state.waiting[MAX_BATCH:]
+            state.in_flight += 1
+            task = asyncio.create_task(self._send(queue, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if not state.in_flight:
+            del self._queues[queue]
 
     async def _send(self, queue: str, batch: list[_Waiting]) -> None:
         try:
@@ -107,7 +126,7 @@ class AddBatcher:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            self._next(queue)
+            self._done(queue)
 
     async def _together(self, queue: str, batch: list[_Waiting]) -> None:
         request = pb.AddBulkRequest(queue=queue, each=True)

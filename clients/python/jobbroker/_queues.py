@@ -25,7 +25,8 @@ import orjson
 
 from . import _calls
 from ._transport import ServiceCalls
-from .models import Event, JobOptions, JobState, Seconds
+from .errors import JobBrokerError, LimitExceeded
+from .models import Event, EventType, JobOptions, JobState, Seconds
 from .queue_models import QueueInfo, QueueSettings, RateLimit, Schedule, WorkerInfo
 from .schemas import SchemaLike, schema_text
 from .v1 import queue_service_pb2 as pb
@@ -169,30 +170,51 @@ class QueueCalls(ServiceCalls):
         With ``after_event_id`` (an event's ``id``) it starts after that event; without, with
         the events from now on. If the broker becomes unreachable, the client reconnects
         (whatever ``retries`` says, until ``timeout``) and resumes after the last event it
-        delivered (before the first event there is none: it starts from now again). Should the
-        broker no longer keep that event, the stream goes on from the oldest event it keeps (a
-        warning is logged on ``jobbroker.client``: events were lost in between).
+        delivered (before the first event there is none: it starts from now again). A caller
+        that falls behind is not cut off: the broker reads the events it could not hold back
+        from the queue's stream (and a broker that does end such a watcher is resumed from at
+        once). Should the queue have trimmed events before they were delivered, the stream
+        yields an event of type ``EventType.GAP`` in their place, ``count`` saying how many
+        were lost (0 when the broker cannot tell), then goes on from the oldest event kept:
+        never a silent loss. Size ``--events-maxlen`` for the lag you expect (docs/queues.md).
         """
 
         def request(after: str) -> pb.WatchEventsRequest:
             return pb.WatchEventsRequest(queue=queue, after_event_id=after)
 
-        def convert(item: pb.WatchEventsResponse, last: str) -> tuple[Event, str]:
-            if item.resume_point_trimmed:
-                log.warning(
-                    "queue %s no longer keeps event %s: events after it were lost",
-                    queue,
-                    last,
-                    extra={"queue": queue},
-                )
-            return Event.from_proto(item.event), item.event.event_id or last
+        def convert(item: pb.WatchEventsResponse, last: str) -> tuple[list[Event], str]:
+            event = Event.from_proto(item.event)
+            if not item.resume_point_trimmed:
+                return [event], item.event.event_id or last
+            log.warning(
+                "queue %s no longer keeps event %s: events after it were lost (%s)",
+                queue,
+                last,
+                item.events_lost or "some",
+                extra={"queue": queue},
+            )
+            gap = Event(
+                id=last,
+                type=EventType.GAP,
+                queue=queue,
+                job_id="",
+                timestamp=None,
+                count=item.events_lost,
+            )
+            return [gap, event], item.event.event_id or last
 
         stream = self._transport.resumable(
-            lambda: self._queues().WatchEvents, request, convert, after_event_id, timeout
+            lambda: self._queues().WatchEvents,
+            request,
+            convert,
+            after_event_id,
+            timeout,
+            resume_on=_fell_behind,
         )
         async with contextlib.aclosing(stream):
-            async for event in stream:
-                yield event
+            async for events in stream:
+                for event in events:
+                    yield event
 
     async def upsert_schedule(
         self,
@@ -268,3 +290,8 @@ class QueueCalls(ServiceCalls):
         request = pb.ListJobSchemasRequest(queue=queue)
         reply = await self._transport.unary(self._queues().ListJobSchemas, request, timeout=timeout)
         return {item.name: orjson.loads(item.schema) for item in reply.schemas}
+
+
+def _fell_behind(error: JobBrokerError) -> bool:
+    """The broker ended a watcher that fell too far behind: resume after its last event."""
+    return isinstance(error, LimitExceeded) and error.limit == "watch_backlog"

@@ -250,6 +250,7 @@ class Transport:
         convert: Callable[[Resp, str], tuple[T, str]],
         after_event_id: str,
         timeout: float | None,
+        resume_on: Callable[[JobBrokerError], bool] | None = None,
     ) -> AsyncGenerator[T, None]:
         """A server stream that, whenever the broker becomes unreachable, reconnects and resumes
         after the last event it delivered: until ``timeout`` passes (default: for as long as it
@@ -257,7 +258,9 @@ class Transport:
 
         ``method()`` is the stream's method (looked up again for each connection),
         ``request(after)`` the request resuming after event ``after`` (empty: from the start),
-        and ``convert`` turns a message into the value to yield and the new resume point."""
+        and ``convert`` turns a message into the value to yield and the new resume point.
+        ``resume_on`` names other errors after which the stream resumes (a broker that ended
+        a follower too far behind)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         last = after_event_id
@@ -294,6 +297,8 @@ class Transport:
                             f"the stream's timeout passed while it reconnected; last error "
                             f"{cause.code.name}: {cause.message}"
                         ) from exc
+                    if resume_on is not None and resume_on(error):
+                        continue  # the broker is there: resume at once
                     if not retryable(error):
                         raise error from exc
                     if not failures:

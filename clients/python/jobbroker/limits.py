@@ -24,3 +24,6 @@ MAX_WAIT_MS = 300_000
 """Longest long-poll wait of one Lease call."""
 MAX_LEASE_JOBS = 1_000
 """Most jobs one Lease call may ask for."""
+
+MAX_LEASE_QUEUES = 100
+"""Queues one Lease call may name (``queue`` plus ``more_queues``)."""

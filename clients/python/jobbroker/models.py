@@ -68,6 +68,9 @@ class EventType(enum.StrEnum):
     """An operator's drain (``DrainQueue``, ``jobbroker queue drain``) removed waiting jobs."""
     DRAINED = "drained"
     """BullMQ's ``drained``: workers took the last waiting job, the queue ran empty."""
+    GAP = "gap"
+    """Not an event of the queue: ``watch_events`` says that events were lost here (the queue
+    trimmed them before they were delivered); ``count`` is how many, 0 when unknown."""
     UNKNOWN = "unknown"
 
 
@@ -419,7 +422,8 @@ class Event:
     run_at: datetime | None = None
     worker_id: str = ""
     count: int = 0
-    """For queue events CLEANED and PURGED: how many jobs were removed."""
+    """For queue events CLEANED and PURGED: how many jobs were removed; for GAP, how many
+    events were lost (0 when the broker cannot tell)."""
     final: bool = False
     """Whether the job's progress stream ends with this event (the job finished or was
     removed), as the broker says."""

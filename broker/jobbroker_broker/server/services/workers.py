@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -64,11 +64,44 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             self.parts.maintenance.hint_at(queue, min(j.lease_expires_at_ms for j in jobs))
         return jobs, held
 
+    async def _lease_from(
+        self, queues: list[str], worker_id: str, max_jobs: int, lease_ms: int
+    ) -> tuple[list[worker_service_pb2.LeasedJob], dict[str, int]]:
+        """Lease from the queues in order until ``max_jobs`` are leased (one script call per
+        queue); returns the jobs and, per queue asked, what held its leasing back."""
+        jobs: list[worker_service_pb2.LeasedJob] = []
+        held: dict[str, int] = {}
+        try:
+            for queue in queues:
+                want = max_jobs - len(jobs)
+                got, held[queue] = await self._lease_once(queue, worker_id, want, lease_ms)
+                jobs.extend(got)
+                if len(jobs) >= max_jobs:
+                    break
+        except asyncio.CancelledError:
+            # The caller went away: give back what the earlier queues leased (the queue being
+            # leased from gives its own back, in _lease_once).
+            with contextlib.suppress(Exception):
+                for queue in dict.fromkeys(job.queue for job in jobs):
+                    items = [
+                        ReleaseItem(j.job_id, j.token, delay_ms=0) for j in jobs if j.queue == queue
+                    ]
+                    await self.store.release(queue, items)
+            raise
+        return jobs, held
+
     @unary
     async def Lease(
         self, request: worker_service_pb2.LeaseRequest, context: Context
     ) -> worker_service_pb2.LeaseResponse:
-        queue = validation.queue_name(request.queue)
+        queues = [validation.queue_name(request.queue)]
+        if len(request.more_queues) > limits.MAX_LEASE_QUEUES - 1:
+            raise InvalidArgument(
+                "more_queues", f"at most {limits.MAX_LEASE_QUEUES - 1} queues besides `queue`"
+            )
+        for name in request.more_queues:
+            queues.append(validation.queue_name(name, "more_queues"))
+        queues = list(dict.fromkeys(queues))
         if not request.worker_id:
             raise InvalidArgument("worker_id", "is required")
         worker_id = validation.job_id(request.worker_id, "worker_id")
@@ -81,40 +114,49 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             limits.MAX_LEASE_MS,
         )
         wait_ms = validation.bounded(request.wait_ms, "wait_ms", 0, 0, limits.MAX_WAIT_MS)
-        jobs, held = await self._lease_once(queue, worker_id, max_jobs, lease_ms)
+        jobs, held = await self._lease_from(queues, worker_id, max_jobs, lease_ms)
         if jobs or not wait_ms:
             return worker_service_pb2.LeaseResponse(jobs=jobs)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_ms / 1000
         ready = asyncio.Event()
 
-        def on_event(_: bytes, fields: dict[bytes, bytes]) -> None:
-            # What can end the wait depends on what held leasing back.
-            wakers = _WAKERS.get(held, _READY_EVENTS) if held <= 0 else ()
-            if fields.get(b"e") in wakers:
-                ready.set()
+        def waker(queue: str) -> Callable[[bytes, dict[bytes, bytes]], None]:
+            def on_event(_: bytes, fields: dict[bytes, bytes]) -> None:
+                # What can end the wait depends on what held this queue's leasing back.
+                why = held.get(queue, 0)
+                wakers = _WAKERS.get(why, _READY_EVENTS) if why <= 0 else ()
+                if fields.get(b"e") in wakers:
+                    ready.set()
 
-        unsubscribe = await self.parts.hub.subscribe(queue, on_event)
-        stop_waiting = self.parts.streams.on_closing(ready.set)
-        unwatch = self.parts.hub.on_added(queue, lambda: on_event(b"", _ADDED))
+            return on_event
+
+        def adder(on_event: Callable[[bytes, dict[bytes, bytes]], None]) -> Callable[[], None]:
+            return lambda: on_event(b"", _ADDED)
+
+        stops = [self.parts.streams.on_closing(ready.set)]
         try:
+            for queue in queues:
+                on_event = waker(queue)
+                stops.append(await self.parts.hub.subscribe(queue, on_event))
+                stops.append(self.parts.hub.on_added(queue, adder(on_event)))
             while True:
                 ready.clear()
                 if self.parts.streams.closing:  # shutting down: a long poll ends empty
                     return worker_service_pb2.LeaseResponse()
-                jobs, held = await self._lease_once(queue, worker_id, max_jobs, lease_ms)
+                jobs, held = await self._lease_from(queues, worker_id, max_jobs, lease_ms)
                 remaining = deadline - loop.time()
                 if jobs or remaining <= 0:
                     return worker_service_pb2.LeaseResponse(jobs=jobs)
-                # Rate-limited: sleep until the window ends (the fallback bounds it).
-                pause = min(remaining, _POLL_FALLBACK_S, held / 1000 if held > 0 else 1e9)
+                # Rate-limited: sleep until the first window ends (the fallback bounds it).
+                limited = [why / 1000 for why in held.values() if why > 0]
+                pause = min(remaining, _POLL_FALLBACK_S, *limited)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(pause):
                         await ready.wait()
         finally:
-            stop_waiting()
-            unsubscribe()
-            unwatch()
+            for stop in stops:
+                stop()
 
     @server_stream
     async def ReportProgress(

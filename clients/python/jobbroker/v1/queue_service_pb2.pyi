@@ -747,9 +747,16 @@ class WatchEventsResponse(_message.Message):
 
     EVENT_FIELD_NUMBER: _builtins.int
     RESUME_POINT_TRIMMED_FIELD_NUMBER: _builtins.int
+    EVENTS_LOST_FIELD_NUMBER: _builtins.int
     resume_point_trimmed: _builtins.bool
-    """True on the first message when `after_event_id` is older than the oldest event the queue
-    keeps: events were lost between it and this one.
+    """True when events were lost just before this one: on the first message when
+    `after_event_id` is older than the oldest event the queue keeps, or later when the watcher
+    fell so far behind that the queue trimmed events before they could be sent.
+    """
+    events_lost: _builtins.int
+    """With `resume_point_trimmed`: how many events were lost, when the broker knows (a watcher
+    that fell behind during this call); 0 when it cannot tell (a resume point from an earlier
+    call).
     """
     @_builtins.property
     def event(self) -> _events_pb2.JobEvent:
@@ -760,10 +767,11 @@ class WatchEventsResponse(_message.Message):
         *,
         event: _events_pb2.JobEvent | None = ...,
         resume_point_trimmed: _builtins.bool = ...,
+        events_lost: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "resume_point_trimmed", b"resume_point_trimmed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events_lost", b"events_lost", "resume_point_trimmed", b"resume_point_trimmed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -55,6 +55,7 @@ class LeaseRequest(_message.Message):
     MAX_JOBS_FIELD_NUMBER: _builtins.int
     WAIT_MS_FIELD_NUMBER: _builtins.int
     LEASE_MS_FIELD_NUMBER: _builtins.int
+    MORE_QUEUES_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue to lease from."""
     worker_id: _builtins.str
@@ -67,6 +68,15 @@ class LeaseRequest(_message.Message):
     """How long to wait for a job in milliseconds, 0-300,000. Default 0: do not wait."""
     lease_ms: _builtins.int
     """How long each lease lasts unless renewed, in milliseconds, 1,000-3,600,000. Default 30,000."""
+    @_builtins.property
+    def more_queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """More queues to lease from in the same call, after `queue`, in priority order: the broker
+        leases from `queue` first, then from each of these in turn while `max_jobs` is not reached
+        (one script call per queue), and a long poll wakes on any of them. At most 100; a name
+        given twice counts once. Empty: `queue` alone. A worker wanting round robin rotates the
+        order from call to call.
+        """
+
     def __init__(
         self,
         *,
@@ -75,10 +85,11 @@ class LeaseRequest(_message.Message):
         max_jobs: _builtins.int = ...,
         wait_ms: _builtins.int = ...,
         lease_ms: _builtins.int = ...,
+        more_queues: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_ms", b"lease_ms", "max_jobs", b"max_jobs", "queue", b"queue", "wait_ms", b"wait_ms", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_ms", b"lease_ms", "max_jobs", b"max_jobs", "more_queues", b"more_queues", "queue", b"queue", "wait_ms", b"wait_ms", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,11 +1,13 @@
 """The leasing loop: ask for as many jobs as there are free slots, in batches.
 
-One poller per queue. A poller waits until a good share of the slots is free (or a couple of
-milliseconds passed with some free), then leases that many at once; while its queue has jobs,
-a second call may go out before the first came back (``MAX_CALLS``). With one queue it always
-long-polls. With several, a poller first asks without waiting, holding the slots it asked for;
-once its queue ran dry it long-polls without holding any, so an idle queue never keeps slots
-from a busy one, and gives back at once whatever exceeds the slots free when the reply comes.
+One poller for all of the worker's queues: each Lease call names them all (``queue`` and
+``more_queues``), and the broker fills the batch from them in the order given; the poller
+rotates that order from call to call (round robin), so no queue starves another. A poller
+waits until a good share of the slots is free (or a couple of milliseconds passed with some
+free), then leases that many at once; while the queues have jobs, a second call may go out
+before the first came back (``MAX_CALLS``). It always long-polls, holding the slots it asked
+for: one call covers every queue, so an idle queue never keeps slots from a busy one, and a
+worker on six queues makes as few calls per job as one on a single queue.
 """
 
 from __future__ import annotations
@@ -45,10 +47,10 @@ the calls) than the overlap won (bench/profiling.md)."""
 
 @dataclass(slots=True)
 class _PollState:
-    """What one queue's poller knows from its last replies."""
+    """What the poller knows from its last replies."""
 
-    single: bool
-    """The worker leases from this queue only (always long-polls, holding its slots)."""
+    queues: list[str]
+    """The queues, in the order the next call names them."""
     dry: bool = False
     """The last reply had no job: the queue ran dry."""
     short: bool = False
@@ -86,10 +88,7 @@ class Leasing:
         self.calls = self.leased = 0
 
     def start(self) -> list[asyncio.Task[None]]:
-        self._tasks = [
-            asyncio.create_task(self._poll(queue), name=f"jobbroker-lease-{queue}")
-            for queue in self._queues
-        ]
+        self._tasks = [asyncio.create_task(self._poll(), name="jobbroker-lease")]
         return self._tasks
 
     def free_slot(self) -> None:
@@ -124,8 +123,8 @@ class Leasing:
                         self._freed.clear()
                         await self._freed.wait()
 
-    async def _poll(self, queue: str) -> None:
-        state = _PollState(single=len(self._queues) == 1)
+    async def _poll(self) -> None:
+        state = _PollState(list(self._queues))
         calls: set[asyncio.Task[None]] = set()
         try:
             while True:
@@ -140,7 +139,7 @@ class Leasing:
                 await self._capacity()
                 if calls and (state.short or state.failing):
                     continue  # a reply came meanwhile and says: one call at a time
-                calls.add(asyncio.create_task(self._call(queue, state)))
+                calls.add(asyncio.create_task(self._call(state)))
         finally:
             for task in calls:
                 task.cancel()
@@ -148,33 +147,37 @@ class Leasing:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    async def _call(self, queue: str, state: _PollState) -> None:
+    async def _call(self, state: _PollState) -> None:
         """One Lease call for as many jobs as there are free slots; runs what it got."""
         want = min(self.free_slots, MAX_LEASE_JOBS)
         if want <= 0:
             return  # a call started just before took the slots; max_jobs 0 would lease one
-        held = want if state.single or not state.dry else 0
-        self.free_slots -= held
+        self.free_slots -= want
+        first, *more = state.queues
+        if more:  # round robin: the next call starts with the next queue
+            state.queues = [*more, first]
         request = ws.LeaseRequest(
-            queue=queue,
+            queue=first,
+            more_queues=more,
             worker_id=self._worker_id,
             max_jobs=want,
-            wait_ms=self._wait_ms if state.single or state.dry else 0,
+            wait_ms=self._wait_ms,
             lease_ms=self._lease_ms,
         )
+        label = ", ".join(self._queues)
         try:
             reply = await self._stub.Lease(
                 request, timeout=request.wait_ms / 1000 + LEASE_DEADLINE_MARGIN_S
             )
         except grpc.aio.AioRpcError as exc:
-            self._unhold(held)
-            self._failed(queue, state, exc)
+            self._unhold(want)
+            self._failed(label, state, exc)
             return
         except BaseException:
-            self._unhold(held)
+            self._unhold(want)
             raise
-        self.free_slots += held
-        self._received(queue, state, list(reply.jobs), want)
+        self.free_slots += want
+        self._received(label, state, list(reply.jobs), want)
 
     def _failed(self, queue: str, state: _PollState, exc: grpc.aio.AioRpcError) -> None:
         """A Lease call failed: end the worker if retrying cannot help, else back off."""
@@ -209,7 +212,7 @@ class Leasing:
         self.free_slots -= taken
         if taken:
             self._accept(jobs[:taken])
-        for job in jobs[taken:]:  # several queues answered at once: more jobs than slots
+        for job in jobs[taken:]:  # a call's slots went to another call meanwhile
             self._stream.outcome(None, release(job.queue, job.job_id, job.token))
         if self.free_slots > 0:
             self._freed.set()  # slots this call held and did not fill: other calls'

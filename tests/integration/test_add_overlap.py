@@ -1,0 +1,33 @@
+"""Single Adds of one queue are not all serialised behind one slow script call: while a durable
+add waits for a replica, the broker stores the queue's next Adds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis
+from helpers import add, private_broker
+from jobbroker_broker.keys import QueueKeys
+
+
+async def wait_stored(r: redis.Redis, queue: str, count: int) -> None:
+    """Until `count` jobs of the queue are waiting (far sooner than the durable wait below)."""
+    async with asyncio.timeout(10):
+        while r.zcard(QueueKeys(queue).key("waiting")) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def test_adds_go_on_while_one_durable_add_waits_for_a_replica(
+    redis_url: str, queue: str, r: redis.Redis
+) -> None:
+    # No replica: each add is stored at once, then waits 30 s for a replica to confirm it.
+    settings = {"durability": "replicas", "durability_timeout": 30.0, "redis_timeout": 60.0}
+    async with private_broker(redis_url, **settings) as running:
+        first = asyncio.ensure_future(add(running, queue, {"n": 0}))
+        await wait_stored(r, queue, 1)
+        later = [asyncio.ensure_future(add(running, queue, {"n": n})) for n in (1,)]
+        await wait_stored(r, queue, 2)
+        assert not first.done()
+        for call in [first, *later]:
+            call.cancel()
+        await asyncio.gather(first, *later, return_exceptions=True)
