@@ -367,6 +367,7 @@ def unary_lines(unary: dict[str, Any]) -> list[str]:
     for key, title in (
         ("echo_paced", "one call at a time, paced: bare unary (echo)"),
         ("add_paced", "one call at a time, paced: Add RPC (raw stubs)"),
+        ("client_add_paced", "one call at a time, paced: the Python client's add()"),
     ):
         if key in unary:
             lines.append("- " + latency_line(title, unary[key]))

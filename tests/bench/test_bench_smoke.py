@@ -253,7 +253,7 @@ def test_extras_measure_real_events_and_memory(bench: Bench) -> None:
         assert unary[key]["per_s"] > 0
         assert unary[key]["server_us_per_call"] > 0
         assert unary[key]["client_us_per_call"] > 0
-    for key in ("echo_paced", "add_paced"):
+    for key in ("echo_paced", "add_paced", "client_add_paced"):
         assert unary[key]["samples"] == int(SIZES.rate * SIZES.transport_s)
         assert 0 < unary[key]["p50_ms"] <= unary[key]["p99_ms"]
 
