@@ -1,6 +1,8 @@
-"""Removing what one run left in Redis, and nothing else: the Redis is shared, so never a
-FLUSHDB. Every name a run makes (queues, key prefixes, job and worker ids) carries the run's
-token, so its keys are found by SCAN; the few global sets that list them lose those members.
+"""Removing what one scenario left in Redis, and nothing else: the suite's Redis servers are
+private to a peer, but jobbroker's broker keeps running between scenarios (and a Redis given by
+hand may be shared), so never a FLUSHDB. Every name a run makes (queues, key prefixes, job and
+worker ids) carries the run's token, so its keys are found by SCAN; the few global sets that
+list them lose those members.
 """
 
 from __future__ import annotations

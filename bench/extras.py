@@ -343,7 +343,11 @@ class Extras:
             # The latency of one call at a time, paced: a bare unary call and one Add.
             count = str(max(1, int(self.sizes.rate * self.sizes.transport_s)))
             paced = ["--rate", str(self.sizes.rate), "--count", count]
-            for key, args in (("echo_paced", ["call", "--address", echo]), ("add_paced", add)):
+            for key, args in (
+                ("echo_paced", ["call", "--address", echo]),
+                ("add_paced", add),
+                ("client_add_paced", [*add, "--client"]),
+            ):
                 command = [sys.executable, "-m", "bench.transport", *args, *paced]
                 answer = self.procs.run(command, timeout=120, cwd=str(ROOT))
                 out[key] = answer["latency"]

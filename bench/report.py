@@ -1,4 +1,7 @@
-"""Printing a run: the comparison table, jobbroker's extra measurements and the targets."""
+"""Printing a run: the comparison table, jobbroker's extra measurements and the targets.
+
+python -m bench.report RUN.json      # print a run saved with ./bench/run --json again
+"""
 
 from __future__ import annotations
 
@@ -105,6 +108,7 @@ def processing_table(results: Sequence[PeerResult]) -> str:
         "Redis",
         "EVALSHA",
         "sum",
+        "cores busy",
         "load",
     ]
     rows = [header]
@@ -133,6 +137,7 @@ def processing_table(results: Sequence[PeerResult]) -> str:
                     f"{redis_us:.0f}",
                     f"{evalsha:.0f}",
                     f"{total:.0f}",
+                    f"{total * figures['from_ready'] / 1e6:.2f}",
                     f"{figures['load']:.1f}",
                 ]
             )
@@ -144,8 +149,10 @@ def processing_table(results: Sequence[PeerResult]) -> str:
         "(/proc, spawn to exit), Redis (INFO cpu of the peer's private server, spawn to exit),",
         "EVALSHA (the scripts' time, INFO commandstats: time inside the command, so on a loaded",
         "machine it counts the moments Redis waited for a core too and can exceed its CPU);",
-        "sum = worker + broker + Redis. Celery's worker: its main process only (the tasks ran",
-        "in its pool's children). Load: the 1-minute load average at the end.",
+        "sum = worker + broker + Redis. Cores busy = sum x the rate from ready: how much of the",
+        "machine's 2 cores the processes kept busy together (below 2: they took turns, or others",
+        "had the cores). Celery's worker: its main process only (the tasks ran in its pool's",
+        "children). Load: the 1-minute load average at the end.",
     ]
     return "\n".join(grid(rows) + legend)
 
@@ -360,6 +367,7 @@ def unary_lines(unary: dict[str, Any]) -> list[str]:
     for key, title in (
         ("echo_paced", "one call at a time, paced: bare unary (echo)"),
         ("add_paced", "one call at a time, paced: Add RPC (raw stubs)"),
+        ("client_add_paced", "one call at a time, paced: the Python client's add()"),
     ):
         if key in unary:
             lines.append("- " + latency_line(title, unary[key]))
@@ -553,3 +561,28 @@ def render(
         out += ["", *extras_text(extras, results)]
     out += ["", "targets:", *(t.line() for t in verdicts)]
     return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the report of a run saved with ``--json`` (with this version's report)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from bench.scenarios import peer_specs
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m bench.report RUN.json", file=sys.stderr)
+        return 2
+    document = json.loads(Path(args[0]).read_text())
+    results = [PeerResult(**result) for result in document["results"]]
+    specs = peer_specs()
+    setups = {r.name: specs[r.name].setup for r in results if r.name in specs}
+    extras = document.get("extras", {})
+    print(render(document, results, setups, extras, targets(results, extras), None))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

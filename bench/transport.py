@@ -12,6 +12,7 @@ runner can put the CPU per call of each side beside the rates.
     python -m bench.transport call --address A --in-flight 100 --duration 3
     python -m bench.transport add --address BROKER --queue Q --in-flight 100 --duration 3
     python -m bench.transport call|add ... --rate 200 --count 1000   # latency of paced calls
+    python -m bench.transport add --client ...   # the same through the Python client's add()
 
 With ``--rate``, calls go out one at a time, each when due (``i / rate`` s after the first),
 and the answer is the latency of each (p50, p99, max): what a single add costs a producer that
@@ -123,7 +124,13 @@ async def add(address: str, queue: str, args: argparse.Namespace) -> dict[str, A
             name="noop",
             data=job_pb2.Payload(body=b'{"i":1,"t":1.0}', content_type="application/json"),
         )
-        return await drive(lambda: stub.Add(request), args)
+        if not args.client:
+            return await drive(lambda: stub.Add(request), args)
+    from jobbroker import AsyncClient
+
+    async with AsyncClient(address) as client:
+        data = {"i": 1, "t": 1.0}
+        return await drive(lambda: client.add(queue, "noop", data), args)
 
 
 def main() -> None:
@@ -135,6 +142,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--rate", type=float, default=0.0, help="paced calls per second")
     parser.add_argument("--count", type=int, default=1000, help="paced calls")
+    parser.add_argument(
+        "--client", action="store_true", help="add: through the Python client, not raw stubs"
+    )
     args = parser.parse_args()
     if args.command == "serve":
         run_loop(serve())

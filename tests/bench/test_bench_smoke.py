@@ -7,6 +7,7 @@ installed (its node_modules are installed as ``bench/run`` does).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import subprocess
@@ -252,7 +253,7 @@ def test_extras_measure_real_events_and_memory(bench: Bench) -> None:
         assert unary[key]["per_s"] > 0
         assert unary[key]["server_us_per_call"] > 0
         assert unary[key]["client_us_per_call"] > 0
-    for key in ("echo_paced", "add_paced"):
+    for key in ("echo_paced", "add_paced", "client_add_paced"):
         assert unary[key]["samples"] == int(SIZES.rate * SIZES.transport_s)
         assert 0 < unary[key]["p50_ms"] <= unary[key]["p99_ms"]
 
@@ -299,6 +300,45 @@ def test_targets_compare_figures_of_the_same_run() -> None:
     assert verdicts["one Add RPC per job (raw stubs), 100 in flight >= 0.8x bare unary"] is True
     backlog = "processing with the longest backlog >= 0.9x the shortest (small payloads)"
     assert verdicts[backlog] is False
+
+
+def test_a_saved_run_prints_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    figures = {
+        "jobs": 1_000,
+        "from_start": 900.0,
+        "from_ready": 1_000.0,
+        "steady": 1_100.0,
+        "start_s": 0.2,
+        "worker_us_per_job": 20.0,
+        "load": 1.0,
+        "cpu": {
+            "broker": {"us_per_job": 30.0, "core_pct": 3.0},
+            "redis": {"us_per_job": 50.0, "core_pct": 5.0},
+            "redis_commands": [
+                {
+                    "command": "evalsha",
+                    "calls_per_job": 0.02,
+                    "us_per_job": 40.0,
+                    "us_per_call": 2e3,
+                }
+            ],
+        },
+    }
+    result = PeerResult("jobbroker", values={"processing": 900.0}, details={"processing": figures})
+    document = {
+        "machine": {"nproc": 2, "cpu": "x", "ram_gib": 1.0, "kernel": "k", "load_at_start": "1"},
+        "versions": {"python": "3"},
+        "command": "./bench/run",
+        "results": [result.__dict__],
+        "extras": {},
+    }
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps(document))
+    assert report.main([str(saved)]) == 0
+    printed = capsys.readouterr().out
+    assert "| jobbroker, kept" in printed
+    # 100 µs per job at 1,000 jobs/s: a tenth of a core
+    assert "| 0.10 " in printed
 
 
 def test_percentile_is_nearest_rank() -> None:

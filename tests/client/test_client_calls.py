@@ -259,7 +259,7 @@ async def test_a_slow_add_does_not_hold_the_producers_other_adds(
     import asyncio
 
     from jobbroker import AsyncClient
-    from jobbroker_broker.keys import QueueKeys
+    from jobbroker_broker.storage.keys import QueueKeys
 
     async def stored(count: int) -> None:
         async with asyncio.timeout(10):  # far less than the 30 s the first add waits

@@ -7,7 +7,7 @@ import asyncio
 
 import redis
 from helpers import add, private_broker
-from jobbroker_broker.keys import QueueKeys
+from jobbroker_broker.storage.keys import QueueKeys
 
 
 async def wait_stored(r: redis.Redis, queue: str, count: int) -> None:
