@@ -199,9 +199,18 @@ def syscall_lines(path: Path, jobs: int, top: int = 12) -> list[str]:
     return [head + ", ".join(f"{name} {calls / max(jobs, 1):.3f}" for name, calls in rows[:top])]
 
 
-def profile(args: argparse.Namespace) -> str:
+def output_directory(args: argparse.Namespace) -> Path:
+    """Where the samples go: ``--out``, else a new temporary directory (kept: it is the
+    output); none is made for ``--tool none``, which writes nothing."""
+    if args.tool == "none" and not args.out:
+        return Path(tempfile.gettempdir())
     out = Path(args.out or tempfile.mkdtemp(prefix="jbbench-profile-"))
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def profile(args: argparse.Namespace) -> str:
+    out = output_directory(args)
     procs = Processes()
     servers = RedisServers()
     spies: list[subprocess.Popen[bytes]] = []
