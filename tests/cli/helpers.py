@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from jobbroker.cli import app
 from jobbroker.v1 import job_pb2, worker_service_pb2, worker_service_pb2_grpc
 from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
+from ports import free_port
 from typer.testing import CliRunner
 
 TEST_SETTINGS = Settings(port=0, maintenance_interval=0.05, health_interval=0.2, shutdown_grace=1.0)
@@ -184,7 +184,4 @@ def terminate(process: subprocess.Popen[Any], timeout: float = 20.0) -> int:
 
 def free_address() -> str:
     """A 127.0.0.1 address nothing listens on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return f"127.0.0.1:{port}"
+    return f"127.0.0.1:{free_port()}"

@@ -18,6 +18,7 @@ import pytest
 from jobbroker import AsyncClient, Client
 from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
+from ports import free_port
 
 from .support import Api, AsyncApi, FakeWorker, SyncApi
 
@@ -79,11 +80,12 @@ BrokerFactory = Callable[..., Coroutine[Any, Any, RunningBroker]]
 @pytest.fixture
 async def start_broker(broker_host: BrokerHost, redis_url: str) -> AsyncIterator[BrokerFactory]:
     """Start brokers (``await start_broker(port=..., url=<redis url>, **settings)``); every
-    one is stopped after the test."""
+    one is stopped after the test. Each gets a port below the ephemeral range unless given one,
+    so that a test can start a broker again on the port of one it stopped (see ports.py)."""
     started: list[RunningBroker] = []
 
     async def start(*, port: int = 0, url: str | None = None, **overrides: Any) -> RunningBroker:
-        running = await broker_host.start(url or redis_url, port, **overrides)
+        running = await broker_host.start(url or redis_url, port or free_port(), **overrides)
         started.append(running)
         return running
 

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
-from deploy.brokers import free_port
 from jobbroker import Event, EventType, Job, JobOptions, JobState, errors
 from jobbroker.errors import DeadlineExceeded
+from ports import free_port
 
 from .conftest import BrokerFactory, BrokerHost, ClientFactory, RunningBroker
 from .support import Api, FakeWorker, Timer

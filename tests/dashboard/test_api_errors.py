@@ -11,6 +11,7 @@ import pytest
 from client.conftest import SETTINGS, RunningBroker
 from jobbroker_broker.server.app import Broker
 from jobbroker_dashboard import DashboardSettings, create_app
+from ports import free_port
 
 from .conftest import Host, Secured, Served, serve
 
@@ -142,13 +143,8 @@ def test_the_brokers_rate_limit_is_429(rate_limited: Served, queue: str) -> None
 
 
 def test_an_unreachable_broker_is_503(queue: str) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     settings = DashboardSettings(
-        address=f"127.0.0.1:{port}", client_options={"retries": 0, "timeout": 2.0}
+        address=f"127.0.0.1:{free_port()}", client_options={"retries": 0, "timeout": 2.0}
     )
     served = serve(create_app(settings))
     try:

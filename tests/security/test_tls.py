@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from jobbroker import AsyncClient, Client, Job, JobState, Worker, tls_credential
 from jobbroker.errors import Unavailable
 from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
+from ports import free_port
 
 from .certs import Pki, make_pki
 
@@ -268,14 +268,6 @@ class TlsRedis:
             return self.log.read_text(errors="replace")[-300:].strip()
         except OSError:
             return ""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def redis_server_candidates() -> list[Path]:

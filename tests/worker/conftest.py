@@ -15,6 +15,7 @@ import pytest
 from jobbroker.v1 import job_service_pb2_grpc
 from jobbroker_broker.server.app import Broker
 from jobbroker_broker.settings import Settings
+from ports import free_port
 
 from .worker_harness import BrokerFactory, Running
 
@@ -53,10 +54,13 @@ async def broker(quiet_redis_url: str) -> AsyncIterator[Running]:
 
 @pytest.fixture
 async def broker_factory(quiet_redis_url: str) -> AsyncIterator[BrokerFactory]:
-    """Start brokers (``await factory(port=...)``); every one still running is stopped after."""
+    """Start brokers (``await factory(port=...)``); every one still running is stopped after.
+    Each gets a port below the ephemeral range unless given one, so that a test can start a
+    broker again on the port of one it stopped (see ports.py)."""
     started: list[Running] = []
 
     async def start(**overrides: object) -> Running:
+        overrides.setdefault("port", free_port())
         running = await start_broker(quiet_redis_url, **overrides)
         started.append(running)
         return running

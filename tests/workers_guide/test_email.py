@@ -6,7 +6,6 @@ and before Complete."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 from jobbroker import AsyncClient, JobFailed
 from jobbroker_worker.mailsink import Sink, start
+from ports import free_port
 
 from .conftest import Running
 from .support import ServiceProcess, until
@@ -54,17 +54,10 @@ class SmtpServer(Sink):
         return "221 Bye"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[SmtpServer, int]]:
     server = SmtpServer()
-    port = _free_port()
+    port = free_port()
     controller = start(server, "127.0.0.1", port)
     try:
         yield server, port

@@ -5,11 +5,11 @@ request outcomes."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import urllib.request
 from pathlib import Path
 
 from jobbroker import AsyncClient
+from ports import free_port
 
 from .conftest import Running
 from .support import ServiceProcess, until
@@ -17,17 +17,10 @@ from .support import ServiceProcess, until
 QUEUE = "ai-tasks"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_stand_in_store_and_metrics(
     private_broker: Running, private_client: AsyncClient, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     process = ServiceProcess(
         private_broker.address,
         tmp_path / "worker.log",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from email import message_from_bytes, policy
@@ -14,16 +13,10 @@ from pathlib import Path
 from typing import IO
 
 from jobbroker import AsyncClient
+from ports import free_port
 
 from .conftest import Running
 from .support import until
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _start(address: str, env: dict[str, str], log: IO[bytes], cwd: Path) -> subprocess.Popen[bytes]:
@@ -41,7 +34,7 @@ async def test_the_tour_serves_the_guides_queues(
 ) -> None:
     mail = tmp_path / "mail"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "JOBBROKER_"))}
-    env |= {"JOBBROKER_DEMO_MAIL_DIR": str(mail), "JOBBROKER_DEMO_SMTP_PORT": str(_free_port())}
+    env |= {"JOBBROKER_DEMO_MAIL_DIR": str(mail), "JOBBROKER_DEMO_SMTP_PORT": str(free_port())}
     log = (tmp_path / "tour.log").open("wb")
     tour = _start(private_broker.address, env, log, tmp_path)
     try:
