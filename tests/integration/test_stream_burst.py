@@ -36,18 +36,13 @@ async def first_answer(broker: Running, queue: str, job_id: str) -> str:
         call.cancel()
 
 
-async def test_a_burst_of_streams_on_one_connection_all_get_an_answer(
+async def test_a_burst_of_streams_on_one_connection_all_get_their_snapshot(
     broker: Running, queue: str
 ) -> None:
-    """Each stream gets its snapshot, or promptly a status the broker chose (on a loaded machine
-    the burst's 5,000 snapshot reads may find Redis' connections exhausted: UNAVAILABLE naming
-    Redis). None is refused by gRPC core unseen (a bare CANCELLED, 2,267 of 5,000 before) and
-    none hangs."""
+    """Each stream gets its snapshot: none is refused by gRPC core unseen (a bare CANCELLED,
+    2,267 of 5,000 before), none finds Redis' connections exhausted (the burst's reads of one
+    job share Redis calls, storage/coalesce.py) and none hangs."""
     job_id = await add_id(broker, queue, {"n": 1})
     async with asyncio.timeout(DEADLINE):
         answers = await asyncio.gather(*(first_answer(broker, queue, job_id) for _ in range(BURST)))
-    counted = Counter(answer.split(":")[0] for answer in answers)
-    assert set(counted) <= {"snapshot", "UNAVAILABLE"}, Counter(answers)
-    refused = [answer for answer in answers if answer != "snapshot"]
-    assert all("redis" in answer for answer in refused), Counter(refused)
-    assert counted["snapshot"] > 0
+    assert Counter(answers) == {"snapshot": BURST}

@@ -24,6 +24,7 @@ from ..errors import (
 from ..metrics import Metrics, count_redis_error
 from ..settings import Settings
 from . import codec
+from .coalesce import Coalesced
 from .connection import Client
 from .contracts import Contract
 from .contracts.base import RowsThen
@@ -143,6 +144,7 @@ class Store:
         self.durability = Durability(settings)
         self._keys: dict[str, QueueKeys] = {}
         self._maxlen = str(settings.events_maxlen)
+        self._snapshots = Coalesced(self._read_snapshot)
 
     def keys(self, queue: str) -> QueueKeys:
         keys = self._keys.get(queue)
@@ -222,7 +224,13 @@ class Store:
         return reply
 
     async def snapshot(self, queue: str, job_id: str) -> tuple[job_pb2.Job, str]:
-        """The job and the id of the newest event its snapshot includes."""
+        """The job and the id of the newest event its snapshot includes, read after this call
+        began (concurrent calls for one job share reads: see coalesce.py). The job is shared
+        between those callers: copy it before changing it."""
+        return await self._snapshots((queue, job_id))
+
+    async def _read_snapshot(self, key: tuple[str, str]) -> tuple[job_pb2.Job, str]:
+        queue, job_id = key
         snap = await self.run(GET, queue, GetArgs(job_id))
         if not snap.fields:
             raise job_not_found(queue, job_id)
