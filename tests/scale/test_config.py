@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 from jobbroker import AsyncClient
-from jobbroker.errors import Unavailable
+from jobbroker.errors import JobNotFound, Unavailable
 from jobbroker_broker.server.app import Broker
 from jobbroker_broker.storage.connection import ConfigError, RedisConnection, parse_redis_url
 from scale_support import FAST, broker
@@ -65,6 +65,12 @@ def test_passwords_stay_out_of_error_messages() -> None:
         ({"durability": "fsync"}, "--durability 'fsync'"),
         ({"durability": "replicas", "durability_replicas": 0}, "--durability-replicas 0"),
         ({"durability": "replicas", "durability_timeout": 0.0}, "--durability-timeout"),
+        # The WAIT's reply must come within --redis-timeout (5.0 here), else it would end as a
+        # socket timeout (REDIS_UNAVAILABLE) instead of DURABILITY_TIMEOUT.
+        (
+            {"durability": "replicas", "durability_timeout": 5.0},
+            r"--durability-timeout 5: must be at least 0\.5 s below --redis-timeout \(5\)",
+        ),
     ],
 )
 async def test_bad_durability_settings_fail_the_start(
@@ -88,7 +94,7 @@ async def test_aof_durability_needs_redis_7_2(redis_url: str) -> None:
         await Broker(settings).start()
 
 
-async def test_an_add_not_confirmed_by_replicas_is_not_a_success(
+async def test_an_add_without_a_replica_is_refused_and_not_stored(
     private_redis: object, queue: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = private_redis.url  # type: ignore[attr-defined]
@@ -96,9 +102,13 @@ async def test_an_add_not_confirmed_by_replicas_is_not_a_success(
         broker(url, durability="replicas", durability_timeout=0.2) as address,
         AsyncClient(address, retries=0) as client,
     ):
-        with pytest.raises(Unavailable, match="may exist") as raised:
+        with pytest.raises(Unavailable, match="not stored") as raised:
             await client.add(queue, "work", {}, job_id="unconfirmed")
         assert raised.value.reason == "DURABILITY_TIMEOUT"
-        # The job was written on the primary (and is lost should the primary fail now).
-        assert (await client.get_status(queue, "unconfirmed")).name == "work"
+        assert raised.value.metadata["stored"] == "false"
+        assert raised.value.metadata["replicas_online"] == "0"
+        # Refused before anything was written: no job that could run without the caller
+        # knowing.
+        with pytest.raises(JobNotFound):
+            await client.get_status(queue, "unconfirmed")
     assert "0 connected replica(s)" in caplog.text  # said at start

@@ -221,17 +221,44 @@ class Cluster:
             server.kill()
 
 
-class SentinelSet:
-    """A primary, one replica, and 3 Sentinels watching them as service ``jobbroker``."""
-
-    def __init__(self, directory: Path) -> None:
-        primary, replica, *sentinels = free_ports(5)
-        self.primary = Server(directory / "primary", primary, _data_node_args([]))
-        self.replica = Server(
-            directory / "replica",
-            replica,
-            _data_node_args(["--replicaof", "127.0.0.1", str(primary)]),
+def replicated(directory: Path, ports: list[int]) -> tuple[Server, list[Server]]:
+    """A primary on the first port and a replica of it on each other one (not started)."""
+    primary_port, *ports = ports
+    primary = Server(directory / "primary", primary_port, _data_node_args([]))
+    followers = [
+        Server(
+            directory / f"replica-{port}",
+            port,
+            _data_node_args(["--replicaof", "127.0.0.1", str(primary_port)]),
         )
+        for port in ports
+    ]
+    return primary, followers
+
+
+def start_replicated(primary: Server, replicas: list[Server]) -> None:
+    """Start a primary and its replicas; return once every replica is in sync."""
+    primary.start()
+    for replica in replicas:
+        replica.start()
+    for replica in replicas:
+        wait_until(
+            lambda r=replica: client(r.port).info("replication")["master_link_status"] == "up",
+            START_TIMEOUT,
+            "the replica in sync",
+        )
+
+
+class SentinelSet:
+    """A primary, one replica (or more), and 3 Sentinels watching them as service
+    ``jobbroker``."""
+
+    def __init__(self, directory: Path, replicas: int = 1) -> None:
+        *data, a, b, c = free_ports(1 + replicas + 3)
+        sentinels = [a, b, c]
+        self.primary, self.replicas = replicated(directory, data)
+        self.replica = self.replicas[0]
+        primary = self.primary.port
         config = [
             f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary} 2",
             f"sentinel down-after-milliseconds {SENTINEL_SERVICE} {NODE_TIMEOUT_MS}",
@@ -248,13 +275,7 @@ class SentinelSet:
         return f"redis+sentinel://{addresses}/{SENTINEL_SERVICE}"
 
     def start(self) -> None:
-        self.primary.start()
-        self.replica.start()
-        wait_until(
-            lambda: client(self.replica.port).info("replication")["master_link_status"] == "up",
-            START_TIMEOUT,
-            "the replica in sync",
-        )
+        start_replicated(self.primary, self.replicas)
         for sentinel in self.sentinels:
             sentinel.start()
         wait_until(self._sentinels_ready, START_TIMEOUT, "sentinels see each other and the replica")
@@ -262,7 +283,9 @@ class SentinelSet:
     def _sentinels_ready(self) -> bool:
         for sentinel in self.sentinels:
             master = client(sentinel.port).sentinel_master(SENTINEL_SERVICE)
-            if int(master["num-other-sentinels"]) < 2 or int(master["num-slaves"]) < 1:
+            if int(master["num-other-sentinels"]) < 2 or int(master["num-slaves"]) < len(
+                self.replicas
+            ):
                 return False
         return True
 
@@ -271,8 +294,11 @@ class SentinelSet:
         return int(port)
 
     def stop(self) -> None:
-        for server in (*self.sentinels, self.primary, self.replica):
+        for server in (*self.sentinels, self.primary, *self.replicas):
             server.kill()
+
+    def data_nodes(self) -> list[Server]:
+        return [self.primary, *self.replicas]
 
 
 def sync_client(url: str) -> redis.Redis:

@@ -24,6 +24,7 @@ from ..loops.events import EventHub
 from ..loops.maintenance import Maintenance
 from ..loops.registry import WorkerRegistry
 from ..loops.scheduler import ScheduleLoop
+from ..loops.switch_watch import SwitchWatch
 from ..metrics import Metrics
 from ..settings import ConfigError, Settings
 from ..storage.connection import RedisConnection
@@ -145,6 +146,8 @@ class Broker:
         """The gRPC server while RUNNING (and STOPPING), else None."""
         self.port = 0
         self.token_watch: TokenWatch | None = None
+        self.switch_watch: SwitchWatch | None = None
+        """Hears Sentinel failovers as they are announced (``redis+sentinel://`` only)."""
         self._stack = contextlib.AsyncExitStack()
         self._server_grace = 0.0
 
@@ -254,6 +257,9 @@ class Broker:
 
     def _loops(self, book: TokenBook | None) -> list[Loop]:
         loops: list[Loop] = [self.maintenance, self.schedule_loop]
+        if self.connection.kind == "sentinel":
+            self.switch_watch = SwitchWatch(self.connection)
+            loops.append(self.switch_watch)
         if book is not None:
             self.token_watch = TokenWatch(self.settings.auth_tokens_file, self.gate, self.streams)
             loops.append(self.token_watch)

@@ -6,7 +6,8 @@ primary a set of Sentinels names.
 - ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` for TLS): a Redis
   Cluster, found from any of those nodes (redis-py's asyncio ``RedisCluster``).
 - ``redis+sentinel://host:port[,host:port...]/service`` (``rediss+sentinel://``): the primary
-  the Sentinels at those addresses name for ``service``; ``follow()`` notices a failover.
+  the Sentinels at those addresses name for ``service``; ``switch()`` moves to the primary a
+  Sentinel announces (``+switch-master``), ``follow()`` checks the Sentinels' answer.
 
 Credentials and query options apply to the data nodes (and, for Sentinel, to the Sentinels
 too). Every client fails fast: no command is retried, because a retried write could apply
@@ -203,10 +204,24 @@ class RedisConnection:
         self.kind: Kind = self.target.kind
         self._sentinel = make_sentinel(self.target, settings) if self.kind == "sentinel" else None
         self._primary: tuple[str, int] | None = None
+        self.switches = 0
+        """Times the connections moved to another primary (Sentinel): what a cached fact
+        about "the primary" (its replica count) is tied to."""
         self.client = redis_client(settings, target=self.target, sentinel=self._sentinel)
         self.blocking = redis_client(
             settings, blocking=True, target=self.target, sentinel=self._sentinel
         )
+
+    @property
+    def sentinels(self) -> list[Redis]:
+        """Clients of the Sentinels (none unless ``redis+sentinel://``)."""
+        return list(self._sentinel.sentinels) if self._sentinel is not None else []
+
+    @property
+    def primary(self) -> tuple[str, int] | None:
+        """The Sentinel-managed primary last seen (None before the first check, and for a
+        server or a cluster)."""
+        return self._primary
 
     @property
     def cluster(self) -> RedisCluster | None:
@@ -234,15 +249,38 @@ class RedisConnection:
         except (redis.exceptions.RedisError, OSError):
             return  # no Sentinel answers: the health check reports Redis itself
         if self._primary is not None and primary != self._primary:
-            log.warning(
-                "redis primary of %r moved from %s:%d to %s:%d; reconnecting",
-                self.target.service,
-                *self._primary,
-                *primary,
-            )
-            await self.reset()
+            await self._move(primary, "the Sentinels name it")
         self._primary = primary
         await self._drop_others(primary)
+
+    async def switch(self, primary: tuple[str, int], announcer: Redis) -> None:
+        """A Sentinel (``announcer``) announced ``primary`` (``+switch-master``): drop every
+        connection now, not at the next ``follow()``, so no more writes reach the old primary
+        (in a switchover it stays writable until it is demoted, seconds later, and its resync
+        then drops what it took). The announcer is asked first from now on, as it already
+        names the new primary where another Sentinel may lag."""
+        if self._sentinel is None:
+            return
+        sentinels = self._sentinel.sentinels
+        if announcer in sentinels:
+            sentinels.remove(announcer)
+            sentinels.insert(0, announcer)
+        if primary != self._primary:
+            await self._move(primary, "a Sentinel announced it")
+            self._primary = primary
+        await self._drop_others(primary)
+
+    async def _move(self, primary: tuple[str, int], why: str) -> None:
+        old = f"{self._primary[0]}:{self._primary[1]}" if self._primary is not None else "?"
+        log.warning(
+            "redis primary of %r moved from %s to %s:%d (%s); reconnecting",
+            self.target.service,
+            old,
+            *primary,
+            why,
+        )
+        self.switches += 1
+        await self.reset()
 
     async def _drop_others(self, primary: tuple[str, int]) -> None:
         for client in (self.client, self.blocking):

@@ -1,0 +1,155 @@
+"""Durable adds when replicas do not confirm (issue 19): a wait that times out says the job was
+stored, a primary without a replica in sync refuses adds before writing them, and a retry with
+the same job id finds a stored job (``duplicate``). Also: the broker moves to a new Sentinel
+primary when a Sentinel announces it (``+switch-master``), not at its next health check."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from jobbroker import AsyncClient
+from jobbroker.errors import JobNotFound, Unavailable
+from jobbroker_broker.server.app import Broker
+from ports import free_ports
+from scale_support import FAST, RECOVERY_S, broker, queue_name, sentinels, wait_for
+from topologies import SENTINEL_SERVICE, SentinelSet, Server, replicated, start_replicated
+from topologies import client as node_client
+
+pytestmark = pytest.mark.scale
+__all__ = ["sentinels"]  # a fixture used by name
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
+    """A primary and one replica of it, without Sentinels."""
+    primary, replicas = replicated(tmp_path / "pair", free_ports(2))
+    try:
+        start_replicated(primary, replicas)
+        yield primary, replicas[0]
+    finally:
+        for server in (primary, *replicas):
+            if server.process is not None and server.running:
+                os.kill(server.process.pid, signal.SIGCONT)
+            server.kill()
+
+
+def _url(server: Server) -> str:
+    return f"redis://{server.address}/0"
+
+
+async def test_an_add_the_replica_does_not_confirm_says_it_was_stored(
+    pair: tuple[Server, Server],
+) -> None:
+    primary, replica = pair
+    queue = queue_name()
+    async with (
+        broker(_url(primary), durability="replicas", durability_timeout=0.3) as address,
+        AsyncClient(address, retries=0) as client,
+    ):
+        assert not (await client.add(queue, "work", {}, job_id="confirmed")).duplicate
+        assert replica.process is not None
+        # Stopped, the replica stays connected (the primary sees no error) but acknowledges
+        # nothing: the WAIT runs out.
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(Unavailable, match="stored on the Redis primary") as raised:
+                await client.add(queue, "work", {}, job_id="unconfirmed")
+        finally:
+            os.kill(replica.process.pid, signal.SIGCONT)
+        assert raised.value.reason == "DURABILITY_TIMEOUT"
+        assert raised.value.metadata["stored"] == "true"
+        assert (await client.get_status(queue, "unconfirmed")).name == "work"
+        # What a client's retry gets: the job, once, as a duplicate.
+        again = await client.add(queue, "work", {}, job_id="unconfirmed")
+        assert again.duplicate
+
+
+async def test_without_a_replica_in_sync_adds_are_refused_before_they_are_written(
+    pair: tuple[Server, Server],
+) -> None:
+    primary, replica = pair
+    queue = queue_name()
+    async with (
+        broker(_url(primary), durability="replicas", durability_timeout=0.3) as address,
+        AsyncClient(address, retries=0) as client,
+    ):
+        await client.add(queue, "work", {}, job_id="before")
+        replica.kill()
+        await wait_for(
+            lambda: node_client(primary.port).info("replication")["connected_slaves"] == 0,
+            "the primary to see its replica gone",
+        )
+        # The broker last saw one replica: the next add waits (at most the timeout), and the
+        # count is read again.
+        with pytest.raises(Unavailable) as first:
+            await client.add(queue, "work", {}, job_id="waited")
+        assert first.value.metadata["stored"] == "true"
+        with pytest.raises(Unavailable, match="not stored") as refused:
+            await client.add(queue, "work", {}, job_id="refused")
+        assert refused.value.reason == "DURABILITY_TIMEOUT"
+        assert refused.value.metadata == {
+            "queue": queue,
+            "stored": "false",
+            "replicas_online": "0",
+        }
+        with pytest.raises(JobNotFound):
+            await client.get_status(queue, "refused")
+        replica.start("--replicaof", "127.0.0.1", str(primary.port))
+        await wait_for(
+            lambda: node_client(replica.port).info("replication")["master_link_status"] == "up",
+            "the replica in sync again",
+        )
+
+        async def accepted() -> bool:
+            try:
+                return not (await client.add(queue, "work", {}, job_id="refused")).duplicate
+            except Unavailable:
+                return False
+
+        async with asyncio.timeout(RECOVERY_S):
+            while True:
+                if await accepted():
+                    break
+                await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def slow_health_broker(sentinels: SentinelSet) -> AsyncIterator[Broker]:
+    """A broker on the Sentinel set whose health loop (the other way to see a failover)
+    checks once at start and then not for a minute."""
+    running = Broker(replace(FAST, redis_url=sentinels.url, health_interval=60.0))
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop(0.5)
+
+
+async def test_a_switchover_is_followed_as_soon_as_a_sentinel_announces_it(
+    sentinels: SentinelSet, slow_health_broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = slow_health_broker
+    assert running.switch_watch is not None
+    old, new = sentinels.primary, sentinels.replica
+    queue = queue_name()
+    async with AsyncClient(f"127.0.0.1:{running.port}") as client:
+        await client.add(queue, "work", {}, job_id="before")
+        assert running.connection.primary == ("127.0.0.1", old.port)
+        caplog.set_level(logging.WARNING)
+        node_client(sentinels.sentinels[0].port).execute_command(
+            "SENTINEL", "FAILOVER", SENTINEL_SERVICE
+        )
+        watch = running.switch_watch
+        await wait_for(lambda: watch.heard > 0, "a +switch-master message")
+        assert running.connection.primary == ("127.0.0.1", new.port)
+        assert "a Sentinel announced it" in caplog.text
+        assert "the Sentinels name it" not in caplog.text  # not the health loop
+        await client.add(queue, "work", {}, job_id="after")
+        assert node_client(new.port).exists(f"jb:{{{queue}}}:job:after")
