@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from jobbroker import AsyncClient
+from jobbroker import Added, AsyncClient
 from jobbroker.errors import JobNotFound, Unavailable
 from jobbroker_broker.server.app import Broker
 from ports import free_ports
@@ -66,8 +66,9 @@ async def test_an_add_the_replica_does_not_confirm_says_it_was_stored(
         assert raised.value.reason == "DURABILITY_TIMEOUT"
         assert raised.value.metadata["stored"] == "true"
         assert (await client.get_status(queue, "unconfirmed")).name == "work"
-        # What a client's retry gets: the job, once, as a duplicate.
-        again = await client.add(queue, "work", {}, job_id="unconfirmed")
+        # What a client's retries get once the replica confirms again: the job, once, as a
+        # duplicate.
+        again = await _until_added(client, queue, "unconfirmed")
         assert again.duplicate
 
 
@@ -107,16 +108,16 @@ async def test_without_a_replica_in_sync_adds_are_refused_before_they_are_writte
             "the replica in sync again",
         )
 
-        async def accepted() -> bool:
-            try:
-                return not (await client.add(queue, "work", {}, job_id="refused")).duplicate
-            except Unavailable:
-                return False
+        assert not (await _until_added(client, queue, "refused")).duplicate
 
-        async with asyncio.timeout(RECOVERY_S):
-            while True:
-                if await accepted():
-                    break
+
+async def _until_added(client: AsyncClient, queue: str, job_id: str) -> Added:
+    """Add `job_id` until an add is acknowledged, as a client retrying UNAVAILABLE does."""
+    async with asyncio.timeout(RECOVERY_S):
+        while True:
+            try:
+                return await client.add(queue, "work", {}, job_id=job_id)
+            except Unavailable:
                 await asyncio.sleep(0.1)
 
 
@@ -149,7 +150,13 @@ async def test_a_switchover_is_followed_as_soon_as_a_sentinel_announces_it(
         watch = running.switch_watch
         await wait_for(lambda: watch.heard > 0, "a +switch-master message")
         assert running.connection.primary == ("127.0.0.1", new.port)
-        assert "a Sentinel announced it" in caplog.text
         assert "the Sentinels name it" not in caplog.text  # not the health loop
+        # Adds were held back from the moment the leading Sentinel began the promotion (the
+        # old primary still took writes then, which its resync drops) until the announcement.
+        messages = [r.getMessage() for r in caplog.records]
+        fenced = next(i for i, m in enumerate(messages) if f"promoting 127.0.0.1:{new.port}" in m)
+        moved = next(i for i, m in enumerate(messages) if "a Sentinel announced it" in m)
+        assert fenced < moved
+        assert not running.connection.fenced
         await client.add(queue, "work", {}, job_id="after")
         assert node_client(new.port).exists(f"jb:{{{queue}}}:job:after")

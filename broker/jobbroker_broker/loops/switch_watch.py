@@ -1,10 +1,16 @@
-"""Hear a Sentinel failover as it is announced: every Sentinel publishes ``+switch-master
-<service> <old-ip> <old-port> <new-ip> <new-port>`` once it names the new primary. On that
-message for our service the connections move at once (``RedisConnection.switch``) instead of
-at the next health check, which shortens the time a switchover's old primary, still writable
-until the Sentinels demote it seconds later, takes writes its resync will drop
-(docs/scaling.md). The health loop's ``follow()`` stays as the fallback for a missed message
-(a Sentinel down, a subscription reconnecting).
+"""Hear a Sentinel failover as it happens, on every Sentinel's own channels:
+
+- ``+selected-slave`` / ``+failover-state-send-slaveof-noone`` (from the Sentinel leading the
+  failover, just before it promotes a replica): adds are refused from now on
+  (``RedisConnection.fence``), since the old primary stays writable in a switchover and what it
+  takes from the promotion on is lost, while every Sentinel still names it;
+- ``+switch-master <service> <old-ip> <old-port> <new-ip> <new-port>`` (every Sentinel, once it
+  names the new primary): the connections move at once (``RedisConnection.switch``) instead
+  of at the next health check, and adds go on;
+- ``-failover-abort-slave-timeout``, ``+failover-end-for-timeout``: the fence is lifted.
+
+The health loop's ``follow()`` stays as the fallback for a missed message (a Sentinel down, a
+subscription reconnecting), and the fence lapses by itself (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -21,20 +27,37 @@ from . import Loop, wait_set
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "+switch-master"
+SWITCH = "+switch-master"
+PROMOTING = ("+selected-slave", "+failover-state-send-slaveof-noone")
+GIVEN_UP = ("-failover-abort-slave-timeout", "+failover-end-for-timeout")
 POLL_S = 0.5
 """Longest wait for one message: how often a listener looks at whether the broker stops."""
 RETRY_S = (0.1, 2.0)
 """First and longest pause before subscribing again to a Sentinel that did not answer."""
 
 
+def _text(data: bytes | str) -> str:
+    return data.decode() if isinstance(data, bytes) else data
+
+
 def parse_switch(data: bytes | str, service: str) -> tuple[str, int] | None:
     """The new primary a ``+switch-master`` message names, if it is about ``service``."""
-    text = data.decode() if isinstance(data, bytes) else data
-    parts = text.split()
+    parts = _text(data).split()
     if len(parts) != 5 or parts[0] != service or not parts[4].isdigit():
         return None
     return parts[3], int(parts[4])
+
+
+def parse_instance(data: bytes | str, service: str) -> tuple[str, int] | None:
+    """The address of the instance an event names (``<type> <name> <ip> <port> [@ <master>
+    <ip> <port>]``), if it is about ``service``."""
+    parts = _text(data).split()
+    if len(parts) < 4 or not parts[3].isdigit():
+        return None
+    about = parts[5] if len(parts) >= 8 and parts[4] == "@" else parts[1]
+    if about != service:
+        return None
+    return parts[2], int(parts[3])
 
 
 class SwitchWatch(Loop):
@@ -56,14 +79,14 @@ class SwitchWatch(Loop):
         while not self._stopping:
             pubsub = sentinel.pubsub()
             try:
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(SWITCH, *PROMOTING, *GIVEN_UP)
                 pause = RETRY_S[0]
                 while not self._stopping:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=POLL_S
                     )
                     if message is not None:
-                        await self._announced(message["data"], sentinel)
+                        await self._heard(message["channel"], message["data"], sentinel)
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.debug("no +switch-master subscription on %s: %s", sentinel, exc)
             finally:
@@ -73,9 +96,19 @@ class SwitchWatch(Loop):
                 await wait_set(self._wake, pause)
                 pause = min(pause * 2, RETRY_S[1])
 
-    async def _announced(self, data: bytes | str, sentinel: Redis) -> None:
-        primary = parse_switch(data, self.connection.target.service)
-        if primary is None:
+    async def _heard(self, channel: bytes | str, data: bytes | str, sentinel: Redis) -> None:
+        service = self.connection.target.service
+        name = _text(channel)
+        if name == SWITCH:
+            primary = parse_switch(data, service)
+            if primary is not None:
+                self.heard += 1
+                await self.connection.switch(primary, sentinel)
             return
-        self.heard += 1
-        await self.connection.switch(primary, sentinel)
+        instance = parse_instance(data, service)
+        if instance is None:
+            return
+        if name in PROMOTING:
+            await self.connection.fence(instance)
+        elif name in GIVEN_UP:
+            self.connection.unfence()

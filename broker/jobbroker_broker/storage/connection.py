@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -45,6 +46,10 @@ SENTINEL_SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
 
 BLOCKING_SLACK = 2.0
 """Seconds a blocking client's reads wait beyond ``redis_timeout`` (an XREAD BLOCK lasts 1 s)."""
+
+FENCE_MAX_S = 5.0
+"""Longest time adds are refused once a Sentinel began promoting a replica, should neither its
+announcement of the new primary nor of an abort arrive."""
 
 BLOCKING_CONNECTIONS = 100_000
 """Connections (per node) the blocking client may open: one per event stream being read."""
@@ -205,6 +210,7 @@ class RedisConnection:
         self._sentinel = make_sentinel(self.target, settings) if self.kind == "sentinel" else None
         self._primary: tuple[str, int] | None = None
         self.switches = 0
+        self._fenced_until = 0.0
         """Times the connections moved to another primary (Sentinel): what a cached fact
         about "the primary" (its replica count) is tied to."""
         self.client = redis_client(settings, target=self.target, sentinel=self._sentinel)
@@ -250,8 +256,38 @@ class RedisConnection:
             return  # no Sentinel answers: the health check reports Redis itself
         if self._primary is not None and primary != self._primary:
             await self._move(primary, "the Sentinels name it")
+            self.unfence()
         self._primary = primary
         await self._drop_others(primary)
+
+    @property
+    def fenced(self) -> bool:
+        """Whether a Sentinel is promoting a replica of our primary right now (see ``fence``)."""
+        return time.monotonic() < self._fenced_until
+
+    async def fence(self, promoting: tuple[str, int]) -> None:
+        """A Sentinel is promoting the replica ``promoting``. From the moment it is promoted,
+        whatever the old primary takes is lost (its resync from the new one drops it, and a
+        replica it still has would confirm it to a WAIT), yet the Sentinels name the old one
+        until they announce the new one about a second later. So drop every connection now
+        and let adds be refused (``fenced``) until that announcement (``switch``), an abort,
+        or ``FENCE_MAX_S``."""
+        if self._sentinel is None:
+            return
+        fresh = not self.fenced
+        self._fenced_until = time.monotonic() + FENCE_MAX_S
+        if fresh:
+            log.warning(
+                "a Sentinel is promoting %s:%d to primary of %r: adds refused until it is "
+                "announced",
+                *promoting,
+                self.target.service,
+            )
+            await self.reset()
+
+    def unfence(self) -> None:
+        """The promotion was announced, or given up: adds may go on."""
+        self._fenced_until = 0.0
 
     async def switch(self, primary: tuple[str, int], announcer: Redis) -> None:
         """A Sentinel (``announcer``) announced ``primary`` (``+switch-master``): drop every
@@ -268,6 +304,7 @@ class RedisConnection:
         if primary != self._primary:
             await self._move(primary, "a Sentinel announced it")
             self._primary = primary
+        self.unfence()
         await self._drop_others(primary)
 
     async def _move(self, primary: tuple[str, int], why: str) -> None:

@@ -132,6 +132,19 @@ class Durability:
                 "this Redis (CONFIG SET appendonly yes, or appendonly yes in redis.conf)"
             )
 
+    def admit(self, queue: str) -> None:
+        """Refuse an add, before anything is written, while a Sentinel promotes a replica
+        (``RedisConnection.fence``): with any durability, what the old primary takes then is
+        lost."""
+        if self._connection is not None and self._connection.fenced:
+            raise Unavailable(
+                "redis unavailable: the job was not stored: a Sentinel is promoting a new "
+                "Redis primary, and what the old one takes now would be lost. Retry shortly "
+                "with the same job id",
+                queue=queue,
+                stored="false",
+            )
+
     def _wait_command(self) -> list[Arg]:
         if self.mode == "aof":
             return ["WAITAOF", 1, self.replicas, self.timeout_ms]

@@ -166,6 +166,7 @@ class Store:
         self, contract: Contract[A, R], queue: str, args: A, items: Iterable[tuple[Any, ...]] = ()
     ) -> R:
         """run(), acknowledged only once the write is as durable as ``durability`` asks."""
+        self.durability.admit(queue)
         if not self.durability.enabled:
             return await self.run(contract, queue, args, items)
         with redis_errors():

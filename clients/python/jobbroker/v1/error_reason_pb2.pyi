@@ -71,9 +71,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     taken with another token); ErrorInfo metadata "queue" and "permission" say which.
     """
     ERROR_REASON_DURABILITY_TIMEOUT: _ErrorReason.ValueType  # 20
-    """UNAVAILABLE: an add was written to the Redis primary but not confirmed on replicas or on
-    disk in time (the broker's --durability setting); the job may exist: check with GetStatus,
-    or add it again with the same job id.
+    """UNAVAILABLE: an add is not as durable as the broker's --durability setting asks. ErrorInfo
+    metadata "stored" says which case: "true", the job was written to the Redis primary but not
+    confirmed on replicas or on disk in time (it exists, and may be lost if the primary fails
+    now); "false", the primary had too few replicas in sync (as during a failover) and nothing
+    was written. Either way, adding it again with the same job id is safe: a stored job
+    answers duplicate.
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -148,8 +151,11 @@ ERROR_REASON_PERMISSION_DENIED: ErrorReason.ValueType  # 19
 taken with another token); ErrorInfo metadata "queue" and "permission" say which.
 """
 ERROR_REASON_DURABILITY_TIMEOUT: ErrorReason.ValueType  # 20
-"""UNAVAILABLE: an add was written to the Redis primary but not confirmed on replicas or on
-disk in time (the broker's --durability setting); the job may exist: check with GetStatus,
-or add it again with the same job id.
+"""UNAVAILABLE: an add is not as durable as the broker's --durability setting asks. ErrorInfo
+metadata "stored" says which case: "true", the job was written to the Redis primary but not
+confirmed on replicas or on disk in time (it exists, and may be lost if the primary fails
+now); "false", the primary had too few replicas in sync (as during a failover) and nothing
+was written. Either way, adding it again with the same job id is safe: a stored job
+answers duplicate.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

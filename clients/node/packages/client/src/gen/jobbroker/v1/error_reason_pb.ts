@@ -182,9 +182,12 @@ export enum ErrorReason {
   PERMISSION_DENIED = 19,
 
   /**
-   * UNAVAILABLE: an add was written to the Redis primary but not confirmed on replicas or on
-   * disk in time (the broker's --durability setting); the job may exist: check with GetStatus,
-   * or add it again with the same job id.
+   * UNAVAILABLE: an add is not as durable as the broker's --durability setting asks. ErrorInfo
+   * metadata "stored" says which case: "true", the job was written to the Redis primary but not
+   * confirmed on replicas or on disk in time (it exists, and may be lost if the primary fails
+   * now); "false", the primary had too few replicas in sync (as during a failover) and nothing
+   * was written. Either way, adding it again with the same job id is safe: a stored job
+   * answers duplicate.
    *
    * @generated from enum value: ERROR_REASON_DURABILITY_TIMEOUT = 20;
    */
