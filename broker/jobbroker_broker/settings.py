@@ -150,13 +150,16 @@ class Settings:
     """When an Add/AddBulk is acknowledged. ``none`` (default): once the Redis primary has the
     job. ``replicas``: once ``durability_replicas`` replicas have it too (Redis WAIT).
     ``aof``: once the primary's append-only file has it on disk and ``durability_replicas``
-    replicas' too (WAITAOF; needs Redis 7.2+ with appendonly on, checked at start). When the
-    wait times out the call answers UNAVAILABLE (reason DURABILITY_TIMEOUT): the job may exist.
-    See docs/scaling.md."""
+    replicas' too (WAITAOF; needs Redis 7.2+ with appendonly on, checked at start). An add
+    that is not as durable as asked answers UNAVAILABLE (reason DURABILITY_TIMEOUT; ErrorInfo
+    ``stored`` says whether the job was written). See docs/scaling.md."""
 
     durability_replicas: int = 1
     """Replicas that must have an added job before the Add is acknowledged (``replicas``: at
     least 1; ``aof``: 0 waits for the primary's disk only)."""
 
     durability_timeout: float = 1.0
-    """Seconds an Add waits for its durability before answering UNAVAILABLE."""
+    """Seconds an Add waits for its durability at most before answering UNAVAILABLE
+    (DURABILITY_TIMEOUT, ErrorInfo ``stored="true"``); at least 0.5 s below ``redis_timeout``.
+    While the primary has fewer replicas in sync than ``durability_replicas``, adds are
+    refused at once instead (``stored="false"``: nothing written)."""
