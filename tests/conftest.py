@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -61,9 +62,13 @@ class RedisProcess:
     keeps its port, so :attr:`url` stays valid across restarts. Data does not survive a stop.
     """
 
-    def __init__(self, directory: Path, binary: Path | None = None) -> None:
+    def __init__(
+        self, directory: Path, binary: Path | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.directory = directory
         self.binary = (binary or redis_server_binary()).absolute()
+        self.args = args
+        """More redis-server arguments (``--replicaof``...)."""
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -95,6 +100,7 @@ class RedisProcess:
                     "no",
                     "--dir",
                     str(self.directory),
+                    *self.args,
                 ],
                 cwd=self.directory,
                 stdout=out,
@@ -108,11 +114,17 @@ class RedisProcess:
                 raise RuntimeError(f"redis-server on port {self.port} did not start:\n{tail}")
             time.sleep(0.02)
 
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its connections but answers nothing."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
     def stop(self) -> None:
         """Stop the server at once (SIGKILL after a short grace) and reap the process."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
+        process.send_signal(signal.SIGCONT)  # were it paused
         process.terminate()
         try:
             process.wait(timeout=5)
@@ -151,6 +163,31 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def unconfirming_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of this test's own whose one replica is in sync, then paused (SIGSTOP):
+    the primary still counts it, so a durable add is written and its WAIT waits the whole
+    ``--durability-timeout`` (a primary without replica refuses durable adds at once)."""
+    primary = RedisProcess(tmp_path / "primary", args=("--repl-diskless-sync-delay", "0"))
+    replica = RedisProcess(
+        tmp_path / "replica", args=("--replicaof", "127.0.0.1", str(primary.port))
+    )
+    try:
+        primary.start()
+        replica.start()
+        client = redis.Redis.from_url(primary.url)
+        deadline = time.monotonic() + START_TIMEOUT
+        while client.info("replication").get("slave0", {}).get("state") != "online":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not get in sync")
+            time.sleep(0.02)
+        replica.pause()
+        yield primary
+    finally:
+        replica.stop()
+        primary.stop()
 
 
 @pytest.fixture

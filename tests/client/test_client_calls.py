@@ -4,6 +4,7 @@ options, states, pages and logs."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -252,7 +253,7 @@ async def test_concurrent_adds_each_get_their_own_answer(client: Api, queue: str
 
 
 async def test_a_slow_add_does_not_hold_the_producers_other_adds(
-    start_broker: BrokerFactory, queue: str, r: redis.Redis
+    start_broker: BrokerFactory, queue: str, unconfirming_redis: Any
 ) -> None:
     """Several add calls per queue are in flight at once: while one waits (here a durable add
     that no replica confirms), the next add is sent and stored, not queued behind it."""
@@ -266,8 +267,14 @@ async def test_a_slow_add_does_not_hold_the_producers_other_adds(
             while r.zcard(QueueKeys(queue).key("waiting")) < count:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
 
-    # The Redis has no replica: each add is stored at once, then waits 30 s for a replica.
-    running = await start_broker(durability="replicas", durability_timeout=30.0, redis_timeout=60.0)
+    # The Redis' replica is paused: each add is stored at once, then waits 30 s for it.
+    r = redis.Redis.from_url(unconfirming_redis.url)
+    running = await start_broker(
+        url=unconfirming_redis.url,
+        durability="replicas",
+        durability_timeout=30.0,
+        redis_timeout=60.0,
+    )
     client = AsyncClient(running.address, timeout=60, retries=0)
     try:
         first = asyncio.ensure_future(client.add(queue, "slow", {"n": 0}))

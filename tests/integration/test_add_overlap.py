@@ -4,6 +4,7 @@ add waits for a replica, the broker stores the queue's next Adds."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import redis
 from helpers import add, private_broker
@@ -18,11 +19,12 @@ async def wait_stored(r: redis.Redis, queue: str, count: int) -> None:
 
 
 async def test_adds_go_on_while_one_durable_add_waits_for_a_replica(
-    redis_url: str, queue: str, r: redis.Redis
+    unconfirming_redis: Any, queue: str
 ) -> None:
-    # No replica: each add is stored at once, then waits 30 s for a replica to confirm it.
+    # A paused replica: each add is stored at once, then waits 30 s for it to confirm.
     settings = {"durability": "replicas", "durability_timeout": 30.0, "redis_timeout": 60.0}
-    async with private_broker(redis_url, **settings) as running:
+    r = redis.Redis.from_url(unconfirming_redis.url)
+    async with private_broker(unconfirming_redis.url, **settings) as running:
         first = asyncio.ensure_future(add(running, queue, {"n": 0}))
         await wait_stored(r, queue, 1)
         later = [asyncio.ensure_future(add(running, queue, {"n": n})) for n in (1,)]
