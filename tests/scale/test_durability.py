@@ -160,3 +160,19 @@ async def test_a_switchover_is_followed_as_soon_as_a_sentinel_announces_it(
         assert not running.connection.fenced
         await client.add(queue, "work", {}, job_id="after")
         assert node_client(new.port).exists(f"jb:{{{queue}}}:job:after")
+
+
+async def test_a_sentinel_the_broker_cannot_subscribe_to_is_said_in_the_log(
+    sentinels: SentinelSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = sentinels.sentinels[2]
+    down.kill()
+    caplog.set_level(logging.WARNING)
+    async with broker(sentinels.url) as address, AsyncClient(address) as client:
+        await client.add(queue_name(), "work", {})  # the other Sentinels name the primary
+
+        def said() -> bool:
+            return f"failover events of Sentinel 127.0.0.1:{down.port}" in caplog.text
+
+        await wait_for(said, "the warning")
+    assert caplog.text.count(f"Sentinel 127.0.0.1:{down.port}") == 1  # once, not per retry

@@ -76,6 +76,8 @@ class SwitchWatch(Loop):
 
     async def _listen(self, sentinel: Redis) -> None:
         pause = RETRY_S[0]
+        warned = False
+        kwargs: dict[str, object] = sentinel.connection_pool.connection_kwargs
         while not self._stopping:
             pubsub = sentinel.pubsub()
             try:
@@ -88,7 +90,16 @@ class SwitchWatch(Loop):
                     if message is not None:
                         await self._heard(message["channel"], message["data"], sentinel)
             except (redis.exceptions.RedisError, OSError) as exc:
-                log.debug("no +switch-master subscription on %s: %s", sentinel, exc)
+                # Said once per Sentinel: one that is down stays quiet while it is retried.
+                log.log(
+                    logging.DEBUG if warned else logging.WARNING,
+                    "no subscription to the failover events of Sentinel %s:%s (%s); retrying. "
+                    "Without any, failovers are followed by the health check only",
+                    kwargs.get("host"),
+                    kwargs.get("port"),
+                    exc,
+                )
+                warned = True
             finally:
                 with contextlib.suppress(redis.exceptions.RedisError, OSError):
                     await pubsub.aclose()
