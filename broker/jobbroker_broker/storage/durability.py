@@ -15,6 +15,9 @@ the job is not as durable as asked, and its ErrorInfo metadata ``stored`` says w
 
 The replica count of each primary is read (INFO replication) before its first durable add,
 again after a wait times out, and while too low at most every ``RECHECK_S``.
+
+Whatever the durability, ``admit`` refuses adds (REDIS_UNAVAILABLE, ``stored=false``) while a
+Sentinel promotes a replica (``RedisConnection.fence``).
 """
 
 from __future__ import annotations
