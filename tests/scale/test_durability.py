@@ -25,6 +25,10 @@ from topologies import client as node_client
 pytestmark = pytest.mark.scale
 __all__ = ["sentinels"]  # a fixture used by name
 
+WAIT_S = 2.0
+"""--durability-timeout: what a stopped replica makes an add wait, and long enough for a live
+one on a loaded machine."""
+
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
@@ -50,7 +54,7 @@ async def test_an_add_the_replica_does_not_confirm_says_it_was_stored(
     primary, replica = pair
     queue = queue_name()
     async with (
-        broker(_url(primary), durability="replicas", durability_timeout=0.3) as address,
+        broker(_url(primary), durability="replicas", durability_timeout=WAIT_S) as address,
         AsyncClient(address, retries=0) as client,
     ):
         assert not (await client.add(queue, "work", {}, job_id="confirmed")).duplicate
@@ -78,7 +82,7 @@ async def test_without_a_replica_in_sync_adds_are_refused_before_they_are_writte
     primary, replica = pair
     queue = queue_name()
     async with (
-        broker(_url(primary), durability="replicas", durability_timeout=0.3) as address,
+        broker(_url(primary), durability="replicas", durability_timeout=WAIT_S) as address,
         AsyncClient(address, retries=0) as client,
     ):
         await client.add(queue, "work", {}, job_id="before")

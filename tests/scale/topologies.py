@@ -247,6 +247,21 @@ def start_replicated(primary: Server, replicas: list[Server]) -> None:
             START_TIMEOUT,
             "the replica in sync",
         )
+    # The primary counts a replica online (what a broker reads before durable adds) only
+    # from its first acknowledgement, which may come a moment after the replica's link is up.
+    wait_until(
+        lambda: _online(client(primary.port).info("replication")) == len(replicas),
+        START_TIMEOUT,
+        "the primary to see its replicas online",
+    )
+
+
+def _online(info: dict[str, Any]) -> int:
+    return sum(
+        1
+        for name, value in info.items()
+        if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )
 
 
 class SentinelSet:
