@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 SWITCH = "+switch-master"
 PROMOTING = ("+selected-slave", "+failover-state-send-slaveof-noone")
 GIVEN_UP = ("-failover-abort-slave-timeout", "+failover-end-for-timeout")
-POLL_S = 0.5
-"""Longest wait for one message: how often a listener looks at whether the broker stops."""
+POLL_S = 1.0
+"""Longest wait of one read for a message (then it reads again)."""
 RETRY_S = (0.1, 2.0)
 """First and longest pause before subscribing again to a Sentinel that did not answer."""
 
@@ -73,6 +73,16 @@ class SwitchWatch(Loop):
 
     async def _run(self) -> None:
         await asyncio.gather(*(self._listen(s) for s in self.connection.sentinels))
+
+    async def close(self) -> None:
+        """Stop at once: a listener only reads, so cancelling it mid-read loses nothing (a
+        read that redis-py turns into a connection error ends the loop all the same)."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def _listen(self, sentinel: Redis) -> None:
         pause = RETRY_S[0]
