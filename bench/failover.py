@@ -31,6 +31,7 @@ import contextlib
 import itertools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -256,6 +257,7 @@ def main() -> None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
         sentinels.stop()
+    shutil.rmtree(directory, ignore_errors=True)  # kept (with broker.log) when the run failed
 
 
 if __name__ == "__main__":
