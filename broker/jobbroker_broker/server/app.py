@@ -117,6 +117,17 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.so_reuseport", 0),
         ("grpc.server.max_pending_requests", backlog),
         ("grpc.server.max_pending_requests_hard_limit", backlog),
+        # Keepalive (docs/operations.md, "Dead connections"). Accept clients' pings as often
+        # as every 10 s (the clients ping every 20 s; gRPC's default refuses more than one
+        # every 5 minutes with a GOAWAY), with or without calls open, as other languages'
+        # clients may ping idle connections. And ping clients after a minute of silence, so the
+        # streams of a client that vanished end within about 80 s instead of hours, giving
+        # back their share of --max-streams-per-token.
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.ping_timeout_ms", 20_000),
     ]
 
 
