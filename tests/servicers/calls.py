@@ -60,13 +60,20 @@ class Caller:
         """A unary call, or a server stream read to its end."""
         descriptor = self.pool.FindMethodByName(f"jobbroker.v1.{method}")
         if descriptor.server_streaming:
-            rpc = self.server.invoke_unary_stream(descriptor, metadata, request, None)
-            responses = _drain(rpc)
-            trailing, code, details = rpc.termination()
-        else:
-            rpc = self.server.invoke_unary_unary(descriptor, metadata, request, None)
-            response, trailing, code, details = rpc.termination()
-            responses = [] if response is None else [response]
+            return self.rest(self.open_stream(method, request, metadata))
+        rpc = self.server.invoke_unary_unary(descriptor, metadata, request, None)
+        response, trailing, code, details = rpc.termination()
+        return Ended(() if response is None else (response,), code, details, tuple(trailing))
+
+    def open_stream(self, method: str, request: Message, metadata: Metadata = ()) -> Any:
+        """A server stream, to read with ``take_response()`` and end with :meth:`rest`."""
+        descriptor = self.pool.FindMethodByName(f"jobbroker.v1.{method}")
+        return self.server.invoke_unary_stream(descriptor, metadata, request, None)
+
+    def rest(self, rpc: Any) -> Ended:
+        """What is left of a stream, read to its end, and how it ended."""
+        responses = _drain(rpc)
+        trailing, code, details = rpc.termination()
         return Ended(tuple(responses), code, details, tuple(trailing))
 
     def bidi(self, method: str, requests: Iterable[Message], metadata: Metadata = ()) -> Ended:
@@ -76,9 +83,7 @@ class Caller:
         for request in requests:
             rpc.send_request(request)
         rpc.requests_closed()
-        responses = _drain(rpc)
-        trailing, code, details = rpc.termination()
-        return Ended(tuple(responses), code, details, tuple(trailing))
+        return self.rest(rpc)
 
 
 def _drain(rpc: Any) -> list[Any]:

@@ -4,7 +4,7 @@ real Redis; no gRPC transport. Tests here are plain sync functions, as grpc_test
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from jobbroker_broker.storage.connection import RedisConnection
 from jobbroker_broker.storage.store import Store
 
 from .aio_bridge import LoopThread, testing_server
-from .calls import Caller
+from .calls import Caller, bearer
 
 
 @pytest.fixture(scope="session")
@@ -70,16 +70,21 @@ class Secured:
 
     caller: Caller
     watch: TokenWatch
+    ids: dict[str, str] = field(default_factory=dict)
 
     def token(self, *grants: str, name: str = "test") -> str:
         """A new token with these grants, in force at once (the broker's reload path)."""
-        token, _ = tokens.create(self.watch.path, name, list(grants))
+        token, entry = tokens.create(self.watch.path, name, list(grants))
+        self.ids[token] = entry.id
         self.watch.reload()
         return token
 
+    def revoke(self, token: str) -> None:
+        tokens.revoke(self.watch.path, self.ids[token])
+        self.watch.reload()
+
     def call(self, method: str, request: Any, token: str | None) -> Any:
-        metadata = [("authorization", f"Bearer {token}")] if token is not None else []
-        return self.caller.call(method, request, metadata)
+        return self.caller.call(method, request, bearer(token) if token is not None else ())
 
 
 @pytest.fixture
