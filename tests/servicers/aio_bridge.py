@@ -1,5 +1,11 @@
 """Serve the broker's grpc.aio servicers through grpcio-testing's server, without a network.
 
+Why: tests/integration and tests/security check the same refusals through a real server, port
+and channel. Here nothing but the servicer and the gate is between the test and the status:
+grpc_testing hands back the code, details and trailing metadata exactly as the handler ended
+the call, with no port, channel or client library that could add, drop or remap anything, so
+a failure points at the servicer's (or the gate's) error mapping.
+
 grpc_testing serves *sync* servicers: per call it starts a thread, makes its own
 ``grpc.ServicerContext`` and calls ``servicer.<Method>(request, context)``, expecting a response
 (or, for a server stream, an iterator of them). The broker's handlers are coroutines and async
@@ -20,6 +26,7 @@ front of them and changes nothing else:
   ``abort``: that one ends the call with empty trailing metadata, which would drop
   ``grpc-status-details-bin`` (the ErrorInfo the broker's errors carry).
 
+Left out: the broker's other interceptor, RpcMetrics, which times calls and changes none.
 Server-stream items are handed over without flow control (the task does not wait for the test
 to read them); ``peer()`` is :data:`PEER`, as grpc_testing's context has no peer.
 """
@@ -60,9 +67,19 @@ class LoopThread:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="aio-servicers")
         self._thread.start()
+        self._running: set[concurrent.futures.Future[Any]] = set()
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        self._running.add(future)
+        future.add_done_callback(self._running.discard)
+        return future
+
+    def cancel_calls(self) -> None:
+        """Cancel what still runs (a stream a test left open), as a server stopping does, so
+        no thread of grpc_testing's is left waiting on it."""
+        for future in list(self._running):
+            future.cancel()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.submit(coroutine).result(CALL_TIMEOUT)

@@ -51,6 +51,8 @@ def parts(redis_url: str, aio_loop: LoopThread) -> Iterator[Parts]:
     built, connection = aio_loop.run(make())
     yield built
 
+    aio_loop.cancel_calls()
+
     async def close() -> None:
         await built.hub.close()
         await connection.aclose()
