@@ -181,7 +181,7 @@ def _sync_method(handler: Handler, loop: LoopThread) -> Callable[[Any, Any], Any
         def unary(message: Any, context: grpc.ServicerContext) -> Any:
             aio = AioContext(context)
             future = loop.submit(behavior(request(message), aio))
-            context.add_callback(future.cancel)
+            _cancel_on_end(context, future)
             try:
                 return future.result(CALL_TIMEOUT)
             except grpc.aio.AbortError:
@@ -227,7 +227,7 @@ def _stream(
             items.put(_END)
 
     future = loop.submit(pump())
-    context.add_callback(future.cancel)
+    _cancel_on_end(context, future)
     while (item := items.get(timeout=CALL_TIMEOUT)) is not _END:
         yield item
     try:
@@ -236,3 +236,13 @@ def _stream(
         aio.end_aborted()
     except concurrent.futures.CancelledError:
         pass
+
+
+def _cancel_on_end(context: grpc.ServicerContext, future: concurrent.futures.Future[Any]) -> None:
+    """Cancel the call's task once grpc_testing ends the call: a client's cancel (at a normal
+    end the task is done already)."""
+
+    def cancel() -> None:
+        future.cancel()
+
+    context.add_callback(cancel)

@@ -65,7 +65,7 @@ class Caller:
         response, trailing, code, details = rpc.termination()
         return Ended(() if response is None else (response,), code, details, tuple(trailing))
 
-    def open_stream(self, method: str, request: Message, metadata: Metadata = ()) -> Any:
+    def open_stream(self, method: str, request: Message | bytes, metadata: Metadata = ()) -> Any:
         """A server stream, to read with ``take_response()`` and end with :meth:`rest`."""
         descriptor = self.pool.FindMethodByName(f"jobbroker.v1.{method}")
         return self.server.invoke_unary_stream(descriptor, metadata, request, None)

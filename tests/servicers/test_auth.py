@@ -35,7 +35,7 @@ def test_a_call_without_a_token_is_unauthenticated(secured: Secured, queue: str)
     assert ended.details() == (
         "missing authorization metadata: send 'authorization: Bearer <token>'"
     )
-    assert isinstance(from_rpc_error(ended), jobbroker.Unauthenticated)  # type: ignore[arg-type]
+    assert isinstance(from_rpc_error(ended), jobbroker.Unauthenticated)
     assert waiting(secured, queue) == 0
 
 
@@ -72,7 +72,7 @@ def test_a_read_token_may_not_add(secured: Secured, queue: str) -> None:
     ended = secured.call("JobService.Add", add(queue), token)
     assert refused(ended, DENIED, "PERMISSION_DENIED") == {"queue": queue, "permission": "produce"}
     assert ended.details() == f"token 'test' may not produce on queue '{queue}' (queue)"
-    assert isinstance(from_rpc_error(ended), jobbroker.PermissionDenied)  # type: ignore[arg-type]
+    assert isinstance(from_rpc_error(ended), jobbroker.PermissionDenied)
     assert waiting(secured, queue) == 0
 
 
