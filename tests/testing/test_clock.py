@@ -189,3 +189,11 @@ def test_time_never_moves_back(jobbroker_clock: TestClock) -> None:
         jobbroker_clock.advance(-1)
     with pytest.raises(ValueError, match="in the past"):
         jobbroker_clock.advance_to(jobbroker_clock.now() - timedelta(hours=1))
+
+
+def test_the_clock_refuses_a_broker_it_cannot_move(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOBBROKER_TEST_ADDRESS", "127.0.0.1:1")
+    with pytest.raises(pytest.fail.Exception, match="in-process broker only"):
+        request.getfixturevalue("jobbroker_clock")
