@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from jobbroker_broker.storage.contracts.clock import ADVANCE_CLOCK, AdvanceArgs
+from jobbroker_broker.storage.contracts.clock import ADVANCE_CLOCK, AdvanceArgs, GroupItem
 
 from .helpers import JobSpec, LuaQueue, ids
 
@@ -22,8 +22,9 @@ def clocked(r: redis.Redis, queue: str) -> Iterator[LuaQueue]:
     driver.delete_all()
 
 
-def advance(lua: LuaQueue, ms: int) -> int:
-    return lua.run(ADVANCE_CLOCK, AdvanceArgs(ms))
+def advance(lua: LuaQueue, ms: int, *groups: str) -> int:
+    items = [GroupItem(group) for group in groups]
+    return lua.run(ADVANCE_CLOCK, AdvanceArgs(ms, len(items)), items)
 
 
 def test_advancing_adds_up_in_the_queue_clock(clocked: LuaQueue) -> None:
@@ -97,11 +98,12 @@ def test_the_rate_limit_window_under_way_ends_with_the_time_moved(clocked: LuaQu
     assert ids(clocked.lease()) == ["b"]
 
 
-def test_a_parked_group_window_ends_with_the_time_moved(clocked: LuaQueue) -> None:
+def test_the_given_group_windows_end_with_the_time_moved(clocked: LuaQueue) -> None:
     clocked.r.hset(clocked.keys.key("meta"), mapping={"glm": 1, "gld": 60_000})
     clocked.add_all(JobSpec(id="a", group="g"), JobSpec(id="b", group="g"))
-    assert ids(clocked.lease(max_jobs=5)) == ["a"]  # b is parked for the group's window
+    clocked.add_all(JobSpec(id="c", group="h"), JobSpec(id="d", group="h"))
+    assert ids(clocked.lease(max_jobs=5)) == ["a", "c"]  # b and d are parked
     assert clocked.promote_due().handled == 0
-    advance(clocked, 60_000)
-    assert clocked.promote_due().handled == 1  # b is back
-    assert ids(clocked.lease(max_jobs=5)) == ["b"], "the group's window ended"
+    advance(clocked, 60_000, "g")
+    assert clocked.promote_due().handled == 2  # both groups' parked jobs are back
+    assert ids(clocked.lease(max_jobs=5)) == ["b"], "only g's window was shortened"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from jobbroker import Backoff, Client, JobContext, JobState, Worker
+from jobbroker import Backoff, Client, JobContext, JobState, RateLimit, Worker
 from jobbroker.testing import TestClock
 from jobbroker.v1 import worker_service_pb2 as ws
 from jobbroker.v1 import worker_service_pb2_grpc as ws_grpc
@@ -158,6 +158,39 @@ def test_a_job_not_started_within_its_lifespan_expires_as_the_clock_moves(
     assert job.state == JobState.FAILED
     assert job.failure is not None
     assert job.failure.reason == "EXPIRED"
+
+
+def run_raw(address: str, queue: str, max_jobs: int) -> list[str]:
+    """Lease up to `max_jobs` jobs and complete them, as a worker of the raw API would; their
+    ids."""
+    with grpc.insecure_channel(address) as channel:
+        stub = ws_grpc.WorkerServiceStub(channel)
+        reply = stub.Lease(ws.LeaseRequest(queue=queue, worker_id="raw", max_jobs=max_jobs))
+        for job in reply.jobs:
+            stub.Complete(ws.CompleteRequest(queue=queue, job_id=job.job_id, token=job.token))
+    return [job.job_id for job in reply.jobs]
+
+
+@pytest.mark.parametrize("limit", ["queue", "group"])
+def test_rate_limit_windows_end_as_the_clock_moves(
+    jobbroker_client: Client,
+    jobbroker_address: str,
+    jobbroker_queue: str,
+    jobbroker_clock: TestClock,
+    limit: str,
+) -> None:
+    two_an_hour = RateLimit(2, HOUR)
+    if limit == "queue":
+        jobbroker_client.update_settings(jobbroker_queue, rate_limit=two_an_hour)
+    else:
+        jobbroker_client.update_settings(jobbroker_queue, group_rate_limit=two_an_hour)
+    group = {"group": "tenant-1"} if limit == "group" else {}
+    first = jobbroker_client.add(jobbroker_queue, "echo", 1, **group)  # type: ignore[arg-type]
+    assert run_raw(jobbroker_address, jobbroker_queue, 5) == [first.job_id]  # 1 of 2 used
+
+    jobbroker_clock.advance(HOUR)  # a new window: two more may start
+    more = [jobbroker_client.add(jobbroker_queue, "echo", n, **group) for n in (2, 3)]  # type: ignore[arg-type]
+    assert run_raw(jobbroker_address, jobbroker_queue, 5) == [job.job_id for job in more]
 
 
 def test_the_clock_moves_only_its_own_queues(

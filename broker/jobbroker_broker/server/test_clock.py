@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from ..loops.maintenance import Maintenance
 from ..loops.scheduler import ScheduleLoop
-from ..storage.contracts.clock import ADVANCE_CLOCK, AdvanceArgs
+from ..storage.clock import advance_clock
 from ..storage.store import Store
 
 
@@ -33,7 +33,7 @@ class QueueClocks:
             raise ValueError(f"time only moves forward (got {ms} ms)")
         names = list(dict.fromkeys(queues))
         for queue in names:
-            await self.store.run(ADVANCE_CLOCK, queue, AdvanceArgs(ms))
+            await advance_clock(self.store, queue, ms)
         await self.maintenance.run_now(names)
         await self.schedules.run_now()
 
