@@ -37,6 +37,7 @@ from .services.jobs import JobService
 from .services.queues import QueueService
 from .services.workers import WorkerService
 from .streams import OpenStreams
+from .test_clock import QueueClocks
 from .token_watch import TokenWatch
 from .tokens import TokenBook, TokenFileError, load
 
@@ -156,6 +157,8 @@ class Broker:
         """The gRPC server while RUNNING (and STOPPING), else None."""
         self.port = 0
         self.token_watch: TokenWatch | None = None
+        self.test_clock: QueueClocks | None = None
+        """Moves queues' time once started, with ``Settings.test_clock`` (tests only)."""
         self._stack = contextlib.AsyncExitStack()
         self._server_grace = 0.0
 
@@ -220,6 +223,8 @@ class Broker:
         settings = self.settings
         self.maintenance = Maintenance(self.store)
         self.schedule_loop = ScheduleLoop(self.store)
+        if settings.test_clock:
+            self.test_clock = QueueClocks(self.store, self.maintenance, self.schedule_loop)
         self.health = Health(self.connection, settings.health_interval)
         self.streams = OpenStreams(settings.max_streams_per_token)
         parts = Parts(
