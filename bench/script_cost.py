@@ -1,13 +1,14 @@
 """Redis' own time per job in each hot-path script (add, lease, complete), from
 ``INFO commandstats`` deltas: a load-insensitive measure, unlike jobs/s on a shared machine.
 
-    python bench/script_cost.py [--jobs 20000] [--batch 100] [--redis-url URL]
+    python bench/script_cost.py [--jobs 20000] [--batch 100] [--redis-url URL] [--test-clock]
 
 Drives the broker's ``Store`` directly (no gRPC): adds the jobs in batches of ``--batch``,
 leases them ``--batch`` at a time, completes each batch in one call, and prints the EVALSHA
 microseconds per job of each step: the median over the batches, so that a batch slowed down
 by another process taking the CPU (a shared machine) does not skew it. Use a Redis of your
-own (``--redis-url``) on a shared machine: other clients' calls count too.
+own (``--redis-url``) on a shared machine: other clients' calls count too. ``--test-clock``
+runs the scripts as a test broker loads them (Settings.test_clock: one more GET per call).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ def _evalsha_usec(client: redis.Redis) -> float:
     return float(stats.get("usec", 0))
 
 
-async def run(url: str, jobs: int, batch: int) -> dict[str, float]:
-    settings = Settings(redis_url=url)
+async def run(url: str, jobs: int, batch: int, test_clock: bool = False) -> dict[str, float]:
+    settings = Settings(redis_url=url, test_clock=test_clock)
     client = Redis.from_url(url)
     store = Store(client, settings)
     sync = redis.Redis.from_url(url)
@@ -68,8 +69,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--test-clock", action="store_true")
     args = parser.parse_args()
-    costs = asyncio.run(run(args.redis_url, args.jobs, args.batch))
+    costs = asyncio.run(run(args.redis_url, args.jobs, args.batch, args.test_clock))
     print(
         "Redis time per job (EVALSHA usec): "
         + ", ".join(f"{name} {usec:.1f}" for name, usec in costs.items())

@@ -2,9 +2,9 @@
 file (``--config`` or ``JOBBROKER_CONFIG``), ``JOBBROKER_*`` environment variables, and flags.
 
 Every field of :class:`Settings` is a flag (``--redis-url``), an environment variable
-(``JOBBROKER_REDIS_URL``) and a file key (``redis_url``); its help text is the docstring under
-the field. A value that does not fit is refused with a message naming the setting and where it
-came from, before anything starts.
+(``JOBBROKER_REDIS_URL``) and a file key (``redis_url``), except the in-process-only ones
+(``test_clock``); its help text is the docstring under the field. A value that does not fit is
+refused with a message naming the setting and where it came from, before anything starts.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from typing import Any
 
 from jobbroker.logs import check as check_logging
 
-from .settings import ConfigError, Settings
+from .settings import IN_PROCESS_ONLY, ConfigError, Settings
 from .storage.connection import parse_redis_url
 
 ENV_PREFIX = "JOBBROKER_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
-__all__ = ["ConfigError", "build_parser", "check", "field_docs", "load"]
+__all__ = ["ConfigError", "build_parser", "check", "configurable", "field_docs", "load"]
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 _KINDS = {int: "an integer", float: "a number", str: "a string"}
@@ -51,6 +51,12 @@ def field_docs() -> dict[str, str]:
         ):
             docs[node.target.id] = " ".join(following.value.value.split())
     return docs
+
+
+def configurable() -> list[dataclasses.Field[Any]]:
+    """The settings a flag, the environment or a config file may set (not the in-process-only
+    ones, such as ``test_clock``)."""
+    return [f for f in dataclasses.fields(Settings) if not f.metadata.get(IN_PROCESS_ONLY)]
 
 
 def flag(name: str) -> str:
@@ -97,7 +103,7 @@ def build_parser(
         add_extra(parser)
     docs = field_docs()
     defaults = Settings()
-    for field in dataclasses.fields(Settings):
+    for field in configurable():
         default = getattr(defaults, field.name)
         help_text = f"{docs.get(field.name, '')} (env {ENV_PREFIX}{field.name.upper()}"
         help_text += ")" if isinstance(default, bool) else f"; default {default!r})"
@@ -122,7 +128,7 @@ def _from_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
-    names = {f.name for f in dataclasses.fields(Settings)}
+    names = {f.name for f in configurable()}
     values: dict[str, Any] = {}
     for key, raw in data.items():
         name = key.replace("-", "_")
@@ -143,7 +149,7 @@ def load(
     Exits with usage on a malformed command line; raises :class:`ConfigError` on a bad value."""
     environ = os.environ if environ is None else environ
     args = build_parser(prog, add_extra).parse_args(argv)
-    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    fields = {f.name: f for f in configurable()}
     values: dict[str, Any] = {}
     config = getattr(args, "config", None) or environ.get(CONFIG_ENV)
     if config:

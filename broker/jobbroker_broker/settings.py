@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+IN_PROCESS_ONLY = "in_process_only"
+"""Field metadata of settings that only code building a broker in-process may set: config.py
+makes no flag, environment variable or config file key of them."""
 
 
 class ConfigError(Exception):
@@ -163,3 +167,11 @@ class Settings:
     (DURABILITY_TIMEOUT, ErrorInfo ``stored="true"``); at least 0.5 s below ``redis_timeout``.
     While the primary has fewer replicas in sync than ``durability_replicas``, adds are
     refused at once instead (``stored="false"``: nothing written)."""
+
+    # --- tests ----------------------------------------------------------------------------
+
+    test_clock: bool = field(default=False, metadata={IN_PROCESS_ONLY: True})
+    """Run the test clock: every script reads "now" as Redis' time plus the queue's clock
+    offset, which tests move forward (``jobbroker_clock``). Set only in-process, by the test
+    broker of the pytest plugin: it is no flag, environment variable or config file key, so
+    nothing can move a deployed broker's time."""

@@ -4,11 +4,12 @@ non-idempotent add fails fast, and a progress stream resumes where it left off."
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
-from jobbroker import Event, EventType, Job, JobOptions, JobState, errors
+from jobbroker import AsyncClient, Event, EventType, Job, JobOptions, JobState, errors
 from jobbroker.errors import DeadlineExceeded
 from ports import free_port
 
@@ -237,3 +238,36 @@ async def test_streams_and_wait_keep_reconnecting_until_their_own_timeout(
         timed(client.wait(queue, "job-1", timeout=PATIENCE), TimeoutError),
     )
     assert all(PATIENCE * 0.9 <= e < PATIENCE + 5 for e in elapsed), elapsed
+
+
+async def test_a_watch_from_now_that_breaks_before_its_first_event_resumes_from_its_start(
+    broker_host: BrokerHost, start_broker: BrokerFactory, queue: str
+) -> None:
+    # Without a resume point before the first event, the watch would start "from now" again
+    # after the restart, and the job added while its broker was away would be lost to it.
+    watched, other = await start_broker(), await start_broker()
+    started = asyncio.Event()
+
+    class Started(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "starts after event" in record.getMessage():
+                started.set()
+
+    client_log = logging.getLogger("jobbroker.client")
+    handler, level = Started(), client_log.level
+    client_log.addHandler(handler)
+    client_log.setLevel(logging.DEBUG)
+    try:
+        async with AsyncClient(watched.address) as watcher, AsyncClient(other.address) as adder:
+            events = watcher.watch_events(queue, timeout=60)
+            first = asyncio.ensure_future(anext(events))
+            await asyncio.wait_for(started.wait(), 30)  # the client has its resume point
+            await broker_host.stop(watched)
+            await adder.add(queue, "while-away", {}, job_id="while-away")
+            await start_broker(port=watched.port)
+            event = await asyncio.wait_for(first, 30)
+            await events.aclose()
+    finally:
+        client_log.removeHandler(handler)
+        client_log.setLevel(level)
+    assert (event.job_id, event.type) == ("while-away", EventType.ADDED)

@@ -46,9 +46,10 @@ R = TypeVar("R")
 
 
 @functools.cache
-def script(name: str) -> Script:
-    """The expanded script ``name`` (loaded from the package once per test session)."""
-    return load_script(name)
+def script(name: str, test_clock: bool = False) -> Script:
+    """The expanded script ``name`` (loaded from the package once per test session); with
+    ``test_clock``, as a broker with Settings.test_clock loads it."""
+    return load_script(name, test_clock)
 
 
 def decode(value: Any) -> Any:
@@ -156,10 +157,12 @@ class Event:
 class LuaQueue:
     """One queue of a real Redis, driven through the broker's scripts."""
 
-    def __init__(self, r: redis.Redis, queue: str) -> None:
+    def __init__(self, r: redis.Redis, queue: str, test_clock: bool = False) -> None:
         self.r = r
         self.name = queue
         self.keys = QueueKeys(queue)
+        self.test_clock = test_clock
+        """Run the scripts as a broker with Settings.test_clock does."""
 
     # -- calling scripts -------------------------------------------------------------------------
 
@@ -171,7 +174,7 @@ class LuaQueue:
         self, contract: Contract[A, Any], args: A, items: Iterable[tuple[Any, ...]] = ()
     ) -> Any:
         """The script's reply, only decoded to ``str``."""
-        loaded = script(contract.name)
+        loaded = script(contract.name, self.test_clock)
         keys = loaded.keys(self.keys)
         argv = contract.argv(args, items)
         try:

@@ -31,9 +31,10 @@ def test_waiting_and_delayed_jobs_past_their_lifespan_fail_expired(lua: LuaQueue
 
 
 def test_started_jobs_do_not_expire(lua: LuaQueue) -> None:
-    lua.add(JobSpec(id="j", lifespan_ms=30))
+    # A lifespan long enough for the lease to come first on a loaded machine, then past it.
+    lua.add(JobSpec(id="j", lifespan_ms=1_000))
     leased = lua.lease_one()
-    time.sleep(0.06)
+    time.sleep(1.05)
     assert handled_next(lua.expire()) == (0, -1)
     assert lua.state("j") == "active"
     assert lua.complete("j", leased.token) == ("", "completed")

@@ -104,6 +104,26 @@ def test_unrelated_environment_is_ignored() -> None:
     assert settings == Settings()
 
 
+# --- in-process only ----------------------------------------------------------------------
+
+
+def test_the_test_clock_is_no_environment_variable() -> None:
+    settings, _ = load([], {"JOBBROKER_TEST_CLOCK": "true"})
+    assert settings.test_clock is False
+
+
+def test_the_test_clock_is_no_flag() -> None:
+    result = run_cli("serve", "--test-clock")
+    assert result.returncode != 0
+    assert "unrecognized arguments: --test-clock" in result.stderr
+
+
+def test_the_test_clock_is_no_config_file_key(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "test_clock = true\n")
+    message = refused(["--config", path])
+    assert "unknown setting 'test_clock'" in message
+
+
 # --- booleans -----------------------------------------------------------------------------
 
 
@@ -388,7 +408,7 @@ def test_serve_help_lists_every_setting_with_its_help() -> None:
     assert result.returncode == 0, result.stderr
     entries = help_entries(result.stdout)
     assert "--config" in entries
-    for field in dataclasses.fields(Settings):
+    for field in config.configurable():
         flag = config.flag(field.name)
         assert flag in entries, f"{flag} missing from jobbroker serve --help"
         help_text = entries[flag]

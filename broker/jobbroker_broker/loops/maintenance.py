@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 QUEUE_REFRESH_S = 5.0
 CHUNK = 200  # queues per pipeline
 IDLE_FACTOR = 30  # a queue with nothing scheduled is visited this many intervals apart
+RUN_NOW_PASSES = 100  # bounds run_now on a queue that keeps having due work
 
 
 class Maintenance(Loop):
@@ -37,7 +38,10 @@ class Maintenance(Loop):
         self.idle_interval = self.interval * IDLE_FACTOR
         self._due: dict[str, float] = {}
         self._loop = asyncio.get_running_loop()
-        self._redis_offset: float | None = None  # Redis clock minus loop clock, in seconds
+        # Redis clock minus loop clock, in seconds: per queue (a test clock moves each queue's
+        # time on its own), and the last one read, for queues not visited yet.
+        self._redis_offset: float | None = None
+        self._offsets: dict[str, float] = {}
 
     def hint(self, queue: str, in_ms: int) -> None:
         """Something in `queue` becomes due in `in_ms` milliseconds."""
@@ -47,11 +51,36 @@ class Maintenance(Loop):
             self._wake.set()
 
     def hint_at(self, queue: str, redis_ms: int) -> None:
-        """Something in `queue` becomes due at `redis_ms` on the Redis clock."""
-        if self._redis_offset is None:
+        """Something in `queue` becomes due at `redis_ms` on the Redis clock (the queue's
+        "now", as its scripts see it)."""
+        offset = self._offsets.get(queue, self._redis_offset)
+        if offset is None:
             self.hint(queue, 0)
         else:
-            self.hint(queue, int(redis_ms - (self._loop.time() + self._redis_offset) * 1000))
+            self.hint(queue, int(redis_ms - (self._loop.time() + offset) * 1000))
+
+    async def run_now(self, queues: list[str]) -> None:
+        """Maintain `queues` now, until nothing in them is due (the test clock moved their
+        time forward); the loop then visits them as usual."""
+        for _ in range(RUN_NOW_PASSES):
+            waits = await self._visit(queues)
+            queues = [queue for queue, wait in zip(queues, waits, strict=True) if wait == 0]
+            if not queues:
+                break
+        self._wake.set()
+
+    async def _visit(self, queues: list[str]) -> list[int]:
+        """One pass over `queues`; schedules their next visits and returns their waits."""
+        waits, nows = await self.store.maintain(queues)
+        for queue, wait_ms, now_ms in zip(queues, waits, nows, strict=True):
+            self._redis_offset = self._offsets[queue] = now_ms / 1000 - self._loop.time()
+            # Nothing scheduled: only adds on other replicas could change that, and those
+            # replicas schedule the queue themselves.
+            after = self.idle_interval if wait_ms < 0 else min(wait_ms / 1000, self.interval)
+            self._due[queue] = self._loop.time() + after
+        if len(self._offsets) > 100_000:
+            self._offsets.clear()
+        return waits
 
     async def _refresh_queues(self) -> None:
         # Queues found here were not hinted by this replica: spread their first visits over
@@ -76,18 +105,7 @@ class Maintenance(Loop):
                     due = [(at, queue) for queue, at in self._due.items() if at <= now]
                     if not due:
                         break
-                    chunk = [queue for _, queue in sorted(due)[:CHUNK]]
-                    waits, redis_now = await self.store.maintain(chunk)
-                    self._redis_offset = redis_now / 1000 - self._loop.time()
-                    for queue, wait_ms in zip(chunk, waits, strict=True):
-                        # Nothing scheduled: only adds on other replicas could change that,
-                        # and those replicas schedule the queue themselves.
-                        after = (
-                            self.idle_interval
-                            if wait_ms < 0
-                            else min(wait_ms / 1000, self.interval)
-                        )
-                        self._due[queue] = self._loop.time() + after
+                    await self._visit([queue for _, queue in sorted(due)[:CHUNK]])
             except Exception as exc:  # Redis down: keep trying, health reports it
                 log.warning("maintenance pass failed: %s", exc)
                 self._wake.clear()

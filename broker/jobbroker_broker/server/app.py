@@ -38,6 +38,7 @@ from .services.jobs import JobService
 from .services.queues import QueueService
 from .services.workers import WorkerService
 from .streams import OpenStreams
+from .test_clock import QueueClocks
 from .token_watch import TokenWatch
 from .tokens import TokenBook, TokenFileError, load
 
@@ -118,6 +119,17 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.so_reuseport", 0),
         ("grpc.server.max_pending_requests", backlog),
         ("grpc.server.max_pending_requests_hard_limit", backlog),
+        # Keepalive (docs/operations.md, "Dead connections"). Accept clients' pings as often
+        # as every 10 s (the clients ping every 20 s; gRPC's default refuses more than one
+        # every 5 minutes with a GOAWAY), with or without calls open, as other languages'
+        # clients may ping idle connections. And ping clients after a minute of silence, so the
+        # streams of a client that vanished end within about 80 s instead of hours, giving
+        # back their share of --max-streams-per-token.
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.ping_timeout_ms", 20_000),
     ]
 
 
@@ -148,6 +160,8 @@ class Broker:
         self.token_watch: TokenWatch | None = None
         self.switch_watch: SwitchWatch | None = None
         """Hears Sentinel failovers as they are announced (``redis+sentinel://`` only)."""
+        self.test_clock: QueueClocks | None = None
+        """Moves queues' time once started, with ``Settings.test_clock`` (tests only)."""
         self._stack = contextlib.AsyncExitStack()
         self._server_grace = 0.0
 
@@ -212,6 +226,8 @@ class Broker:
         settings = self.settings
         self.maintenance = Maintenance(self.store)
         self.schedule_loop = ScheduleLoop(self.store)
+        if settings.test_clock:
+            self.test_clock = QueueClocks(self.store, self.maintenance, self.schedule_loop)
         self.health = Health(self.connection, settings.health_interval)
         self.streams = OpenStreams(settings.max_streams_per_token)
         parts = Parts(

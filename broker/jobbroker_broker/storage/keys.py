@@ -68,5 +68,6 @@ QUEUE_KEY_NAMES = frozenset(
         "schedules",  # zset: schedule keys by next run ms (+inf once ended)
         "workers",  # hash: worker id -> "<last seen ms>|<queues>" (registry.py)
         "schemas",  # hash: job name -> JSON Schema of its data (job_schemas.py)
+        "clock",  # ms the test clock moved the queue's time forward (Settings.test_clock)
     }
 )

@@ -87,7 +87,7 @@ class ScheduleStore:
                         current: dict[Any, Any] = await pipe.hgetall(hkey)
                         if current.get(b"def") == stored:
                             return _decode(queue, current)
-                        now = await self.store.redis_time_ms()
+                        (now,) = await self.store.now_ms([queue])
                         runs = int(current.get(b"runs", b"0"))
                         anchor = definition.start_at_ms or now
                         next_at = following_run(definition, anchor, runs, now - 1)

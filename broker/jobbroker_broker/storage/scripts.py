@@ -2,7 +2,10 @@
 their contracts (:mod:`.contracts`: KEYS, ARGV and reply by name).
 
 ``-- @include lib/x.lua`` lines are replaced by that file's text, so shared helpers are written
-once.
+once. A broker with the test clock (``Settings.test_clock``) loads every script with
+``lib/test_clock.lua`` in place of ``lib/clock.lua``: scripts whose "now" the queue's test clock
+moves. Production scripts never read the clock key, so nothing can move a production broker's
+time, and its hot path pays nothing for the feature.
 """
 
 from __future__ import annotations
@@ -25,18 +28,19 @@ from .keys import QueueKeys
 __all__ = ["SCRIPT_NAMES", "Arg", "Script", "Scripts", "load_script"]
 
 _INCLUDE = re.compile(r"^-- @include (\S+)$", re.MULTILINE)
+_TEST_CLOCK = {"lib/clock.lua": "lib/test_clock.lua"}
 
 
 def _read(name: str) -> str:
     return (resources.files(__package__) / "lua" / name).read_text(encoding="utf-8")
 
 
-def _expand(source: str, seen: frozenset[str] = frozenset()) -> str:
+def _expand(source: str, swap: dict[str, str], seen: frozenset[str] = frozenset()) -> str:
     def include(match: re.Match[str]) -> str:
         name = match.group(1)
         if name in seen:
             raise ValueError(f"recursive include of {name}")
-        return _expand(_read(name), seen | {name})
+        return _expand(_read(swap.get(name, name)), swap, seen | {name})
 
     return _INCLUDE.sub(include, source)
 
@@ -57,8 +61,9 @@ class Script:
         return [queue.key(name) for name in self.contract.keys]
 
 
-def load_script(name: str) -> Script:
-    source = _expand(_read(f"{name}.lua"))
+def load_script(name: str, test_clock: bool = False) -> Script:
+    """The script ``name``, expanded; with ``test_clock``, its "now" is the queue's test clock."""
+    source = _expand(_read(f"{name}.lua"), _TEST_CLOCK if test_clock else {})
     return Script(CONTRACTS[name], source, hashlib.sha1(source.encode()).hexdigest())
 
 
@@ -68,9 +73,9 @@ SCRIPT_NAMES = tuple(CONTRACTS)
 class Scripts:
     """All scripts, called with EVALSHA and re-loaded after a NOSCRIPT (a restarted Redis)."""
 
-    def __init__(self, redis: Redis | RedisCluster) -> None:
+    def __init__(self, redis: Redis | RedisCluster, test_clock: bool = False) -> None:
         self._redis = redis
-        self.by_name = {name: load_script(name) for name in SCRIPT_NAMES}
+        self.by_name = {name: load_script(name, test_clock) for name in SCRIPT_NAMES}
         self._keys: dict[tuple[str, str], list[str]] = {}
         self.loaded = False
 

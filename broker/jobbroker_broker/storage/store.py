@@ -140,7 +140,7 @@ class Store:
         self.redis = client
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.scripts = Scripts(client)
+        self.scripts = Scripts(client, settings.test_clock)
         self.durability = Durability(settings)
         self._keys: dict[str, QueueKeys] = {}
         self._maxlen = str(settings.events_maxlen)
@@ -435,11 +435,11 @@ class Store:
 
     # --- maintenance -----------------------------------------------------------------------
 
-    async def maintain(self, queues: Sequence[str]) -> tuple[list[int], int]:
+    async def maintain(self, queues: Sequence[str]) -> tuple[list[int], list[int]]:
         """One bounded maintenance pass over some queues, in one pipeline: promote due delayed
         jobs, end expired leases, expire jobs past their lifespan. Returns, per queue, the
         milliseconds until something is next due (0: more work is waiting now; -1: nothing is
-        scheduled), and Redis' time."""
+        scheduled), and, per queue, "now" as its scripts saw it (:meth:`now_ms`)."""
         batch = self.settings.maintenance_batch
         promote_args = PROMOTE_DUE.argv(PassArgs(self._maxlen, batch))
         expire_args = EXPIRE.argv(PassArgs(self._maxlen, batch))
@@ -458,9 +458,8 @@ class Store:
                     results = await pipe.execute()
                 except redis.exceptions.NoScriptError:
                     self.scripts.loaded = False  # Redis restarted empty: load again, retry
-                    return [0] * len(queues), await self.redis_time_ms()
-        waits = []
-        now = -1
+                    return [0] * len(queues), await self.now_ms(queues)
+        waits, nows = [], []
         replies = iter(results)  # three per queue, in the order queued
         for queue, promoted, reaped, expired in zip(queues, replies, replies, replies, strict=True):
             reap = REAP.reply(reaped)
@@ -471,14 +470,28 @@ class Store:
                     wait = 0
                 elif done.next_due >= 0 and (wait < 0 or done.next_due - done.now < wait):
                     wait = max(0, done.next_due - done.now)
-                now = done.now
             waits.append(wait)
-        return waits, now if now >= 0 else await self.redis_time_ms()
+            nows.append(reap.now)
+        return waits, nows
 
     async def redis_time_ms(self) -> int:
+        """Redis' own clock, in ms since the epoch."""
         with redis_errors():
             seconds, micros = await self.redis.time()
         return int(seconds) * 1000 + int(micros) // 1000
+
+    async def now_ms(self, queues: Sequence[str]) -> list[int]:
+        """Per queue, "now" as its scripts read it: Redis' clock, moved forward by the queue's
+        test clock on a broker with ``Settings.test_clock`` (lua/lib/test_clock.lua)."""
+        now = await self.redis_time_ms()
+        if not self.settings.test_clock:
+            return [now] * len(queues)
+        with redis_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for queue in queues:
+                    pipe.get(self.keys(queue).key("clock"))
+                offsets = await pipe.execute()
+        return [now + int(offset or 0) for offset in offsets]
 
     async def ping(self) -> bool:
         try:

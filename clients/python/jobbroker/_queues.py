@@ -170,7 +170,8 @@ class QueueCalls(ServiceCalls):
         With ``after_event_id`` (an event's ``id``) it starts after that event; without, with
         the events from now on. If the broker becomes unreachable, the client reconnects
         (whatever ``retries`` says, until ``timeout``) and resumes after the last event it
-        delivered (before the first event there is none: it starts from now again). A caller
+        delivered (before the first event, from where the watch started: the broker tells it
+        first). A caller
         that falls behind is not cut off: the broker reads the events it could not hold back
         from the queue's stream (and a broker that does end such a watcher is resumed from at
         once). Should the queue have trimmed events before they were delivered, the stream
@@ -180,9 +181,17 @@ class QueueCalls(ServiceCalls):
         """
 
         def request(after: str) -> pb.WatchEventsRequest:
-            return pb.WatchEventsRequest(queue=queue, after_event_id=after)
+            return pb.WatchEventsRequest(queue=queue, after_event_id=after, send_start=True)
 
         def convert(item: pb.WatchEventsResponse, last: str) -> tuple[list[Event], str]:
+            if not item.HasField("event"):  # where the watch starts: a resume point, no event
+                log.debug(
+                    "watch of queue %s starts after event %s",
+                    queue,
+                    item.start_event_id,
+                    extra={"queue": queue},
+                )
+                return [], item.start_event_id or last
             event = Event.from_proto(item.event)
             if not item.resume_point_trimmed:
                 return [event], item.event.event_id or last

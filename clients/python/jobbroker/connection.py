@@ -23,6 +23,11 @@ RECONNECT_MAX_S = 1.0
 for a stream's reconnections alike: once a broker answers again, streams, ``wait()`` and
 workers are back within about this long."""
 
+KEEPALIVE_S = 20.0
+"""Seconds between pings on a connection with calls open (see CHANNEL_OPTIONS)."""
+KEEPALIVE_TIMEOUT_S = 10.0
+"""Seconds a ping may go unanswered before the connection counts as dead."""
+
 CHANNEL_OPTIONS: dict[str, Any] = {
     # Spread calls over every address the target resolves to (or lists).
     "grpc.lb_policy_name": "round_robin",
@@ -34,6 +39,16 @@ CHANNEL_OPTIONS: dict[str, Any] = {
     "grpc.max_reconnect_backoff_ms": int(RECONNECT_MAX_S * 1000),
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    # A connection that died silently (a NAT or load balancer dropped it, a broker host lost
+    # power) would otherwise hold a stream or a long poll until TCP gives up, many minutes
+    # later: ping every KEEPALIVE_S while a call is open, and drop the connection when a ping
+    # gets no answer within KEEPALIVE_TIMEOUT_S; the call then resumes on a new one. The broker
+    # accepts pings this often (its grpc.http2.min_ping_interval_without_data_ms).
+    "grpc.keepalive_time_ms": int(KEEPALIVE_S * 1000),
+    "grpc.keepalive_timeout_ms": int(KEEPALIVE_TIMEOUT_S * 1000),
+    # gRPC core (1.5x on) waits for a ping's answer by this one, a minute by default.
+    "grpc.http2.ping_timeout_ms": int(KEEPALIVE_TIMEOUT_S * 1000),
+    "grpc.http2.max_pings_without_data": 0,
 }
 """The channel options of the clients and the worker; a caller's ``channel_options`` override
 them one by one."""

@@ -1,8 +1,9 @@
 """QueueService's event feed (WatchEvents) and worker registry (ListWorkers).
 
-WatchEvents subscribes to the replica's fan-out first, then replays the stream from the resume
-point until it has caught up, then sends live events newer than the last one sent: an event is
-either replayed or live, never lost between the two, never sent twice. A watcher that falls
+WatchEvents subscribes to the replica's fan-out first, tells the caller where it starts when
+asked (``send_start``: a resume point before the first event), then replays the stream from the
+resume point until it has caught up, then sends live events newer than the last one sent: an
+event is either replayed or live, never lost between the two, never sent twice. A watcher that falls
 behind is not cut off: past MAX_BACKLOG live events the broker keeps only their ids and reads
 them back from the stream when the watcher gets there; what trimming took in between is told
 with the next event (``resume_point_trimmed`` and ``events_lost``), never lost silently.
@@ -29,6 +30,9 @@ REPLAY_BATCH = 1_000
 MAX_BACKLOG = 10_000
 """Live events a watcher may have waiting with their fields; past that the broker keeps only
 their ids and, once the watcher gets to them, reads them back from the queue's stream."""
+
+EMPTY_STREAM_START = "0-0"
+"""Where a watch of a queue with no event yet starts: before any event the queue will have."""
 
 MAX_UNSENT = 10 * MAX_BACKLOG
 """Events a watcher may be behind at all (fields or ids); a watcher this far behind is ended
@@ -96,6 +100,12 @@ class QueueFeed:
         unsubscribe = await self.parts.hub.subscribe(queue, unsent.put)
         try:
             seen = codec.stream_id_key(after) if after else (0, 0)
+            if request.send_start:
+                # Events from now on are those after the newest one now: told to the client
+                # first, so that it has a resume point before any event comes.
+                start = after or await self.store.newest_event_id(queue) or EMPTY_STREAM_START
+                seen = codec.stream_id_key(start)
+                yield pb.WatchEventsResponse(start_event_id=start)
             if after:
                 async for response, key in self._replay(queue, after, unsent, first=True):
                     seen = key

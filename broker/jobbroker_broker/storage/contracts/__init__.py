@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Arg, Contract
+from .clock import ADVANCE_CLOCK
 from .jobs import ADD, CANCEL, GET, PROMOTE, REMOVE, RETRY
 from .leases import COMPLETE, FAIL, LEASE, RELEASE, REPORT
 from .maintenance import EXPIRE, PROMOTE_DUE, REAP
@@ -39,6 +40,7 @@ CONTRACTS: dict[str, Contract[Any, Any]] = {
         FIRE_SCHEDULE,
         WORKER_SEEN,
         LIST_WORKERS,
+        ADVANCE_CLOCK,
     )
 }
 """Every script's contract, by script name."""

@@ -9,10 +9,10 @@
   Output: per worker {worker, last_seen, queues, active_jobs}
     live workers only, in no particular order; last_seen in ms, queues comma-separated.
 ]]
+-- @include lib/clock.lua
 
 local prefix, workers, active = KEYS[1], KEYS[2], KEYS[3]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local window, prune = tonumber(ARGV[1]), tonumber(ARGV[3])
 local entries = redis.call('HGETALL', workers)
 local live, order = {}, {}

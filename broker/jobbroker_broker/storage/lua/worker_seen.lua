@@ -11,10 +11,10 @@
   Output: now
     Redis' time (ms), the last-seen time written.
 ]]
+-- @include lib/clock.lua
 
 local prefix, workers = KEYS[1], KEYS[2]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local window = tonumber(ARGV[4])
 local queues = ARGV[2]
 if ARGV[3] == '1' then

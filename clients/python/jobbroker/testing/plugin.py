@@ -5,7 +5,10 @@
 - ``jobbroker_client``: a :class:`~jobbroker.Client` of it;
 - ``jobbroker_queue``: a queue name of the test's own (``test-<random>``);
 - ``run_worker``: ``run_worker(worker, until="idle")`` serves a :class:`~jobbroker.Worker`
-  on the test broker until its queues have no waiting and no active job, then stops it.
+  on the test broker until its queues have no waiting and no active job, then stops it;
+- ``jobbroker_clock``: a :class:`~jobbroker.testing.TestClock` of ``jobbroker_queue``: moves
+  its time forward on the in-process broker, so delays, backoffs, leases and schedules come
+  due without sleeping.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import pytest
 
 from ..client import AsyncClient, Client
 from ..worker import Worker
+from ._clock import TestClock
 
 ADDRESS_ENV = "JOBBROKER_TEST_ADDRESS"
 """A broker the tests use instead of an in-process one."""
@@ -45,6 +49,20 @@ def jobbroker_address(request: pytest.FixtureRequest) -> str:
         )
     address: str = server.address
     return address
+
+
+@pytest.fixture
+def jobbroker_clock(request: pytest.FixtureRequest, jobbroker_queue: str) -> TestClock:
+    if os.environ.get(ADDRESS_ENV):
+        pytest.fail(
+            f"jobbroker_clock moves the time of the in-process broker only, and {ADDRESS_ENV} "
+            "points the tests at another broker"
+        )
+    try:
+        server = request.getfixturevalue("jobbroker_server")
+    except pytest.FixtureLookupError:
+        pytest.fail("jobbroker_clock needs the in-process broker: pip install 'jobbroker[broker]'")
+    return TestClock(server.clock, [jobbroker_queue])
 
 
 @pytest.fixture

@@ -721,19 +721,27 @@ class WatchEventsRequest(_message.Message):
 
     QUEUE_FIELD_NUMBER: _builtins.int
     AFTER_EVENT_ID_FIELD_NUMBER: _builtins.int
+    SEND_START_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue."""
     after_event_id: _builtins.str
     """Resume after this event id. Empty: only events from now on."""
+    send_start: _builtins.bool
+    """Send first one message with `start_event_id` set and no event: where the watch starts, so
+    that a client can resume from there should the stream break before its first event
+    (without it, a watch from now on that breaks before any event has no resume point, and
+    the events until it reconnects are lost to it). The clients of this project set it.
+    """
     def __init__(
         self,
         *,
         queue: _builtins.str = ...,
         after_event_id: _builtins.str = ...,
+        send_start: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_event_id", b"after_event_id", "queue", b"queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_event_id", b"after_event_id", "queue", b"queue", "send_start", b"send_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -748,6 +756,7 @@ class WatchEventsResponse(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     RESUME_POINT_TRIMMED_FIELD_NUMBER: _builtins.int
     EVENTS_LOST_FIELD_NUMBER: _builtins.int
+    START_EVENT_ID_FIELD_NUMBER: _builtins.int
     resume_point_trimmed: _builtins.bool
     """True when events were lost just before this one: on the first message when
     `after_event_id` is older than the oldest event the queue keeps, or later when the watcher
@@ -757,6 +766,10 @@ class WatchEventsResponse(_message.Message):
     """With `resume_point_trimmed`: how many events were lost, when the broker knows (a watcher
     that fell behind during this call); 0 when it cannot tell (a resume point from an earlier
     call).
+    """
+    start_event_id: _builtins.str
+    """Only on the first message when the request set `send_start` (and then without `event`):
+    the id after which this watch's events come; resume after it as after an event's id.
     """
     @_builtins.property
     def event(self) -> _events_pb2.JobEvent:
@@ -768,10 +781,11 @@ class WatchEventsResponse(_message.Message):
         event: _events_pb2.JobEvent | None = ...,
         resume_point_trimmed: _builtins.bool = ...,
         events_lost: _builtins.int = ...,
+        start_event_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events_lost", b"events_lost", "resume_point_trimmed", b"resume_point_trimmed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events_lost", b"events_lost", "resume_point_trimmed", b"resume_point_trimmed", "start_event_id", b"start_event_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,10 +10,7 @@
 local PRIORITY_BAND = 8589934592 -- 2^33: one band per priority
 local SEQ_BASE = 4294967296      -- 2^32: FIFO jobs sit above LIFO ones within a band
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+-- @include lib/clock.lua
 
 local function job_key(prefix, id)
   return prefix .. 'job:' .. id

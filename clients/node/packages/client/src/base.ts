@@ -130,11 +130,12 @@ export class BaseClient {
   /**
    * A server stream that resumes after the last event it delivered when the broker becomes
    * unreachable (with backoff; the retry count restarts with every message). `convert` turns
-   * a message into the value to yield and the new resume point.
+   * a message into the value to yield (`undefined`: nothing, only a new resume point) and the
+   * new resume point.
    */
   protected async *resumable<R, T>(
     open: (after: string, deadline: number | undefined) => grpc.ClientReadableStream<R>,
-    convert: (item: R, last: string) => [T, string],
+    convert: (item: R, last: string) => [T | undefined, string],
     afterEventId: string,
     call: CallOptions,
   ): AsyncGenerator<T, void, undefined> {
@@ -152,7 +153,7 @@ export class BaseClient {
           failures = 0;
           const [value, next] = convert(item, last);
           last = next;
-          yield value;
+          if (value !== undefined) yield value;
         }
         return;
       } catch (failure) {

@@ -102,6 +102,12 @@ export function channelOptions(connection: ConnectionOptions): grpc.ChannelOptio
     "grpc.max_reconnect_backoff_ms": 1_000,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    // A connection that died silently (a NAT or load balancer dropped it) would hold a stream
+    // or a long poll until TCP gives up: ping every 20 s while calls are open, and drop the
+    // connection when a ping goes unanswered for 10 s (as the Python client; the broker
+    // accepts pings this often).
+    "grpc.keepalive_time_ms": 20_000,
+    "grpc.keepalive_timeout_ms": 10_000,
     ...(serverName ? { "grpc.ssl_target_name_override": serverName } : {}),
     ...connection.channelOptions,
   };

@@ -268,7 +268,7 @@ export class QueueCalls extends BaseClient {
    * Every event of a queue as it happens (Bull's `QueueEvents`), without an end: break out of
    * the loop (or abort its signal) to stop. With `afterEventId` it starts after that event;
    * without, with the events from now on. Across a broker restart it reconnects and resumes
-   * after the last event it delivered; should the broker no longer keep that event, it goes
+   * after the last event it delivered (before the first one, from where the watch started); should the broker no longer keep that event, it goes
    * on from the oldest it keeps (and warns: events were lost in between).
    */
   watchEvents(queue: string, options: CallOptions & { afterEventId?: string } = {}): AsyncGenerator<Event, void, undefined> {
@@ -276,10 +276,12 @@ export class QueueCalls extends BaseClient {
       (after, deadline) =>
         this.queueService().serverStream(
           "watchEvents",
-          { queue, afterEventId: after },
+          { queue, afterEventId: after, sendStart: true },
           deadline === undefined ? {} : { deadline },
         ),
-      (item, last) => {
+      (item, last): [Event | undefined, string] => {
+        // Where the watch starts (a resume point before any event), sent first: no event.
+        if (!item.event && item.startEventId) return [undefined, item.startEventId];
         if (item.resumePointTrimmed) warn(`queue ${queue} no longer keeps event ${last}: events after it were lost`);
         if (!item.event) throw new JobBrokerError("the broker sent a WatchEvents message without an event");
         return [eventFromProto(item.event), item.event.eventId || last];
