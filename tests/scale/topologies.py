@@ -178,6 +178,12 @@ class Cluster:
         for server in self.servers:
             wait_until(lambda s=server: self._ok(s.port), START_TIMEOUT, "cluster_state:ok")
         wait_until(self._replicas_synced, START_TIMEOUT, "replicas in sync")
+        for primary in self.primaries():
+            wait_until(
+                lambda p=primary: _online(client(p.port).info("replication")) == 1,
+                START_TIMEOUT,
+                "each primary to see its replica online",
+            )
 
     @staticmethod
     def _ok(port: int) -> bool:
