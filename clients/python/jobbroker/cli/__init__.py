@@ -41,6 +41,7 @@ from . import _queues, _schemas
 from . import output as out
 from .common import (
     ADDRESS_HELP,
+    BROKER_INSTALL,
     Address,
     Attempts,
     AttemptTimeout,
@@ -423,27 +424,49 @@ def connection_settings(address: str | None = None) -> ConnectionSettings:
     return connection.settings(address)
 
 
+BROKER_COMMANDS = ("serve", "token")
+"""The commands the broker's ``jobbroker.cli`` entry point (named ``broker``) attaches."""
+
+
 def attach_commands(group: str = "jobbroker.cli") -> None:
     """Add the commands other packages declare: each entry point of ``group`` names a function
     that takes this app (``jobbroker_broker.cli:register`` adds ``serve`` and ``token``,
     ``jobbroker_dashboard.cli:register`` adds ``dashboard``). The
     client package imports none of them itself; one that fails to load becomes a command
-    saying why, so the others still work."""
+    saying why, so the others still work. While the broker is not installed, its commands
+    say what to install."""
+    found = set()
     for point in entry_points(group=group):
+        found.add(point.name)
         try:
             point.load()(app)
         except Exception as exc:
             _unloadable(point.name, f"{type(exc).__name__}: {exc}")
+    if "broker" not in found:
+        for name in BROKER_COMMANDS:
+            _not_installed(name, f"jobbroker {name} needs the broker: {BROKER_INSTALL}")
 
 
 def _unloadable(name: str, problem: str) -> None:
+    _not_installed(name, f"jobbroker {name} could not be loaded: {problem}")
+
+
+def _not_installed(name: str, problem: str) -> None:
+    """Command ``name``, standing in for one that is missing: whatever its arguments, it
+    exits 2 with ``problem``."""
+
     @app.command(
         name=name,
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-        help=f"(could not be loaded: {problem})",
+        context_settings={
+            "allow_extra_args": True,
+            "ignore_unknown_options": True,
+            "help_option_names": [],
+        },
+        add_help_option=False,
+        help=f"({problem})",
     )
-    def unloadable() -> None:
-        fail(ExitCode.USAGE, f"jobbroker {name} could not be loaded: {problem}")
+    def not_installed() -> None:
+        fail(ExitCode.USAGE, problem)
 
 
 attach_commands()

@@ -155,6 +155,11 @@ class ConnectingGroup(TyperGroup):
         return super().main(hoist_connection_options(given), *rest, **options)
 
 
+BROKER_INSTALL = "pip install 'jobbroker[broker]'"
+"""What adds the broker's commands (``serve``, ``token``): the ``jobbroker-broker``
+distribution, through the extra."""
+
+
 class ExitCode(enum.IntEnum):
     OK = 0
     JOB_FAILED = 1
