@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import orjson
 from jobbroker.limits import (
@@ -220,7 +220,7 @@ def trace_context(carried: job_pb2.TraceContext, field: str) -> str:
     return f"{traceparent} {tracestate.strip()}"
 
 
-def traceparent_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> tuple[str, str]:
+def traceparent_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> tuple[str, str]:
     """The ``traceparent`` and ``tracestate`` of a call's metadata ('' for one not sent): the
     trace context of an Add whose job carries none (docs/tracing.md)."""
     traceparent = tracestate = ""
