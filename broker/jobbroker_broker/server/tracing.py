@@ -67,15 +67,6 @@ def _carried(request: Any) -> Sequence[job_pb2.TraceContext]:
     return []
 
 
-def _w3c(carried: job_pb2.TraceContext) -> TraceContext:
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    carrier = {"traceparent": carried.traceparent}
-    if carried.tracestate:
-        carrier["tracestate"] = carried.tracestate
-    return TraceContextTextMapPropagator().extract(carrier)
-
-
 def _parent(request: Any, context: Context) -> tuple[TraceContext | None, list[Link]]:
     """The span's parent context (None: a new trace) and links."""
     from opentelemetry import propagate, trace
@@ -91,14 +82,14 @@ def _parent(request: Any, context: Context) -> tuple[TraceContext | None, list[L
         return None, []
     first = carried[0]
     if all(c == first for c in carried):
-        return _w3c(first), []
+        return job_tracing.context_of(first), []
     links: list[Link] = []
     seen: set[str] = set()
     for c in carried:
         if c.traceparent in seen or len(links) == MAX_LINKS:
             continue
         seen.add(c.traceparent)
-        span_context = trace.get_current_span(_w3c(c)).get_span_context()
+        span_context = trace.get_current_span(job_tracing.context_of(c)).get_span_context()
         if span_context.is_valid:
             links.append(trace.Link(span_context))
     return None, links

@@ -16,18 +16,21 @@ active in a process that has): without it every function is a dictionary lookup 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 import os
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .v1 import job_pb2
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, TracerProvider
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     from .v1 import worker_service_pb2
 
@@ -38,6 +41,13 @@ INSTRUMENTATION = "jobbroker"
 MESSAGING_SYSTEM = "jobbroker"
 """The ``messaging.system`` attribute of the worker's spans."""
 _API = "opentelemetry.trace"
+
+
+@functools.cache
+def _w3c() -> TraceContextTextMapPropagator:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator()
 
 
 def loaded() -> bool:
@@ -53,26 +63,26 @@ def current_trace_context() -> job_pb2.TraceContext | None:
     format, which every OpenTelemetry SDK reads."""
     if _API not in sys.modules:
         return None
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    from opentelemetry import trace
 
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
     carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier)
+    _w3c().inject(carrier)
     traceparent = carrier.get("traceparent")
     if not traceparent:
         return None
     return job_pb2.TraceContext(traceparent=traceparent, tracestate=carrier.get("tracestate", ""))
 
 
-def _parent(carried: job_pb2.TraceContext) -> Any:
+def context_of(carried: job_pb2.TraceContext) -> Context | None:
     """The OpenTelemetry context a job's trace context stands for (None: a new trace)."""
     if not carried.traceparent:
         return None
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     carrier = {"traceparent": carried.traceparent}
     if carried.tracestate:
         carrier["tracestate"] = carried.tracestate
-    return TraceContextTextMapPropagator().extract(carrier)
+    return _w3c().extract(carrier)
 
 
 @contextlib.contextmanager
@@ -95,7 +105,7 @@ def process_span(job: worker_service_pb2.LeasedJob, worker_id: str) -> Iterator[
     }
     with tracer.start_as_current_span(
         f"process {job.queue}",
-        context=_parent(job.trace_context),
+        context=context_of(job.trace_context),
         kind=trace.SpanKind.CONSUMER,
         attributes=attributes,
         record_exception=False,
