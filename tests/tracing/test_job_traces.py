@@ -29,6 +29,18 @@ def named(spans: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     return [s for s in spans.get_finished_spans() if s.name == name]
 
 
+async def finished(spans: InMemorySpanExporter, name: str, count: int) -> list[ReadableSpan]:
+    """The spans named ``name`` once there are ``count`` of them. An aborted call's status
+    reaches the caller before the broker's span ends (grpc.aio sends it from inside
+    ``context.abort``), so a test that reads such spans waits for them."""
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while len(found := named(spans, name)) < count:
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"{count} {name} spans expected, got {len(found)}")
+        await asyncio.sleep(0.01)
+    return found
+
+
 def one(found: Sequence[ReadableSpan]) -> ReadableSpan:
     assert len(found) == 1, [s.name for s in found]
     return found[0]
@@ -308,3 +320,53 @@ async def test_an_invalid_trace_context_field_is_refused_naming_the_field(
             )
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert field in (raised.value.details() or "")
+
+
+async def test_a_job_added_by_a_handler_is_a_child_of_its_process_span(
+    spans: InMemorySpanExporter, broker_address: str, queue: str
+) -> None:
+    worker = worker_of(broker_address, queue)
+
+    async with AsyncClient(broker_address) as client:
+
+        @worker.handler("order")
+        async def order(ctx: JobContext) -> Any:
+            return (await client.add(queue, "invoice")).job_id
+
+        @worker.handler("invoice")
+        async def invoice(ctx: JobContext) -> Any:
+            return None
+
+        async with worker:
+            with tracer.start_as_current_span("checkout") as producer:
+                added = await client.add(queue, "order")
+            follow_up = await client.wait(queue, added.job_id, timeout=10)
+            await client.wait(queue, follow_up, timeout=10)
+
+    found = named(spans, f"process {queue}")
+    processes = {s.attributes["jobbroker.job.name"]: s for s in found if s.attributes}
+    assert processes["order"].context.trace_id == producer.get_span_context().trace_id
+    assert processes["invoice"].context.trace_id == producer.get_span_context().trace_id
+    assert parent_id(processes["invoice"]) == processes["order"].context.span_id
+
+
+async def test_broker_spans_carry_the_status_and_mark_server_faults_as_errors(
+    spans: InMemorySpanExporter, broker_address: str, queue: str, private_redis: Any
+) -> None:
+    async with grpc.aio.insecure_channel(broker_address) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        request = job_service_pb2.GetStatusRequest(queue=queue, job_id="nope")
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await stub.GetStatus(request)
+        private_redis.stop()
+        with pytest.raises(grpc.aio.AioRpcError) as down:
+            await stub.GetStatus(request, timeout=10)
+    assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+    assert down.value.code() is grpc.StatusCode.UNAVAILABLE
+    first, second = await finished(spans, "jobbroker.v1.JobService/GetStatus", 2)
+    assert first.attributes is not None
+    assert second.attributes is not None
+    assert first.attributes["rpc.response.status_code"] == "NOT_FOUND"
+    assert first.status.status_code is StatusCode.UNSET  # the caller's mistake
+    assert second.attributes["rpc.response.status_code"] == "UNAVAILABLE"
+    assert second.status.status_code is StatusCode.ERROR
