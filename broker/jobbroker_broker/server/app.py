@@ -29,6 +29,7 @@ from ..metrics import Metrics
 from ..settings import ConfigError, Settings
 from ..storage.connection import RedisConnection
 from ..storage.store import Store, redis_errors
+from . import tracing
 from .gate import Gate
 from .health import Health
 from .metrics_server import MetricsEndpoint
@@ -240,7 +241,8 @@ class Broker:
         )
         self.gate = Gate(settings, book)
         server = grpc.aio.server(
-            interceptors=[RpcMetrics(self.metrics), self.gate], options=server_options(settings)
+            interceptors=[*tracing.interceptors(), RpcMetrics(self.metrics), self.gate],
+            options=server_options(settings),
         )
         job_service_pb2_grpc.add_JobServiceServicer_to_server(JobService(parts), server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(parts), server)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _code(context: Context, error: BaseException | None) -> str:
+def call_status(context: Context, error: BaseException | None) -> str:
     """The status the call ends with: the one set (abort sets it), else what the error means."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
@@ -32,7 +32,7 @@ def _code(context: Context, error: BaseException | None) -> str:
     return grpc.StatusCode.UNKNOWN.name
 
 
-def _method(full: str) -> str:
+def method_name(full: str) -> str:
     """``/jobbroker.v1.JobService/Add`` -> ``jobbroker.v1.JobService/Add``."""
     return full[1:] if full.startswith("/") else full
 
@@ -43,7 +43,7 @@ class RpcMetrics(WrappingInterceptor):
         self.metrics = metrics
 
     def _observe(self, method: str, context: Context, started: float, error: Any) -> None:
-        self.metrics.rpc_seconds.labels(method, _code(context, error)).observe(
+        self.metrics.rpc_seconds.labels(method, call_status(context, error)).observe(
             time.perf_counter() - started
         )
 
@@ -86,7 +86,7 @@ class RpcMetrics(WrappingInterceptor):
         return timed_stream if inspect.isasyncgenfunction(behavior) else timed
 
     def wrap_handler(self, method: str, handler: Handler) -> Handler:
-        name = _method(method)
+        name = method_name(method)
         return rebuild(
             handler,
             lambda kind, behavior: self._wrap(name, behavior, kind != "unary_unary"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import orjson
 from jobbroker.limits import (
@@ -25,6 +25,10 @@ JSON = "application/json"
 QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ID_FORBIDDEN = re.compile(r"[\x00-\x20\x7f-\x9f{}]")
+# W3C Trace Context: version 00's four fields; a later version may append fields after a dash.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-[ -~]*)?")
+MAX_TRACESTATE = 512
+"""Characters of a tracestate kept at most (what W3C asks every hop to be able to carry)."""
 
 
 def queue_name(value: str, field: str = "queue") -> str:
@@ -174,9 +178,58 @@ def options(opts: job_pb2.JobOptions, field: str) -> Sequence[str | bytes]:
             opts.remove_on_fail, f"{field}.remove_on_fail", opts.HasField("remove_on_fail")
         ),
         F.GROUP: opts.group,
+        F.TRACE_CONTEXT: (
+            trace_context(opts.trace_context, f"{field}.trace_context")
+            if opts.HasField("trace_context")
+            else ""
+        ),
         **backoff,
     }
     return [item for name, value in values.items() if value for item in (name, value)]
+
+
+def trace_context(carried: job_pb2.TraceContext, field: str) -> str:
+    """A trace context as the job hash keeps it (contracts.hashes.JobField.TRACE_CONTEXT);
+    '' for an empty one."""
+    traceparent, tracestate = carried.traceparent, carried.tracestate
+    if not traceparent:
+        if tracestate:
+            raise InvalidArgument(f"{field}.traceparent", "is required with a tracestate")
+        return ""
+    match = _TRACEPARENT.fullmatch(traceparent)
+    if (
+        match is None
+        or len(traceparent) > 256
+        or match.group(1) == "ff"
+        or (match.group(1) == "00" and match.group(4))
+        or not match.group(2).strip("0")
+        or not match.group(3).strip("0")
+    ):
+        raise InvalidArgument(
+            f"{field}.traceparent",
+            "must be a W3C traceparent: 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, "
+            "lower case, ids not all zero",
+        )
+    if not tracestate:
+        return traceparent
+    if len(tracestate) > MAX_TRACESTATE or _CONTROL.search(tracestate):
+        raise InvalidArgument(
+            f"{field}.tracestate",
+            f"must be at most {MAX_TRACESTATE} characters, without control characters",
+        )
+    return f"{traceparent} {tracestate.strip()}"
+
+
+def traceparent_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> tuple[str, str]:
+    """The ``traceparent`` and ``tracestate`` of a call's metadata ('' for one not sent): the
+    trace context of an Add whose job carries none (docs/tracing.md)."""
+    traceparent = tracestate = ""
+    for key, value in metadata or ():
+        if key == "traceparent" and isinstance(value, str):
+            traceparent = value
+        elif key == "tracestate" and isinstance(value, str):
+            tracestate = value
+    return traceparent, tracestate
 
 
 def _backoff(backoff: job_pb2.Backoff, field: str) -> dict[bytes, str]:

@@ -123,7 +123,18 @@ def options(job_id: str, fields: Fields) -> job_pb2.JobOptions:
         policy = _retention(fields.get(name))
         if policy is not None:
             getattr(opts, key).CopyFrom(policy)
+    carried = fields.get(F.TRACE_CONTEXT)
+    if carried:
+        trace_context(carried, opts.trace_context)
     return opts
+
+
+def trace_context(encoded: bytes, into: job_pb2.TraceContext) -> None:
+    """Fill ``into`` from a job hash's trace context field (contracts.hashes.JobField)."""
+    traceparent, _, tracestate = encoded.decode().partition(" ")
+    into.traceparent = traceparent
+    if tracestate:
+        into.tracestate = tracestate
 
 
 def job(queue: str, job_id: str, fields: Fields, log_count: int = 0) -> job_pb2.Job:

@@ -362,6 +362,8 @@ class Store:
                     JobField.PROGRESS_VALUE_TYPE: row.progress_type,
                 }
                 job.progress.CopyFrom(codec.progress({k: v for k, v in progress.items() if v}))
+            if row.trace_context:
+                codec.trace_context(row.trace_context, job.trace_context)
             leased.append(job)
         return leased, reply.then.held
 

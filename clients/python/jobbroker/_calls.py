@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
+from . import tracing
 from .errors import JobBrokerError, JobCancelled, JobFailed
 from .limits import MAX_DURATION_MS, MAX_UINT32, MIN_EVERY_MS
 from .models import (
@@ -61,9 +62,12 @@ def job_options(options: JobOptions | None, fields: OptionFields) -> JobOptions:
 def add_request(
     queue: str, name: str, data: Any, options: JobOptions
 ) -> job_service_pb2.AddRequest:
-    return job_service_pb2.AddRequest(
+    request = job_service_pb2.AddRequest(
         queue=queue, name=name, data=encode(data), options=options.to_proto()
     )
+    if tracing.loaded() and (carried := tracing.current_trace_context()) is not None:
+        request.options.trace_context.CopyFrom(carried)
+    return request
 
 
 def bulk_request(
@@ -71,6 +75,7 @@ def bulk_request(
 ) -> tuple[job_service_pb2.AddBulkRequest, bool]:
     """The AddBulk request, and whether it may be retried: every job has a custom id."""
     request = job_service_pb2.AddBulkRequest(queue=queue)
+    carried = tracing.current_trace_context() if tracing.loaded() else None
     idempotent = True
     for item in jobs:
         if not isinstance(item, tuple) or len(item) not in (2, 3):
@@ -80,7 +85,9 @@ def bulk_request(
         name, data = item[0], item[1]
         options = (item[2] if len(item) == 3 else None) or JobOptions()
         idempotent = idempotent and bool(options.job_id)
-        request.jobs.add(name=name, data=encode(data), options=options.to_proto())
+        job = request.jobs.add(name=name, data=encode(data), options=options.to_proto())
+        if carried is not None:
+            job.options.trace_context.CopyFrom(carried)
     return request, idempotent and len(request.jobs) > 0
 
 

@@ -19,6 +19,21 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_REASON = 1024
 
 
+def _trace_from_metadata(options: job_pb2.JobOptions, context: Context) -> None:
+    """An Add whose job carries no trace context takes the call's ``traceparent`` (and
+    ``tracestate``) metadata, which other languages' gRPC instrumentation sends
+    (docs/tracing.md). An invalid one is ignored, as W3C asks of a traceparent header."""
+    traceparent, tracestate = validation.traceparent_metadata(context.invocation_metadata())
+    if not traceparent:
+        return
+    carried = job_pb2.TraceContext(traceparent=traceparent, tracestate=tracestate)
+    try:
+        validation.trace_context(carried, "metadata")
+    except InvalidArgument:
+        return
+    options.trace_context.CopyFrom(carried)
+
+
 class JobService(job_service_pb2_grpc.JobServiceServicer):
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
@@ -37,6 +52,8 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self, request: job_service_pb2.AddRequest, context: Context
     ) -> job_service_pb2.AddResponse:
         queue = validation.queue_name(request.queue)
+        if not request.options.HasField("trace_context"):
+            _trace_from_metadata(request.options, context)
         job = validation.new_job(request.name, request.data, request.options, "", self.settings)
         if schemas := await self.parts.schemas.of(queue):  # job data schemas (job_schemas.py)
             schemas.check(job)

@@ -81,6 +81,10 @@ class JobField:
     """Retention policy ``remove,keep_last,keep_age_ms`` (``1,0,0`` removes at once)."""
     REMOVE_ON_FAIL: Final = b"rf"
     GROUP: Final = b"grp"
+    TRACE_CONTEXT: Final = b"tc"
+    """The W3C trace context the job was added with: ``<traceparent>`` or ``<traceparent>
+    <tracestate>`` (one space between; a traceparent has none). The lease hands it to the
+    worker; a schedule's template never holds one."""
 
 
 class MetaField:

@@ -37,6 +37,8 @@ class Leased:
     progress_type: bytes
     wait_ms: int
     """For metrics: from creation (plus delay) to this first start; -1 for a later start."""
+    trace_context: bytes
+    """The job hash's trace context field ('' when the job was added without one)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@
       data: payload body
       data_type: payload content type ('' = JSON)
       options...: the options set, by name: job hash fields and their values in pairs (pri,
-        lifo, dly, atm, bt, bd, bj, bx, tmo, lsp, rc, rf, grp; see contracts/hashes.py),
+        lifo, dly, atm, bt, bd, bj, bx, tmo, lsp, rc, rf, grp, tc; see contracts/hashes.py),
         unset ones left out
   Output: per job {id, state, duplicate} then {registered}
     duplicate is 1 when a job with that custom id, name and data was there already (left as

@@ -15,10 +15,11 @@
     ARGV[4] lease_ms: lease duration
     ARGV[5] token_suffix: random text the lease tokens carry after their fence
   Output: per job {id, name, data, data_type, attempt, max_attempts, token, fence,
-      lease_expires_at, timeout_at, progress_percent, progress_value, progress_type, wait_ms}
+      lease_expires_at, timeout_at, progress_percent, progress_value, progress_type, wait_ms,
+      trace_context}
     then {held}
     timeout_at is 0 without an attempt timeout; the progress values are '' when none was
-    reported; wait_ms is, for metrics, creation plus delay to this first start (-1 for a later
+    reported; trace_context is '' for a job added without one; wait_ms is, for metrics, creation plus delay to this first start (-1 for a later
     start or a job retried by hand). held says what held leasing back: 0 nothing, -1 the queue
     is paused, -2 the concurrency limit, or N > 0: the rate limit, for N more ms.
 ]]
@@ -112,9 +113,9 @@ while leased < max_jobs and budget > 0 do
     local jkey = job_key(prefix, id)
     -- One HMGET for everything the lease needs (false for an absent field).
     local name, data, dct, made, max_attempts, timeout, lifespan, created, pp, pv, pvt, st,
-      started, last_fence, group, delay, stalled = unpack(redis.call('HMGET', jkey, 'name',
+      started, last_fence, group, delay, stalled, tc = unpack(redis.call('HMGET', jkey, 'name',
       'data', 'dct', 'am', 'atm', 'tmo', 'lsp', 'ct', 'pp', 'pv', 'pvt', 'st', 'sa', 'fn', 'grp',
-      'dly', 'sc'))
+      'dly', 'sc', 'tc'))
     if st then
       lifespan = tonumber(lifespan) or 0
       -- Lifespan bounds the start only: a job that started once is never expired after.
@@ -171,6 +172,7 @@ while leased < max_jobs and budget > 0 do
         -- A retried job (restart) has `sc` set; a started one `sa`.
         out[n + 14] = (started or stalled) and -1
           or math.max(0, now - tonumber(created) - (tonumber(delay) or 0))
+        out[n + 15] = tc or ''
       end
     end
   end

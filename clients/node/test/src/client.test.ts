@@ -45,6 +45,7 @@ describe("jobs", () => {
       timeout: 60_000,
       lifespan: 3_600_000,
       group: "tenant-1",
+      traceContext: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", tracestate: "k=v" },
     });
     assert.equal(added.state, "waiting");
     assert.equal(added.duplicate, false);
@@ -64,6 +65,8 @@ describe("jobs", () => {
     assert.equal(options?.removeOnFail?.keepAgeMs, 3_600_000n);
     assert.equal(options?.timeoutMs, 60_000n);
     assert.equal(options?.group, "tenant-1");
+    assert.equal(options?.traceContext?.traceparent, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    assert.equal(options?.traceContext?.tracestate, "k=v");
   });
 
   it("adds a delayed job, promotes it, and refuses a second promote", async () => {

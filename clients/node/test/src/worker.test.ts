@@ -144,6 +144,29 @@ describe("worker", () => {
     await w.close();
   });
 
+  it("hands every attempt the trace context the job was added with", async () => {
+    const queue = queueName();
+    const w = worker(queue);
+    const seen: unknown[] = [];
+    w.process("traced", (job) => {
+      seen.push(job.traceContext);
+      if (job.attempt < 2) throw new Error("once more");
+      return null;
+    });
+    w.process("untraced", (job) => {
+      seen.push(job.traceContext);
+      return null;
+    });
+    await w.start();
+    const traceContext = { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", tracestate: "k=v" };
+    const traced = await client.add(queue, "traced", {}, { attempts: 2, traceContext });
+    await client.wait(queue, traced.jobId, { timeout: 20_000 });
+    const plain = await client.add(queue, "untraced", {});
+    await client.wait(queue, plain.jobId, { timeout: 20_000 });
+    assert.deepEqual(seen, [traceContext, traceContext, undefined]);
+    await w.close();
+  });
+
   it("retries a failed attempt after its backoff, then completes", async () => {
     const queue = queueName();
     const w = worker(queue);

@@ -232,6 +232,7 @@ class JobOptions(_message.Message):
     REMOVE_ON_FAIL_FIELD_NUMBER: _builtins.int
     LIFO_FIELD_NUMBER: _builtins.int
     GROUP_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """A caller-chosen id (idempotent add): adding the same id with the same name and data returns
     the existing job; with different name or data the add fails with ALREADY_EXISTS. Must not
@@ -272,6 +273,13 @@ class JobOptions(_message.Message):
     def remove_on_fail(self) -> Global___RetentionPolicy:
         """What to keep after the job fails for good. Default: keep."""
 
+    @_builtins.property
+    def trace_context(self) -> Global___TraceContext:
+        """The W3C trace context of the span that added the job (the producer's): the worker runs the
+        job, every attempt, in a span that is a child of it. Empty (the default): not traced. The
+        Python client fills it from the active OpenTelemetry span; see docs/tracing.md.
+        """
+
     def __init__(
         self,
         *,
@@ -286,14 +294,45 @@ class JobOptions(_message.Message):
         remove_on_fail: Global___RetentionPolicy | None = ...,
         lifo: _builtins.bool = ...,
         group: _builtins.str = ...,
+        trace_context: Global___TraceContext | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "trace_context", b"trace_context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backoff", b"backoff", "delay_ms", b"delay_ms", "group", b"group", "job_id", b"job_id", "lifespan_ms", b"lifespan_ms", "lifo", b"lifo", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backoff", b"backoff", "delay_ms", b"delay_ms", "group", b"group", "job_id", b"job_id", "lifespan_ms", b"lifespan_ms", "lifo", b"lifo", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "timeout_ms", b"timeout_ms", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobOptions: _TypeAlias = JobOptions  # noqa: Y015
+
+@_typing.final
+class TraceContext(_message.Message):
+    """A W3C trace context (https://www.w3.org/TR/trace-context/), as the `traceparent` and
+    `tracestate` headers carry it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
+    TRACESTATE_FIELD_NUMBER: _builtins.int
+    traceparent: _builtins.str
+    """The `traceparent` value: `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`, lower case."""
+    tracestate: _builtins.str
+    """The `tracestate` value (at most 512 characters); empty when there is none. Only with a
+    traceparent.
+    """
+    def __init__(
+        self,
+        *,
+        traceparent: _builtins.str = ...,
+        tracestate: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["traceparent", b"traceparent", "tracestate", b"tracestate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TraceContext: _TypeAlias = TraceContext  # noqa: Y015
 
 @_typing.final
 class Failure(_message.Message):

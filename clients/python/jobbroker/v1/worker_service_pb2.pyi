@@ -112,6 +112,7 @@ class LeasedJob(_message.Message):
     LEASE_EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
     TIMEOUT_AT_MS_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The job's queue."""
     job_id: _builtins.str
@@ -138,6 +139,12 @@ class LeasedJob(_message.Message):
     def progress(self) -> _job_pb2.Progress:
         """The job's progress as left by a previous attempt."""
 
+    @_builtins.property
+    def trace_context(self) -> _job_pb2.TraceContext:
+        """The trace context the job was added with (`JobOptions.trace_context`): run the attempt in
+        a span that is its child. Unset when the job was added without one.
+        """
+
     def __init__(
         self,
         *,
@@ -152,10 +159,11 @@ class LeasedJob(_message.Message):
         lease_expires_at_ms: _builtins.int = ...,
         timeout_at_ms: _builtins.int = ...,
         progress: _job_pb2.Progress | None = ...,
+        trace_context: _job_pb2.TraceContext | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "progress", b"progress"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "progress", b"progress", "trace_context", b"trace_context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "data", b"data", "fence", b"fence", "job_id", b"job_id", "lease_expires_at_ms", b"lease_expires_at_ms", "max_attempts", b"max_attempts", "name", b"name", "progress", b"progress", "queue", b"queue", "timeout_at_ms", b"timeout_at_ms", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "data", b"data", "fence", b"fence", "job_id", b"job_id", "lease_expires_at_ms", b"lease_expires_at_ms", "max_attempts", b"max_attempts", "name", b"name", "progress", b"progress", "queue", b"queue", "timeout_at_ms", b"timeout_at_ms", "token", b"token", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

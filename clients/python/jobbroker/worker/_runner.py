@@ -6,6 +6,7 @@ import asyncio
 import asyncio.futures
 import asyncio.tasks
 import concurrent.futures.thread
+import contextvars
 import inspect
 import traceback
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any
 
+from .. import tracing
 from ._context import DoNotRetry, JobContext
 from ._lease import Lease
 from ._outcomes import MAX_STACK, Report, complete, fail, release, stopped
@@ -52,10 +54,32 @@ def failure(lease: Lease, exc: BaseException, *, no_retry: bool = False) -> Repo
 async def run_handler(
     lease: Lease, ctx: JobContext, handler: Handler, executor: Executor | None
 ) -> Report | None:
-    """Run the handler; return the outcome to report, or None when nothing may be reported."""
+    """Run the handler; return the outcome to report, or None when nothing may be reported.
+
+    In a process that uses OpenTelemetry the handler runs in the attempt's ``process <queue>``
+    span (jobbroker.tracing); otherwise nothing of it is touched."""
+    if not tracing.loaded():
+        return await _run(lease, ctx, handler, executor, traced=False)
+    with tracing.process_span(lease.job, ctx.worker_id) as span:
+        report = await _run(lease, ctx, handler, executor, traced=True)
+        if report is None:
+            tracing.end_process(span, "lost")
+        else:
+            tracing.end_process(span, report.kind, report.error_type, report.message, report.stack)
+        return report
+
+
+async def _run(
+    lease: Lease, ctx: JobContext, handler: Handler, executor: Executor | None, *, traced: bool
+) -> Report | None:
     try:
         if lease.threaded:
-            result = await asyncio.get_running_loop().run_in_executor(executor, handler, ctx)
+            loop = asyncio.get_running_loop()
+            if traced:  # the thread runs in the span too (an executor does not carry it over)
+                run = contextvars.copy_context().run
+                result = await loop.run_in_executor(executor, run, handler, ctx)
+            else:
+                result = await loop.run_in_executor(executor, handler, ctx)
         else:
             result = handler(ctx)
         if inspect.isawaitable(result):

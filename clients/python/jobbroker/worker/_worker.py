@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
+from .. import tracing
 from .._transport import Transport
 from ..connection import ConnectionSettings
 from ..limits import MAX_LEASE_MS, MAX_WAIT_MS, MIN_LEASE_MS
@@ -308,6 +309,8 @@ class Worker:
             raise RuntimeError("this worker was started already")
         if not self._handlers and self._default is None:
             raise RuntimeError("register at least one handler before starting the worker")
+        # Export spans when OTEL_* asks for it and the application set up no tracer provider.
+        tracing.configure_from_env("jobbroker-worker")
         self._stop_requested = asyncio.Event()
         self._main = asyncio.create_task(self._serve(), name=f"jobbroker-worker-{self.worker_id}")
 

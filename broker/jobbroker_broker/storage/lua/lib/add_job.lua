@@ -1,7 +1,7 @@
 -- Writing one new job: shared by add.lua and fire_schedule.lua. Include after lib/base.lua.
 --
 -- A job's options come by name: `n` values from v[b], job hash fields and their values in
--- pairs (pri, lifo, dly, atm, bt, bd, bj, bx, tmo, lsp, rc, rf, grp), unset ones left out.
+-- pairs (pri, lifo, dly, atm, bt, bd, bj, bx, tmo, lsp, rc, rf, grp, tc), unset ones left out.
 
 -- Whether two content types name the same kind of payload: each is kept as sent, but '' and
 -- 'application/json' both mean JSON, so re-adding a job with the other spelling is a duplicate.

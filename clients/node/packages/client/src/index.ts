@@ -19,6 +19,7 @@ export type {
   JobState,
   KeepJobs,
   Progress,
+  TraceContextCarrier,
 } from "./models.js";
 export type { JobCounts, QueueInfo, QueueSettings, RateLimit, Schedule, ScheduleSpec, WorkerInfo } from "./queues.js";
 export { Worker, defaultWorkerId } from "./worker/worker.js";

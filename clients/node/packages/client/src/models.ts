@@ -12,6 +12,7 @@ import {
   JobState as PbJobState,
   PayloadSchema,
   RetentionPolicySchema,
+  TraceContextSchema,
   type Failure as PbFailure,
   type Job as PbJob,
   type JobOptions as PbJobOptions,
@@ -167,6 +168,23 @@ export interface JobOptions {
   lifo?: boolean;
   /** A group key (a tenant, a user): the queue's group rate limit applies per group. */
   group?: string;
+  /**
+   * The W3C trace context of the span that adds the job: the worker runs every attempt in a
+   * child span of it (docs/tracing.md). With `@opentelemetry/api`:
+   * `const traceContext = {}; propagation.inject(context.active(), traceContext);`
+   */
+  traceContext?: TraceContextCarrier;
+}
+
+/** A W3C trace context, as the `traceparent` and `tracestate` headers carry it. */
+export interface TraceContextCarrier {
+  traceparent?: string;
+  tracestate?: string;
+}
+
+function traceContext(value: TraceContextCarrier | undefined) {
+  if (!value?.traceparent) return undefined;
+  return create(TraceContextSchema, { traceparent: value.traceparent, tracestate: value.tracestate ?? "" });
 }
 
 function retention(value: KeepJobs | undefined, field: string): RetentionPolicy | undefined {
@@ -210,6 +228,7 @@ export function optionsToProto(options: JobOptions = {}): PbJobOptions {
     removeOnFail: retention(options.removeOnFail, "removeOnFail"),
     lifo: options.lifo ?? false,
     group: options.group ?? "",
+    traceContext: traceContext(options.traceContext),
   });
 }
 

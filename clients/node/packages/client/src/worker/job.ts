@@ -6,7 +6,7 @@ import { create } from "@bufbuild/protobuf";
 
 import type { LeasedJob, Outcome } from "../gen/jobbroker/v1/worker_service_pb.js";
 import { OutcomeSchema } from "../gen/jobbroker/v1/worker_service_pb.js";
-import { decode, encode, type Progress } from "../models.js";
+import { decode, encode, type Progress, type TraceContextCarrier } from "../models.js";
 import type { Payload } from "../gen/jobbroker/v1/job_pb.js";
 
 /** Throw it (or a subclass) from a processor to fail the job for good, whatever attempts are left. */
@@ -152,6 +152,19 @@ export class WorkerJob<Data = unknown> {
   /** When the lease runs out unless renewed (the worker renews it for you). */
   get leaseExpiresAt(): Date {
     return new Date(this.lease.expiresAtMs);
+  }
+
+  /**
+   * The W3C trace context the job was added with (`traceparent`, `tracestate`), or undefined.
+   * Start the attempt's span as its child: `propagation.extract(context.active(), job.traceContext)`
+   * with `@opentelemetry/api` (docs/tracing.md).
+   */
+  get traceContext(): TraceContextCarrier | undefined {
+    const carried = this.lease.leased.traceContext;
+    if (!carried?.traceparent) return undefined;
+    return carried.tracestate
+      ? { traceparent: carried.traceparent, tracestate: carried.tracestate }
+      : { traceparent: carried.traceparent };
   }
 
   /** The progress a previous attempt left, to resume from. */

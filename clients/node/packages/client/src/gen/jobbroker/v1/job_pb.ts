@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file jobbroker/v1/job.proto.
  */
 export const file_jobbroker_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("ChZqb2Jicm9rZXIvdjEvam9iLnByb3RvEgxqb2Jicm9rZXIudjEiLQoHUGF5bG9hZBIUCgxjb250ZW50X3R5cGUYASABKAkSDAoEYm9keRgCIAEoDCJqCgdCYWNrb2ZmEicKBHR5cGUYASABKA4yGS5qb2Jicm9rZXIudjEuQmFja29mZlR5cGUSEAoIZGVsYXlfbXMYAiABKAQSDgoGaml0dGVyGAMgASgBEhQKDG1heF9kZWxheV9tcxgEIAEoBCJJCg9SZXRlbnRpb25Qb2xpY3kSDgoGcmVtb3ZlGAEgASgIEhEKCWtlZXBfbGFzdBgCIAEoDRITCgtrZWVwX2FnZV9tcxgDIAEoBCKyAgoKSm9iT3B0aW9ucxIOCgZqb2JfaWQYASABKAkSEAoIcHJpb3JpdHkYAiABKA0SEAoIZGVsYXlfbXMYAyABKAQSEAoIYXR0ZW1wdHMYBCABKA0SJgoHYmFja29mZhgFIAEoCzIVLmpvYmJyb2tlci52MS5CYWNrb2ZmEhIKCnRpbWVvdXRfbXMYBiABKAQSEwoLbGlmZXNwYW5fbXMYByABKAQSOQoScmVtb3ZlX29uX2NvbXBsZXRlGAggASgLMh0uam9iYnJva2VyLnYxLlJldGVudGlvblBvbGljeRI1Cg5yZW1vdmVfb25fZmFpbBgJIAEoCzIdLmpvYmJyb2tlci52MS5SZXRlbnRpb25Qb2xpY3kSDAoEbGlmbxgKIAEoCBINCgVncm91cBgLIAEoCSJ7CgdGYWlsdXJlEisKBnJlYXNvbhgBIAEoDjIbLmpvYmJyb2tlci52MS5GYWlsdXJlUmVhc29uEg8KB21lc3NhZ2UYAiABKAkSEgoKZXJyb3JfdHlwZRgDIAEoCRINCgVzdGFjaxgEIAEoCRIPCgdhdHRlbXB0GAUgASgNIlIKCFByb2dyZXNzEhQKB3BlcmNlbnQYASABKAFIAIgBARIkCgV2YWx1ZRgCIAEoCzIVLmpvYmJyb2tlci52MS5QYXlsb2FkQgoKCF9wZXJjZW50IpkECgNKb2ISCgoCaWQYASABKAkSDQoFcXVldWUYAiABKAkSDAoEbmFtZRgDIAEoCRIlCgVzdGF0ZRgEIAEoDjIWLmpvYmJyb2tlci52MS5Kb2JTdGF0ZRIjCgRkYXRhGAUgASgLMhUuam9iYnJva2VyLnYxLlBheWxvYWQSKQoHb3B0aW9ucxgGIAEoCzIYLmpvYmJyb2tlci52MS5Kb2JPcHRpb25zEhUKDWF0dGVtcHRzX21hZGUYByABKA0SKAoIcHJvZ3Jlc3MYCCABKAsyFi5qb2Jicm9rZXIudjEuUHJvZ3Jlc3MSJQoGcmVzdWx0GAkgASgLMhUuam9iYnJva2VyLnYxLlBheWxvYWQSJgoHZmFpbHVyZRgKIAEoCzIVLmpvYmJyb2tlci52MS5GYWlsdXJlEhUKDWNyZWF0ZWRfYXRfbXMYCyABKAMSFQoNc3RhcnRlZF9hdF9tcxgMIAEoAxIWCg5maW5pc2hlZF9hdF9tcxgNIAEoAxIRCglydW5fYXRfbXMYDiABKAMSEQoJd29ya2VyX2lkGA8gASgJEhsKE2xlYXNlX2V4cGlyZXNfYXRfbXMYECABKAMSGAoQY2FuY2VsX3JlcXVlc3RlZBgRIAEoCBIVCg1zdGFsbGVkX2NvdW50GBIgASgNEhEKCWxvZ19jb3VudBgTIAEoDRIVCg1jYW5jZWxfcmVhc29uGBQgASgJKrEBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFKT0JfU1RBVEVfV0FJVElORxABEhUKEUpPQl9TVEFURV9ERUxBWUVEEAISFAoQSk9CX1NUQVRFX0FDVElWRRADEhcKE0pPQl9TVEFURV9DT01QTEVURUQQBBIUChBKT0JfU1RBVEVfRkFJTEVEEAUSFwoTSk9CX1NUQVRFX0NBTkNFTExFRBAGKmEKC0JhY2tvZmZUeXBlEhwKGEJBQ0tPRkZfVFlQRV9VTlNQRUNJRklFRBAAEhYKEkJBQ0tPRkZfVFlQRV9GSVhFRBABEhwKGEJBQ0tPRkZfVFlQRV9FWFBPTkVOVElBTBACKp0BCg1GYWlsdXJlUmVhc29uEh4KGkZBSUxVUkVfUkVBU09OX1VOU1BFQ0lGSUVEEAASGAoURkFJTFVSRV9SRUFTT05fRVJST1IQARIaChZGQUlMVVJFX1JFQVNPTl9USU1FT1VUEAISGgoWRkFJTFVSRV9SRUFTT05fRVhQSVJFRBADEhoKFkZBSUxVUkVfUkVBU09OX1NUQUxMRUQQBGIGcHJvdG8z");
+  fileDesc("ChZqb2Jicm9rZXIvdjEvam9iLnByb3RvEgxqb2Jicm9rZXIudjEiLQoHUGF5bG9hZBIUCgxjb250ZW50X3R5cGUYASABKAkSDAoEYm9keRgCIAEoDCJqCgdCYWNrb2ZmEicKBHR5cGUYASABKA4yGS5qb2Jicm9rZXIudjEuQmFja29mZlR5cGUSEAoIZGVsYXlfbXMYAiABKAQSDgoGaml0dGVyGAMgASgBEhQKDG1heF9kZWxheV9tcxgEIAEoBCJJCg9SZXRlbnRpb25Qb2xpY3kSDgoGcmVtb3ZlGAEgASgIEhEKCWtlZXBfbGFzdBgCIAEoDRITCgtrZWVwX2FnZV9tcxgDIAEoBCLlAgoKSm9iT3B0aW9ucxIOCgZqb2JfaWQYASABKAkSEAoIcHJpb3JpdHkYAiABKA0SEAoIZGVsYXlfbXMYAyABKAQSEAoIYXR0ZW1wdHMYBCABKA0SJgoHYmFja29mZhgFIAEoCzIVLmpvYmJyb2tlci52MS5CYWNrb2ZmEhIKCnRpbWVvdXRfbXMYBiABKAQSEwoLbGlmZXNwYW5fbXMYByABKAQSOQoScmVtb3ZlX29uX2NvbXBsZXRlGAggASgLMh0uam9iYnJva2VyLnYxLlJldGVudGlvblBvbGljeRI1Cg5yZW1vdmVfb25fZmFpbBgJIAEoCzIdLmpvYmJyb2tlci52MS5SZXRlbnRpb25Qb2xpY3kSDAoEbGlmbxgKIAEoCBINCgVncm91cBgLIAEoCRIxCg10cmFjZV9jb250ZXh0GAwgASgLMhouam9iYnJva2VyLnYxLlRyYWNlQ29udGV4dCI3CgxUcmFjZUNvbnRleHQSEwoLdHJhY2VwYXJlbnQYASABKAkSEgoKdHJhY2VzdGF0ZRgCIAEoCSJ7CgdGYWlsdXJlEisKBnJlYXNvbhgBIAEoDjIbLmpvYmJyb2tlci52MS5GYWlsdXJlUmVhc29uEg8KB21lc3NhZ2UYAiABKAkSEgoKZXJyb3JfdHlwZRgDIAEoCRINCgVzdGFjaxgEIAEoCRIPCgdhdHRlbXB0GAUgASgNIlIKCFByb2dyZXNzEhQKB3BlcmNlbnQYASABKAFIAIgBARIkCgV2YWx1ZRgCIAEoCzIVLmpvYmJyb2tlci52MS5QYXlsb2FkQgoKCF9wZXJjZW50IpkECgNKb2ISCgoCaWQYASABKAkSDQoFcXVldWUYAiABKAkSDAoEbmFtZRgDIAEoCRIlCgVzdGF0ZRgEIAEoDjIWLmpvYmJyb2tlci52MS5Kb2JTdGF0ZRIjCgRkYXRhGAUgASgLMhUuam9iYnJva2VyLnYxLlBheWxvYWQSKQoHb3B0aW9ucxgGIAEoCzIYLmpvYmJyb2tlci52MS5Kb2JPcHRpb25zEhUKDWF0dGVtcHRzX21hZGUYByABKA0SKAoIcHJvZ3Jlc3MYCCABKAsyFi5qb2Jicm9rZXIudjEuUHJvZ3Jlc3MSJQoGcmVzdWx0GAkgASgLMhUuam9iYnJva2VyLnYxLlBheWxvYWQSJgoHZmFpbHVyZRgKIAEoCzIVLmpvYmJyb2tlci52MS5GYWlsdXJlEhUKDWNyZWF0ZWRfYXRfbXMYCyABKAMSFQoNc3RhcnRlZF9hdF9tcxgMIAEoAxIWCg5maW5pc2hlZF9hdF9tcxgNIAEoAxIRCglydW5fYXRfbXMYDiABKAMSEQoJd29ya2VyX2lkGA8gASgJEhsKE2xlYXNlX2V4cGlyZXNfYXRfbXMYECABKAMSGAoQY2FuY2VsX3JlcXVlc3RlZBgRIAEoCBIVCg1zdGFsbGVkX2NvdW50GBIgASgNEhEKCWxvZ19jb3VudBgTIAEoDRIVCg1jYW5jZWxfcmVhc29uGBQgASgJKrEBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFKT0JfU1RBVEVfV0FJVElORxABEhUKEUpPQl9TVEFURV9ERUxBWUVEEAISFAoQSk9CX1NUQVRFX0FDVElWRRADEhcKE0pPQl9TVEFURV9DT01QTEVURUQQBBIUChBKT0JfU1RBVEVfRkFJTEVEEAUSFwoTSk9CX1NUQVRFX0NBTkNFTExFRBAGKmEKC0JhY2tvZmZUeXBlEhwKGEJBQ0tPRkZfVFlQRV9VTlNQRUNJRklFRBAAEhYKEkJBQ0tPRkZfVFlQRV9GSVhFRBABEhwKGEJBQ0tPRkZfVFlQRV9FWFBPTkVOVElBTBACKp0BCg1GYWlsdXJlUmVhc29uEh4KGkZBSUxVUkVfUkVBU09OX1VOU1BFQ0lGSUVEEAASGAoURkFJTFVSRV9SRUFTT05fRVJST1IQARIaChZGQUlMVVJFX1JFQVNPTl9USU1FT1VUEAISGgoWRkFJTFVSRV9SRUFTT05fRVhQSVJFRBADEhoKFkZBSUxVUkVfUkVBU09OX1NUQUxMRUQQBGIGcHJvdG8z");
 
 /**
  * A payload: job data, a result or a progress value.
@@ -212,6 +212,15 @@ export type JobOptions = Message<"jobbroker.v1.JobOptions"> & {
    * @generated from field: string group = 11;
    */
   group: string;
+
+  /**
+   * The W3C trace context of the span that added the job (the producer's): the worker runs the
+   * job, every attempt, in a span that is a child of it. Empty (the default): not traced. The
+   * Python client fills it from the active OpenTelemetry span; see docs/tracing.md.
+   *
+   * @generated from field: jobbroker.v1.TraceContext trace_context = 12;
+   */
+  traceContext?: TraceContext | undefined;
 };
 
 /**
@@ -220,6 +229,36 @@ export type JobOptions = Message<"jobbroker.v1.JobOptions"> & {
  */
 export const JobOptionsSchema: GenMessage<JobOptions> = /*@__PURE__*/
   messageDesc(file_jobbroker_v1_job, 3);
+
+/**
+ * A W3C trace context (https://www.w3.org/TR/trace-context/), as the `traceparent` and
+ * `tracestate` headers carry it.
+ *
+ * @generated from message jobbroker.v1.TraceContext
+ */
+export type TraceContext = Message<"jobbroker.v1.TraceContext"> & {
+  /**
+   * The `traceparent` value: `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`, lower case.
+   *
+   * @generated from field: string traceparent = 1;
+   */
+  traceparent: string;
+
+  /**
+   * The `tracestate` value (at most 512 characters); empty when there is none. Only with a
+   * traceparent.
+   *
+   * @generated from field: string tracestate = 2;
+   */
+  tracestate: string;
+};
+
+/**
+ * Describes the message jobbroker.v1.TraceContext.
+ * Use `create(TraceContextSchema)` to create a new message.
+ */
+export const TraceContextSchema: GenMessage<TraceContext> = /*@__PURE__*/
+  messageDesc(file_jobbroker_v1_job, 4);
 
 /**
  * The last failure of a job.
@@ -268,7 +307,7 @@ export type Failure = Message<"jobbroker.v1.Failure"> & {
  * Use `create(FailureSchema)` to create a new message.
  */
 export const FailureSchema: GenMessage<Failure> = /*@__PURE__*/
-  messageDesc(file_jobbroker_v1_job, 4);
+  messageDesc(file_jobbroker_v1_job, 5);
 
 /**
  * The progress a worker reported.
@@ -296,7 +335,7 @@ export type Progress = Message<"jobbroker.v1.Progress"> & {
  * Use `create(ProgressSchema)` to create a new message.
  */
 export const ProgressSchema: GenMessage<Progress> = /*@__PURE__*/
-  messageDesc(file_jobbroker_v1_job, 5);
+  messageDesc(file_jobbroker_v1_job, 6);
 
 /**
  * A job as stored by the broker.
@@ -450,7 +489,7 @@ export type Job = Message<"jobbroker.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_jobbroker_v1_job, 6);
+  messageDesc(file_jobbroker_v1_job, 7);
 
 /**
  * The state a job is in. A job is in exactly one state at a time.
