@@ -467,11 +467,12 @@ class Worker:
                 ", ".join(f"{lease.queue}/{lease.job_id}" for lease in jobs.abandoned),
             )
         log.info(
-            "worker %s stopped (%d jobs leased in %d Lease calls, %d outcomes sent in %d "
-            "stream messages)",
+            "worker %s stopped (%d jobs leased in %d Lease calls and %d answers on the "
+            "stream, %d outcomes sent in %d stream messages)",
             self.worker_id,
             leasing.leased,
             leasing.calls,
+            leasing.asks,
             stream.sent_outcomes,
             stream.sent_messages,
         )
