@@ -40,8 +40,13 @@ local function complete_jobs(k, maxlen, n, first_item, now)
         finish_cancelled(prefix, events, maxlen, cancelled, id, now)
         st = 'cancelled'
       else
-        -- The lease fields (le, to) stay: saving their HDEL is a redis.call per job.
-        if rct ~= '' then
+        -- Removed on complete (policy "1,..."): the job's keys go at once, and it never enters
+        -- the completed set (what retain() would take out again); the event carries its result.
+        local removed = f[6] and string.sub(f[6], 1, 2) == '1,'
+        if removed then
+          remove_job_keys(prefix, id)
+        elseif rct ~= '' then
+          -- The lease fields (le, to) stay: saving their HDEL is a redis.call per job.
           redis.call('HSET', jkey, 'st', 'completed', 'fa', now_s, 'am', attempt, 'res', result,
             'rct', rct)
         else
@@ -49,7 +54,9 @@ local function complete_jobs(k, maxlen, n, first_item, now)
         end
         emit_fields(events, maxlen, 'completed', id, 's', 'completed', 'a', attempt, 'r', result,
           'rct', rct, 'f', f[7], 'w', f[8])
-        if f[6] then
+        if removed then
+          -- gone already
+        elseif f[6] then
           flush_finished()
           redis.call('ZADD', completed, now, id)
           retain(prefix, completed, id, f[6], now)
