@@ -48,6 +48,7 @@ from ._runner import Handler, is_async
 from ._schemas import register as register_schemas
 from ._stream import WorkerStream
 from ._threads import HandlerThreads
+from .collector import serving_gc
 from .metrics import WorkerStats, serve_metrics
 
 if TYPE_CHECKING:
@@ -215,14 +216,15 @@ class Worker:
 
     def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then stop gracefully; a second signal stops at once.
-        Blocks; uses uvloop when it is installed."""
+        Blocks; uses uvloop when it is installed, and tunes the garbage collector for serving
+        while it runs (:func:`~jobbroker.worker.serving_gc`)."""
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
         with contextlib.suppress(ImportError):
             import uvloop
 
             loop_factory = uvloop.new_event_loop
         try:
-            with asyncio.Runner(loop_factory=loop_factory) as runner:
+            with serving_gc(), asyncio.Runner(loop_factory=loop_factory) as runner:
                 runner.run(self._serve_until_signal())
         finally:
             # Only now: closing the runner cancels and awaits every task left, and a handler
