@@ -182,10 +182,10 @@ class Leasing:
         request = ws.StreamLease(
             queue=first, more_queues=more, max_jobs=want, lease_ms=self._lease_ms
         )
-        return LeaseAsk(request, (want, 0))
+        return LeaseAsk(request, want)
 
     def lease_answered(self, ask: LeaseAsk, response: ws.ReportProgressResponse) -> None:
-        want = ask.held[0]
+        want = ask.asked
         self._asked -= want
         if not response.lease_answered:
             log.info(
@@ -200,7 +200,7 @@ class Leasing:
         self._got(list(response.jobs), want)
 
     def lease_unanswered(self, ask: LeaseAsk) -> None:
-        self._asked -= ask.held[0]
+        self._asked -= ask.asked
         # The broker may have leased jobs for it: they go back to waiting when their leases
         # run out. Lease with the poller until a reply is full again.
         self._on_stream = False

@@ -65,8 +65,8 @@ class LeaseAsk:
     """A request for jobs riding on one message."""
 
     request: ws.StreamLease
-    held: tuple[int, int]
-    """The asker's own count of what it set aside for the jobs (slots, places ahead)."""
+    asked: int
+    """How many jobs it asks for (set aside by the asker until the answer)."""
 
 
 class LeaseSource(Protocol):
