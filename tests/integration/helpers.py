@@ -333,8 +333,9 @@ class WorkerStream:
         outcomes: Iterable[worker_service_pb2.Outcome] = (),
         queues: Iterable[str] = (),
         within: float = 3.0,
+        lease: worker_service_pb2.StreamLease | None = None,
     ) -> worker_service_pb2.ReportProgressResponse:
-        """Send one message and return its acknowledgement."""
+        """Send one message (asking for jobs with ``lease``) and return its acknowledgement."""
         self.seq += 1
         future = self.acks[self.seq] = asyncio.get_running_loop().create_future()
         await self.call.write(
@@ -344,6 +345,7 @@ class WorkerStream:
                 updates=list(updates),
                 outcomes=list(outcomes),
                 queues=list(queues),
+                lease=lease,
             )
         )
         return await asyncio.wait_for(future, within)

@@ -232,6 +232,23 @@ class LuaQueue:
         (out,) = self.complete_many((job_id, token, result, content_type))
         return out
 
+    def complete_lease(
+        self,
+        *jobs: tuple[str, str, str, str],
+        max_jobs: int = 1,
+        worker: str = "w1",
+        lease_ms: int = 30_000,
+        rand: str = "r4nd",
+    ) -> tuple[list[L.Completed], list[Leased]]:
+        """complete_lease.lua: complete (id, token, result, result content type) for each job,
+        then lease up to ``max_jobs``; complete.lua's rows and lease.lua's (``held`` kept)."""
+        items = [L.CompleteItem(*job) for job in jobs]
+        args = L.CompleteLeaseArgs(MAXLEN, max_jobs, worker, lease_ms, rand, len(items))
+        reply = self.run(L.COMPLETE_LEASE, args, items)
+        leased = L.LEASE.reply(reply.leased)
+        self.held = leased.then.held
+        return L.COMPLETE.reply(reply.completed), leased.rows
+
     def fail_row(
         self,
         job_id: str,

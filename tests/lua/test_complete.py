@@ -117,6 +117,26 @@ def test_remove_on_complete_deletes_the_job_and_its_logs(lua: LuaQueue) -> None:
     assert lua.event_types("j")[-1] == "completed", "the completed event is still emitted"
 
 
+def test_removed_and_kept_jobs_in_one_batch(lua: LuaQueue) -> None:
+    lua.add(id="gone", on_complete=retention(remove=True))
+    lua.add(id="kept")
+    lua.add(id="last", on_complete=retention(keep_last=5))
+    gone, kept, last = lua.lease(max_jobs=3)
+    out = lua.complete_many(
+        ("gone", gone.token, '"g"', ""), ("kept", kept.token, "", ""), ("last", last.token, "", "")
+    )
+    assert out == [("", "completed")] * 3
+    assert lua.job("gone") == {}
+    assert lua.members("completed") == ["kept", "last"]
+    assert lua.members("active") == []
+    completed = [e for e in lua.events() if e.type == "completed"]
+    assert [(e.job, e.fields["r"]) for e in completed] == [
+        ("gone", '"g"'),
+        ("kept", ""),
+        ("last", ""),
+    ]
+
+
 def test_keep_last_keeps_the_newest_finished_jobs(lua: LuaQueue) -> None:
     policy = retention(keep_last=2)
     for n in range(4):

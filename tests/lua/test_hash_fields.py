@@ -3,7 +3,8 @@ contracts/hashes.py declares, and every declared field is used.
 
 The scan reads the hash commands of every script (HGET, HMGET, HSET, HSETNX, HDEL, HINCRBY and
 check_lease) whose key is a job hash (``jkey``, ``job_key(...)``) or the meta hash (``meta``,
-the KEYS entry the contract names ``meta``), and takes their field names.
+``k.meta`` in a lib/ loop given the keys as a table, the KEYS entry the contract names
+``meta``), and takes their field names.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def fields_of(args: list[str]) -> list[str]:
 
 def used_fields(name: str) -> tuple[set[str], set[str]]:
     """(job hash fields, meta hash fields) the script's code names."""
-    meta_keys = {"meta", "KEYS[1] .. 'meta'"}
+    meta_keys = {"meta", "k.meta", "KEYS[1] .. 'meta'"}
     meta_keys.update(
         f"KEYS[{i}]" for i, key in enumerate(CONTRACTS[name].keys, start=1) if key == "meta"
     )

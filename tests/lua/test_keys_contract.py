@@ -33,8 +33,10 @@ LOCAL_ASSIGN = re.compile(r"^[ \t]*local[ \t]+([\w \t,]+?)[ \t]*=[ \t]*(.+)$", r
 # `{name = KEYS[n], ...}`: a table constructor, and a field bound to a key in it
 TABLE = re.compile(r"\{[^{}]*\}")
 FIELD_ASSIGN = re.compile(r"(\w+)\s*=\s*KEYS\[(\d+)\]")
-# `local b = 3 + i * 4`: where a batch script's i-th item starts, and its width
-ITEM_START = re.compile(r"local b = (\d+) \+ i \* (\d+)")
+# `local b = 3 + i * 4`: where a batch script's i-th item starts, and its width; or
+# `local b = first_item + i * 4` in a loop of lib/, with the script's `local first_item = 3`
+ITEM_START = re.compile(r"local b = (\d+|first_item) \+ i \* (\d+)")
+FIRST_ITEM = re.compile(r"^local first_item = (\d+)$", re.MULTILINE)
 # `b = b + 9 + nlogs`: the next item after one with a counted tail
 NEXT_ITEM = re.compile(r"\bb = b \+ (\d+) \+ \w+")
 
@@ -132,7 +134,11 @@ def test_the_source_steps_through_items_as_wide_as_the_contracts(name: str) -> N
         assert re.search(rf"\blocal b = {first}\n", code), name
         assert [int(n) for n in NEXT_ITEM.findall(code)] == [len(contract.item_names)], name
     else:
-        assert ITEM_START.findall(code) == [(str(first), str(len(contract.item_names)))], name
+        starts = [
+            (FIRST_ITEM.findall(code) if start == "first_item" else [start], width)
+            for start, width in ITEM_START.findall(code)
+        ]
+        assert starts == [([str(first)], str(len(contract.item_names)))], name
 
 
 @pytest.mark.parametrize("name", SCRIPT_NAMES)

@@ -92,6 +92,36 @@ async def test_a_worker_token_cannot_add_and_a_producer_cannot_lease(
         await channel.close()
 
 
+async def test_a_worker_token_leases_only_from_its_queues(secured: Secured, queue: str) -> None:
+    other = f"{queue}-other"
+    producer, _ = secured.token(f"producer:{other}")
+    worker, _ = secured.token(f"worker:{queue}")
+    added = await secured.client(producer).add(other, "job", {})
+    auth = [("authorization", f"Bearer {worker}")]
+    channel = grpc.aio.insecure_channel(secured.address)
+    try:
+        stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Lease(
+                W.LeaseRequest(queue=queue, more_queues=[other], worker_id="w1"), metadata=auth
+            )
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "more_queues[0]" in (caught.value.details() or "")
+        for ask in (W.StreamLease(queue=other), W.StreamLease(queue=queue, more_queues=[other])):
+            call = stub.ReportProgress(metadata=auth)
+            await call.write(
+                W.ReportProgressRequest(worker_id="w1", seq=1, queues=[queue], lease=ask)
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call.read()
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "lease." in (caught.value.details() or "")
+        job = await secured.client(producer).get_status(other, added.job_id)
+        assert job.state.name == "WAITING"
+    finally:
+        await channel.close()
+
+
 async def test_list_queues_shows_only_the_queues_the_token_may_read(
     secured: Secured, queue: str
 ) -> None:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from jobbroker import JobContext
+from jobbroker.worker.collector import THRESHOLDS
 
 from .worker_harness import Running, S, decoded, make_worker, until
 
@@ -141,3 +142,18 @@ async def test_a_second_signal_gives_running_jobs_back_at_once(broker: Running, 
             await process.wait()
     job = await broker.status(queue, job_id)
     assert (job.state, job.attempts_made) == (S.JOB_STATE_WAITING, 0)
+
+
+async def test_run_tunes_the_garbage_collector_while_serving(broker: Running, queue: str) -> None:
+    job_id = await broker.add(queue, name="gc")
+    process = await _start_process(broker, queue)
+    try:
+        done = await broker.wait_state(queue, job_id, S.JOB_STATE_COMPLETED)
+        process.send_signal(signal.SIGTERM)
+        assert await _line(process) == "exited"
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert decoded(done.result) == {"thresholds": list(THRESHOLDS), "frozen": True}

@@ -22,6 +22,7 @@ from typing import Any
 
 from jobbroker import ConnectionSettings, Worker
 from jobbroker.logs import configure as configure_logging
+from jobbroker.worker import serving_gc
 
 from .config import Config, ConfigError, load
 from .metrics import ServiceMetrics
@@ -199,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         loop_factory = uvloop.new_event_loop
     try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        with serving_gc(), asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(run(Service(config, connection)))
     except ConfigError as exc:
         print(f"jobbroker-worker: error: {exc}", file=sys.stderr)

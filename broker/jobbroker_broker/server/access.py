@@ -153,6 +153,13 @@ def request_queues(request: Any) -> list[tuple[str, str]]:
         found.append((schedule.queue, "schedule.queue"))
     for i, name in enumerate(getattr(request, "queues", ())):
         found.append((name, f"queues[{i}]"))
+    for i, name in enumerate(getattr(request, "more_queues", ())):
+        found.append((name, f"more_queues[{i}]"))
+    lease = getattr(request, "lease", None)  # a worker stream message asking for jobs
+    if lease is not None:
+        found.append((lease.queue, "lease.queue"))
+        for i, name in enumerate(lease.more_queues):
+            found.append((name, f"lease.more_queues[{i}]"))
     for i, update in enumerate(getattr(request, "updates", ())):
         found.append((update.queue, f"updates[{i}].queue"))
     for i, outcome in enumerate(getattr(request, "outcomes", ())):

@@ -8,7 +8,7 @@ import os
 import random
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.exceptions
 from jobbroker.v1 import events_pb2, job_pb2, worker_service_pb2
@@ -48,6 +48,7 @@ from .contracts.jobs import (
 )
 from .contracts.leases import (
     COMPLETE,
+    COMPLETE_LEASE,
     CONCURRENCY_FULL,
     FAIL,
     LEASE,
@@ -55,9 +56,13 @@ from .contracts.leases import (
     RELEASE,
     REPORT,
     BatchArgs,
+    Completed,
     CompleteItem,
+    CompleteLeaseArgs,
     FailItem,
     LeaseArgs,
+    Leased,
+    LeaseHeld,
     Outcome,
     ReleaseItem,
     ReportArgs,
@@ -78,6 +83,12 @@ __all__ = [
     "iterate_events",
     "redis_errors",
 ]
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+
+    Jobs = RepeatedCompositeFieldContainer[worker_service_pb2.LeasedJob]
+    """A reply's repeated LeasedJob field."""
 
 A = TypeVar("A", bound=tuple[Any, ...])
 R = TypeVar("R")
@@ -327,20 +338,51 @@ class Store:
     # --- workers ---------------------------------------------------------------------------
 
     async def lease(
-        self, queue: str, worker_id: str, max_jobs: int, lease_ms: int, tag: str = ""
+        self,
+        queue: str,
+        worker_id: str,
+        max_jobs: int,
+        lease_ms: int,
+        tag: str = "",
+        into: Jobs | None = None,
     ) -> tuple[list[worker_service_pb2.LeasedJob], int]:
         """Lease up to `max_jobs`; also returns what held leasing back: 0 nothing, PAUSED,
         CONCURRENCY_FULL, or the ms until the rate-limit window ends. The lease tokens carry
-        `tag` after their fence (the taker's token id, binding the leases to it)."""
-        args = LeaseArgs(self._maxlen, max_jobs, worker_id, lease_ms, tag + os.urandom(8).hex())
-        reply = await self.run(LEASE, queue, args)
+        `tag` after their fence (the taker's token id, binding the leases to it). With `into`
+        (a reply's repeated LeasedJob field), the jobs are built in it, not copied there."""
+        args = LeaseArgs(self._maxlen, max_jobs, worker_id, lease_ms, _token_suffix(tag))
+        return self._leased(queue, await self.run(LEASE, queue, args), into)
+
+    async def complete_lease(
+        self,
+        queue: str,
+        items: Sequence[CompleteItem],
+        worker_id: str,
+        max_jobs: int,
+        lease_ms: int,
+        tag: str = "",
+        into: Jobs | None = None,
+    ) -> tuple[list[ItemResult], list[worker_service_pb2.LeasedJob], int]:
+        """complete() then lease() on one queue in one script call: the completions' results,
+        the jobs leased and what held leasing back (as lease()'s)."""
+        args = CompleteLeaseArgs(
+            self._maxlen, max_jobs, worker_id, lease_ms, _token_suffix(tag), len(items)
+        )
+        reply = await self.run(COMPLETE_LEASE, queue, args, items)
+        results = self._completed(queue, items, COMPLETE.reply(reply.completed))
+        return (results, *self._leased(queue, LEASE.reply(reply.leased), into))
+
+    def _leased(
+        self, queue: str, reply: RowsThen[Leased, LeaseHeld], into: Jobs | None = None
+    ) -> tuple[list[worker_service_pb2.LeasedJob], int]:
         rows = reply.rows
         self.metrics.leased(queue, [row.wait_ms for row in rows])
         leased = []
+        make = worker_service_pb2.LeasedJob if into is None else into.add
         for row in rows:
             # Built field by field: a Payload message passed to the constructor costs twice
             # the time of the whole rest (bench/profiling.md).
-            job = worker_service_pb2.LeasedJob(
+            job = make(
                 queue=queue,
                 job_id=row.id.decode(),
                 name=row.name.decode(),
@@ -398,6 +440,11 @@ class Store:
 
     async def complete(self, queue: str, items: Sequence[CompleteItem]) -> list[ItemResult]:
         rows = await self.run(COMPLETE, queue, BatchArgs(self._maxlen, len(items)), items)
+        return self._completed(queue, items, rows)
+
+    def _completed(
+        self, queue: str, items: Sequence[CompleteItem], rows: list[Completed]
+    ) -> list[ItemResult]:
         results = []
         ended: list[tuple[bytes | str, int]] = []
         for item, row in zip(items, rows, strict=True):
@@ -501,6 +548,11 @@ class Store:
         except (*_UNAVAILABLE, redis.exceptions.RedisError) as exc:
             count_redis_error(exc)
             return False
+
+
+def _token_suffix(tag: str) -> str:
+    """What a call's lease tokens carry after their fence: the taker's tag, then random text."""
+    return tag + os.urandom(8).hex()
 
 
 def _conflict(queue: str, job_id: str) -> AlreadyExists:

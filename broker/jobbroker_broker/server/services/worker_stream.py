@@ -2,7 +2,9 @@
 signals out.
 
 Messages are applied in the order they arrive, updates before outcomes, so a job's last
-progress always lands before its completion. Signals come from each queue's signals stream: any
+progress always lands before its completion; a message's ``lease`` (the next batch) comes last,
+each queue's completions and leases in one script call (complete_lease.lua), and the jobs go
+out in the message's acknowledgement. Signals come from each queue's signals stream: any
 replica's Cancel or the reaper's lease expiry reaches this worker through one reader per queue.
 """
 
@@ -12,15 +14,17 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from jobbroker import limits
 from jobbroker.v1 import worker_service_pb2 as pb
 
 from ...errors import BrokerError, InvalidArgument
+from ...storage.contracts.leases import CompleteItem
 from ...storage.store import ItemResult, Outcome, Store
 from .. import access, streams, validation
-from . import outcomes
+from . import lease_request, outcomes
 from .common import Parts
 
 _LOST = pb.SIGNAL_TYPE_LEASE_LOST
@@ -31,6 +35,18 @@ _SIGNALS: dict[bytes, tuple[int, str]] = {
     b"cancelled": (_LOST, "CANCELLED"),
 }
 _DONE = object()
+
+_Merged = dict[str, list[tuple[int, Outcome]]]
+"""Completions held back per queue, to be applied with that queue's leases: (index, item)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """A message's request for jobs, checked."""
+
+    queues: list[str]
+    max_jobs: int
+    lease_ms: int
 
 
 class WorkerSession:
@@ -89,11 +105,14 @@ class WorkerSession:
             if not request.queues:
                 raise InvalidArgument("queues", "is required on the first message")
             self.worker_id = validation.job_id(request.worker_id, "worker_id")
+        ask = self._ask(request.lease) if request.HasField("lease") else None
         for i, queue in enumerate(request.queues):
             await self._watch(validation.queue_name(queue, f"queues[{i}]"))
         response = pb.ReportProgressResponse(seq=request.seq)
         response.leases.extend(await self._updates(request.updates))
-        await self._outcomes(request.outcomes, response.outcomes)
+        merged = await self._outcomes(request.outcomes, response.outcomes, ask)
+        if ask is not None:
+            await self._lease(ask, merged, response)
         await self.parts.registry.streaming(self.worker_id, list(self._unsubscribe))
         self.out.put_nowait(response)
 
@@ -177,8 +196,64 @@ class WorkerSession:
                     statuses[i].lease_expires_at_ms = result.value
         return statuses
 
-    async def _outcomes(self, reports: Any, answers: Any) -> None:
-        """Apply outcomes; their results are added to ``answers`` (the response's), in order."""
+    def _ask(self, lease: pb.StreamLease) -> _Ask:
+        """A message's request for jobs, checked before anything of the message is applied."""
+        settings = self.parts.settings
+        queues = lease_request.queues(lease.queue, lease.more_queues, "lease.")
+        max_jobs, lease_ms = lease_request.amounts(
+            lease.max_jobs, lease.lease_ms, settings, "lease."
+        )
+        return _Ask(queues, max_jobs, lease_ms)
+
+    async def _lease(self, ask: _Ask, merged: _Merged, response: pb.ReportProgressResponse) -> None:
+        """Lease for a message's ``lease`` from its queues in order, each queue's completions
+        (held back by :meth:`_outcomes`) in the same script call; the jobs go in ``response``."""
+        response.lease_answered = True
+        store, results, into = self.store, response.outcomes, response.jobs
+        for queue in ask.queues:
+            await self._watch(queue)
+            entries = merged.get(queue, [])
+            items = cast("list[CompleteItem]", [entry[1] for entry in entries])
+            want = ask.max_jobs - len(into)
+            if want <= 0 or self.parts.streams.closing:  # shutting down: no more leases
+                if items:
+                    self._answer(
+                        entries,
+                        await self._guarded(len(items), store.complete(queue, items)),
+                        results,
+                    )
+                continue
+            await self.parts.registry.leased(queue, self.worker_id)
+            tag = access.lease_tag()
+            try:
+                if items:
+                    applied, jobs, _ = await lease_request.given_back_if_cancelled(
+                        store,
+                        queue,
+                        store.complete_lease(
+                            queue, items, self.worker_id, want, ask.lease_ms, tag, into
+                        ),
+                        lambda reply: reply[1],
+                    )
+                else:
+                    applied = []
+                    jobs, _ = await lease_request.given_back_if_cancelled(
+                        store,
+                        queue,
+                        store.lease(queue, self.worker_id, want, ask.lease_ms, tag, into),
+                        lambda reply: reply[0],
+                    )
+            except BrokerError as error:  # Redis down: the completions' error, no job
+                applied, jobs = [ItemResult(error) for _ in items], []
+            self._answer(entries, applied, results)
+            if jobs:
+                # Wake maintenance when the earliest lease or attempt timeout falls due.
+                self.parts.maintenance.hint_at(queue, min(j.lease_expires_at_ms for j in jobs))
+
+    async def _outcomes(self, reports: Any, answers: Any, ask: _Ask | None = None) -> _Merged:
+        """Apply outcomes; their results are added to ``answers`` (the response's), in order.
+        Completions of a queue the message also leases from are held back and returned, for
+        :meth:`_lease` to apply with the leases."""
         add = answers.add
         results = [add() for _ in reports]
         settings = self.parts.settings
@@ -201,6 +276,11 @@ class WorkerSession:
                 results[i].error.CopyFrom(outcomes.item_error(error))
                 continue
             groups[(type(report), queue)].append((i, item))
+        merged: _Merged = {}
+        for queue in ask.queues if ask is not None else ():
+            held_back = groups.pop((outcomes.CompleteRequest, queue), None)
+            if held_back:
+                merged[queue] = held_back
         for (kind_type, queue), entries in groups.items():
             applied = await self._guarded(
                 len(entries),
@@ -208,11 +288,19 @@ class WorkerSession:
                     self.store, self.parts.maintenance, kind_type, queue, [e[1] for e in entries]
                 ),
             )
-            for (i, _), result in zip(entries, applied, strict=True):
-                if result.error is not None:
-                    results[i].error.CopyFrom(outcomes.item_error(result.error))
-                else:
-                    results[i].state = result.state
+            self._answer(entries, applied, answers)
+        return merged
+
+    @staticmethod
+    def _answer(
+        entries: list[tuple[int, Outcome]], applied: list[ItemResult], answers: Any
+    ) -> None:
+        """Write applied outcomes' results into the response's (``answers``, by index)."""
+        for (i, _), result in zip(entries, applied, strict=True):
+            if result.error is not None:
+                answers[i].error.CopyFrom(outcomes.item_error(result.error))
+            else:
+                answers[i].state = result.state
 
     @staticmethod
     async def _guarded(count: int, call: Any) -> list[ItemResult]:

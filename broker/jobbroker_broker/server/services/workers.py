@@ -15,7 +15,7 @@ from ...errors import InvalidArgument
 from ...storage.contracts.leases import ReleaseItem
 from ...storage.store import CONCURRENCY_FULL, PAUSED
 from .. import access, validation
-from . import outcomes
+from . import lease_request, outcomes
 from .common import Parts, server_stream, unary
 from .worker_stream import WorkerSession
 
@@ -47,18 +47,12 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
     ) -> tuple[list[worker_service_pb2.LeasedJob], int]:
         """Lease; if the caller goes away meanwhile, give the jobs straight back."""
         await self.parts.registry.leased(queue, worker_id)
-        task = asyncio.ensure_future(
-            self.store.lease(queue, worker_id, max_jobs, lease_ms, access.lease_tag())
+        jobs, held = await lease_request.given_back_if_cancelled(
+            self.store,
+            queue,
+            self.store.lease(queue, worker_id, max_jobs, lease_ms, access.lease_tag()),
+            lambda reply: reply[0],
         )
-        try:
-            jobs, held = await asyncio.shield(task)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                jobs, _ = await task
-                items = [ReleaseItem(j.job_id, j.token, delay_ms=0) for j in jobs]
-                if items:
-                    await self.store.release(queue, items)
-            raise
         if jobs:
             # Wake maintenance when the earliest lease or attempt timeout falls due.
             self.parts.maintenance.hint_at(queue, min(j.lease_expires_at_ms for j in jobs))
@@ -94,24 +88,12 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
     async def Lease(
         self, request: worker_service_pb2.LeaseRequest, context: Context
     ) -> worker_service_pb2.LeaseResponse:
-        queues = [validation.queue_name(request.queue)]
-        if len(request.more_queues) > limits.MAX_LEASE_QUEUES - 1:
-            raise InvalidArgument(
-                "more_queues", f"at most {limits.MAX_LEASE_QUEUES - 1} queues besides `queue`"
-            )
-        for name in request.more_queues:
-            queues.append(validation.queue_name(name, "more_queues"))
-        queues = list(dict.fromkeys(queues))
+        queues = lease_request.queues(request.queue, request.more_queues)
         if not request.worker_id:
             raise InvalidArgument("worker_id", "is required")
         worker_id = validation.job_id(request.worker_id, "worker_id")
-        max_jobs = validation.bounded(request.max_jobs, "max_jobs", 1, 1, limits.MAX_LEASE_JOBS)
-        lease_ms = validation.bounded(
-            request.lease_ms,
-            "lease_ms",
-            self.settings.default_lease_ms,
-            limits.MIN_LEASE_MS,
-            limits.MAX_LEASE_MS,
+        max_jobs, lease_ms = lease_request.amounts(
+            request.max_jobs, request.lease_ms, self.settings
         )
         wait_ms = validation.bounded(request.wait_ms, "wait_ms", 0, 0, limits.MAX_WAIT_MS)
         jobs, held = await self._lease_from(queues, worker_id, max_jobs, lease_ms)

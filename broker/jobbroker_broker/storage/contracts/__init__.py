@@ -8,7 +8,7 @@ from typing import Any
 from .base import Arg, Contract
 from .clock import ADVANCE_CLOCK
 from .jobs import ADD, CANCEL, GET, PROMOTE, REMOVE, RETRY
-from .leases import COMPLETE, FAIL, LEASE, RELEASE, REPORT
+from .leases import COMPLETE, COMPLETE_LEASE, FAIL, LEASE, RELEASE, REPORT
 from .maintenance import EXPIRE, PROMOTE_DUE, REAP
 from .queues import CLEAN, DRAIN, OBLITERATE, PAUSE, PROMOTE_DELAYED, RETRY_FAILED
 from .schedules import FIRE_SCHEDULE
@@ -21,6 +21,7 @@ CONTRACTS: dict[str, Contract[Any, Any]] = {
         LEASE,
         REPORT,
         COMPLETE,
+        COMPLETE_LEASE,
         FAIL,
         RELEASE,
         CANCEL,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from .base import Arg, Contract, Rows, RowsAndThen, RowsThen
+from .base import Arg, Contract, Record, Rows, RowsAndThen, RowsThen
 
 
 class LeaseArgs(NamedTuple):
@@ -148,6 +148,48 @@ RELEASE: Contract[BatchArgs, list[Released]] = Contract(
     BatchArgs,
     Rows("job", Released),
     item=ReleaseItem,
+    per="job",
+)
+
+
+class CompleteLeaseArgs(NamedTuple):
+    """The fixed arguments of complete_lease: lease's, then complete's job count."""
+
+    maxlen: Arg
+    max_jobs: int
+    worker: str
+    lease_ms: int
+    token_suffix: str
+    job_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedAndLeased:
+    completed: list[Any]
+    """complete's reply (decode with ``COMPLETE.reply``)."""
+    leased: list[Any]
+    """lease's reply (decode with ``LEASE.reply``)."""
+
+
+COMPLETE_LEASE: Contract[CompleteLeaseArgs, CompletedAndLeased] = Contract(
+    "complete_lease",
+    (
+        "prefix",
+        "active",
+        "completed",
+        "cancelled",
+        "events",
+        "waiting",
+        "expiring",
+        "failed",
+        "seq",
+        "meta",
+        "limiter",
+        "groups",
+    ),
+    CompleteLeaseArgs,
+    Record(CompletedAndLeased),
+    item=CompleteItem,
     per="job",
 )
 

@@ -15,67 +15,10 @@
 ]]
 -- @include lib/base.lua
 -- @include lib/finish.lua
+-- @include lib/complete_jobs.lua
 
-local prefix, active, completed, cancelled, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local k = {prefix = KEYS[1], active = KEYS[2], completed = KEYS[3], cancelled = KEYS[4],
+  events = KEYS[5]}
 local maxlen, n = ARGV[1], tonumber(ARGV[2])
-local now = now_ms()
-local now_s = tostring(now) -- formatted once, not by every redis.call that takes it
-local out = {}
--- The sorted sets are updated once per call (ZREM of every job applied, ZADD of every job
--- completed without a retention policy), not once per job. A job with a policy joins its set
--- at once, after the batch so far, so retention sees the jobs finished before it.
-local ended = {}
-local finished = {}
-local function flush_finished()
-  call_many('ZADD', completed, finished)
-  finished = {}
-end
-for i = 0, n - 1 do
-  local b = 3 + i * 4
-  local id, token, result, rct = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  local jkey = job_key(prefix, id)
-  local reason, st, f = check_lease(jkey, token, now, 'cr', 'am', 'rc', 'fn', 'w', 'sa')
-  if reason then
-    out[#out + 1] = reason
-    out[#out + 1] = st
-    out[#out + 1] = 0
-  else
-    local attempt = tostring((tonumber(f[5]) or 0) + 1) -- formatted once, used twice
-    ended[#ended + 1] = id
-    if f[4] == '1' then
-      local hset = {'am', attempt, 'res', result}
-      if rct ~= '' then
-        hset[5] = 'rct'
-        hset[6] = rct
-      end
-      redis.call('HSET', jkey, unpack(hset))
-      finish_cancelled(prefix, events, maxlen, cancelled, id, now)
-      st = 'cancelled'
-    else
-      -- The lease fields (le, to) stay: saving their HDEL is a redis.call per job.
-      if rct ~= '' then
-        redis.call('HSET', jkey, 'st', 'completed', 'fa', now_s, 'am', attempt, 'res', result,
-          'rct', rct)
-      else
-        redis.call('HSET', jkey, 'st', 'completed', 'fa', now_s, 'am', attempt, 'res', result)
-      end
-      emit_fields(events, maxlen, 'completed', id, 's', 'completed', 'a', attempt, 'r', result,
-        'rct', rct, 'f', f[7], 'w', f[8])
-      if f[6] then
-        flush_finished()
-        redis.call('ZADD', completed, now, id)
-        retain(prefix, completed, id, f[6], now)
-      else
-        finished[#finished + 1] = now_s
-        finished[#finished + 1] = id
-      end
-      st = 'completed'
-    end
-    out[#out + 1] = ''
-    out[#out + 1] = st
-    out[#out + 1] = now - (tonumber(f[9]) or now)
-  end
-end
-flush_finished()
-call_many('ZREM', active, ended)
-return done(out)
+local first_item = 3
+return done(complete_jobs(k, maxlen, n, first_item, now_ms()))

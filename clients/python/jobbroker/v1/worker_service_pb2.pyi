@@ -296,6 +296,7 @@ class ReportProgressRequest(_message.Message):
     UPDATES_FIELD_NUMBER: _builtins.int
     OUTCOMES_FIELD_NUMBER: _builtins.int
     QUEUES_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker's id; required on the first message, ignored after."""
     seq: _builtins.int
@@ -314,6 +315,12 @@ class ReportProgressRequest(_message.Message):
         (cancel requested, lease lost) reach the worker for leases of these queues.
         """
 
+    @_builtins.property
+    def lease(self) -> Global___StreamLease:
+        """Lease more jobs after this message's outcomes are applied; the jobs come in its
+        acknowledgement (`ReportProgressResponse.jobs`). Unset: lease nothing.
+        """
+
     def __init__(
         self,
         *,
@@ -322,14 +329,57 @@ class ReportProgressRequest(_message.Message):
         updates: _abc.Iterable[Global___LeaseUpdate] | None = ...,
         outcomes: _abc.Iterable[Global___Outcome] | None = ...,
         queues: _abc.Iterable[_builtins.str] | None = ...,
+        lease: Global___StreamLease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "queues", b"queues", "seq", b"seq", "updates", b"updates", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "outcomes", b"outcomes", "queues", b"queues", "seq", b"seq", "updates", b"updates", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportProgressRequest: _TypeAlias = ReportProgressRequest  # noqa: Y015
+
+@_typing.final
+class StreamLease(_message.Message):
+    """A request for jobs carried on the worker's stream: the next batch asked for in the message
+    that reports the last one's outcomes. The broker completes and leases in one Redis script
+    call per queue, with the checks of Complete and Lease. It does not wait: a queue with no job
+    ready gives fewer jobs or none, and the worker long-polls with Lease until it has jobs again.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    MORE_QUEUES_FIELD_NUMBER: _builtins.int
+    MAX_JOBS_FIELD_NUMBER: _builtins.int
+    LEASE_MS_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """The queue to lease from."""
+    max_jobs: _builtins.int
+    """At most this many jobs, 1-1,000. Default 1."""
+    lease_ms: _builtins.int
+    """How long each lease lasts unless renewed, in milliseconds, 1,000-3,600,000. Default 30,000."""
+    @_builtins.property
+    def more_queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """More queues to lease from after `queue`, in order, while `max_jobs` is not reached (as
+        LeaseRequest.more_queues). At most 100.
+        """
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        more_queues: _abc.Iterable[_builtins.str] | None = ...,
+        max_jobs: _builtins.int = ...,
+        lease_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_ms", b"lease_ms", "max_jobs", b"max_jobs", "more_queues", b"more_queues", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamLease: _TypeAlias = StreamLease  # noqa: Y015
 
 @_typing.final
 class ItemError(_message.Message):
@@ -481,8 +531,14 @@ class ReportProgressResponse(_message.Message):
     LEASES_FIELD_NUMBER: _builtins.int
     OUTCOMES_FIELD_NUMBER: _builtins.int
     SIGNALS_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
+    LEASE_ANSWERED_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """The `seq` of the request this acknowledges; 0 on a message that only carries signals."""
+    lease_answered: _builtins.bool
+    """Whether the acknowledged request's `lease` was answered (even with no job). A broker that
+    predates `lease` leaves it false: the worker then leases with Lease calls.
+    """
     @_builtins.property
     def leases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseStatus]:
         """One status per update of the acknowledged request, in order."""
@@ -495,6 +551,12 @@ class ReportProgressResponse(_message.Message):
     def signals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Signal]:
         """Signals about this worker's leases."""
 
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeasedJob]:
+        """The jobs leased for the acknowledged request's `lease`, after its outcomes were applied;
+        fewer than asked (or none) when no more were ready.
+        """
+
     def __init__(
         self,
         *,
@@ -502,10 +564,12 @@ class ReportProgressResponse(_message.Message):
         leases: _abc.Iterable[Global___LeaseStatus] | None = ...,
         outcomes: _abc.Iterable[Global___OutcomeResult] | None = ...,
         signals: _abc.Iterable[Global___Signal] | None = ...,
+        jobs: _abc.Iterable[Global___LeasedJob] | None = ...,
+        lease_answered: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leases", b"leases", "outcomes", b"outcomes", "seq", b"seq", "signals", b"signals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "lease_answered", b"lease_answered", "leases", b"leases", "outcomes", b"outcomes", "seq", b"seq", "signals", b"signals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

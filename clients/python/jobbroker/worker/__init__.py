@@ -18,12 +18,22 @@ for jobs), :mod:`._jobs` (running them), :mod:`._stream` (the one bidirectional 
 :mod:`._threads`; :mod:`._jobs` uses :mod:`._runner` (one handler call) and :mod:`._context`
 (what the handler sees); all of them share the records of :mod:`._lease` and the reports of
 :mod:`._outcomes`. :mod:`.metrics` is public: the ``jobbroker-worker`` service exports the
-same figures.
+same figures; so is :mod:`.collector`, the garbage collector's setting while serving, which
+``Worker.run()`` and the service apply.
 """
 
 from ._context import DoNotRetry, JobContext
 from ._runner import Handler
 from ._worker import Worker
+from .collector import serving_gc
 from .metrics import WorkerStats, serve_metrics
 
-__all__ = ["DoNotRetry", "Handler", "JobContext", "Worker", "WorkerStats", "serve_metrics"]
+__all__ = [
+    "DoNotRetry",
+    "Handler",
+    "JobContext",
+    "Worker",
+    "WorkerStats",
+    "serve_metrics",
+    "serving_gc",
+]

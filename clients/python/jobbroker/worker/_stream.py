@@ -5,6 +5,10 @@ the stream has room: at most ``WINDOW`` messages are unacknowledged at a time, s
 sends at once and a busy one packs everything that piled up meanwhile into the next message.
 Messages whose acknowledgement never came (broker restart, another replica) are sent again on
 the next stream; a LEASE_EXPIRED answer to a repeat is then expected and harmless.
+
+A message may also ask for jobs (``lease``, from the worker's :class:`LeaseSource`): the broker
+applies its outcomes, leases, and sends the jobs in the acknowledgement, so while a queue has
+jobs, one message per batch carries both the batch's outcomes and the request for the next.
 """
 
 from __future__ import annotations
@@ -57,6 +61,34 @@ class StreamListener(Protocol):
 
 
 @dataclass(slots=True)
+class LeaseAsk:
+    """A request for jobs riding on one message."""
+
+    request: ws.StreamLease
+    asked: int
+    """How many jobs it asks for (set aside by the asker until the answer)."""
+
+
+class LeaseSource(Protocol):
+    """Who asks for jobs on the stream, and gets them."""
+
+    def lease_wanted(self) -> bool:
+        """Whether a message should go out for jobs alone (no report to carry)."""
+        ...
+
+    def lease_ask(self) -> LeaseAsk | None:
+        """The request for jobs the next message carries, if any (what it asks is set aside
+        until :meth:`lease_answered` or :meth:`lease_unanswered`)."""
+        ...
+
+    def lease_answered(self, ask: LeaseAsk, response: ws.ReportProgressResponse) -> None: ...
+
+    def lease_unanswered(self, ask: LeaseAsk) -> None:
+        """The message was never acknowledged (the stream broke): nothing came for ``ask``."""
+        ...
+
+
+@dataclass(slots=True)
 class _Update:
     percent: float | None = None
     value: job_pb2.Payload | None = None
@@ -75,6 +107,7 @@ class _Sent:
     at: float
     updates: list[tuple[Lease, _Update]]
     outcomes: list[tuple[Lease | None, Report]]
+    ask: LeaseAsk | None = None
 
 
 _Call = grpc.aio.StreamStreamCall[ws.ReportProgressRequest, ws.ReportProgressResponse]
@@ -117,6 +150,8 @@ class WorkerStream:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._failing = False
+        self.lease_source: LeaseSource | None = None
+        """Asks for jobs in the messages (set before :meth:`start`); None: never."""
         self.sent_messages = self.sent_outcomes = 0
 
     # --- the outbox (loop thread only) -----------------------------------------------------
@@ -212,13 +247,20 @@ class WorkerStream:
             item = self._outcomes.popleft()
             item[1].write(add())
             outcomes.append(item)
-        self._inflight[self._seq] = _Sent(self._loop.time(), updates, outcomes)
+        ask = self.lease_source.lease_ask() if self.lease_source is not None else None
+        if ask is not None:
+            request.lease.CopyFrom(ask.request)
+        self._inflight[self._seq] = _Sent(self._loop.time(), updates, outcomes, ask)
         self.sent_messages += 1
         self.sent_outcomes += len(outcomes)
         return request
 
     def _requeue(self, sent: _Sent) -> None:
-        """Put the items of an unacknowledged message back in front of the outbox."""
+        """Put the items of an unacknowledged message back in front of the outbox (its request
+        for jobs is not repeated: the next message asks afresh)."""
+        if sent.ask is not None and self.lease_source is not None:
+            self.lease_source.lease_unanswered(sent.ask)
+            sent.ask = None
         self._outcomes.extendleft(reversed(sent.outcomes))
         for lease, update in sent.updates:
             pending = self._updates.get(lease)
@@ -256,6 +298,8 @@ class WorkerStream:
                 self._later(self.outcome, maybe_lease, report)
                 continue
             self._listener.stream_outcome(maybe_lease, report, result)
+        if sent.ask is not None and self.lease_source is not None:
+            self.lease_source.lease_answered(sent.ask, response)
         if self.idle:
             self._drained.set()
         self._wake.set()
@@ -397,7 +441,9 @@ class WorkerStream:
     async def _write(self, call: _Call) -> None:
         last_sent = self._loop.time()
         while True:
-            if len(self._inflight) < WINDOW and (self._outcomes or self._updates):
+            if len(self._inflight) < WINDOW and (
+                self._outcomes or self._updates or self._lease_wanted()
+            ):
                 await call.write(self._take())
                 last_sent = self._loop.time()
                 continue
@@ -411,6 +457,13 @@ class WorkerStream:
             except TimeoutError:
                 await call.write(self._take())
                 last_sent = self._loop.time()
+
+    def _lease_wanted(self) -> bool:
+        return self.lease_source is not None and self.lease_source.lease_wanted()
+
+    def wake(self) -> None:
+        """Look again whether a message should go out (the lease source wants jobs)."""
+        self._wake.set()
 
     async def close(self, within: float) -> None:
         """Wait up to ``within`` seconds for everything queued to be acknowledged, then end."""

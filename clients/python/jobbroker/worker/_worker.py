@@ -49,6 +49,7 @@ from ._runner import Handler, is_async
 from ._schemas import register as register_schemas
 from ._stream import WorkerStream
 from ._threads import HandlerThreads
+from .collector import serving_gc
 from .metrics import WorkerStats, serve_metrics
 
 if TYPE_CHECKING:
@@ -216,14 +217,15 @@ class Worker:
 
     def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then stop gracefully; a second signal stops at once.
-        Blocks; uses uvloop when it is installed."""
+        Blocks; uses uvloop when it is installed, and tunes the garbage collector for serving
+        while it runs (:func:`~jobbroker.worker.serving_gc`)."""
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
         with contextlib.suppress(ImportError):
             import uvloop
 
             loop_factory = uvloop.new_event_loop
         try:
-            with asyncio.Runner(loop_factory=loop_factory) as runner:
+            with serving_gc(), asyncio.Runner(loop_factory=loop_factory) as runner:
                 runner.run(self._serve_until_signal())
         finally:
             # Only now: closing the runner cancels and awaits every task left, and a handler
@@ -470,11 +472,12 @@ class Worker:
                 ", ".join(f"{lease.queue}/{lease.job_id}" for lease in jobs.abandoned),
             )
         log.info(
-            "worker %s stopped (%d jobs leased in %d Lease calls, %d outcomes sent in %d "
-            "stream messages)",
+            "worker %s stopped (%d jobs leased in %d Lease calls and %d answers on the "
+            "stream, %d outcomes sent in %d stream messages)",
             self.worker_id,
             leasing.leased,
             leasing.calls,
+            leasing.asks,
             stream.sent_outcomes,
             stream.sent_messages,
         )

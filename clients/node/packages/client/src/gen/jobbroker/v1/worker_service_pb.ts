@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file jobbroker/v1/worker_service.proto.
  */
 export const file_jobbroker_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFqb2Jicm9rZXIvdjEvd29ya2VyX3NlcnZpY2UucHJvdG8SDGpvYmJyb2tlci52MSJ6CgxMZWFzZVJlcXVlc3QSDQoFcXVldWUYASABKAkSEQoJd29ya2VyX2lkGAIgASgJEhAKCG1heF9qb2JzGAMgASgNEg8KB3dhaXRfbXMYBCABKA0SEAoIbGVhc2VfbXMYBSABKA0SEwoLbW9yZV9xdWV1ZXMYBiADKAkiswIKCUxlYXNlZEpvYhINCgVxdWV1ZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIjCgRkYXRhGAQgASgLMhUuam9iYnJva2VyLnYxLlBheWxvYWQSDwoHYXR0ZW1wdBgFIAEoDRIUCgxtYXhfYXR0ZW1wdHMYBiABKA0SDQoFdG9rZW4YByABKAkSDQoFZmVuY2UYCCABKAQSGwoTbGVhc2VfZXhwaXJlc19hdF9tcxgJIAEoAxIVCg10aW1lb3V0X2F0X21zGAogASgDEigKCHByb2dyZXNzGAsgASgLMhYuam9iYnJva2VyLnYxLlByb2dyZXNzEjEKDXRyYWNlX2NvbnRleHQYDCABKAsyGi5qb2Jicm9rZXIudjEuVHJhY2VDb250ZXh0IjYKDUxlYXNlUmVzcG9uc2USJQoEam9icxgBIAMoCzIXLmpvYmJyb2tlci52MS5MZWFzZWRKb2IiqAEKC0xlYXNlVXBkYXRlEg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRINCgV0b2tlbhgDIAEoCRIQCghsZWFzZV9tcxgEIAEoDRIUCgdwZXJjZW50GAUgASgBSACIAQESJAoFdmFsdWUYBiABKAsyFS5qb2Jicm9rZXIudjEuUGF5bG9hZBIRCglsb2dfbGluZXMYByADKAlCCgoIX3BlcmNlbnQioAEKB091dGNvbWUSMQoIY29tcGxldGUYASABKAsyHS5qb2Jicm9rZXIudjEuQ29tcGxldGVSZXF1ZXN0SAASKQoEZmFpbBgCIAEoCzIZLmpvYmJyb2tlci52MS5GYWlsUmVxdWVzdEgAEi8KB3JlbGVhc2UYAyABKAsyHC5qb2Jicm9rZXIudjEuUmVsZWFzZVJlcXVlc3RIAEIGCgRraW5kIpwBChVSZXBvcnRQcm9ncmVzc1JlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJEgsKA3NlcRgCIAEoBBIqCgd1cGRhdGVzGAMgAygLMhkuam9iYnJva2VyLnYxLkxlYXNlVXBkYXRlEicKCG91dGNvbWVzGAQgAygLMhUuam9iYnJva2VyLnYxLk91dGNvbWUSDgoGcXVldWVzGAUgAygJIjoKCUl0ZW1FcnJvchIMCgRjb2RlGAEgASgFEg4KBnJlYXNvbhgCIAEoCRIPCgdtZXNzYWdlGAMgASgJInEKC0xlYXNlU3RhdHVzEg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIbChNsZWFzZV9leHBpcmVzX2F0X21zGAMgASgDEiYKBWVycm9yGAQgASgLMhcuam9iYnJva2VyLnYxLkl0ZW1FcnJvciJ9Cg1PdXRjb21lUmVzdWx0Eg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIlCgVzdGF0ZRgDIAEoDjIWLmpvYmJyb2tlci52MS5Kb2JTdGF0ZRImCgVlcnJvchgEIAEoCzIXLmpvYmJyb2tlci52MS5JdGVtRXJyb3IibgoGU2lnbmFsEg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRINCgVmZW5jZRgDIAEoBBImCgR0eXBlGAQgASgOMhguam9iYnJva2VyLnYxLlNpZ25hbFR5cGUSDgoGcmVhc29uGAUgASgJIqYBChZSZXBvcnRQcm9ncmVzc1Jlc3BvbnNlEgsKA3NlcRgBIAEoBBIpCgZsZWFzZXMYAiADKAsyGS5qb2Jicm9rZXIudjEuTGVhc2VTdGF0dXMSLQoIb3V0Y29tZXMYAyADKAsyGy5qb2Jicm9rZXIudjEuT3V0Y29tZVJlc3VsdBIlCgdzaWduYWxzGAQgAygLMhQuam9iYnJva2VyLnYxLlNpZ25hbCJmCg9Db21wbGV0ZVJlcXVlc3QSDQoFcXVldWUYASABKAkSDgoGam9iX2lkGAIgASgJEg0KBXRva2VuGAMgASgJEiUKBnJlc3VsdBgEIAEoCzIVLmpvYmJyb2tlci52MS5QYXlsb2FkIjkKEENvbXBsZXRlUmVzcG9uc2USJQoFc3RhdGUYASABKA4yFi5qb2Jicm9rZXIudjEuSm9iU3RhdGUigQEKC0ZhaWxSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRINCgV0b2tlbhgDIAEoCRIPCgdtZXNzYWdlGAQgASgJEhIKCmVycm9yX3R5cGUYBSABKAkSDQoFc3RhY2sYBiABKAkSEAoIbm9fcmV0cnkYByABKAgiSAoMRmFpbFJlc3BvbnNlEiUKBXN0YXRlGAEgASgOMhYuam9iYnJva2VyLnYxLkpvYlN0YXRlEhEKCXJ1bl9hdF9tcxgCIAEoAyJQCg5SZWxlYXNlUmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSDQoFdG9rZW4YAyABKAkSEAoIZGVsYXlfbXMYBCABKAQiOAoPUmVsZWFzZVJlc3BvbnNlEiUKBXN0YXRlGAEgASgOMhYuam9iYnJva2VyLnYxLkpvYlN0YXRlKmcKClNpZ25hbFR5cGUSGwoXU0lHTkFMX1RZUEVfVU5TUEVDSUZJRUQQABIgChxTSUdOQUxfVFlQRV9DQU5DRUxfUkVRVUVTVEVEEAESGgoWU0lHTkFMX1RZUEVfTEVBU0VfTE9TVBACMoQDCg1Xb3JrZXJTZXJ2aWNlEkAKBUxlYXNlEhouam9iYnJva2VyLnYxLkxlYXNlUmVxdWVzdBobLmpvYmJyb2tlci52MS5MZWFzZVJlc3BvbnNlEl8KDlJlcG9ydFByb2dyZXNzEiMuam9iYnJva2VyLnYxLlJlcG9ydFByb2dyZXNzUmVxdWVzdBokLmpvYmJyb2tlci52MS5SZXBvcnRQcm9ncmVzc1Jlc3BvbnNlKAEwARJJCghDb21wbGV0ZRIdLmpvYmJyb2tlci52MS5Db21wbGV0ZVJlcXVlc3QaHi5qb2Jicm9rZXIudjEuQ29tcGxldGVSZXNwb25zZRI9CgRGYWlsEhkuam9iYnJva2VyLnYxLkZhaWxSZXF1ZXN0Ghouam9iYnJva2VyLnYxLkZhaWxSZXNwb25zZRJGCgdSZWxlYXNlEhwuam9iYnJva2VyLnYxLlJlbGVhc2VSZXF1ZXN0Gh0uam9iYnJva2VyLnYxLlJlbGVhc2VSZXNwb25zZWIGcHJvdG8z", [file_jobbroker_v1_job]);
+  fileDesc("CiFqb2Jicm9rZXIvdjEvd29ya2VyX3NlcnZpY2UucHJvdG8SDGpvYmJyb2tlci52MSJ6CgxMZWFzZVJlcXVlc3QSDQoFcXVldWUYASABKAkSEQoJd29ya2VyX2lkGAIgASgJEhAKCG1heF9qb2JzGAMgASgNEg8KB3dhaXRfbXMYBCABKA0SEAoIbGVhc2VfbXMYBSABKA0SEwoLbW9yZV9xdWV1ZXMYBiADKAkiswIKCUxlYXNlZEpvYhINCgVxdWV1ZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIjCgRkYXRhGAQgASgLMhUuam9iYnJva2VyLnYxLlBheWxvYWQSDwoHYXR0ZW1wdBgFIAEoDRIUCgxtYXhfYXR0ZW1wdHMYBiABKA0SDQoFdG9rZW4YByABKAkSDQoFZmVuY2UYCCABKAQSGwoTbGVhc2VfZXhwaXJlc19hdF9tcxgJIAEoAxIVCg10aW1lb3V0X2F0X21zGAogASgDEigKCHByb2dyZXNzGAsgASgLMhYuam9iYnJva2VyLnYxLlByb2dyZXNzEjEKDXRyYWNlX2NvbnRleHQYDCABKAsyGi5qb2Jicm9rZXIudjEuVHJhY2VDb250ZXh0IjYKDUxlYXNlUmVzcG9uc2USJQoEam9icxgBIAMoCzIXLmpvYmJyb2tlci52MS5MZWFzZWRKb2IiqAEKC0xlYXNlVXBkYXRlEg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRINCgV0b2tlbhgDIAEoCRIQCghsZWFzZV9tcxgEIAEoDRIUCgdwZXJjZW50GAUgASgBSACIAQESJAoFdmFsdWUYBiABKAsyFS5qb2Jicm9rZXIudjEuUGF5bG9hZBIRCglsb2dfbGluZXMYByADKAlCCgoIX3BlcmNlbnQioAEKB091dGNvbWUSMQoIY29tcGxldGUYASABKAsyHS5qb2Jicm9rZXIudjEuQ29tcGxldGVSZXF1ZXN0SAASKQoEZmFpbBgCIAEoCzIZLmpvYmJyb2tlci52MS5GYWlsUmVxdWVzdEgAEi8KB3JlbGVhc2UYAyABKAsyHC5qb2Jicm9rZXIudjEuUmVsZWFzZVJlcXVlc3RIAEIGCgRraW5kIsYBChVSZXBvcnRQcm9ncmVzc1JlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJEgsKA3NlcRgCIAEoBBIqCgd1cGRhdGVzGAMgAygLMhkuam9iYnJva2VyLnYxLkxlYXNlVXBkYXRlEicKCG91dGNvbWVzGAQgAygLMhUuam9iYnJva2VyLnYxLk91dGNvbWUSDgoGcXVldWVzGAUgAygJEigKBWxlYXNlGAYgASgLMhkuam9iYnJva2VyLnYxLlN0cmVhbUxlYXNlIlUKC1N0cmVhbUxlYXNlEg0KBXF1ZXVlGAEgASgJEhMKC21vcmVfcXVldWVzGAIgAygJEhAKCG1heF9qb2JzGAMgASgNEhAKCGxlYXNlX21zGAQgASgNIjoKCUl0ZW1FcnJvchIMCgRjb2RlGAEgASgFEg4KBnJlYXNvbhgCIAEoCRIPCgdtZXNzYWdlGAMgASgJInEKC0xlYXNlU3RhdHVzEg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIbChNsZWFzZV9leHBpcmVzX2F0X21zGAMgASgDEiYKBWVycm9yGAQgASgLMhcuam9iYnJva2VyLnYxLkl0ZW1FcnJvciJ9Cg1PdXRjb21lUmVzdWx0Eg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIlCgVzdGF0ZRgDIAEoDjIWLmpvYmJyb2tlci52MS5Kb2JTdGF0ZRImCgVlcnJvchgEIAEoCzIXLmpvYmJyb2tlci52MS5JdGVtRXJyb3IibgoGU2lnbmFsEg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRINCgVmZW5jZRgDIAEoBBImCgR0eXBlGAQgASgOMhguam9iYnJva2VyLnYxLlNpZ25hbFR5cGUSDgoGcmVhc29uGAUgASgJIuUBChZSZXBvcnRQcm9ncmVzc1Jlc3BvbnNlEgsKA3NlcRgBIAEoBBIpCgZsZWFzZXMYAiADKAsyGS5qb2Jicm9rZXIudjEuTGVhc2VTdGF0dXMSLQoIb3V0Y29tZXMYAyADKAsyGy5qb2Jicm9rZXIudjEuT3V0Y29tZVJlc3VsdBIlCgdzaWduYWxzGAQgAygLMhQuam9iYnJva2VyLnYxLlNpZ25hbBIlCgRqb2JzGAUgAygLMhcuam9iYnJva2VyLnYxLkxlYXNlZEpvYhIWCg5sZWFzZV9hbnN3ZXJlZBgGIAEoCCJmCg9Db21wbGV0ZVJlcXVlc3QSDQoFcXVldWUYASABKAkSDgoGam9iX2lkGAIgASgJEg0KBXRva2VuGAMgASgJEiUKBnJlc3VsdBgEIAEoCzIVLmpvYmJyb2tlci52MS5QYXlsb2FkIjkKEENvbXBsZXRlUmVzcG9uc2USJQoFc3RhdGUYASABKA4yFi5qb2Jicm9rZXIudjEuSm9iU3RhdGUigQEKC0ZhaWxSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRINCgV0b2tlbhgDIAEoCRIPCgdtZXNzYWdlGAQgASgJEhIKCmVycm9yX3R5cGUYBSABKAkSDQoFc3RhY2sYBiABKAkSEAoIbm9fcmV0cnkYByABKAgiSAoMRmFpbFJlc3BvbnNlEiUKBXN0YXRlGAEgASgOMhYuam9iYnJva2VyLnYxLkpvYlN0YXRlEhEKCXJ1bl9hdF9tcxgCIAEoAyJQCg5SZWxlYXNlUmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSDQoFdG9rZW4YAyABKAkSEAoIZGVsYXlfbXMYBCABKAQiOAoPUmVsZWFzZVJlc3BvbnNlEiUKBXN0YXRlGAEgASgOMhYuam9iYnJva2VyLnYxLkpvYlN0YXRlKmcKClNpZ25hbFR5cGUSGwoXU0lHTkFMX1RZUEVfVU5TUEVDSUZJRUQQABIgChxTSUdOQUxfVFlQRV9DQU5DRUxfUkVRVUVTVEVEEAESGgoWU0lHTkFMX1RZUEVfTEVBU0VfTE9TVBACMoQDCg1Xb3JrZXJTZXJ2aWNlEkAKBUxlYXNlEhouam9iYnJva2VyLnYxLkxlYXNlUmVxdWVzdBobLmpvYmJyb2tlci52MS5MZWFzZVJlc3BvbnNlEl8KDlJlcG9ydFByb2dyZXNzEiMuam9iYnJva2VyLnYxLlJlcG9ydFByb2dyZXNzUmVxdWVzdBokLmpvYmJyb2tlci52MS5SZXBvcnRQcm9ncmVzc1Jlc3BvbnNlKAEwARJJCghDb21wbGV0ZRIdLmpvYmJyb2tlci52MS5Db21wbGV0ZVJlcXVlc3QaHi5qb2Jicm9rZXIudjEuQ29tcGxldGVSZXNwb25zZRI9CgRGYWlsEhkuam9iYnJva2VyLnYxLkZhaWxSZXF1ZXN0Ghouam9iYnJva2VyLnYxLkZhaWxSZXNwb25zZRJGCgdSZWxlYXNlEhwuam9iYnJva2VyLnYxLlJlbGVhc2VSZXF1ZXN0Gh0uam9iYnJva2VyLnYxLlJlbGVhc2VSZXNwb25zZWIGcHJvdG8z", [file_jobbroker_v1_job]);
 
 /**
  * Request of Lease.
@@ -345,6 +345,14 @@ export type ReportProgressRequest = Message<"jobbroker.v1.ReportProgressRequest"
    * @generated from field: repeated string queues = 5;
    */
   queues: string[];
+
+  /**
+   * Lease more jobs after this message's outcomes are applied; the jobs come in its
+   * acknowledgement (`ReportProgressResponse.jobs`). Unset: lease nothing.
+   *
+   * @generated from field: jobbroker.v1.StreamLease lease = 6;
+   */
+  lease?: StreamLease | undefined;
 };
 
 /**
@@ -353,6 +361,52 @@ export type ReportProgressRequest = Message<"jobbroker.v1.ReportProgressRequest"
  */
 export const ReportProgressRequestSchema: GenMessage<ReportProgressRequest> = /*@__PURE__*/
   messageDesc(file_jobbroker_v1_worker_service, 5);
+
+/**
+ * A request for jobs carried on the worker's stream: the next batch asked for in the message
+ * that reports the last one's outcomes. The broker completes and leases in one Redis script
+ * call per queue, with the checks of Complete and Lease. It does not wait: a queue with no job
+ * ready gives fewer jobs or none, and the worker long-polls with Lease until it has jobs again.
+ *
+ * @generated from message jobbroker.v1.StreamLease
+ */
+export type StreamLease = Message<"jobbroker.v1.StreamLease"> & {
+  /**
+   * The queue to lease from.
+   *
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+
+  /**
+   * More queues to lease from after `queue`, in order, while `max_jobs` is not reached (as
+   * LeaseRequest.more_queues). At most 100.
+   *
+   * @generated from field: repeated string more_queues = 2;
+   */
+  moreQueues: string[];
+
+  /**
+   * At most this many jobs, 1-1,000. Default 1.
+   *
+   * @generated from field: uint32 max_jobs = 3;
+   */
+  maxJobs: number;
+
+  /**
+   * How long each lease lasts unless renewed, in milliseconds, 1,000-3,600,000. Default 30,000.
+   *
+   * @generated from field: uint32 lease_ms = 4;
+   */
+  leaseMs: number;
+};
+
+/**
+ * Describes the message jobbroker.v1.StreamLease.
+ * Use `create(StreamLeaseSchema)` to create a new message.
+ */
+export const StreamLeaseSchema: GenMessage<StreamLease> = /*@__PURE__*/
+  messageDesc(file_jobbroker_v1_worker_service, 6);
 
 /**
  * The error of one item of a stream message.
@@ -387,7 +441,7 @@ export type ItemError = Message<"jobbroker.v1.ItemError"> & {
  * Use `create(ItemErrorSchema)` to create a new message.
  */
 export const ItemErrorSchema: GenMessage<ItemError> = /*@__PURE__*/
-  messageDesc(file_jobbroker_v1_worker_service, 6);
+  messageDesc(file_jobbroker_v1_worker_service, 7);
 
 /**
  * The answer to one LeaseUpdate.
@@ -429,7 +483,7 @@ export type LeaseStatus = Message<"jobbroker.v1.LeaseStatus"> & {
  * Use `create(LeaseStatusSchema)` to create a new message.
  */
 export const LeaseStatusSchema: GenMessage<LeaseStatus> = /*@__PURE__*/
-  messageDesc(file_jobbroker_v1_worker_service, 7);
+  messageDesc(file_jobbroker_v1_worker_service, 8);
 
 /**
  * The answer to one Outcome.
@@ -471,7 +525,7 @@ export type OutcomeResult = Message<"jobbroker.v1.OutcomeResult"> & {
  * Use `create(OutcomeResultSchema)` to create a new message.
  */
 export const OutcomeResultSchema: GenMessage<OutcomeResult> = /*@__PURE__*/
-  messageDesc(file_jobbroker_v1_worker_service, 8);
+  messageDesc(file_jobbroker_v1_worker_service, 9);
 
 /**
  * A message the broker pushes to a worker about one of its leases.
@@ -520,7 +574,7 @@ export type Signal = Message<"jobbroker.v1.Signal"> & {
  * Use `create(SignalSchema)` to create a new message.
  */
 export const SignalSchema: GenMessage<Signal> = /*@__PURE__*/
-  messageDesc(file_jobbroker_v1_worker_service, 9);
+  messageDesc(file_jobbroker_v1_worker_service, 10);
 
 /**
  * A message of the broker's side of the worker stream.
@@ -555,6 +609,22 @@ export type ReportProgressResponse = Message<"jobbroker.v1.ReportProgressRespons
    * @generated from field: repeated jobbroker.v1.Signal signals = 4;
    */
   signals: Signal[];
+
+  /**
+   * The jobs leased for the acknowledged request's `lease`, after its outcomes were applied;
+   * fewer than asked (or none) when no more were ready.
+   *
+   * @generated from field: repeated jobbroker.v1.LeasedJob jobs = 5;
+   */
+  jobs: LeasedJob[];
+
+  /**
+   * Whether the acknowledged request's `lease` was answered (even with no job). A broker that
+   * predates `lease` leaves it false: the worker then leases with Lease calls.
+   *
+   * @generated from field: bool lease_answered = 6;
+   */
+  leaseAnswered: boolean;
 };
 
 /**
@@ -562,7 +632,7 @@ export type ReportProgressResponse = Message<"jobbroker.v1.ReportProgressRespons
  * Use `create(ReportProgressResponseSchema)` to create a new message.
  */
 export const ReportProgressResponseSchema: GenMessage<ReportProgressResponse> = /*@__PURE__*/
-  messageDesc(file_jobbroker_v1_worker_service, 10);
+  messageDesc(file_jobbroker_v1_worker_service, 11);
 
 /**
  * Request of Complete (also an Outcome on the worker stream).
@@ -604,7 +674,7 @@ export type CompleteRequest = Message<"jobbroker.v1.CompleteRequest"> & {
  * Use `create(CompleteRequestSchema)` to create a new message.
  */
 export const CompleteRequestSchema: GenMessage<CompleteRequest> = /*@__PURE__*/
-  messageDesc(file_jobbroker_v1_worker_service, 11);
+  messageDesc(file_jobbroker_v1_worker_service, 12);
 
 /**
  * Response of Complete.
@@ -625,7 +695,7 @@ export type CompleteResponse = Message<"jobbroker.v1.CompleteResponse"> & {
  * Use `create(CompleteResponseSchema)` to create a new message.
  */
 export const CompleteResponseSchema: GenMessage<CompleteResponse> = /*@__PURE__*/
-  messageDesc(file_jobbroker_v1_worker_service, 12);
+  messageDesc(file_jobbroker_v1_worker_service, 13);
 
 /**
  * Request of Fail (also an Outcome on the worker stream).
@@ -688,7 +758,7 @@ export type FailRequest = Message<"jobbroker.v1.FailRequest"> & {
  * Use `create(FailRequestSchema)` to create a new message.
  */
 export const FailRequestSchema: GenMessage<FailRequest> = /*@__PURE__*/
-  messageDesc(file_jobbroker_v1_worker_service, 13);
+  messageDesc(file_jobbroker_v1_worker_service, 14);
 
 /**
  * Response of Fail.
@@ -717,7 +787,7 @@ export type FailResponse = Message<"jobbroker.v1.FailResponse"> & {
  * Use `create(FailResponseSchema)` to create a new message.
  */
 export const FailResponseSchema: GenMessage<FailResponse> = /*@__PURE__*/
-  messageDesc(file_jobbroker_v1_worker_service, 14);
+  messageDesc(file_jobbroker_v1_worker_service, 15);
 
 /**
  * Request of Release (also an Outcome on the worker stream).
@@ -759,7 +829,7 @@ export type ReleaseRequest = Message<"jobbroker.v1.ReleaseRequest"> & {
  * Use `create(ReleaseRequestSchema)` to create a new message.
  */
 export const ReleaseRequestSchema: GenMessage<ReleaseRequest> = /*@__PURE__*/
-  messageDesc(file_jobbroker_v1_worker_service, 15);
+  messageDesc(file_jobbroker_v1_worker_service, 16);
 
 /**
  * Response of Release.
@@ -780,7 +850,7 @@ export type ReleaseResponse = Message<"jobbroker.v1.ReleaseResponse"> & {
  * Use `create(ReleaseResponseSchema)` to create a new message.
  */
 export const ReleaseResponseSchema: GenMessage<ReleaseResponse> = /*@__PURE__*/
-  messageDesc(file_jobbroker_v1_worker_service, 16);
+  messageDesc(file_jobbroker_v1_worker_service, 17);
 
 /**
  * What a signal tells a worker.
