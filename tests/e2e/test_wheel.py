@@ -14,6 +14,7 @@ Slow (it builds the wheels and installs them twice): marked ``slow``, skipped wh
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -50,11 +51,19 @@ def run(args: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
     )
 
 
+UNBUILT = (".git", ".venv", ".venvs", "node_modules", "build", "*.egg-info", "__pycache__")
+"""What the wheels' build does not read: local environments and earlier build output."""
+
+
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The directory holding both wheels, built as the README says."""
     out = tmp_path_factory.mktemp("wheels")
-    sources = [str(ROOT), str(ROOT / "broker")]
+    # From a copy without build output: setuptools reuses a checkout's build/lib, and one left
+    # there by a build from before the split would put the broker's files in the plain wheel.
+    source = tmp_path_factory.mktemp("source") / "jobbroker"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*UNBUILT))
+    sources = [str(source), str(source / "broker")]
     built = run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), *sources],
         timeout=INSTALL_TIMEOUT,
