@@ -15,10 +15,11 @@ on a fresh broker process over the same Redis:
 - ``--rate R``: a producer adds single jobs at R per second, spread round robin over the
   queues, while the worker keeps up; the rate is then R, and what differs is the cost.
 
-Each line gives the rate, the broker's Lease calls per 100 jobs (its own
-``jobbroker_rpc_duration_seconds`` count, scraped from ``--metrics-port``) and the CPU per job
-of the broker, the worker and Redis. Only the ratio between the two rows of one round means
-anything (see bench/RESULTS.md on this machine's swings).
+Each line gives the rate, the broker's unary Lease calls per 100 jobs (its own
+``jobbroker_rpc_duration_seconds`` count, scraped from ``--metrics-port``; a worker that keeps
+getting full batches asks for the next one on its stream instead, which this does not count)
+and the CPU per job of the broker, the worker and Redis. Only the ratio between the two rows of
+one round means anything (see bench/RESULTS.md on this machine's swings).
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ import urllib.request
 import uuid
 
 import redis
-from cpu import load1
+from cpu import load1, process_cpu, redis_sample
 from redis_server import RedisServer, free_port, redis_server_binary
-from support import broker_command, preload, process_cpu, remove_queue, start_broker
+from support import broker_command, preload, remove_queue, start_broker
 
 
 def lease_calls(metrics_port: int) -> int:
@@ -46,11 +47,6 @@ def lease_calls(metrics_port: int) -> int:
         text = reply.read().decode()
     pattern = r'jobbroker_rpc_duration_seconds_count\{[^}]*method="[^"]*Lease"[^}]*\} (\S+)'
     return int(sum(float(m) for m in re.findall(pattern, text)))
-
-
-def redis_cpu(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 def worker_process(address: str, queues: list[str], count: int, concurrency: int) -> None:
@@ -117,20 +113,20 @@ def one_run(
         assert worker.stdout is not None
         assert worker.stdout.readline().strip() == "ready"
         leases, broker_cpu = lease_calls(metrics_port), process_cpu(proc.pid)
-        redis_before = redis_cpu(client)
+        redis_before = redis_sample(client).cpu_s
         if rate:
             asyncio.run(produce(address, queues, total, rate))
         out, _ = worker.communicate(timeout=600)
         report = json.loads(out.strip().splitlines()[-1])
         leases = lease_calls(metrics_port) - leases
         broker_cpu = process_cpu(proc.pid) - broker_cpu
-        redis_used = redis_cpu(client) - redis_before
+        redis_used = redis_sample(client).cpu_s - redis_before
         per_job = 1e6 / total
         return total / report["seconds"], (
             f"{n_queues} queue{'s' if n_queues > 1 else ' '}: {total / report['seconds']:>7,.0f} "
-            f"jobs/s, {leases * 100 / total:5.1f} Lease calls per 100 jobs, CPU per job: broker "
-            f"{broker_cpu * per_job:4.0f} us, worker {report['cpu'] * per_job:4.0f} us, Redis "
-            f"{redis_used * per_job:4.0f} us (load {load1():.1f})"
+            f"jobs/s, {leases * 100 / total:5.1f} unary Lease calls per 100 jobs, CPU per job: "
+            f"broker {broker_cpu * per_job:4.0f} us, worker {report['cpu'] * per_job:4.0f} us, "
+            f"Redis {redis_used * per_job:4.0f} us (load {load1():.1f})"
         )
     finally:
         proc.terminate()
