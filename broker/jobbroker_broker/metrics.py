@@ -9,6 +9,7 @@ never calls Redis.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -41,6 +42,21 @@ def count_redis_error(exc: BaseException) -> None:
     kind = next((name for cls, name in _KINDS if isinstance(exc, cls)), "other")
     with _REDIS_ERRORS_LOCK:
         _REDIS_ERRORS[kind] += 1
+
+
+def observe_ms(histogram: Histogram, values_ms: Sequence[int]) -> None:
+    """``histogram.observe(ms / 1000)`` for each of a batch's values, with one locked increment
+    per bucket the batch falls in and one for the sum, instead of two per value: a worker's
+    batch of 100 jobs observed value by value cost the broker about 3 µs of CPU per job
+    (bench/profiling.md). It reads the histogram's buckets (``_upper_bounds``, ``_buckets``,
+    ``_sum``: prometheus_client has no public call for many values);
+    tests/unit/test_metrics_batch.py checks that it exposes what ``observe`` would."""
+    bounds = histogram._upper_bounds
+    counts = Tally(bisect.bisect_left(bounds, ms / 1000) for ms in values_ms)
+    buckets = histogram._buckets
+    for index, count in counts.items():
+        buckets[index].inc(count)
+    histogram._sum.inc(sum(values_ms) / 1000)
 
 
 class _RedisErrors(Collector):
@@ -150,17 +166,13 @@ class Metrics:
             count = sum(states[name] for name in names)
             if count:
                 counter.labels(queue).inc(count)
-        histogram = self.run_seconds.labels(queue)
-        for _, run_ms in ended:
-            histogram.observe(max(0, run_ms) / 1000)
+        observe_ms(self.run_seconds.labels(queue), [max(0, run_ms) for _, run_ms in ended])
 
     def leased(self, queue: str, wait_ms: Iterable[int]) -> None:
         """Jobs were leased; a wait of -1 is not a first start."""
         waits = [ms for ms in wait_ms if ms >= 0]
         if waits:
-            histogram = self.wait_seconds.labels(queue)
-            for ms in waits:
-                histogram.observe(ms / 1000)
+            observe_ms(self.wait_seconds.labels(queue), waits)
 
     def reaped(self, queue: str, stalled: int, failed: int, retried: int) -> None:
         """Maintenance ended expired leases: stalled ones, and those failed or retried."""

@@ -77,8 +77,8 @@ def custom_job_id(value: str, field: str) -> str:
 
 
 def _json_depth_ok(body: bytes, max_depth: int) -> bool:
-    # Cheap bound first: fewer brackets than the limit cannot nest deeper than it.
-    if body.count(b"[") + body.count(b"{") <= max_depth:
+    # Cheap bounds first: fewer bytes, or fewer brackets, than the limit cannot nest deeper.
+    if len(body) <= max_depth or body.count(b"[") + body.count(b"{") <= max_depth:
         return True
     depth = deepest = 0
     in_string = escaped = False
@@ -104,7 +104,9 @@ def _json_depth_ok(body: bytes, max_depth: int) -> bool:
 
 def is_json(content_type: str) -> bool:
     """Whether a MIME type means JSON ("" does; parameters such as a charset are ignored)."""
-    return not content_type or content_type.split(";", 1)[0].strip().lower() == JSON
+    if not content_type or content_type == JSON:  # the common cases, without the parsing
+        return True
+    return content_type.split(";", 1)[0].strip().lower() == JSON
 
 
 def payload(value: job_pb2.Payload, field: str, settings: Settings) -> tuple[bytes, str]:

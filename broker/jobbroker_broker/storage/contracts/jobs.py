@@ -32,8 +32,7 @@ class AddJob(NamedTuple):
     out (contracts.hashes.JobField: PRIORITY, DELAY_MS...)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Added:
+class Added(NamedTuple):
     id: bytes
     state: bytes
     """The job's state, or CONFLICT."""

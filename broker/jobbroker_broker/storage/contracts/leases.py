@@ -18,8 +18,7 @@ class LeaseArgs(NamedTuple):
     """Random text the tokens carry after their fence (and the caller's token id before)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Leased:
+class Leased(NamedTuple):
     id: bytes
     name: bytes
     data: bytes
@@ -102,8 +101,7 @@ class ReleaseItem(NamedTuple):
     delay_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Completed:
+class Completed(NamedTuple):
     reason: bytes
     """'' when applied; else an ErrorReason name (LEASE_EXPIRED...)."""
     state: bytes
@@ -111,8 +109,7 @@ class Completed:
     """How long the attempt ran (lease to now), for metrics; 0 when refused."""
 
 
-@dataclass(frozen=True, slots=True)
-class Failed:
+class Failed(NamedTuple):
     reason: bytes
     state: bytes
     run_at: int
@@ -120,8 +117,7 @@ class Failed:
     run_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Released:
+class Released(NamedTuple):
     reason: bytes
     state: bytes
 
@@ -217,8 +213,7 @@ class ReportItem(NamedTuple):
     log_lines: Sequence[str]
 
 
-@dataclass(frozen=True, slots=True)
-class Reported:
+class Reported(NamedTuple):
     reason: bytes
     """'' when applied; else an ErrorReason name."""
     value: bytes | int

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from .base import Contract, Rows, Scalar
@@ -31,8 +30,7 @@ class ListArgs(NamedTuple):
     """Stale entries deleted at most."""
 
 
-@dataclass(frozen=True, slots=True)
-class LiveWorker:
+class LiveWorker(NamedTuple):
     worker: bytes
     last_seen: int
     queues: bytes
