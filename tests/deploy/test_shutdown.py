@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import Any
 
 import grpc
 import pytest
@@ -83,11 +84,13 @@ async def test_a_worker_stream_acknowledges_what_it_applied_before_ending(
     entered, release = asyncio.Event(), asyncio.Event()
     apply = WorkerSession._apply
 
-    async def held_apply(self: WorkerSession, request: W.ReportProgressRequest) -> None:
+    async def held_apply(
+        self: WorkerSession, request: W.ReportProgressRequest, *turns: Any
+    ) -> None:
         if request.outcomes:
             entered.set()
             await release.wait()
-        await apply(self, request)
+        await apply(self, request, *turns)
 
     monkeypatch.setattr(WorkerSession, "_apply", held_apply)
     channel = grpc.aio.insecure_channel(address)

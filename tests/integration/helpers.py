@@ -336,6 +336,17 @@ class WorkerStream:
         lease: worker_service_pb2.StreamLease | None = None,
     ) -> worker_service_pb2.ReportProgressResponse:
         """Send one message (asking for jobs with ``lease``) and return its acknowledgement."""
+        future = await self.post(updates, outcomes, queues, lease)
+        return await asyncio.wait_for(future, within)
+
+    async def post(
+        self,
+        updates: Iterable[worker_service_pb2.LeaseUpdate] = (),
+        outcomes: Iterable[worker_service_pb2.Outcome] = (),
+        queues: Iterable[str] = (),
+        lease: worker_service_pb2.StreamLease | None = None,
+    ) -> asyncio.Future[worker_service_pb2.ReportProgressResponse]:
+        """Send one message without waiting for its acknowledgement (the future)."""
         self.seq += 1
         future = self.acks[self.seq] = asyncio.get_running_loop().create_future()
         await self.call.write(
@@ -348,7 +359,7 @@ class WorkerStream:
                 lease=lease,
             )
         )
-        return await asyncio.wait_for(future, within)
+        return future
 
     async def signal(self, within: float = SIGNAL_WAIT) -> worker_service_pb2.Signal:
         return await asyncio.wait_for(self.signals.get(), within)

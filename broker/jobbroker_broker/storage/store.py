@@ -6,7 +6,7 @@ import base64
 import contextlib
 import os
 import random
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -104,6 +104,10 @@ _UNAVAILABLE = (
     redis.exceptions.SlotNotCoveredError,
     OSError,
 )
+
+Replied = Callable[[], Awaitable[None]]
+"""Awaited by a store call between Redis' answer and the decoding of it (the worker stream lets
+its next message's script call start there: bench/profiling.md)."""
 
 STATE_SETS = {
     job_pb2.JOB_STATE_WAITING: "waiting",
@@ -345,13 +349,18 @@ class Store:
         lease_ms: int,
         tag: str = "",
         into: Jobs | None = None,
+        replied: Replied | None = None,
     ) -> tuple[list[worker_service_pb2.LeasedJob], int]:
         """Lease up to `max_jobs`; also returns what held leasing back: 0 nothing, PAUSED,
         CONCURRENCY_FULL, or the ms until the rate-limit window ends. The lease tokens carry
         `tag` after their fence (the taker's token id, binding the leases to it). With `into`
-        (a reply's repeated LeasedJob field), the jobs are built in it, not copied there."""
+        (a reply's repeated LeasedJob field), the jobs are built in it, not copied there.
+        `replied` is awaited once Redis answered, before the jobs are built from its reply."""
         args = LeaseArgs(self._maxlen, max_jobs, worker_id, lease_ms, _token_suffix(tag))
-        return self._leased(queue, await self.run(LEASE, queue, args), into)
+        reply = await self.run(LEASE, queue, args)
+        if replied is not None:
+            await replied()
+        return self._leased(queue, reply, into)
 
     async def complete_lease(
         self,
@@ -362,13 +371,16 @@ class Store:
         lease_ms: int,
         tag: str = "",
         into: Jobs | None = None,
+        replied: Replied | None = None,
     ) -> tuple[list[ItemResult], list[worker_service_pb2.LeasedJob], int]:
         """complete() then lease() on one queue in one script call: the completions' results,
-        the jobs leased and what held leasing back (as lease()'s)."""
+        the jobs leased and what held leasing back (as lease()'s, `replied` too)."""
         args = CompleteLeaseArgs(
             self._maxlen, max_jobs, worker_id, lease_ms, _token_suffix(tag), len(items)
         )
         reply = await self.run(COMPLETE_LEASE, queue, args, items)
+        if replied is not None:
+            await replied()
         results = self._completed(queue, items, COMPLETE.reply(reply.completed))
         return (results, *self._leased(queue, LEASE.reply(reply.leased), into))
 

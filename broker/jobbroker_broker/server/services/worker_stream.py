@@ -6,15 +6,24 @@ progress always lands before its completion; a message's ``lease`` (the next bat
 each queue's completions and leases in one script call (complete_lease.lua), and the jobs go
 out in the message's acknowledgement. Signals come from each queue's signals stream: any
 replica's Cancel or the reaper's lease expiry reaches this worker through one reader per queue.
+
+Messages are applied in a pipeline of up to :data:`MAX_APPLYING`, which keeps that order: a
+message is checked as soon as it arrives, but its first store call waits until Redis answered
+the calls of the message before it, and its acknowledgement waits for that message's. So while
+Redis runs one message's script, the broker checks the next one and builds the last one's jobs
+into its acknowledgement, instead of the two taking turns (bench/profiling.md). A message that
+is refused (a bad ``lease``, a bad queue name) ends the stream once the messages before it
+were acknowledged; the ones after it are not applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
+import functools
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from jobbroker import limits
@@ -27,6 +36,10 @@ from .. import access, streams, validation
 from . import lease_request, outcomes
 from .common import Parts
 
+MAX_APPLYING = 4
+"""Messages of one stream in hand at most (checked, waiting for their turn, or applying); the
+stream is read no further until one is done."""
+
 _LOST = pb.SIGNAL_TYPE_LEASE_LOST
 _SIGNALS: dict[bytes, tuple[int, str]] = {
     b"cancel-requested": (pb.SIGNAL_TYPE_CANCEL_REQUESTED, ""),
@@ -38,6 +51,8 @@ _DONE = object()
 
 _Merged = dict[str, list[tuple[int, Outcome]]]
 """Completions held back per queue, to be applied with that queue's leases: (index, item)."""
+_Groups = dict[tuple[type[outcomes.Report], str], list[tuple[int, Outcome]]]
+"""Checked outcomes by kind and queue: (index, item)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +64,47 @@ class _Ask:
     lease_ms: int
 
 
+@dataclass(slots=True)
+class _Plan:
+    """A message, checked: its store calls to make, and its acknowledgement so far (the
+    answers of the items refused already)."""
+
+    response: pb.ReportProgressResponse
+    queues: list[str]
+    """Its ``queues``, to receive the signals of."""
+    updates: Any
+    update_groups: dict[str, list[int]] = field(default_factory=dict)
+    """Checked updates by queue (indexes)."""
+    durations: dict[int, int] = field(default_factory=dict)
+    """Each checked update's lease duration, by index."""
+    outcome_groups: _Groups = field(default_factory=dict)
+    merged: _Merged = field(default_factory=dict)
+    ask: _Ask | None = None
+
+
+class _Turn:
+    """A message's place in its stream's order: each future is set True when the message got
+    that far, False when it failed or was cancelled first (the messages after it then fail
+    without applying anything)."""
+
+    __slots__ = ("answered", "stored")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.stored: asyncio.Future[bool] = loop.create_future()
+        """Redis answered its store calls: the next message's may start."""
+        self.answered: asyncio.Future[bool] = loop.create_future()
+        """Its acknowledgement is queued: the next message's may be."""
+
+    def end(self, ok: bool) -> None:
+        for future in (self.stored, self.answered):
+            if not future.done():
+                future.set_result(ok)
+
+
+class _Abandoned(Exception):
+    """A message before this one failed: the stream is ending, apply nothing."""
+
+
 class WorkerSession:
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
@@ -57,13 +113,15 @@ class WorkerSession:
         self.out: asyncio.Queue[Any] = asyncio.Queue()
         self._unsubscribe: dict[str, Callable[[], None]] = {}
         self._reader: asyncio.Task[None] | None = None
-        self._busy = False
+        self._reading = False
+        """The reader waits for a message (or for room for one): drain may cancel it."""
         self._draining = False
+        self._failed = False
 
     def drain(self) -> None:
-        """Finish and acknowledge the message being applied, read no more, then end."""
+        """Finish and acknowledge the messages in hand, read no more, then end."""
         self._draining = True
-        if not self._busy and self._reader is not None:
+        if self._reading and self._reader is not None:
             self._reader.cancel()
 
     async def run(
@@ -79,8 +137,7 @@ class WorkerSession:
                 if item is _DONE:
                     break
                 yield item
-            if not (self._draining and reader.cancelled()):
-                reader.result()  # re-raise what ended the reader
+            reader.result()  # re-raise what ended the reader
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -89,32 +146,99 @@ class WorkerSession:
                 unsubscribe()
 
     async def _read(self, requests: AsyncIterator[pb.ReportProgressRequest]) -> None:
-        async for request in requests:
-            self._busy = True
+        applying: deque[asyncio.Task[None]] = deque()
+        loop = asyncio.get_running_loop()
+        before: _Turn | None = None
+        try:
+            self._reading = True
             try:
-                await self._apply(request)
+                async for request in requests:
+                    if not self.worker_id:
+                        self._hello(request)
+                    turn = _Turn(loop)
+                    task = asyncio.create_task(self._apply(request, before, turn))
+                    task.add_done_callback(self._applied)
+                    applying.append(task)
+                    before = turn
+                    while len(applying) >= MAX_APPLYING:
+                        await asyncio.wait((applying[0],))
+                        applying.popleft().result()
+                    if self._draining:
+                        break
+            except asyncio.CancelledError:
+                if not (self._draining or self._failed):
+                    raise
+                if (reader := asyncio.current_task()) is not None:
+                    reader.uncancel()  # a stop to reading (drain, a failed message), not to us
             finally:
-                self._busy = False
-            if self._draining:
-                return
+                self._reading = False
+            while applying:  # in order: the first failure is the one raised
+                await applying[0]
+                applying.popleft()
+        finally:
+            for task in applying:
+                task.cancel()
 
-    async def _apply(self, request: pb.ReportProgressRequest) -> None:
-        if not self.worker_id:
-            if not request.worker_id:
-                raise InvalidArgument("worker_id", "is required on the first message")
-            if not request.queues:
-                raise InvalidArgument("queues", "is required on the first message")
-            self.worker_id = validation.job_id(request.worker_id, "worker_id")
+    def _applied(self, task: asyncio.Task[None]) -> None:
+        """A message failed: read no more (the reader raises its error in order)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self._failed = True
+        if self._reading and self._reader is not None:
+            self._reader.cancel()
+
+    def _hello(self, request: pb.ReportProgressRequest) -> None:
+        if not request.worker_id:
+            raise InvalidArgument("worker_id", "is required on the first message")
+        if not request.queues:
+            raise InvalidArgument("queues", "is required on the first message")
+        self.worker_id = validation.job_id(request.worker_id, "worker_id")
+
+    async def _apply(
+        self, request: pb.ReportProgressRequest, before: _Turn | None, turn: _Turn
+    ) -> None:
+        ok = False
+        try:
+            try:
+                plan = self._check(request)
+            except BrokerError:
+                if before is not None:  # the messages before it are acknowledged first
+                    await before.answered
+                raise
+            if before is not None and not await before.stored:
+                raise _Abandoned
+            for queue in plan.queues:
+                await self._watch(queue)
+            await self._updates(plan)
+            await self._outcomes(plan)
+            if plan.ask is not None:
+                await self._lease(plan.ask, plan.merged, plan.response, turn)
+            if not turn.stored.done():
+                turn.stored.set_result(True)
+            await self.parts.registry.streaming(self.worker_id, list(self._unsubscribe))
+            if before is not None and not await before.answered:
+                raise _Abandoned
+            self.out.put_nowait(plan.response)
+            ok = True
+        finally:
+            turn.end(ok)
+
+    @staticmethod
+    async def _replied(turn: _Turn) -> None:
+        """Redis answered a message's script call: the next message's may go out now, while
+        this one's reply is decoded (at its first lease call; see the module's docstring)."""
+        if not turn.stored.done():
+            turn.stored.set_result(True)
+            await asyncio.sleep(0)  # let the next message's call be sent first
+
+    def _check(self, request: pb.ReportProgressRequest) -> _Plan:
+        """Check a message; its refused items are answered in the plan's response already."""
         ask = self._ask(request.lease) if request.HasField("lease") else None
-        for i, queue in enumerate(request.queues):
-            await self._watch(validation.queue_name(queue, f"queues[{i}]"))
-        response = pb.ReportProgressResponse(seq=request.seq)
-        response.leases.extend(await self._updates(request.updates))
-        merged = await self._outcomes(request.outcomes, response.outcomes, ask)
-        if ask is not None:
-            await self._lease(ask, merged, response)
-        await self.parts.registry.streaming(self.worker_id, list(self._unsubscribe))
-        self.out.put_nowait(response)
+        queues = [validation.queue_name(q, f"queues[{i}]") for i, q in enumerate(request.queues)]
+        plan = _Plan(pb.ReportProgressResponse(seq=request.seq), queues, request.updates, ask=ask)
+        self._check_updates(plan)
+        self._check_outcomes(request.outcomes, plan)
+        return plan
 
     async def _watch(self, queue: str) -> None:
         """Receive the queue's signals; while Redis is down, try again with the next message
@@ -147,10 +271,10 @@ class WorkerSession:
             )
         )
 
-    async def _updates(self, updates: Any) -> list[pb.LeaseStatus]:
-        statuses = [pb.LeaseStatus(queue=u.queue, job_id=u.job_id) for u in updates]
-        groups: dict[str, list[int]] = defaultdict(list)
-        durations: dict[int, int] = {}
+    def _check_updates(self, plan: _Plan) -> None:
+        updates = plan.updates
+        add = plan.response.leases.add
+        statuses = [add(queue=u.queue, job_id=u.job_id) for u in updates]
         settings = self.parts.settings
         for i, update in enumerate(updates):
             try:
@@ -179,10 +303,13 @@ class WorkerSession:
             except BrokerError as error:
                 statuses[i].error.CopyFrom(outcomes.item_error(error))
                 continue
+            plan.update_groups.setdefault(queue, []).append(i)
+            plan.durations[i] = update.lease_ms
+
+    async def _updates(self, plan: _Plan) -> None:
+        updates, durations, statuses = plan.updates, plan.durations, plan.response.leases
+        for queue, indexes in plan.update_groups.items():
             await self._watch(queue)
-            groups[queue].append(i)
-            durations[i] = update.lease_ms
-        for queue, indexes in groups.items():
             results = await self._guarded(
                 len(indexes),
                 self.store.report(
@@ -194,7 +321,6 @@ class WorkerSession:
                     statuses[i].error.CopyFrom(outcomes.item_error(result.error))
                 else:
                     statuses[i].lease_expires_at_ms = result.value
-        return statuses
 
     def _ask(self, lease: pb.StreamLease) -> _Ask:
         """A message's request for jobs, checked before anything of the message is applied."""
@@ -205,11 +331,17 @@ class WorkerSession:
         )
         return _Ask(queues, max_jobs, lease_ms)
 
-    async def _lease(self, ask: _Ask, merged: _Merged, response: pb.ReportProgressResponse) -> None:
+    async def _lease(
+        self, ask: _Ask, merged: _Merged, response: pb.ReportProgressResponse, turn: _Turn
+    ) -> None:
         """Lease for a message's ``lease`` from its queues in order, each queue's completions
-        (held back by :meth:`_outcomes`) in the same script call; the jobs go in ``response``."""
+        (held back by :meth:`_check_outcomes`) in the same script call; the jobs go in
+        ``response``. The next message's store calls may start once Redis answered the first
+        of these calls: it cannot name a job these lease, nor report on one these complete
+        (a worker reports nothing on a job after its outcome)."""
         response.lease_answered = True
         store, results, into = self.store, response.outcomes, response.jobs
+        replied = functools.partial(self._replied, turn)
         for queue in ask.queues:
             await self._watch(queue)
             entries = merged.get(queue, [])
@@ -231,7 +363,7 @@ class WorkerSession:
                         store,
                         queue,
                         store.complete_lease(
-                            queue, items, self.worker_id, want, ask.lease_ms, tag, into
+                            queue, items, self.worker_id, want, ask.lease_ms, tag, into, replied
                         ),
                         lambda reply: reply[1],
                     )
@@ -240,7 +372,7 @@ class WorkerSession:
                     jobs, _ = await lease_request.given_back_if_cancelled(
                         store,
                         queue,
-                        store.lease(queue, self.worker_id, want, ask.lease_ms, tag, into),
+                        store.lease(queue, self.worker_id, want, ask.lease_ms, tag, into, replied),
                         lambda reply: reply[0],
                     )
             except BrokerError as error:  # Redis down: the completions' error, no job
@@ -250,16 +382,14 @@ class WorkerSession:
                 # Wake maintenance when the earliest lease or attempt timeout falls due.
                 self.parts.maintenance.hint_at(queue, min(j.lease_expires_at_ms for j in jobs))
 
-    async def _outcomes(self, reports: Any, answers: Any, ask: _Ask | None = None) -> _Merged:
-        """Apply outcomes; their results are added to ``answers`` (the response's), in order.
-        Completions of a queue the message also leases from are held back and returned, for
-        :meth:`_lease` to apply with the leases."""
-        add = answers.add
+    def _check_outcomes(self, reports: Any, plan: _Plan) -> None:
+        """Check outcomes; the refused ones are answered in the plan's response, in order.
+        Completions of a queue the message also leases from are held back (``plan.merged``),
+        for :meth:`_lease` to apply with the leases."""
+        add = plan.response.outcomes.add
         results = [add() for _ in reports]
         settings = self.parts.settings
-        groups: dict[tuple[type[outcomes.Report], str], list[tuple[int, Outcome]]] = defaultdict(
-            list
-        )
+        groups: _Groups = defaultdict(list)
         for i, wrapper in enumerate(reports):
             kind = wrapper.WhichOneof("kind")
             if kind is None:
@@ -276,12 +406,16 @@ class WorkerSession:
                 results[i].error.CopyFrom(outcomes.item_error(error))
                 continue
             groups[(type(report), queue)].append((i, item))
-        merged: _Merged = {}
-        for queue in ask.queues if ask is not None else ():
+        for queue in plan.ask.queues if plan.ask is not None else ():
             held_back = groups.pop((outcomes.CompleteRequest, queue), None)
             if held_back:
-                merged[queue] = held_back
-        for (kind_type, queue), entries in groups.items():
+                plan.merged[queue] = held_back
+        plan.outcome_groups = groups
+
+    async def _outcomes(self, plan: _Plan) -> None:
+        """Apply the outcomes not held back, a script call per kind and queue."""
+        answers = plan.response.outcomes
+        for (kind_type, queue), entries in plan.outcome_groups.items():
             applied = await self._guarded(
                 len(entries),
                 outcomes.apply(
@@ -289,7 +423,6 @@ class WorkerSession:
                 ),
             )
             self._answer(entries, applied, answers)
-        return merged
 
     @staticmethod
     def _answer(
