@@ -18,9 +18,6 @@ from bench.common import Recorder, now, run_loop, say_ready
 from bench.peers.protocol import Data, Peer, main
 
 CONCURRENCY = 100
-ACK_POLL_S = 0.001
-"""How often the worker looks whether its last outcomes were acknowledged, once every handler
-ran (about BullMQ's `completed` event: the job is stored as completed)."""
 REMOVE = JobOptions(remove_on_complete=True)
 
 
@@ -68,12 +65,14 @@ class JobBroker(Peer):
         say_ready()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(reached.wait(), self.args.limit)
-            # Done means every outcome acknowledged (the jobs stored as completed), as BullMQ's
-            # `completed` event: the worker holds a lease until its outcome's acknowledgement.
-            while worker.active:  # noqa: ASYNC110 (the SDK has no event for it)
-                await asyncio.sleep(ACK_POLL_S)
-            recorder.finish()
+        # Done means every outcome acknowledged (the jobs stored as completed), as BullMQ's
+        # `completed` event: stop() waits for the acknowledgements of every job that ran (and
+        # gives back the ones leased ahead), then the jobs done by then count. Waiting instead
+        # for the worker to hold no lease never ends while the queue has more jobs: a worker
+        # that leases ahead always holds the next batch.
         await worker.stop()
+        if recorder.reached.is_set():
+            recorder.finish()
         return started
 
 
