@@ -33,3 +33,24 @@ async def test_adds_go_on_while_one_durable_add_waits_for_a_replica(
         for call in [first, *later]:
             call.cancel()
         await asyncio.gather(first, *later, return_exceptions=True)
+
+
+async def test_concurrent_single_adds_each_get_their_own_answer(broker: Any, queue: str) -> None:
+    """Bursts of single Adds of one queue, some alone (run in the caller's task) and most
+    gathered into batches: every Add is answered with its own job, each stored once, and a
+    duplicate custom id is answered as a duplicate only for the later Adds."""
+    r = redis.Redis.from_url(broker.broker.settings.redis_url)
+    for burst in range(3):
+        replies = await asyncio.gather(
+            *(add(broker, queue, {"burst": burst, "n": n}) for n in range(150)),
+            *(add(broker, queue, {"same": True}, job_id=f"same-{burst}") for _ in range(5)),
+        )
+        ids = [reply.job_id for reply in replies[:150]]
+        assert len(set(ids)) == 150
+        same = replies[150:]
+        assert {reply.job_id for reply in same} == {f"same-{burst}"}
+        assert sum(not reply.duplicate for reply in same) == 1
+        assert r.zcard(QueueKeys(queue).key("waiting")) == 151 * (burst + 1)
+    alone = await add(broker, queue, {"alone": True})
+    assert not alone.duplicate
+    assert r.zcard(QueueKeys(queue).key("waiting")) == 151 * 3 + 1
