@@ -110,3 +110,28 @@ async def test_acknowledgements_go_out_in_order(
     assert [ack.seq for ack in acks] == [2, 3]
     assert len(acks[0].jobs) == 1
     assert not acks[1].outcomes[0].HasField("error")
+
+
+async def test_two_messages_in_hand_subscribe_to_a_queue_once(
+    broker: Running, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message's lease from a second queue and the next message naming that queue both
+    subscribe to its signals at once: the session keeps one subscription."""
+    other = f"{queue}-other"
+    hub = broker.broker.hub
+    subscribe = hub.subscribe
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.2)
+        return await subscribe(*args, **kwargs)
+
+    async with worker_stream(broker, "worker-1", [queue]) as stream:
+        monkeypatch.setattr(hub, "subscribe", slow)
+        ask = worker_service_pb2.StreamLease(
+            queue=queue, more_queues=[other], max_jobs=1, lease_ms=30_000
+        )
+        leasing = await stream.post(lease=ask)
+        naming = await stream.post(queues=[other])
+        await asyncio.wait_for(asyncio.gather(leasing, naming), 5)
+        callbacks = hub._reader(other, "signals").by_worker.get(b"worker-1", set())
+        assert len(callbacks) == 1

@@ -246,12 +246,16 @@ class WorkerSession:
         if queue in self._unsubscribe:
             return
         with contextlib.suppress(BrokerError):
-            self._unsubscribe[queue] = await self.parts.hub.subscribe(
+            unsubscribe = await self.parts.hub.subscribe(
                 queue,
                 lambda eid, fields: self._signal(queue, fields),
                 worker_id=self.worker_id,
                 stream="signals",
             )
+            if queue in self._unsubscribe:  # another message in hand subscribed meanwhile
+                unsubscribe()
+            else:
+                self._unsubscribe[queue] = unsubscribe
 
     def _signal(self, queue: str, fields: dict[bytes, bytes]) -> None:
         signal = _SIGNALS.get(fields.get(b"k", b""))
