@@ -303,6 +303,8 @@ class WorkerStream:
         self.seq = 0
         self.acks: dict[int, asyncio.Future[worker_service_pb2.ReportProgressResponse]] = {}
         self.signals: asyncio.Queue[worker_service_pb2.Signal] = asyncio.Queue()
+        self.pushes: asyncio.Queue[worker_service_pb2.ReportProgressResponse] = asyncio.Queue()
+        """Responses that bring the jobs of a request that waited (``lease_seq``)."""
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._read())
 
@@ -314,6 +316,8 @@ class WorkerStream:
                     break
                 for signal in response.signals:
                     self.signals.put_nowait(signal)
+                if response.lease_seq:
+                    self.pushes.put_nowait(response)
                 future = self.acks.pop(response.seq, None) if response.seq else None
                 if future is not None and not future.done():
                     future.set_result(response)
@@ -347,19 +351,30 @@ class WorkerStream:
         lease: worker_service_pb2.StreamLease | None = None,
     ) -> asyncio.Future[worker_service_pb2.ReportProgressResponse]:
         """Send one message without waiting for its acknowledgement (the future)."""
-        self.seq += 1
-        future = self.acks[self.seq] = asyncio.get_running_loop().create_future()
-        await self.call.write(
+        return await self.post_request(
             worker_service_pb2.ReportProgressRequest(
-                worker_id=self.worker_id if self.seq == 1 else "",
-                seq=self.seq,
-                updates=list(updates),
-                outcomes=list(outcomes),
-                queues=list(queues),
-                lease=lease,
+                updates=list(updates), outcomes=list(outcomes), queues=list(queues), lease=lease
             )
         )
+
+    async def post_request(
+        self, request: worker_service_pb2.ReportProgressRequest
+    ) -> asyncio.Future[worker_service_pb2.ReportProgressResponse]:
+        """Send ``request`` (its ``seq`` and first-message ``worker_id`` filled in) without
+        waiting for its acknowledgement (the future)."""
+        self.seq += 1
+        future = self.acks[self.seq] = asyncio.get_running_loop().create_future()
+        request.seq = self.seq
+        if self.seq == 1:
+            request.worker_id = self.worker_id
+        await self.call.write(request)
         return future
+
+    async def send_request(
+        self, request: worker_service_pb2.ReportProgressRequest, within: float = 3.0
+    ) -> worker_service_pb2.ReportProgressResponse:
+        """Send ``request`` (as post_request) and return its acknowledgement."""
+        return await asyncio.wait_for(await self.post_request(request), within)
 
     async def signal(self, within: float = SIGNAL_WAIT) -> worker_service_pb2.Signal:
         return await asyncio.wait_for(self.signals.get(), within)

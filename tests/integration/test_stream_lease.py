@@ -134,6 +134,7 @@ async def test_a_full_batch_leaves_later_queues_completions_applied(
         (StreamLease(queue="", max_jobs=1), "lease.queue"),
         (StreamLease(queue="q", max_jobs=1_001), "lease.max_jobs"),
         (StreamLease(queue="q", lease_ms=10), "lease.lease_ms"),
+        (StreamLease(queue="q", wait_ms=300_001), "lease.wait_ms"),
     ],
 )
 async def test_a_bad_lease_ends_the_stream_before_anything_is_applied(

@@ -33,7 +33,7 @@ from ...errors import BrokerError, InvalidArgument
 from ...storage.contracts.leases import CompleteItem
 from ...storage.store import ItemResult, Outcome, Store
 from .. import access, streams, validation
-from . import lease_request, outcomes
+from . import lease_request, long_poll, outcomes
 from .common import Parts
 
 MAX_APPLYING = 4
@@ -62,6 +62,7 @@ class _Ask:
     queues: list[str]
     max_jobs: int
     lease_ms: int
+    wait_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -87,9 +88,11 @@ class _Turn:
     that far, False when it failed or was cancelled first (the messages after it then fail
     without applying anything)."""
 
-    __slots__ = ("answered", "stored")
+    __slots__ = ("answered", "index", "stored")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, index: int) -> None:
+        self.index = index
+        """The message's place in its stream (0, 1, 2...)."""
         self.stored: asyncio.Future[bool] = loop.create_future()
         """Redis answered its store calls: the next message's may start."""
         self.answered: asyncio.Future[bool] = loop.create_future()
@@ -106,6 +109,10 @@ class _Abandoned(Exception):
 
 
 class WorkerSession:
+    waits = True
+    """Requests for jobs may wait (StreamLease.wait_ms); False answers them as a broker that
+    predates waiting would (the tests of the workers' fallback to Lease calls)."""
+
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
         self.store: Store = parts.store
@@ -117,6 +124,15 @@ class WorkerSession:
         """The reader waits for a message (or for room for one): drain may cancel it."""
         self._draining = False
         self._failed = False
+        self._waiter: asyncio.Task[None] | None = None
+        """The request for jobs that waits (StreamLease.wait_ms), at most one."""
+        self._wait_index = -1
+        """The place in the stream of the message whose request waits."""
+        self._wait_ready = asyncio.Event()
+        """Wakes that request's long poll (set on ``end_wait``)."""
+        self._wait_ended = False
+        self._ends_before = 0
+        """Requests of messages before this place may not wait (a later ``end_wait``)."""
 
     def drain(self) -> None:
         """Finish and acknowledge the messages in hand, read no more, then end."""
@@ -142,6 +158,10 @@ class WorkerSession:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
+            if (waiter := self._waiter) is not None:  # its jobs, if any, are given back
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await waiter
             for unsubscribe in self._unsubscribe.values():
                 unsubscribe()
 
@@ -149,13 +169,15 @@ class WorkerSession:
         applying: deque[asyncio.Task[None]] = deque()
         loop = asyncio.get_running_loop()
         before: _Turn | None = None
+        index = 0
         try:
             self._reading = True
             try:
                 async for request in requests:
                     if not self.worker_id:
                         self._hello(request)
-                    turn = _Turn(loop)
+                    turn = _Turn(loop, index)
+                    index += 1
                     task = asyncio.create_task(self._apply(request, before, turn))
                     task.add_done_callback(self._applied)
                     applying.append(task)
@@ -198,6 +220,8 @@ class WorkerSession:
         self, request: pb.ReportProgressRequest, before: _Turn | None, turn: _Turn
     ) -> None:
         ok = False
+        if request.end_wait:
+            self._end_wait(turn.index)
         try:
             try:
                 plan = self._check(request)
@@ -212,7 +236,13 @@ class WorkerSession:
             await self._updates(plan)
             await self._outcomes(plan)
             if plan.ask is not None:
-                await self._lease(plan.ask, plan.merged, plan.response, turn)
+                held = await self._lease(plan.ask, plan.merged, plan.response, turn)
+                if self._may_wait(plan.ask, plan.response, turn.index):
+                    plan.response.lease_waiting = True
+                    self._wait_index, self._wait_ended = turn.index, False
+                    self._waiter = asyncio.create_task(
+                        self._wait_for_jobs(request.seq, plan.ask, held, turn)
+                    )
             if not turn.stored.done():
                 turn.stored.set_result(True)
             await self.parts.registry.streaming(self.worker_id, list(self._unsubscribe))
@@ -222,6 +252,15 @@ class WorkerSession:
             ok = True
         finally:
             turn.end(ok)
+
+    def _end_wait(self, index: int) -> None:
+        """``end_wait`` in the message at ``index``: the request of an earlier message that
+        waits answers at once, with what it leased so far or nothing, and one that is about to
+        wait (its message still applying) does not."""
+        self._ends_before = max(self._ends_before, index)
+        if self._waiter is not None and self._wait_index < index:
+            self._wait_ended = True
+            self._wait_ready.set()
 
     @staticmethod
     async def _replied(turn: _Turn) -> None:
@@ -333,19 +372,23 @@ class WorkerSession:
         max_jobs, lease_ms = lease_request.amounts(
             lease.max_jobs, lease.lease_ms, settings, "lease."
         )
-        return _Ask(queues, max_jobs, lease_ms)
+        wait_ms = validation.bounded(lease.wait_ms, "lease.wait_ms", 0, 0, limits.MAX_WAIT_MS)
+        return _Ask(queues, max_jobs, lease_ms, wait_ms)
 
     async def _lease(
-        self, ask: _Ask, merged: _Merged, response: pb.ReportProgressResponse, turn: _Turn
-    ) -> None:
+        self, ask: _Ask, merged: _Merged, response: pb.ReportProgressResponse, turn: _Turn | None
+    ) -> dict[str, int]:
         """Lease for a message's ``lease`` from its queues in order, each queue's completions
         (held back by :meth:`_check_outcomes`) in the same script call; the jobs go in
         ``response``. The next message's store calls may start once Redis answered the first
         of these calls: it cannot name a job these lease, nor report on one these complete
-        (a worker reports nothing on a job after its outcome)."""
+        (a worker reports nothing on a job after its outcome). Returns, per queue leased from,
+        what held its leasing back (as Store.lease's)."""
         response.lease_answered = True
+        response.lease_can_wait = self.waits
         store, results, into = self.store, response.outcomes, response.jobs
-        replied = functools.partial(self._replied, turn)
+        replied = functools.partial(self._replied, turn) if turn is not None else None
+        held: dict[str, int] = {}
         for queue in ask.queues:
             await self._watch(queue)
             entries = merged.get(queue, [])
@@ -363,7 +406,7 @@ class WorkerSession:
             tag = access.lease_tag()
             try:
                 if items:
-                    applied, jobs, _ = await lease_request.given_back_if_cancelled(
+                    applied, jobs, held[queue] = await lease_request.given_back_if_cancelled(
                         store,
                         queue,
                         store.complete_lease(
@@ -373,7 +416,7 @@ class WorkerSession:
                     )
                 else:
                     applied = []
-                    jobs, _ = await lease_request.given_back_if_cancelled(
+                    jobs, held[queue] = await lease_request.given_back_if_cancelled(
                         store,
                         queue,
                         store.lease(queue, self.worker_id, want, ask.lease_ms, tag, into, replied),
@@ -385,6 +428,46 @@ class WorkerSession:
             if jobs:
                 # Wake maintenance when the earliest lease or attempt timeout falls due.
                 self.parts.maintenance.hint_at(queue, min(j.lease_expires_at_ms for j in jobs))
+        return held
+
+    def _may_wait(self, ask: _Ask, response: pb.ReportProgressResponse, index: int) -> bool:
+        """Whether a request for jobs that got none waits for some (one per stream at a time,
+        none after a later message's ``end_wait``, none while the broker shuts down)."""
+        return (
+            self.waits
+            and ask.wait_ms > 0
+            and not response.jobs
+            and self._waiter is None
+            and index >= self._ends_before
+            and not self.parts.streams.closing
+        )
+
+    async def _wait_for_jobs(self, seq: int, ask: _Ask, held: dict[str, int], turn: _Turn) -> None:
+        """Wait for jobs for the request of message ``seq`` (acknowledged as waiting), as a
+        long-polling Lease call does, and push them in one response after that
+        acknowledgement (none: the wait ran out or the broker is shutting down)."""
+        pushed = pb.ReportProgressResponse(lease_seq=seq)
+        try:
+
+            async def lease_again() -> tuple[int, dict[str, int]]:
+                held = await self._lease(ask, {}, pushed, None)
+                return len(pushed.jobs), held
+
+            await long_poll.long_poll(
+                self.parts,
+                ask.queues,
+                ask.wait_ms / 1000,
+                held,
+                lease_again,
+                bool,
+                self._wait_ready,
+                lambda: self._wait_ended,
+            )
+            pushed.lease_answered = pushed.lease_can_wait = True
+            if await turn.answered:
+                self.out.put_nowait(pushed)
+        finally:
+            self._waiter = None
 
     def _check_outcomes(self, reports: Any, plan: _Plan) -> None:
         """Check outcomes; the refused ones are answered in the plan's response, in order.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -13,27 +13,12 @@ from jobbroker.v1 import worker_service_pb2, worker_service_pb2_grpc
 
 from ...errors import InvalidArgument
 from ...storage.contracts.leases import ReleaseItem
-from ...storage.store import CONCURRENCY_FULL, PAUSED
 from .. import access, validation
-from . import lease_request, outcomes
+from . import lease_request, long_poll, outcomes
 from .common import Parts, server_stream, unary
 from .worker_stream import WorkerSession
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-# Events after which a job may be waiting, so a long-polling Lease tries again.
-_READY_EVENTS = frozenset({b"added", b"waiting", b"released", b"stalled"})
-# While the queue is paused only a resume helps; while it is full only a finished job.
-_WAKERS = {
-    PAUSED: frozenset({b"resumed"}),
-    CONCURRENCY_FULL: frozenset(
-        {b"completed", b"failed", b"cancelled", b"released", b"stalled", b"resumed"}
-    ),
-}
-# What an add on this replica looks like to a long poll (EventHub.added).
-_ADDED = {b"e": b"added"}
-# A long poll re-tries at least this often, in case an event was missed (reader reconnecting).
-_POLL_FALLBACK_S = 1.0
 
 
 class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
@@ -99,46 +84,15 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         jobs, held = await self._lease_from(queues, worker_id, max_jobs, lease_ms)
         if jobs or not wait_ms:
             return worker_service_pb2.LeaseResponse(jobs=jobs)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_ms / 1000
-        ready = asyncio.Event()
-
-        def waker(queue: str) -> Callable[[bytes, dict[bytes, bytes]], None]:
-            def on_event(_: bytes, fields: dict[bytes, bytes]) -> None:
-                # What can end the wait depends on what held this queue's leasing back.
-                why = held.get(queue, 0)
-                wakers = _WAKERS.get(why, _READY_EVENTS) if why <= 0 else ()
-                if fields.get(b"e") in wakers:
-                    ready.set()
-
-            return on_event
-
-        def adder(on_event: Callable[[bytes, dict[bytes, bytes]], None]) -> Callable[[], None]:
-            return lambda: on_event(b"", _ADDED)
-
-        stops = [self.parts.streams.on_closing(ready.set)]
-        try:
-            for queue in queues:
-                on_event = waker(queue)
-                stops.append(await self.parts.hub.subscribe(queue, on_event))
-                stops.append(self.parts.hub.on_added(queue, adder(on_event)))
-            while True:
-                ready.clear()
-                if self.parts.streams.closing:  # shutting down: a long poll ends empty
-                    return worker_service_pb2.LeaseResponse()
-                jobs, held = await self._lease_from(queues, worker_id, max_jobs, lease_ms)
-                remaining = deadline - loop.time()
-                if jobs or remaining <= 0:
-                    return worker_service_pb2.LeaseResponse(jobs=jobs)
-                # Rate-limited: sleep until the first window ends (the fallback bounds it).
-                limited = [why / 1000 for why in held.values() if why > 0]
-                pause = min(remaining, _POLL_FALLBACK_S, *limited)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(pause):
-                        await ready.wait()
-        finally:
-            for stop in stops:
-                stop()
+        waited = await long_poll.long_poll(
+            self.parts,
+            queues,
+            wait_ms / 1000,
+            held,
+            lambda: self._lease_from(queues, worker_id, max_jobs, lease_ms),
+            bool,
+        )
+        return worker_service_pb2.LeaseResponse(jobs=waited or [])
 
     @server_stream
     async def ReportProgress(

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from jobbroker.v1 import job_pb2 as jobbroker_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!jobbroker/v1/worker_service.proto\x12\x0cjobbroker.v1\x1a\x16jobbroker/v1/job.proto\"z\n\x0cLeaseRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x10\n\x08max_jobs\x18\x03 \x01(\r\x12\x0f\n\x07wait_ms\x18\x04 \x01(\r\x12\x10\n\x08lease_ms\x18\x05 \x01(\r\x12\x13\n\x0bmore_queues\x18\x06 \x03(\t\"\xb3\x02\n\tLeasedJob\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12#\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x15.jobbroker.v1.Payload\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\r\x12\r\n\x05token\x18\x07 \x01(\t\x12\r\n\x05\x66\x65nce\x18\x08 \x01(\x04\x12\x1b\n\x13lease_expires_at_ms\x18\t \x01(\x03\x12\x15\n\rtimeout_at_ms\x18\n \x01(\x03\x12(\n\x08progress\x18\x0b \x01(\x0b\x32\x16.jobbroker.v1.Progress\x12\x31\n\rtrace_context\x18\x0c \x01(\x0b\x32\x1a.jobbroker.v1.TraceContext\"6\n\rLeaseResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.jobbroker.v1.LeasedJob\"\xa8\x01\n\x0bLeaseUpdate\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x10\n\x08lease_ms\x18\x04 \x01(\r\x12\x14\n\x07percent\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12$\n\x05value\x18\x06 \x01(\x0b\x32\x15.jobbroker.v1.Payload\x12\x11\n\tlog_lines\x18\x07 \x03(\tB\n\n\x08_percent\"\xa0\x01\n\x07Outcome\x12\x31\n\x08\x63omplete\x18\x01 \x01(\x0b\x32\x1d.jobbroker.v1.CompleteRequestH\x00\x12)\n\x04\x66\x61il\x18\x02 \x01(\x0b\x32\x19.jobbroker.v1.FailRequestH\x00\x12/\n\x07release\x18\x03 \x01(\x0b\x32\x1c.jobbroker.v1.ReleaseRequestH\x00\x42\x06\n\x04kind\"\xc6\x01\n\x15ReportProgressRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12*\n\x07updates\x18\x03 \x03(\x0b\x32\x19.jobbroker.v1.LeaseUpdate\x12\'\n\x08outcomes\x18\x04 \x03(\x0b\x32\x15.jobbroker.v1.Outcome\x12\x0e\n\x06queues\x18\x05 \x03(\t\x12(\n\x05lease\x18\x06 \x01(\x0b\x32\x19.jobbroker.v1.StreamLease\"U\n\x0bStreamLease\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x13\n\x0bmore_queues\x18\x02 \x03(\t\x12\x10\n\x08max_jobs\x18\x03 \x01(\r\x12\x10\n\x08lease_ms\x18\x04 \x01(\r\":\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"q\n\x0bLeaseStatus\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x1b\n\x13lease_expires_at_ms\x18\x03 \x01(\x03\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.jobbroker.v1.ItemError\"}\n\rOutcomeResult\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.jobbroker.v1.JobState\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.jobbroker.v1.ItemError\"n\n\x06Signal\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05\x66\x65nce\x18\x03 \x01(\x04\x12&\n\x04type\x18\x04 \x01(\x0e\x32\x18.jobbroker.v1.SignalType\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xe5\x01\n\x16ReportProgressResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12)\n\x06leases\x18\x02 \x03(\x0b\x32\x19.jobbroker.v1.LeaseStatus\x12-\n\x08outcomes\x18\x03 \x03(\x0b\x32\x1b.jobbroker.v1.OutcomeResult\x12%\n\x07signals\x18\x04 \x03(\x0b\x32\x14.jobbroker.v1.Signal\x12%\n\x04jobs\x18\x05 \x03(\x0b\x32\x17.jobbroker.v1.LeasedJob\x12\x16\n\x0elease_answered\x18\x06 \x01(\x08\"f\n\x0f\x43ompleteRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12%\n\x06result\x18\x04 \x01(\x0b\x32\x15.jobbroker.v1.Payload\"9\n\x10\x43ompleteResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.jobbroker.v1.JobState\"\x81\x01\n\x0b\x46\x61ilRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x12\n\nerror_type\x18\x05 \x01(\t\x12\r\n\x05stack\x18\x06 \x01(\t\x12\x10\n\x08no_retry\x18\x07 \x01(\x08\"H\n\x0c\x46\x61ilResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.jobbroker.v1.JobState\x12\x11\n\trun_at_ms\x18\x02 \x01(\x03\"P\n\x0eReleaseRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x04\"8\n\x0fReleaseResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.jobbroker.v1.JobState*g\n\nSignalType\x12\x1b\n\x17SIGNAL_TYPE_UNSPECIFIED\x10\x00\x12 \n\x1cSIGNAL_TYPE_CANCEL_REQUESTED\x10\x01\x12\x1a\n\x16SIGNAL_TYPE_LEASE_LOST\x10\x02\x32\x84\x03\n\rWorkerService\x12@\n\x05Lease\x12\x1a.jobbroker.v1.LeaseRequest\x1a\x1b.jobbroker.v1.LeaseResponse\x12_\n\x0eReportProgress\x12#.jobbroker.v1.ReportProgressRequest\x1a$.jobbroker.v1.ReportProgressResponse(\x01\x30\x01\x12I\n\x08\x43omplete\x12\x1d.jobbroker.v1.CompleteRequest\x1a\x1e.jobbroker.v1.CompleteResponse\x12=\n\x04\x46\x61il\x12\x19.jobbroker.v1.FailRequest\x1a\x1a.jobbroker.v1.FailResponse\x12\x46\n\x07Release\x12\x1c.jobbroker.v1.ReleaseRequest\x1a\x1d.jobbroker.v1.ReleaseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!jobbroker/v1/worker_service.proto\x12\x0cjobbroker.v1\x1a\x16jobbroker/v1/job.proto\"z\n\x0cLeaseRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x10\n\x08max_jobs\x18\x03 \x01(\r\x12\x0f\n\x07wait_ms\x18\x04 \x01(\r\x12\x10\n\x08lease_ms\x18\x05 \x01(\r\x12\x13\n\x0bmore_queues\x18\x06 \x03(\t\"\xb3\x02\n\tLeasedJob\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12#\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x15.jobbroker.v1.Payload\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\r\x12\r\n\x05token\x18\x07 \x01(\t\x12\r\n\x05\x66\x65nce\x18\x08 \x01(\x04\x12\x1b\n\x13lease_expires_at_ms\x18\t \x01(\x03\x12\x15\n\rtimeout_at_ms\x18\n \x01(\x03\x12(\n\x08progress\x18\x0b \x01(\x0b\x32\x16.jobbroker.v1.Progress\x12\x31\n\rtrace_context\x18\x0c \x01(\x0b\x32\x1a.jobbroker.v1.TraceContext\"6\n\rLeaseResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.jobbroker.v1.LeasedJob\"\xa8\x01\n\x0bLeaseUpdate\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x10\n\x08lease_ms\x18\x04 \x01(\r\x12\x14\n\x07percent\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12$\n\x05value\x18\x06 \x01(\x0b\x32\x15.jobbroker.v1.Payload\x12\x11\n\tlog_lines\x18\x07 \x03(\tB\n\n\x08_percent\"\xa0\x01\n\x07Outcome\x12\x31\n\x08\x63omplete\x18\x01 \x01(\x0b\x32\x1d.jobbroker.v1.CompleteRequestH\x00\x12)\n\x04\x66\x61il\x18\x02 \x01(\x0b\x32\x19.jobbroker.v1.FailRequestH\x00\x12/\n\x07release\x18\x03 \x01(\x0b\x32\x1c.jobbroker.v1.ReleaseRequestH\x00\x42\x06\n\x04kind\"\xd8\x01\n\x15ReportProgressRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12*\n\x07updates\x18\x03 \x03(\x0b\x32\x19.jobbroker.v1.LeaseUpdate\x12\'\n\x08outcomes\x18\x04 \x03(\x0b\x32\x15.jobbroker.v1.Outcome\x12\x0e\n\x06queues\x18\x05 \x03(\t\x12(\n\x05lease\x18\x06 \x01(\x0b\x32\x19.jobbroker.v1.StreamLease\x12\x10\n\x08\x65nd_wait\x18\x07 \x01(\x08\"f\n\x0bStreamLease\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x13\n\x0bmore_queues\x18\x02 \x03(\t\x12\x10\n\x08max_jobs\x18\x03 \x01(\r\x12\x10\n\x08lease_ms\x18\x04 \x01(\r\x12\x0f\n\x07wait_ms\x18\x05 \x01(\r\":\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"q\n\x0bLeaseStatus\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x1b\n\x13lease_expires_at_ms\x18\x03 \x01(\x03\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.jobbroker.v1.ItemError\"}\n\rOutcomeResult\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.jobbroker.v1.JobState\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.jobbroker.v1.ItemError\"n\n\x06Signal\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05\x66\x65nce\x18\x03 \x01(\x04\x12&\n\x04type\x18\x04 \x01(\x0e\x32\x18.jobbroker.v1.SignalType\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xa7\x02\n\x16ReportProgressResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12)\n\x06leases\x18\x02 \x03(\x0b\x32\x19.jobbroker.v1.LeaseStatus\x12-\n\x08outcomes\x18\x03 \x03(\x0b\x32\x1b.jobbroker.v1.OutcomeResult\x12%\n\x07signals\x18\x04 \x03(\x0b\x32\x14.jobbroker.v1.Signal\x12%\n\x04jobs\x18\x05 \x03(\x0b\x32\x17.jobbroker.v1.LeasedJob\x12\x16\n\x0elease_answered\x18\x06 \x01(\x08\x12\x15\n\rlease_waiting\x18\x07 \x01(\x08\x12\x11\n\tlease_seq\x18\x08 \x01(\x04\x12\x16\n\x0elease_can_wait\x18\t \x01(\x08\"f\n\x0f\x43ompleteRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12%\n\x06result\x18\x04 \x01(\x0b\x32\x15.jobbroker.v1.Payload\"9\n\x10\x43ompleteResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.jobbroker.v1.JobState\"\x81\x01\n\x0b\x46\x61ilRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x12\n\nerror_type\x18\x05 \x01(\t\x12\r\n\x05stack\x18\x06 \x01(\t\x12\x10\n\x08no_retry\x18\x07 \x01(\x08\"H\n\x0c\x46\x61ilResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.jobbroker.v1.JobState\x12\x11\n\trun_at_ms\x18\x02 \x01(\x03\"P\n\x0eReleaseRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x04\"8\n\x0fReleaseResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.jobbroker.v1.JobState*g\n\nSignalType\x12\x1b\n\x17SIGNAL_TYPE_UNSPECIFIED\x10\x00\x12 \n\x1cSIGNAL_TYPE_CANCEL_REQUESTED\x10\x01\x12\x1a\n\x16SIGNAL_TYPE_LEASE_LOST\x10\x02\x32\x84\x03\n\rWorkerService\x12@\n\x05Lease\x12\x1a.jobbroker.v1.LeaseRequest\x1a\x1b.jobbroker.v1.LeaseResponse\x12_\n\x0eReportProgress\x12#.jobbroker.v1.ReportProgressRequest\x1a$.jobbroker.v1.ReportProgressResponse(\x01\x30\x01\x12I\n\x08\x43omplete\x12\x1d.jobbroker.v1.CompleteRequest\x1a\x1e.jobbroker.v1.CompleteResponse\x12=\n\x04\x46\x61il\x12\x19.jobbroker.v1.FailRequest\x1a\x1a.jobbroker.v1.FailResponse\x12\x46\n\x07Release\x12\x1c.jobbroker.v1.ReleaseRequest\x1a\x1d.jobbroker.v1.ReleaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobbroker.v1.worker_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SIGNALTYPE']._serialized_start=2342
-  _globals['_SIGNALTYPE']._serialized_end=2445
+  _globals['_SIGNALTYPE']._serialized_start=2443
+  _globals['_SIGNALTYPE']._serialized_end=2546
   _globals['_LEASEREQUEST']._serialized_start=75
   _globals['_LEASEREQUEST']._serialized_end=197
   _globals['_LEASEDJOB']._serialized_start=200
@@ -45,31 +45,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OUTCOME']._serialized_start=737
   _globals['_OUTCOME']._serialized_end=897
   _globals['_REPORTPROGRESSREQUEST']._serialized_start=900
-  _globals['_REPORTPROGRESSREQUEST']._serialized_end=1098
-  _globals['_STREAMLEASE']._serialized_start=1100
-  _globals['_STREAMLEASE']._serialized_end=1185
-  _globals['_ITEMERROR']._serialized_start=1187
-  _globals['_ITEMERROR']._serialized_end=1245
-  _globals['_LEASESTATUS']._serialized_start=1247
-  _globals['_LEASESTATUS']._serialized_end=1360
-  _globals['_OUTCOMERESULT']._serialized_start=1362
-  _globals['_OUTCOMERESULT']._serialized_end=1487
-  _globals['_SIGNAL']._serialized_start=1489
-  _globals['_SIGNAL']._serialized_end=1599
-  _globals['_REPORTPROGRESSRESPONSE']._serialized_start=1602
-  _globals['_REPORTPROGRESSRESPONSE']._serialized_end=1831
-  _globals['_COMPLETEREQUEST']._serialized_start=1833
-  _globals['_COMPLETEREQUEST']._serialized_end=1935
-  _globals['_COMPLETERESPONSE']._serialized_start=1937
-  _globals['_COMPLETERESPONSE']._serialized_end=1994
-  _globals['_FAILREQUEST']._serialized_start=1997
-  _globals['_FAILREQUEST']._serialized_end=2126
-  _globals['_FAILRESPONSE']._serialized_start=2128
-  _globals['_FAILRESPONSE']._serialized_end=2200
-  _globals['_RELEASEREQUEST']._serialized_start=2202
-  _globals['_RELEASEREQUEST']._serialized_end=2282
-  _globals['_RELEASERESPONSE']._serialized_start=2284
-  _globals['_RELEASERESPONSE']._serialized_end=2340
-  _globals['_WORKERSERVICE']._serialized_start=2448
-  _globals['_WORKERSERVICE']._serialized_end=2836
+  _globals['_REPORTPROGRESSREQUEST']._serialized_end=1116
+  _globals['_STREAMLEASE']._serialized_start=1118
+  _globals['_STREAMLEASE']._serialized_end=1220
+  _globals['_ITEMERROR']._serialized_start=1222
+  _globals['_ITEMERROR']._serialized_end=1280
+  _globals['_LEASESTATUS']._serialized_start=1282
+  _globals['_LEASESTATUS']._serialized_end=1395
+  _globals['_OUTCOMERESULT']._serialized_start=1397
+  _globals['_OUTCOMERESULT']._serialized_end=1522
+  _globals['_SIGNAL']._serialized_start=1524
+  _globals['_SIGNAL']._serialized_end=1634
+  _globals['_REPORTPROGRESSRESPONSE']._serialized_start=1637
+  _globals['_REPORTPROGRESSRESPONSE']._serialized_end=1932
+  _globals['_COMPLETEREQUEST']._serialized_start=1934
+  _globals['_COMPLETEREQUEST']._serialized_end=2036
+  _globals['_COMPLETERESPONSE']._serialized_start=2038
+  _globals['_COMPLETERESPONSE']._serialized_end=2095
+  _globals['_FAILREQUEST']._serialized_start=2098
+  _globals['_FAILREQUEST']._serialized_end=2227
+  _globals['_FAILRESPONSE']._serialized_start=2229
+  _globals['_FAILRESPONSE']._serialized_end=2301
+  _globals['_RELEASEREQUEST']._serialized_start=2303
+  _globals['_RELEASEREQUEST']._serialized_end=2383
+  _globals['_RELEASERESPONSE']._serialized_start=2385
+  _globals['_RELEASERESPONSE']._serialized_end=2441
+  _globals['_WORKERSERVICE']._serialized_start=2549
+  _globals['_WORKERSERVICE']._serialized_end=2937
 # @@protoc_insertion_point(module_scope)

@@ -297,10 +297,17 @@ class ReportProgressRequest(_message.Message):
     OUTCOMES_FIELD_NUMBER: _builtins.int
     QUEUES_FIELD_NUMBER: _builtins.int
     LEASE_FIELD_NUMBER: _builtins.int
+    END_WAIT_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker's id; required on the first message, ignored after."""
     seq: _builtins.int
     """The worker's sequence number for this message; echoed in its acknowledgement."""
+    end_wait: _builtins.bool
+    """End this stream's request for jobs that waits (`StreamLease.wait_ms`), if any, before
+    anything of this message is applied: its response comes at once (with no job, or with the
+    jobs already leased for it). A worker that stops leasing sends it, so that jobs it gives
+    back are not leased to it again.
+    """
     @_builtins.property
     def updates(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseUpdate]:
         """Renewals with progress and logs."""
@@ -330,10 +337,11 @@ class ReportProgressRequest(_message.Message):
         outcomes: _abc.Iterable[Global___Outcome] | None = ...,
         queues: _abc.Iterable[_builtins.str] | None = ...,
         lease: Global___StreamLease | None = ...,
+        end_wait: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "outcomes", b"outcomes", "queues", b"queues", "seq", b"seq", "updates", b"updates", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_wait", b"end_wait", "lease", b"lease", "outcomes", b"outcomes", "queues", b"queues", "seq", b"seq", "updates", b"updates", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -343,8 +351,9 @@ Global___ReportProgressRequest: _TypeAlias = ReportProgressRequest  # noqa: Y015
 class StreamLease(_message.Message):
     """A request for jobs carried on the worker's stream: the next batch asked for in the message
     that reports the last one's outcomes. The broker completes and leases in one Redis script
-    call per queue, with the checks of Complete and Lease. It does not wait: a queue with no job
-    ready gives fewer jobs or none, and the worker long-polls with Lease until it has jobs again.
+    call per queue, with the checks of Complete and Lease. A queue with no job ready gives fewer
+    jobs or none; with `wait_ms`, a request that found none waits for one, as a long-polling
+    Lease call does, and its jobs come later on the same stream.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -353,12 +362,22 @@ class StreamLease(_message.Message):
     MORE_QUEUES_FIELD_NUMBER: _builtins.int
     MAX_JOBS_FIELD_NUMBER: _builtins.int
     LEASE_MS_FIELD_NUMBER: _builtins.int
+    WAIT_MS_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue to lease from."""
     max_jobs: _builtins.int
     """At most this many jobs, 1-1,000. Default 1."""
     lease_ms: _builtins.int
     """How long each lease lasts unless renewed, in milliseconds, 1,000-3,600,000. Default 30,000."""
+    wait_ms: _builtins.int
+    """When no job is ready in any of the queues, wait up to this long for one, in milliseconds
+    (0-300,000 as LeaseRequest.wait_ms; 0: answer at once). The message is acknowledged at
+    once with `lease_waiting`; the jobs come later in one response whose `lease_seq` is the
+    message's `seq` (with no job when the wait ran out or the broker is shutting down). One
+    request per stream waits at a time: another one meanwhile is answered at once. Jobs leased
+    for a wait whose response is lost with a broken stream expire like those of a lost Lease
+    reply.
+    """
     @_builtins.property
     def more_queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """More queues to lease from after `queue`, in order, while `max_jobs` is not reached (as
@@ -372,10 +391,11 @@ class StreamLease(_message.Message):
         more_queues: _abc.Iterable[_builtins.str] | None = ...,
         max_jobs: _builtins.int = ...,
         lease_ms: _builtins.int = ...,
+        wait_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_ms", b"lease_ms", "max_jobs", b"max_jobs", "more_queues", b"more_queues", "queue", b"queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_ms", b"lease_ms", "max_jobs", b"max_jobs", "more_queues", b"more_queues", "queue", b"queue", "wait_ms", b"wait_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -533,11 +553,26 @@ class ReportProgressResponse(_message.Message):
     SIGNALS_FIELD_NUMBER: _builtins.int
     JOBS_FIELD_NUMBER: _builtins.int
     LEASE_ANSWERED_FIELD_NUMBER: _builtins.int
+    LEASE_WAITING_FIELD_NUMBER: _builtins.int
+    LEASE_SEQ_FIELD_NUMBER: _builtins.int
+    LEASE_CAN_WAIT_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """The `seq` of the request this acknowledges; 0 on a message that only carries signals."""
     lease_answered: _builtins.bool
     """Whether the acknowledged request's `lease` was answered (even with no job). A broker that
     predates `lease` leaves it false: the worker then leases with Lease calls.
+    """
+    lease_waiting: _builtins.bool
+    """The acknowledged request's `lease` found no job and waits (`StreamLease.wait_ms`): its jobs
+    come in a later response with `lease_seq` set.
+    """
+    lease_seq: _builtins.int
+    """On a response that brings the jobs of a waiting request: that request's `seq` (`seq` is
+    then 0). Exactly one such response ends each wait.
+    """
+    lease_can_wait: _builtins.bool
+    """Set with `lease_answered` by a broker that lets a request wait (`StreamLease.wait_ms`); a
+    broker that predates waiting leaves it false, and the worker long-polls with Lease calls.
     """
     @_builtins.property
     def leases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseStatus]:
@@ -566,10 +601,13 @@ class ReportProgressResponse(_message.Message):
         signals: _abc.Iterable[Global___Signal] | None = ...,
         jobs: _abc.Iterable[Global___LeasedJob] | None = ...,
         lease_answered: _builtins.bool = ...,
+        lease_waiting: _builtins.bool = ...,
+        lease_seq: _builtins.int = ...,
+        lease_can_wait: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "lease_answered", b"lease_answered", "leases", b"leases", "outcomes", b"outcomes", "seq", b"seq", "signals", b"signals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "lease_answered", b"lease_answered", "lease_can_wait", b"lease_can_wait", "lease_seq", b"lease_seq", "lease_waiting", b"lease_waiting", "leases", b"leases", "outcomes", b"outcomes", "seq", b"seq", "signals", b"signals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

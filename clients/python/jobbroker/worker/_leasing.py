@@ -10,13 +10,20 @@ once instead of in turns. A job in hand waits at most about one handler's run; o
 a third of its lease (handlers slower than that) is given back, and the worker stops leasing
 ahead.
 
-A request on the stream does not wait. When it brings fewer jobs than asked (the queues ran
-dry, or a pause, concurrency or rate limit holds them back), the poller takes over: a unary
-Lease call that long-polls for the free slots, one call for all of the worker's queues (it
-names them all, ``queue`` and ``more_queues``; the broker fills the batch from them in the order
-given, and the order rotates from call to call so no queue starves another). Once a call comes
-back full, the stream takes over again. A broker that does not answer requests on the stream
-(one older than them) is leased from with Lease calls only.
+A request on the stream for free slots only that finds no job waits for one (``wait_ms``, as a
+long-polling Lease call): the broker acknowledges the message at once and sends the jobs later
+on the stream, so a worker whose queues run dry keeps leasing there, one request at a time,
+without a unary call per batch. Once the queues ran dry (an answer short of what was asked, or
+jobs that came to a waiting request), the worker asks for its free slots only and holds nothing
+in hand, until an answer comes back full.
+
+A broker older than such waits answers at once; then, when an answer brings fewer jobs than
+asked (the queues ran dry, or a pause, concurrency or rate limit holds them back), the poller
+takes over: a unary Lease call that long-polls for the free slots, one call for all of the
+worker's queues (it names them all, ``queue`` and ``more_queues``; the broker fills the batch
+from them in the order given, and the order rotates from call to call so no queue starves
+another). Once a call comes back full, the stream takes over again. A broker that does not
+answer requests on the stream at all (one older than them) is leased from with Lease calls only.
 """
 
 from __future__ import annotations
@@ -104,10 +111,18 @@ class Leasing:
         """How long a job may wait in hand: a third of its lease, when the worker would renew
         it if it ran."""
         self._hand_timer: asyncio.TimerHandle | None = None
-        self._on_stream = False
-        """The last answer was full: the queues have jobs, ask on the stream."""
+        self._on_stream = True
+        """Ask on the stream: the last answer was full (the queues have jobs), or the broker
+        lets a request wait there; else the poller asks (Lease calls)."""
         self._stream_answers = True
         """The broker answers requests on the stream (False: one that predates them)."""
+        self._stream_waits = False
+        """The broker lets a request on the stream wait for jobs (``lease_can_wait``)."""
+        self._waiting = 0
+        """Requests on the stream the broker holds until jobs come (at most one)."""
+        self._dry = False
+        """The last answer had fewer jobs than asked: ask for the idle slots only, no batch in
+        hand (a job leased ahead would wait in hand for a slot while other workers idle)."""
         self._closed = False
         self._loop = asyncio.get_running_loop()
         self._freed = asyncio.Event()
@@ -147,6 +162,7 @@ class Leasing:
         """Stop leasing (an open long-poll is cancelled: the broker keeps its jobs) and give
         back the jobs in hand; jobs that still come are given back too."""
         self._closed = True
+        self._stream.end_wait()  # the broker would lease the jobs given back to us again
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -163,30 +179,49 @@ class Leasing:
 
     # --- on the stream (a LeaseSource) ---------------------------------------------------
 
+    @property
+    def _wanted(self) -> int:
+        """Jobs the next request on the stream may ask for: the idle slots once the queues ran
+        dry, else the slots and one batch in hand."""
+        return min(self._idle if self._dry else self._room, self._batch)
+
     def lease_wanted(self) -> bool:
         return (
             self._on_stream
             and self._stream_answers
             and not self._closed
-            and self._room >= self._batch
+            and not self._waiting
+            and (self._wanted > 0 if self._dry else self._room >= self._batch)
         )
 
     def lease_ask(self) -> LeaseAsk | None:
-        if not (self._on_stream and self._stream_answers) or self._closed:
+        if not (self._on_stream and self._stream_answers) or self._closed or self._waiting:
             return None
-        want = min(self._room, self._batch)
+        want = self._wanted
         if want <= 0:
             return None
+        # Only a request for idle slots may wait: jobs that trickle in to one that asks ahead
+        # would wait in hand for a slot.
+        wait_ms = self._wait_ms if want <= self._idle else 0
         self._asked += want
         first, more = self._next_queues()
         request = ws.StreamLease(
-            queue=first, more_queues=more, max_jobs=want, lease_ms=self._lease_ms
+            queue=first, more_queues=more, max_jobs=want, lease_ms=self._lease_ms, wait_ms=wait_ms
         )
         return LeaseAsk(request, want)
+
+    def lease_waiting(self, ask: LeaseAsk) -> None:
+        ask.waiting = True
+        self._waiting += 1
+        self._stream_waits = True
 
     def lease_answered(self, ask: LeaseAsk, response: ws.ReportProgressResponse) -> None:
         want = ask.asked
         self._asked -= want
+        waited = ask.waiting
+        if waited:
+            ask.waiting = False
+            self._waiting -= 1
         if not response.lease_answered:
             log.info(
                 "worker %s: the broker does not lease on the stream; leasing with Lease calls",
@@ -197,21 +232,28 @@ class Leasing:
             self._freed.set()
             return
         self.asks += 1
-        self._got(list(response.jobs), want)
+        self._stream_waits = response.lease_can_wait
+        self._got(list(response.jobs), want, waited)
 
     def lease_unanswered(self, ask: LeaseAsk) -> None:
         self._asked -= ask.asked
+        if ask.waiting:
+            ask.waiting = False
+            self._waiting -= 1
         # The broker may have leased jobs for it: they go back to waiting when their leases
-        # run out. Lease with the poller until a reply is full again.
-        self._on_stream = False
-        self._freed.set()
+        # run out. Ask on the next stream if the broker lets requests wait there, else lease
+        # with the poller until a reply is full again.
+        self._on_stream = self._stream_waits
+        if not self._on_stream:
+            self._freed.set()
 
     # --- jobs that came ------------------------------------------------------------------
 
-    def _got(self, jobs: list[ws.LeasedJob], want: int) -> None:
+    def _got(self, jobs: list[ws.LeasedJob], want: int, waited: bool = False) -> None:
         """Run the jobs an answer brought (as many as slots are free; the others wait in
-        hand) and choose where the next are asked for: on the stream after a full answer, by
-        the poller after a short one."""
+        hand) and choose where the next are asked for: on the stream after a full answer or
+        when the broker lets requests wait there, else by the poller. Jobs that came to a
+        request that waited came to a dry queue, however many."""
         self.leased += len(jobs)
         if self._closed:
             for job in jobs:
@@ -229,7 +271,8 @@ class Leasing:
                 self._hand_timer = self._loop.call_later(self._in_hand_s, self._hand_waited)
         for job in jobs[kept:]:  # more than the worker may hold (leasing ahead stopped)
             self._stream.outcome(None, release(job.queue, job.job_id, job.token))
-        self._on_stream = self._stream_answers and len(jobs) >= want
+        self._dry = waited or len(jobs) < want
+        self._on_stream = self._stream_answers and (not self._dry or self._stream_waits)
         if self._on_stream:
             if self.lease_wanted():
                 self._stream.wake()

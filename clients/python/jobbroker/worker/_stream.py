@@ -8,7 +8,9 @@ the next stream; a LEASE_EXPIRED answer to a repeat is then expected and harmles
 
 A message may also ask for jobs (``lease``, from the worker's :class:`LeaseSource`): the broker
 applies its outcomes, leases, and sends the jobs in the acknowledgement, so while a queue has
-jobs, one message per batch carries both the batch's outcomes and the request for the next.
+jobs, one message per batch carries both the batch's outcomes and the request for the next. A
+request that finds no job waits for one (``wait_ms``): the acknowledgement says so
+(``lease_waiting``) and the jobs come later in a response naming the message (``lease_seq``).
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class LeaseAsk:
     request: ws.StreamLease
     asked: int
     """How many jobs it asks for (set aside by the asker until the answer)."""
+    waiting: bool = False
+    """The broker acknowledged it as waiting: its jobs come in a later response."""
 
 
 class LeaseSource(Protocol):
@@ -81,7 +85,14 @@ class LeaseSource(Protocol):
         until :meth:`lease_answered` or :meth:`lease_unanswered`)."""
         ...
 
-    def lease_answered(self, ask: LeaseAsk, response: ws.ReportProgressResponse) -> None: ...
+    def lease_answered(self, ask: LeaseAsk, response: ws.ReportProgressResponse) -> None:
+        """The jobs for ``ask`` came (in its message's acknowledgement, or later for one that
+        waited)."""
+        ...
+
+    def lease_waiting(self, ask: LeaseAsk) -> None:
+        """The broker holds ``ask`` until jobs come (StreamLease.wait_ms)."""
+        ...
 
     def lease_unanswered(self, ask: LeaseAsk) -> None:
         """The message was never acknowledged (the stream broke): nothing came for ``ask``."""
@@ -140,6 +151,10 @@ class WorkerStream:
         self._outcomes: deque[tuple[Lease | None, Report]] = deque()
         self._updates: dict[Lease, _Update] = {}
         self._inflight: dict[int, _Sent] = {}
+        self._waiting: dict[int, LeaseAsk] = {}
+        """Requests for jobs the broker holds until jobs come, by their message's seq."""
+        self._end_wait = False
+        """The next message ends the broker's waiting request (``end_wait``)."""
         self._retrying = 0
         self._seq = 0
         self._hello_seq = 0
@@ -250,6 +265,8 @@ class WorkerStream:
         ask = self.lease_source.lease_ask() if self.lease_source is not None else None
         if ask is not None:
             request.lease.CopyFrom(ask.request)
+        if self._end_wait:
+            request.end_wait, self._end_wait = True, False
         self._inflight[self._seq] = _Sent(self._loop.time(), updates, outcomes, ask)
         self.sent_messages += 1
         self.sent_outcomes += len(outcomes)
@@ -274,6 +291,11 @@ class WorkerStream:
     def _on_response(self, response: ws.ReportProgressResponse) -> None:
         for signal in response.signals:
             self._listener.stream_signal(signal)
+        if response.lease_seq:  # the jobs of a request that waited
+            ask = self._waiting.pop(response.lease_seq, None)
+            if ask is not None and self.lease_source is not None:
+                self.lease_source.lease_answered(ask, response)
+            return
         sent = self._inflight.pop(response.seq, None) if response.seq else None
         if sent is None:
             return
@@ -299,7 +321,11 @@ class WorkerStream:
                 continue
             self._listener.stream_outcome(maybe_lease, report, result)
         if sent.ask is not None and self.lease_source is not None:
-            self.lease_source.lease_answered(sent.ask, response)
+            if response.lease_waiting:
+                self._waiting[response.seq] = sent.ask
+                self.lease_source.lease_waiting(sent.ask)
+            else:
+                self.lease_source.lease_answered(sent.ask, response)
         if self.idle:
             self._drained.set()
         self._wake.set()
@@ -384,6 +410,10 @@ class WorkerStream:
                 call.cancel()
                 for seq in sorted(self._inflight, reverse=True):
                     self._requeue(self._inflight.pop(seq))
+                for ask in self._waiting.values():  # the broker dropped them with the stream
+                    if self.lease_source is not None:
+                        self.lease_source.lease_unanswered(ask)
+                self._waiting.clear()
             await self._pause(backoff.next_delay())
 
     def _report_failure(self, why: str) -> None:
@@ -442,7 +472,7 @@ class WorkerStream:
         last_sent = self._loop.time()
         while True:
             if len(self._inflight) < WINDOW and (
-                self._outcomes or self._updates or self._lease_wanted()
+                self._outcomes or self._updates or self._end_wait or self._lease_wanted()
             ):
                 await call.write(self._take())
                 last_sent = self._loop.time()
@@ -460,6 +490,15 @@ class WorkerStream:
 
     def _lease_wanted(self) -> bool:
         return self.lease_source is not None and self.lease_source.lease_wanted()
+
+    def end_wait(self) -> None:
+        """Have the next message end the request for jobs that waits (leasing stopped), so the
+        broker leases nothing more for this worker: not even the jobs it gives back. Sent even
+        when no request is known to wait: one sent meanwhile may be acknowledged as waiting
+        only after this."""
+        if self._waiting or self.lease_source is not None:
+            self._end_wait = True
+            self._wake.set()
 
     def wake(self) -> None:
         """Look again whether a message should go out (the lease source wants jobs)."""

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file jobbroker/v1/worker_service.proto.
  */
 export const file_jobbroker_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFqb2Jicm9rZXIvdjEvd29ya2VyX3NlcnZpY2UucHJvdG8SDGpvYmJyb2tlci52MSJ6CgxMZWFzZVJlcXVlc3QSDQoFcXVldWUYASABKAkSEQoJd29ya2VyX2lkGAIgASgJEhAKCG1heF9qb2JzGAMgASgNEg8KB3dhaXRfbXMYBCABKA0SEAoIbGVhc2VfbXMYBSABKA0SEwoLbW9yZV9xdWV1ZXMYBiADKAkiswIKCUxlYXNlZEpvYhINCgVxdWV1ZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIjCgRkYXRhGAQgASgLMhUuam9iYnJva2VyLnYxLlBheWxvYWQSDwoHYXR0ZW1wdBgFIAEoDRIUCgxtYXhfYXR0ZW1wdHMYBiABKA0SDQoFdG9rZW4YByABKAkSDQoFZmVuY2UYCCABKAQSGwoTbGVhc2VfZXhwaXJlc19hdF9tcxgJIAEoAxIVCg10aW1lb3V0X2F0X21zGAogASgDEigKCHByb2dyZXNzGAsgASgLMhYuam9iYnJva2VyLnYxLlByb2dyZXNzEjEKDXRyYWNlX2NvbnRleHQYDCABKAsyGi5qb2Jicm9rZXIudjEuVHJhY2VDb250ZXh0IjYKDUxlYXNlUmVzcG9uc2USJQoEam9icxgBIAMoCzIXLmpvYmJyb2tlci52MS5MZWFzZWRKb2IiqAEKC0xlYXNlVXBkYXRlEg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRINCgV0b2tlbhgDIAEoCRIQCghsZWFzZV9tcxgEIAEoDRIUCgdwZXJjZW50GAUgASgBSACIAQESJAoFdmFsdWUYBiABKAsyFS5qb2Jicm9rZXIudjEuUGF5bG9hZBIRCglsb2dfbGluZXMYByADKAlCCgoIX3BlcmNlbnQioAEKB091dGNvbWUSMQoIY29tcGxldGUYASABKAsyHS5qb2Jicm9rZXIudjEuQ29tcGxldGVSZXF1ZXN0SAASKQoEZmFpbBgCIAEoCzIZLmpvYmJyb2tlci52MS5GYWlsUmVxdWVzdEgAEi8KB3JlbGVhc2UYAyABKAsyHC5qb2Jicm9rZXIudjEuUmVsZWFzZVJlcXVlc3RIAEIGCgRraW5kIsYBChVSZXBvcnRQcm9ncmVzc1JlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJEgsKA3NlcRgCIAEoBBIqCgd1cGRhdGVzGAMgAygLMhkuam9iYnJva2VyLnYxLkxlYXNlVXBkYXRlEicKCG91dGNvbWVzGAQgAygLMhUuam9iYnJva2VyLnYxLk91dGNvbWUSDgoGcXVldWVzGAUgAygJEigKBWxlYXNlGAYgASgLMhkuam9iYnJva2VyLnYxLlN0cmVhbUxlYXNlIlUKC1N0cmVhbUxlYXNlEg0KBXF1ZXVlGAEgASgJEhMKC21vcmVfcXVldWVzGAIgAygJEhAKCG1heF9qb2JzGAMgASgNEhAKCGxlYXNlX21zGAQgASgNIjoKCUl0ZW1FcnJvchIMCgRjb2RlGAEgASgFEg4KBnJlYXNvbhgCIAEoCRIPCgdtZXNzYWdlGAMgASgJInEKC0xlYXNlU3RhdHVzEg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIbChNsZWFzZV9leHBpcmVzX2F0X21zGAMgASgDEiYKBWVycm9yGAQgASgLMhcuam9iYnJva2VyLnYxLkl0ZW1FcnJvciJ9Cg1PdXRjb21lUmVzdWx0Eg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIlCgVzdGF0ZRgDIAEoDjIWLmpvYmJyb2tlci52MS5Kb2JTdGF0ZRImCgVlcnJvchgEIAEoCzIXLmpvYmJyb2tlci52MS5JdGVtRXJyb3IibgoGU2lnbmFsEg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRINCgVmZW5jZRgDIAEoBBImCgR0eXBlGAQgASgOMhguam9iYnJva2VyLnYxLlNpZ25hbFR5cGUSDgoGcmVhc29uGAUgASgJIuUBChZSZXBvcnRQcm9ncmVzc1Jlc3BvbnNlEgsKA3NlcRgBIAEoBBIpCgZsZWFzZXMYAiADKAsyGS5qb2Jicm9rZXIudjEuTGVhc2VTdGF0dXMSLQoIb3V0Y29tZXMYAyADKAsyGy5qb2Jicm9rZXIudjEuT3V0Y29tZVJlc3VsdBIlCgdzaWduYWxzGAQgAygLMhQuam9iYnJva2VyLnYxLlNpZ25hbBIlCgRqb2JzGAUgAygLMhcuam9iYnJva2VyLnYxLkxlYXNlZEpvYhIWCg5sZWFzZV9hbnN3ZXJlZBgGIAEoCCJmCg9Db21wbGV0ZVJlcXVlc3QSDQoFcXVldWUYASABKAkSDgoGam9iX2lkGAIgASgJEg0KBXRva2VuGAMgASgJEiUKBnJlc3VsdBgEIAEoCzIVLmpvYmJyb2tlci52MS5QYXlsb2FkIjkKEENvbXBsZXRlUmVzcG9uc2USJQoFc3RhdGUYASABKA4yFi5qb2Jicm9rZXIudjEuSm9iU3RhdGUigQEKC0ZhaWxSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRINCgV0b2tlbhgDIAEoCRIPCgdtZXNzYWdlGAQgASgJEhIKCmVycm9yX3R5cGUYBSABKAkSDQoFc3RhY2sYBiABKAkSEAoIbm9fcmV0cnkYByABKAgiSAoMRmFpbFJlc3BvbnNlEiUKBXN0YXRlGAEgASgOMhYuam9iYnJva2VyLnYxLkpvYlN0YXRlEhEKCXJ1bl9hdF9tcxgCIAEoAyJQCg5SZWxlYXNlUmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSDQoFdG9rZW4YAyABKAkSEAoIZGVsYXlfbXMYBCABKAQiOAoPUmVsZWFzZVJlc3BvbnNlEiUKBXN0YXRlGAEgASgOMhYuam9iYnJva2VyLnYxLkpvYlN0YXRlKmcKClNpZ25hbFR5cGUSGwoXU0lHTkFMX1RZUEVfVU5TUEVDSUZJRUQQABIgChxTSUdOQUxfVFlQRV9DQU5DRUxfUkVRVUVTVEVEEAESGgoWU0lHTkFMX1RZUEVfTEVBU0VfTE9TVBACMoQDCg1Xb3JrZXJTZXJ2aWNlEkAKBUxlYXNlEhouam9iYnJva2VyLnYxLkxlYXNlUmVxdWVzdBobLmpvYmJyb2tlci52MS5MZWFzZVJlc3BvbnNlEl8KDlJlcG9ydFByb2dyZXNzEiMuam9iYnJva2VyLnYxLlJlcG9ydFByb2dyZXNzUmVxdWVzdBokLmpvYmJyb2tlci52MS5SZXBvcnRQcm9ncmVzc1Jlc3BvbnNlKAEwARJJCghDb21wbGV0ZRIdLmpvYmJyb2tlci52MS5Db21wbGV0ZVJlcXVlc3QaHi5qb2Jicm9rZXIudjEuQ29tcGxldGVSZXNwb25zZRI9CgRGYWlsEhkuam9iYnJva2VyLnYxLkZhaWxSZXF1ZXN0Ghouam9iYnJva2VyLnYxLkZhaWxSZXNwb25zZRJGCgdSZWxlYXNlEhwuam9iYnJva2VyLnYxLlJlbGVhc2VSZXF1ZXN0Gh0uam9iYnJva2VyLnYxLlJlbGVhc2VSZXNwb25zZWIGcHJvdG8z", [file_jobbroker_v1_job]);
+  fileDesc("CiFqb2Jicm9rZXIvdjEvd29ya2VyX3NlcnZpY2UucHJvdG8SDGpvYmJyb2tlci52MSJ6CgxMZWFzZVJlcXVlc3QSDQoFcXVldWUYASABKAkSEQoJd29ya2VyX2lkGAIgASgJEhAKCG1heF9qb2JzGAMgASgNEg8KB3dhaXRfbXMYBCABKA0SEAoIbGVhc2VfbXMYBSABKA0SEwoLbW9yZV9xdWV1ZXMYBiADKAkiswIKCUxlYXNlZEpvYhINCgVxdWV1ZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIjCgRkYXRhGAQgASgLMhUuam9iYnJva2VyLnYxLlBheWxvYWQSDwoHYXR0ZW1wdBgFIAEoDRIUCgxtYXhfYXR0ZW1wdHMYBiABKA0SDQoFdG9rZW4YByABKAkSDQoFZmVuY2UYCCABKAQSGwoTbGVhc2VfZXhwaXJlc19hdF9tcxgJIAEoAxIVCg10aW1lb3V0X2F0X21zGAogASgDEigKCHByb2dyZXNzGAsgASgLMhYuam9iYnJva2VyLnYxLlByb2dyZXNzEjEKDXRyYWNlX2NvbnRleHQYDCABKAsyGi5qb2Jicm9rZXIudjEuVHJhY2VDb250ZXh0IjYKDUxlYXNlUmVzcG9uc2USJQoEam9icxgBIAMoCzIXLmpvYmJyb2tlci52MS5MZWFzZWRKb2IiqAEKC0xlYXNlVXBkYXRlEg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRINCgV0b2tlbhgDIAEoCRIQCghsZWFzZV9tcxgEIAEoDRIUCgdwZXJjZW50GAUgASgBSACIAQESJAoFdmFsdWUYBiABKAsyFS5qb2Jicm9rZXIudjEuUGF5bG9hZBIRCglsb2dfbGluZXMYByADKAlCCgoIX3BlcmNlbnQioAEKB091dGNvbWUSMQoIY29tcGxldGUYASABKAsyHS5qb2Jicm9rZXIudjEuQ29tcGxldGVSZXF1ZXN0SAASKQoEZmFpbBgCIAEoCzIZLmpvYmJyb2tlci52MS5GYWlsUmVxdWVzdEgAEi8KB3JlbGVhc2UYAyABKAsyHC5qb2Jicm9rZXIudjEuUmVsZWFzZVJlcXVlc3RIAEIGCgRraW5kItgBChVSZXBvcnRQcm9ncmVzc1JlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJEgsKA3NlcRgCIAEoBBIqCgd1cGRhdGVzGAMgAygLMhkuam9iYnJva2VyLnYxLkxlYXNlVXBkYXRlEicKCG91dGNvbWVzGAQgAygLMhUuam9iYnJva2VyLnYxLk91dGNvbWUSDgoGcXVldWVzGAUgAygJEigKBWxlYXNlGAYgASgLMhkuam9iYnJva2VyLnYxLlN0cmVhbUxlYXNlEhAKCGVuZF93YWl0GAcgASgIImYKC1N0cmVhbUxlYXNlEg0KBXF1ZXVlGAEgASgJEhMKC21vcmVfcXVldWVzGAIgAygJEhAKCG1heF9qb2JzGAMgASgNEhAKCGxlYXNlX21zGAQgASgNEg8KB3dhaXRfbXMYBSABKA0iOgoJSXRlbUVycm9yEgwKBGNvZGUYASABKAUSDgoGcmVhc29uGAIgASgJEg8KB21lc3NhZ2UYAyABKAkicQoLTGVhc2VTdGF0dXMSDQoFcXVldWUYASABKAkSDgoGam9iX2lkGAIgASgJEhsKE2xlYXNlX2V4cGlyZXNfYXRfbXMYAyABKAMSJgoFZXJyb3IYBCABKAsyFy5qb2Jicm9rZXIudjEuSXRlbUVycm9yIn0KDU91dGNvbWVSZXN1bHQSDQoFcXVldWUYASABKAkSDgoGam9iX2lkGAIgASgJEiUKBXN0YXRlGAMgASgOMhYuam9iYnJva2VyLnYxLkpvYlN0YXRlEiYKBWVycm9yGAQgASgLMhcuam9iYnJva2VyLnYxLkl0ZW1FcnJvciJuCgZTaWduYWwSDQoFcXVldWUYASABKAkSDgoGam9iX2lkGAIgASgJEg0KBWZlbmNlGAMgASgEEiYKBHR5cGUYBCABKA4yGC5qb2Jicm9rZXIudjEuU2lnbmFsVHlwZRIOCgZyZWFzb24YBSABKAkipwIKFlJlcG9ydFByb2dyZXNzUmVzcG9uc2USCwoDc2VxGAEgASgEEikKBmxlYXNlcxgCIAMoCzIZLmpvYmJyb2tlci52MS5MZWFzZVN0YXR1cxItCghvdXRjb21lcxgDIAMoCzIbLmpvYmJyb2tlci52MS5PdXRjb21lUmVzdWx0EiUKB3NpZ25hbHMYBCADKAsyFC5qb2Jicm9rZXIudjEuU2lnbmFsEiUKBGpvYnMYBSADKAsyFy5qb2Jicm9rZXIudjEuTGVhc2VkSm9iEhYKDmxlYXNlX2Fuc3dlcmVkGAYgASgIEhUKDWxlYXNlX3dhaXRpbmcYByABKAgSEQoJbGVhc2Vfc2VxGAggASgEEhYKDmxlYXNlX2Nhbl93YWl0GAkgASgIImYKD0NvbXBsZXRlUmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSDQoFdG9rZW4YAyABKAkSJQoGcmVzdWx0GAQgASgLMhUuam9iYnJva2VyLnYxLlBheWxvYWQiOQoQQ29tcGxldGVSZXNwb25zZRIlCgVzdGF0ZRgBIAEoDjIWLmpvYmJyb2tlci52MS5Kb2JTdGF0ZSKBAQoLRmFpbFJlcXVlc3QSDQoFcXVldWUYASABKAkSDgoGam9iX2lkGAIgASgJEg0KBXRva2VuGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSEgoKZXJyb3JfdHlwZRgFIAEoCRINCgVzdGFjaxgGIAEoCRIQCghub19yZXRyeRgHIAEoCCJICgxGYWlsUmVzcG9uc2USJQoFc3RhdGUYASABKA4yFi5qb2Jicm9rZXIudjEuSm9iU3RhdGUSEQoJcnVuX2F0X21zGAIgASgDIlAKDlJlbGVhc2VSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEg4KBmpvYl9pZBgCIAEoCRINCgV0b2tlbhgDIAEoCRIQCghkZWxheV9tcxgEIAEoBCI4Cg9SZWxlYXNlUmVzcG9uc2USJQoFc3RhdGUYASABKA4yFi5qb2Jicm9rZXIudjEuSm9iU3RhdGUqZwoKU2lnbmFsVHlwZRIbChdTSUdOQUxfVFlQRV9VTlNQRUNJRklFRBAAEiAKHFNJR05BTF9UWVBFX0NBTkNFTF9SRVFVRVNURUQQARIaChZTSUdOQUxfVFlQRV9MRUFTRV9MT1NUEAIyhAMKDVdvcmtlclNlcnZpY2USQAoFTGVhc2USGi5qb2Jicm9rZXIudjEuTGVhc2VSZXF1ZXN0Ghsuam9iYnJva2VyLnYxLkxlYXNlUmVzcG9uc2USXwoOUmVwb3J0UHJvZ3Jlc3MSIy5qb2Jicm9rZXIudjEuUmVwb3J0UHJvZ3Jlc3NSZXF1ZXN0GiQuam9iYnJva2VyLnYxLlJlcG9ydFByb2dyZXNzUmVzcG9uc2UoATABEkkKCENvbXBsZXRlEh0uam9iYnJva2VyLnYxLkNvbXBsZXRlUmVxdWVzdBoeLmpvYmJyb2tlci52MS5Db21wbGV0ZVJlc3BvbnNlEj0KBEZhaWwSGS5qb2Jicm9rZXIudjEuRmFpbFJlcXVlc3QaGi5qb2Jicm9rZXIudjEuRmFpbFJlc3BvbnNlEkYKB1JlbGVhc2USHC5qb2Jicm9rZXIudjEuUmVsZWFzZVJlcXVlc3QaHS5qb2Jicm9rZXIudjEuUmVsZWFzZVJlc3BvbnNlYgZwcm90bzM", [file_jobbroker_v1_job]);
 
 /**
  * Request of Lease.
@@ -353,6 +353,16 @@ export type ReportProgressRequest = Message<"jobbroker.v1.ReportProgressRequest"
    * @generated from field: jobbroker.v1.StreamLease lease = 6;
    */
   lease?: StreamLease | undefined;
+
+  /**
+   * End this stream's request for jobs that waits (`StreamLease.wait_ms`), if any, before
+   * anything of this message is applied: its response comes at once (with no job, or with the
+   * jobs already leased for it). A worker that stops leasing sends it, so that jobs it gives
+   * back are not leased to it again.
+   *
+   * @generated from field: bool end_wait = 7;
+   */
+  endWait: boolean;
 };
 
 /**
@@ -365,8 +375,9 @@ export const ReportProgressRequestSchema: GenMessage<ReportProgressRequest> = /*
 /**
  * A request for jobs carried on the worker's stream: the next batch asked for in the message
  * that reports the last one's outcomes. The broker completes and leases in one Redis script
- * call per queue, with the checks of Complete and Lease. It does not wait: a queue with no job
- * ready gives fewer jobs or none, and the worker long-polls with Lease until it has jobs again.
+ * call per queue, with the checks of Complete and Lease. A queue with no job ready gives fewer
+ * jobs or none; with `wait_ms`, a request that found none waits for one, as a long-polling
+ * Lease call does, and its jobs come later on the same stream.
  *
  * @generated from message jobbroker.v1.StreamLease
  */
@@ -399,6 +410,19 @@ export type StreamLease = Message<"jobbroker.v1.StreamLease"> & {
    * @generated from field: uint32 lease_ms = 4;
    */
   leaseMs: number;
+
+  /**
+   * When no job is ready in any of the queues, wait up to this long for one, in milliseconds
+   * (0-300,000 as LeaseRequest.wait_ms; 0: answer at once). The message is acknowledged at
+   * once with `lease_waiting`; the jobs come later in one response whose `lease_seq` is the
+   * message's `seq` (with no job when the wait ran out or the broker is shutting down). One
+   * request per stream waits at a time: another one meanwhile is answered at once. Jobs leased
+   * for a wait whose response is lost with a broken stream expire like those of a lost Lease
+   * reply.
+   *
+   * @generated from field: uint32 wait_ms = 5;
+   */
+  waitMs: number;
 };
 
 /**
@@ -625,6 +649,30 @@ export type ReportProgressResponse = Message<"jobbroker.v1.ReportProgressRespons
    * @generated from field: bool lease_answered = 6;
    */
   leaseAnswered: boolean;
+
+  /**
+   * The acknowledged request's `lease` found no job and waits (`StreamLease.wait_ms`): its jobs
+   * come in a later response with `lease_seq` set.
+   *
+   * @generated from field: bool lease_waiting = 7;
+   */
+  leaseWaiting: boolean;
+
+  /**
+   * On a response that brings the jobs of a waiting request: that request's `seq` (`seq` is
+   * then 0). Exactly one such response ends each wait.
+   *
+   * @generated from field: uint64 lease_seq = 8;
+   */
+  leaseSeq: bigint;
+
+  /**
+   * Set with `lease_answered` by a broker that lets a request wait (`StreamLease.wait_ms`); a
+   * broker that predates waiting leaves it false, and the worker long-polls with Lease calls.
+   *
+   * @generated from field: bool lease_can_wait = 9;
+   */
+  leaseCanWait: boolean;
 };
 
 /**
