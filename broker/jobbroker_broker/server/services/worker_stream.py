@@ -130,9 +130,9 @@ class WorkerSession:
         """The place in the stream of the message whose request waits."""
         self._wait_ready = asyncio.Event()
         """Wakes that request's long poll (set on ``end_wait``)."""
-        self._wait_ended = False
         self._ends_before = 0
-        """Requests of messages before this place may not wait (a later ``end_wait``)."""
+        """Requests of messages before this place may not wait, and one that waits ends (a
+        later message's ``end_wait``)."""
 
     def drain(self) -> None:
         """Finish and acknowledge the messages in hand, read no more, then end."""
@@ -239,7 +239,7 @@ class WorkerSession:
                 held = await self._lease(plan.ask, plan.merged, plan.response, turn)
                 if self._may_wait(plan.ask, plan.response, turn.index):
                     plan.response.lease_waiting = True
-                    self._wait_index, self._wait_ended = turn.index, False
+                    self._wait_index = turn.index
                     self._waiter = asyncio.create_task(
                         self._wait_for_jobs(request.seq, plan.ask, held, turn)
                     )
@@ -258,8 +258,7 @@ class WorkerSession:
         waits answers at once, with what it leased so far or nothing, and one that is about to
         wait (its message still applying) does not."""
         self._ends_before = max(self._ends_before, index)
-        if self._waiter is not None and self._wait_index < index:
-            self._wait_ended = True
+        if self._waiter is not None:
             self._wait_ready.set()
 
     @staticmethod
@@ -461,7 +460,7 @@ class WorkerSession:
                 lease_again,
                 bool,
                 self._wait_ready,
-                lambda: self._wait_ended,
+                lambda: self._wait_index < self._ends_before,
             )
             pushed.lease_answered = pushed.lease_can_wait = True
             if await turn.answered:

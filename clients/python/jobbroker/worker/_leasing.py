@@ -118,8 +118,6 @@ class Leasing:
         """The broker answers requests on the stream (False: one that predates them)."""
         self._stream_waits = False
         """The broker lets a request on the stream wait for jobs (``lease_can_wait``)."""
-        self._waiting = 0
-        """Requests on the stream the broker holds until jobs come (at most one)."""
         self._dry = False
         """The last answer had fewer jobs than asked: ask for the idle slots only, no batch in
         hand (a job leased ahead would wait in hand for a slot while other workers idle)."""
@@ -190,12 +188,16 @@ class Leasing:
             self._on_stream
             and self._stream_answers
             and not self._closed
-            and not self._waiting
+            and not self._stream.waiting_for_jobs
             and (self._wanted > 0 if self._dry else self._room >= self._batch)
         )
 
     def lease_ask(self) -> LeaseAsk | None:
-        if not (self._on_stream and self._stream_answers) or self._closed or self._waiting:
+        if (
+            not (self._on_stream and self._stream_answers)
+            or self._closed
+            or self._stream.waiting_for_jobs
+        ):
             return None
         want = self._wanted
         if want <= 0:
@@ -211,17 +213,11 @@ class Leasing:
         return LeaseAsk(request, want)
 
     def lease_waiting(self, ask: LeaseAsk) -> None:
-        ask.waiting = True
-        self._waiting += 1
         self._stream_waits = True
 
     def lease_answered(self, ask: LeaseAsk, response: ws.ReportProgressResponse) -> None:
         want = ask.asked
         self._asked -= want
-        waited = ask.waiting
-        if waited:
-            ask.waiting = False
-            self._waiting -= 1
         if not response.lease_answered:
             log.info(
                 "worker %s: the broker does not lease on the stream; leasing with Lease calls",
@@ -233,13 +229,10 @@ class Leasing:
             return
         self.asks += 1
         self._stream_waits = response.lease_can_wait
-        self._got(list(response.jobs), want, waited)
+        self._got(list(response.jobs), want, waited=bool(response.lease_seq))
 
     def lease_unanswered(self, ask: LeaseAsk) -> None:
         self._asked -= ask.asked
-        if ask.waiting:
-            ask.waiting = False
-            self._waiting -= 1
         # The broker may have leased jobs for it: they go back to waiting when their leases
         # run out. Ask on the next stream if the broker lets requests wait there, else lease
         # with the poller until a reply is full again.

@@ -69,8 +69,6 @@ class LeaseAsk:
     request: ws.StreamLease
     asked: int
     """How many jobs it asks for (set aside by the asker until the answer)."""
-    waiting: bool = False
-    """The broker acknowledged it as waiting: its jobs come in a later response."""
 
 
 class LeaseSource(Protocol):
@@ -87,7 +85,7 @@ class LeaseSource(Protocol):
 
     def lease_answered(self, ask: LeaseAsk, response: ws.ReportProgressResponse) -> None:
         """The jobs for ``ask`` came (in its message's acknowledgement, or later for one that
-        waited)."""
+        waited: ``response.lease_seq`` set)."""
         ...
 
     def lease_waiting(self, ask: LeaseAsk) -> None:
@@ -410,10 +408,10 @@ class WorkerStream:
                 call.cancel()
                 for seq in sorted(self._inflight, reverse=True):
                     self._requeue(self._inflight.pop(seq))
-                for ask in self._waiting.values():  # the broker dropped them with the stream
+                waited, self._waiting = list(self._waiting.values()), {}
+                for ask in waited:  # the broker dropped them with the stream
                     if self.lease_source is not None:
                         self.lease_source.lease_unanswered(ask)
-                self._waiting.clear()
             await self._pause(backoff.next_delay())
 
     def _report_failure(self, why: str) -> None:
@@ -496,9 +494,14 @@ class WorkerStream:
         broker leases nothing more for this worker: not even the jobs it gives back. Sent even
         when no request is known to wait: one sent meanwhile may be acknowledged as waiting
         only after this."""
-        if self._waiting or self.lease_source is not None:
+        if self.lease_source is not None:
             self._end_wait = True
             self._wake.set()
+
+    @property
+    def waiting_for_jobs(self) -> bool:
+        """The broker holds a request for jobs of this stream until jobs come."""
+        return bool(self._waiting)
 
     def wake(self) -> None:
         """Look again whether a message should go out (the lease source wants jobs)."""
