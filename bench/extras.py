@@ -29,6 +29,10 @@ from bench.scenarios import ROOT, PeerRunner, Sizes, peer_specs
 DURABILITY_FLAGS: tuple[str, ...] = ("--durability", "replicas", "--durability-replicas", "1")
 """The broker's flags for its durability option, measured against the default broker."""
 
+BACKLOG_ROUNDS = 3
+"""Interleaved rounds of the backlog measurement: one round of 20,000 jobs lasts about a second,
+and single rounds moved the ratio by +-0.08 from run to run."""
+
 
 def broker_command(redis_url: str, flags: Sequence[str] = ()) -> list[str]:
     command = [sys.executable, "-m", "jobbroker_broker", "--port", "0", "--redis-url", redis_url]
@@ -291,38 +295,52 @@ class Extras:
     # --- the backlog -----------------------------------------------------------------------
 
     def backlog(
-        self, servers: RedisServers, waiting: int, payload_bytes: int = 0, peer: str = "jobbroker"
-    ) -> dict[str, Any]:
-        """One worker process working off ``backlog_measure`` jobs from a queue holding
-        ``waiting`` (``payload_bytes`` of padding each), on a fresh private Redis (and, for
-        jobbroker, broker) of its own, emptied by stopping it however many jobs are left.
-        ``peer`` bullmq: the same for BullMQ, as the reference for what Redis itself does with
-        a long backlog."""
+        self,
+        servers: RedisServers,
+        sizes: Sequence[int],
+        payload_bytes: int = 0,
+        peer: str = "jobbroker",
+        rounds: int = BACKLOG_ROUNDS,
+    ) -> dict[int, dict[str, Any]]:
+        """One worker process working off ``backlog_measure`` jobs from a queue holding each
+        of ``sizes`` waiting jobs (``payload_bytes`` of padding each), every size on a fresh
+        private Redis (and, for jobbroker, broker) of its own, all of them running at once.
+
+        The sizes are measured in ``rounds`` interleaved rounds (the order reversed every other
+        round), so that the machine's drift over the minutes of a run falls on every size alike;
+        before each round the jobs the last one took are added again, untimed, so every round
+        starts with the queue at its size. Per size: the figures of its
+        median round (by ``steady``), with every round's rate beside them. ``peer`` bullmq: the
+        same for BullMQ, as the reference for what Redis itself does with a long backlog."""
+        points: dict[int, _BacklogPoint] = {}
+        try:
+            for waiting in sizes:
+                points[waiting] = self._backlog_point(servers, waiting, payload_bytes, peer)
+            order = list(sizes)
+            for round_index in range(rounds):
+                for waiting in order if round_index % 2 == 0 else order[::-1]:
+                    points[waiting].measure(self.sizes.backlog_measure)
+            return {waiting: point.summary() for waiting, point in points.items()}
+        finally:
+            for point in points.values():
+                point.close()
+
+    def _backlog_point(
+        self, servers: RedisServers, waiting: int, payload_bytes: int, peer: str
+    ) -> _BacklogPoint:
         name = f"backlog-{peer}-{waiting}-{payload_bytes}"
         server = servers.start(name)
-        proc = None
-        try:
-            if peer == "jobbroker":
-                proc, address = start_broker(self.procs, server.url)
-                runner = self.runner(address, server.url, [proc.pid])
-            else:
-                spec = peer_specs()[peer]
-                runner = PeerRunner(self.procs, spec, server.url, self.token, self.sizes)
-            queue = f"{runner.queue}-{name}"
-            filled = runner.fill(queue, waiting, payload_bytes=payload_bytes)
-            figures = runner.processing(queue, min(waiting, self.sizes.backlog_measure))
-            figures["peer"] = peer
-            figures["waiting"] = waiting
-            figures["payload_bytes"] = payload_bytes
-            figures["fill_per_s"] = filled["count"] / filled["seconds"]
-            with contextlib.closing(server.client()) as client:
-                figures["redis_used_memory_mb"] = used_memory(client) / 2**20
-            return figures
-        finally:
-            if proc is not None:
-                self.procs.stop(proc)
-                self.procs.forget(proc)
-            servers.stop(name)
+        point = _BacklogPoint(self.procs, servers, name, waiting, payload_bytes, peer)
+        if peer == "jobbroker":
+            point.broker, address = start_broker(self.procs, server.url)
+            point.runner = self.runner(address, server.url, [point.broker.pid])
+        else:
+            spec = peer_specs()[peer]
+            point.runner = PeerRunner(self.procs, spec, server.url, self.token, self.sizes)
+        point.fill(waiting)
+        with contextlib.closing(server.client()) as client:
+            point.memory_mb = used_memory(client) / 2**20
+        return point
 
     # --- one Add RPC per job against the bare unary floor -------------------------------------
 
@@ -399,3 +417,63 @@ def queue_key_bytes(r: redis.Redis, queue: str) -> int:
             pipe.memory_usage(key, samples=0)
         total += sum(int(size or 0) for size in pipe.execute())
     return total
+
+
+class _BacklogPoint:
+    """One backlog size of :meth:`Extras.backlog`: its private Redis (and broker), its queue,
+    and its rounds."""
+
+    def __init__(
+        self,
+        procs: Processes,
+        servers: RedisServers,
+        name: str,
+        waiting: int,
+        payload_bytes: int,
+        peer: str,
+    ) -> None:
+        self.procs, self.servers, self.name = procs, servers, name
+        self.waiting, self.payload_bytes, self.peer = waiting, payload_bytes, peer
+        self.broker: subprocess.Popen[str] | None = None
+        self.runner: PeerRunner
+        self.memory_mb = 0.0
+        """Redis' memory with the queue full."""
+        self.left = 0
+        """Jobs waiting in the queue now."""
+        self.fills: list[float] = []
+        self.rounds: list[dict[str, Any]] = []
+
+    @property
+    def queue(self) -> str:
+        return f"{self.runner.queue}-{self.name}"
+
+    def fill(self, count: int) -> None:
+        filled = self.runner.fill(self.queue, count, payload_bytes=self.payload_bytes)
+        self.fills.append(filled["count"] / filled["seconds"])
+        self.left += count
+
+    def measure(self, measure: int) -> None:
+        if self.left < self.waiting:
+            self.fill(self.waiting - self.left)  # untimed: every round starts at the full size
+        figures = self.runner.processing(self.queue, min(self.left, measure))
+        figures["waiting"] = self.left
+        self.left -= figures["jobs"]
+        self.rounds.append(figures)
+
+    def summary(self) -> dict[str, Any]:
+        ranked = sorted(self.rounds, key=lambda figures: figures["steady"])
+        figures = dict(ranked[len(ranked) // 2])
+        figures["peer"] = self.peer
+        figures["waiting"] = self.waiting
+        figures["waiting_per_round"] = [r["waiting"] for r in self.rounds]
+        figures["steady_per_round"] = [r["steady"] for r in self.rounds]
+        figures["payload_bytes"] = self.payload_bytes
+        figures["fill_per_s"] = self.fills[0]
+        figures["redis_used_memory_mb"] = self.memory_mb
+        return figures
+
+    def close(self) -> None:
+        if self.broker is not None:
+            self.procs.stop(self.broker)
+            self.procs.forget(self.broker)
+        self.servers.stop(self.name)

@@ -272,7 +272,7 @@ def targets(results: Sequence[PeerResult], extras: dict[str, Any]) -> list[Targe
         share = long["steady"] / short["steady"]
         detail = (
             f"{long['waiting']:,} waiting {number(long['steady'])} vs {short['waiting']:,} "
-            f"waiting {number(short['steady'])} jobs/s (steady) = {share:.2f}x"
+            f"waiting {number(short['steady'])} jobs/s (steady{rounds_note(short)}) = {share:.2f}x"
         )
         out.append(Target(title, share >= 0.9, detail))
 
@@ -314,6 +314,13 @@ def backlog_points(
         and (value["payload_bytes"] > 0) == large_payload
     ]
     return sorted(points, key=lambda p: p["waiting"])
+
+
+def rounds_note(point: dict[str, Any]) -> str:
+    """ ", median of N interleaved rounds" for a backlog point measured in rounds (runs before
+    the rounds measured each size once)."""
+    rounds = point.get("steady_per_round", [])
+    return f", median of {len(rounds)} interleaved rounds" if len(rounds) > 1 else ""
 
 
 def latency_line(title: str, summary: dict[str, Any] | None) -> str:
@@ -417,7 +424,7 @@ def scale_lines(points: Any) -> list[str]:
 
 def backlog_lines(extras: dict[str, Any]) -> list[str]:
     header = ["peer", "waiting", "payload", "jobs", "from ready", "steady", "µs/job w+b+R"]
-    rows = [[*header, "Redis MB", "load"]]
+    rows = [[*header, "Redis MB", "load", "steady per round"]]
     for peer, large in (("jobbroker", False), ("jobbroker", True), ("bullmq", False)):
         for point in backlog_points(extras, large, peer):
             cpu = point["cpu"]
@@ -437,6 +444,7 @@ def backlog_lines(extras: dict[str, Any]) -> list[str]:
                     " + ".join(f"{us:.0f}" for us in per_job),
                     f"{point['redis_used_memory_mb']:.0f}",
                     f"{point['load']:.1f}",
+                    " / ".join(number(r) for r in point.get("steady_per_round", [])),
                 ]
             )
     errors = [
@@ -448,8 +456,9 @@ def backlog_lines(extras: dict[str, Any]) -> list[str]:
         return []
     return [
         "backlog (one worker process working off the first jobs of a queue holding this many, on",
-        "a fresh private Redis (and broker); BullMQ's is the reference for what Redis itself does",
-        "with a long backlog; µs/job: worker + broker + Redis):",
+        "a fresh private Redis (and broker) per size; the sizes measured in interleaved rounds,",
+        "each row the median round; BullMQ's is the reference for what Redis itself does with a",
+        "long backlog; µs/job: worker + broker + Redis):",
         "",
         *grid(rows),
         *errors,

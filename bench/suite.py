@@ -30,7 +30,7 @@ from bench import report
 from bench.cleanup import new_token
 from bench.common import Processes
 from bench.cpu import load1
-from bench.extras import DURABILITY_FLAGS, Extras, start_broker
+from bench.extras import BACKLOG_ROUNDS, DURABILITY_FLAGS, Extras, start_broker
 from bench.redis_server import RedisServer, RedisServers
 from bench.scenarios import (
     BULLMQ,
@@ -272,18 +272,23 @@ def run_extras(run: Run, runners: list[PeerRunner]) -> dict[str, Any]:
     step("idle", f"{sizes.subscribers:,} idle StreamProgress subscribers (fresh broker)", idle)
     step("memory", "Redis memory per job", extras.memory)
     step("scale", "the scale curve: 1, 2, 4 worker processes x 1, 2 brokers", lambda: scale(run))
-    backlogs = [("jobbroker", 0, n) for n in sizes.backlog_jobs]
-    backlogs += [("jobbroker", sizes.payload_bytes, n) for n in sizes.backlog_large_payload_jobs]
+    backlogs = [("jobbroker", 0, sizes.backlog_jobs)]
+    backlogs.append(("jobbroker", sizes.payload_bytes, sizes.backlog_large_payload_jobs))
     if "bullmq" in by_name:
-        backlogs += [("bullmq", 0, n) for n in sizes.backlog_jobs]
+        backlogs.append(("bullmq", 0, sizes.backlog_jobs))
     for peer, payload, waiting in backlogs:
+        key = f"backlog_{peer}_{payload}"
         step(
-            f"backlog_{peer}_{waiting}_{payload}",
-            f"{peer}: processing with {waiting:,} waiting jobs of {payload or 'small'} B",
+            key,
+            f"{peer}: processing with {' / '.join(f'{n:,}' for n in waiting)} waiting jobs of "
+            f"{payload or 'small'} B, {BACKLOG_ROUNDS} interleaved rounds",
             lambda peer=peer, waiting=waiting, payload=payload: extras.backlog(
                 run.servers, waiting, payload, peer
             ),
         )
+        if "error" not in out[key]:  # one entry per size, as the report reads them
+            for size, point in out.pop(key).items():
+                out[f"backlog_{peer}_{size}_{payload}"] = point
     step("durability", "durability option", lambda: durability(run))
     return out
 

@@ -212,7 +212,7 @@ def test_bullmq_processing_is_timed_like_jobbroker(bench: Bench, remove: bool) -
 @pytest.mark.usefixtures("bullmq_installed")
 def test_bullmq_backlog_is_the_reference_for_redis_alone(bench: Bench) -> None:
     extras = Extras(bench.procs, bench.server.url, bench.token, SIZES, bench.address)
-    backlog = extras.backlog(bench.servers, 600, peer="bullmq")
+    backlog = extras.backlog(bench.servers, [600], peer="bullmq", rounds=1)[600]
     assert backlog["peer"] == "bullmq"
     assert SIZES.backlog_measure <= backlog["jobs"] <= 600
     assert "broker" not in backlog["cpu"]
@@ -257,12 +257,19 @@ def test_extras_measure_real_events_and_memory(bench: Bench) -> None:
         assert unary[key]["samples"] == int(SIZES.rate * SIZES.transport_s)
         assert 0 < unary[key]["p50_ms"] <= unary[key]["p99_ms"]
 
-    backlog = extras.backlog(bench.servers, 600, payload_bytes=1_000)
-    assert backlog["waiting"] == 600
-    # at least the jobs asked for: a worker may run a few more before it stops
-    assert SIZES.backlog_measure <= backlog["jobs"] <= 600
-    assert backlog["redis_used_memory_mb"] > 0
-    assert set(bench.servers.servers) == {"jobbroker"}  # its own server is gone
+    backlog = extras.backlog(bench.servers, [150, 600], payload_bytes=1_000, rounds=2)
+    short, long = backlog[150], backlog[600]
+    assert (short["waiting"], long["waiting"]) == (150, 600)
+    # Every round starts at the queue's size: the short one was emptied by its first round, the
+    # long one lost at least the jobs asked for (a worker may run a few more before it stops).
+    assert short["waiting_per_round"] == [150, 150]
+    assert long["waiting_per_round"] == [600, 600]
+    for point in (short, long):
+        assert len(point["steady_per_round"]) == 2
+        assert point["steady"] in point["steady_per_round"]
+        assert point["redis_used_memory_mb"] > 0
+    assert long["redis_used_memory_mb"] > short["redis_used_memory_mb"]
+    assert set(bench.servers.servers) == {"jobbroker"}  # their own servers are gone
 
 
 def test_durability_step_leaves_no_redis_files_behind(
