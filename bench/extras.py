@@ -25,6 +25,7 @@ from bench.common import Processes, latency_summary, now, run_loop
 from bench.cpu import Meter, load1, process_cpu
 from bench.redis_server import RedisServers
 from bench.scenarios import ROOT, PeerRunner, Sizes, peer_specs
+from bench.support import broker_command
 
 DURABILITY_FLAGS: tuple[str, ...] = ("--durability", "replicas", "--durability-replicas", "1")
 """The broker's flags for its durability option, measured against the default broker."""
@@ -34,15 +35,10 @@ BACKLOG_ROUNDS = 3
 and single rounds moved the ratio by +-0.08 from run to run."""
 
 
-def broker_command(redis_url: str, flags: Sequence[str] = ()) -> list[str]:
-    command = [sys.executable, "-m", "jobbroker_broker", "--port", "0", "--redis-url", redis_url]
-    return command + list(flags)
-
-
 def start_broker(
     procs: Processes, redis_url: str, flags: Sequence[str] = ()
 ) -> tuple[subprocess.Popen[str], str]:
-    return procs.start_server(broker_command(redis_url, flags), cwd=str(ROOT))
+    return procs.start_server(broker_command(redis_url, *flags), cwd=str(ROOT))
 
 
 class Extras:
