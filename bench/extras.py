@@ -23,7 +23,7 @@ from jobbroker_broker.storage.keys import QueueKeys
 
 from bench.common import Processes, latency_summary, now, run_loop
 from bench.cpu import Meter, load1, process_cpu
-from bench.redis_server import RedisServers
+from bench.redis_server import RedisServer, RedisServers
 from bench.scenarios import ROOT, PeerRunner, Sizes, peer_specs
 from bench.support import broker_command
 
@@ -311,7 +311,8 @@ class Extras:
         points: dict[int, _BacklogPoint] = {}
         try:
             for waiting in sizes:
-                points[waiting] = self._backlog_point(servers, waiting, payload_bytes, peer)
+                point = points[waiting] = _BacklogPoint(servers, waiting, payload_bytes, peer)
+                point.start(self)
             order = list(sizes)
             for round_index in range(rounds):
                 for waiting in order if round_index % 2 == 0 else order[::-1]:
@@ -319,24 +320,7 @@ class Extras:
             return {waiting: point.summary() for waiting, point in points.items()}
         finally:
             for point in points.values():
-                point.close()
-
-    def _backlog_point(
-        self, servers: RedisServers, waiting: int, payload_bytes: int, peer: str
-    ) -> _BacklogPoint:
-        name = f"backlog-{peer}-{waiting}-{payload_bytes}"
-        server = servers.start(name)
-        point = _BacklogPoint(self.procs, servers, name, waiting, payload_bytes, peer)
-        if peer == "jobbroker":
-            point.broker, address = start_broker(self.procs, server.url)
-            point.runner = self.runner(address, server.url, [point.broker.pid])
-        else:
-            spec = peer_specs()[peer]
-            point.runner = PeerRunner(self.procs, spec, server.url, self.token, self.sizes)
-        point.fill(waiting)
-        with contextlib.closing(server.client()) as client:
-            point.memory_mb = used_memory(client) / 2**20
-        return point
+                point.close(self.procs)
 
     # --- one Add RPC per job against the bare unary floor -------------------------------------
 
@@ -419,39 +403,49 @@ class _BacklogPoint:
     """One backlog size of :meth:`Extras.backlog`: its private Redis (and broker), its queue,
     and its rounds."""
 
-    def __init__(
-        self,
-        procs: Processes,
-        servers: RedisServers,
-        name: str,
-        waiting: int,
-        payload_bytes: int,
-        peer: str,
-    ) -> None:
-        self.procs, self.servers, self.name = procs, servers, name
+    def __init__(self, servers: RedisServers, waiting: int, payload_bytes: int, peer: str) -> None:
+        self.servers = servers
         self.waiting, self.payload_bytes, self.peer = waiting, payload_bytes, peer
+        self.name = f"backlog-{peer}-{waiting}-{payload_bytes}"
+        self.server: RedisServer | None = None
         self.broker: subprocess.Popen[str] | None = None
-        self.runner: PeerRunner
-        self.memory_mb = 0.0
-        """Redis' memory with the queue full."""
+        self.runner: PeerRunner | None = None
+        self.fill_per_s = self.memory_mb = 0.0
+        """The first fill's rate, and Redis' memory with the queue full."""
         self.left = 0
         """Jobs waiting in the queue now."""
-        self.fills: list[float] = []
         self.rounds: list[dict[str, Any]] = []
 
-    @property
-    def queue(self) -> str:
-        return f"{self.runner.queue}-{self.name}"
+    def start(self, extras: Extras) -> None:
+        """Start its Redis (and broker) and fill its queue."""
+        self.server = self.servers.start(self.name)
+        if self.peer == "jobbroker":
+            self.broker, address = start_broker(extras.procs, self.server.url)
+            self.runner = extras.runner(address, self.server.url, [self.broker.pid])
+        else:
+            spec = peer_specs()[self.peer]
+            self.runner = PeerRunner(
+                extras.procs, spec, self.server.url, extras.token, extras.sizes
+            )
+        self.fill_per_s = self._fill(self.waiting)
+        with contextlib.closing(self.server.client()) as client:
+            self.memory_mb = used_memory(client) / 2**20
 
-    def fill(self, count: int) -> None:
-        filled = self.runner.fill(self.queue, count, payload_bytes=self.payload_bytes)
-        self.fills.append(filled["count"] / filled["seconds"])
+    def _queue(self, runner: PeerRunner) -> str:
+        return f"{runner.queue}-{self.name}"
+
+    def _fill(self, count: int) -> float:
+        """Add ``count`` jobs; their rate."""
+        assert self.runner is not None
+        filled = self.runner.fill(self._queue(self.runner), count, payload_bytes=self.payload_bytes)
         self.left += count
+        return float(filled["count"] / filled["seconds"])
 
     def measure(self, measure: int) -> None:
+        assert self.runner is not None
         if self.left < self.waiting:
-            self.fill(self.waiting - self.left)  # untimed: every round starts at the full size
-        figures = self.runner.processing(self.queue, min(self.left, measure))
+            self._fill(self.waiting - self.left)  # untimed: every round starts at the full size
+        figures = self.runner.processing(self._queue(self.runner), min(self.left, measure))
         figures["waiting"] = self.left
         self.left -= figures["jobs"]
         self.rounds.append(figures)
@@ -464,12 +458,14 @@ class _BacklogPoint:
         figures["waiting_per_round"] = [r["waiting"] for r in self.rounds]
         figures["steady_per_round"] = [r["steady"] for r in self.rounds]
         figures["payload_bytes"] = self.payload_bytes
-        figures["fill_per_s"] = self.fills[0]
+        figures["fill_per_s"] = self.fill_per_s
         figures["redis_used_memory_mb"] = self.memory_mb
         return figures
 
-    def close(self) -> None:
+    def close(self, procs: Processes) -> None:
+        """Stop its broker and Redis, however far :meth:`start` got."""
         if self.broker is not None:
-            self.procs.stop(self.broker)
-            self.procs.forget(self.broker)
-        self.servers.stop(self.name)
+            procs.stop(self.broker)
+            procs.forget(self.broker)
+        if self.server is not None:
+            self.servers.stop(self.name)

@@ -264,6 +264,8 @@ def test_extras_measure_real_events_and_memory(bench: Bench) -> None:
     # long one lost at least the jobs asked for (a worker may run a few more before it stops).
     assert short["waiting_per_round"] == [150, 150]
     assert long["waiting_per_round"] == [600, 600]
+    assert short["jobs"] == 150
+    assert SIZES.backlog_measure <= long["jobs"] <= 600
     for point in (short, long):
         assert len(point["steady_per_round"]) == 2
         assert point["steady"] in point["steady_per_round"]
